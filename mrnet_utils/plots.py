@@ -1,0 +1,369 @@
+"""The figures of the notebooks: one function per figure, each returning a matplotlib Figure.
+
+Inputs are plain tensors, arrays and DataFrames, so this module knows nothing of the
+models or the evaluation code. Images are shown grey-scale with the colour limits
+fixed to the value range (model space [-1, 1] unless stated): per-image autoscaling
+would stretch every panel to full contrast and hide the intensity errors we look for.
+
+Figures are built with `matplotlib.figure.Figure`, not pyplot, so they are never
+registered with pyplot: a batch run does not accumulate open figures, and in Jupyter
+a figure shows exactly once when it is the cell's last expression (a pyplot figure
+would also be shown by the inline backend, i.e. twice). The notebook pattern is
+`fig = plots.plot_...(...)`, `plots.save_figure(fig, path)`, then `fig`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.transforms import blended_transform_factory
+
+from mrnet_utils.errors import MRNetError
+
+MODEL_RANGE = (-1.0, 1.0)
+UINT8_RANGE = (0.0, 255.0)
+
+
+def _to_numpy(values, name: str) -> np.ndarray:
+    if torch.is_tensor(values):
+        values = values.detach().cpu().float().numpy()
+    array = np.asarray(values)
+    if array.size == 0:
+        raise MRNetError(f"{name} is empty; pass at least one image")
+    return array
+
+
+def _as_images(images, name: str) -> np.ndarray:
+    """(N, 1, H, W), (N, H, W) or (H, W) -> (N, H, W)."""
+    array = _to_numpy(images, name)
+    if array.ndim == 4 and array.shape[1] == 1:
+        array = array[:, 0]
+    elif array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3:
+        raise MRNetError(
+            f"{name} has shape {tuple(array.shape)}; pass grey-scale images shaped (N, 1, H, W), (N, H, W) or (H, W)"
+        )
+    return array
+
+
+def _show(ax: Axes, image: np.ndarray, value_range: tuple[float, float], interpolation: str = "antialiased") -> None:
+    ax.imshow(image, cmap="gray", vmin=value_range[0], vmax=value_range[1], interpolation=interpolation)
+    # set_*ticks([]) rather than axis("off"), so that a y-label can still name the row.
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_image_grid(
+    images,
+    nrow: int = 8,
+    title: str | None = None,
+    labels: Sequence[str] | None = None,
+    value_range: tuple[float, float] = MODEL_RANGE,
+) -> Figure:
+    """A grid of slices, `nrow` images per row (torchvision's `make_grid` convention)."""
+    stack = _as_images(images, "images")
+    if nrow < 1:
+        raise MRNetError(f"nrow={nrow}: the number of images per row must be at least 1")
+    if labels is not None and len(labels) != len(stack):
+        raise MRNetError(f"labels has {len(labels)} entries for {len(stack)} images; pass one label per image")
+    ncols = min(nrow, len(stack))
+    nrows = math.ceil(len(stack) / ncols)
+    fig = Figure(figsize=(1.6 * ncols, 1.6 * nrows + 0.4 * (title is not None)), layout="constrained")
+    for index, ax in enumerate(fig.subplots(nrows, ncols, squeeze=False).ravel()):
+        if index >= len(stack):
+            fig.delaxes(ax)
+            continue
+        _show(ax, stack[index], value_range)
+        if labels is not None:
+            ax.set_title(labels[index], fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_planes(
+    examples: Mapping[str, Sequence],
+    title: str | None = None,
+    value_range: tuple[float, float] = UINT8_RANGE,
+) -> Figure:
+    """Example slices per plane: one row per plane (e.g. coronal, sagittal, axial), one column per exam.
+
+    Defaults to raw MRNet intensities (uint8, 0-255).
+    """
+    if not examples:
+        raise MRNetError("examples is empty; pass {plane: [slice, ...]} with at least one plane")
+    ncols = max(len(slices) for slices in examples.values())
+    fig = Figure(figsize=(2.2 * ncols + 0.4, 2.2 * len(examples) + 0.4 * (title is not None)), layout="constrained")
+    axes = fig.subplots(len(examples), ncols, squeeze=False)
+    for row, (plane, slices) in zip(axes, examples.items()):
+        for col, ax in enumerate(row):
+            if col >= len(slices):
+                fig.delaxes(ax)
+                continue
+            _show(ax, _as_images(slices[col], f"examples[{plane!r}][{col}]")[0], value_range)
+        row[0].set_ylabel(plane, fontsize=12)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_loss_curves(logs: Mapping[str, pd.DataFrame], smooth: float = 0.9, title: str | None = "Training loss") -> Figure:
+    """Training loss of several runs: the logged values faint, their exponential moving average bold, log y.
+
+    `smooth` is the EMA weight of the past (TensorBoard's smoothing slider): 0 leaves the curve as logged.
+    """
+    if not 0.0 <= smooth < 1.0:
+        raise MRNetError(f"smooth={smooth}: the EMA weight must be in [0, 1)")
+    fig = Figure(figsize=(7.0, 4.5), layout="constrained")
+    ax = fig.subplots()
+    for index, (name, log) in enumerate(logs.items()):
+        missing = {"step", "loss"} - set(log.columns)
+        if missing:
+            raise MRNetError(f"the log of run {name!r} lacks the column(s) {sorted(missing)}; pass the training log CSV")
+        colour = f"C{index}"
+        ax.plot(log["step"], log["loss"], color=colour, alpha=0.25, linewidth=0.8)
+        # adjust=False is the plain recursion s_t = smooth * s_{t-1} + (1 - smooth) * x_t, started at x_0.
+        ema = log["loss"].ewm(alpha=1.0 - smooth, adjust=False).mean()
+        ax.plot(log["step"], ema, color=colour, linewidth=2.0, label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("loss")
+    ax.grid(True, which="both", alpha=0.3)
+    if logs:
+        ax.legend(title=f"faint: logged, bold: EMA ({smooth})", fontsize=9, title_fontsize=9)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_grids_over_training(
+    images: Mapping[int, np.ndarray],
+    title: str | None = None,
+    value_range: tuple[float, float] = UINT8_RANGE,
+) -> Figure:
+    """Saved sample grids (H x W grey or H x W x 3/4 colour, as read from PNG) in a row, ordered and titled by step.
+
+    `value_range` fixes the grey-scale limits (uint8 by default); colour images carry their own.
+    """
+    if not images:
+        raise MRNetError("images is empty; pass {step: grid image} for at least one step")
+    grids = {step: _to_numpy(images[step], f"images[{step}]") for step in sorted(images)}
+    aspect = max(grid.shape[0] / grid.shape[1] for grid in grids.values())
+    fig = Figure(figsize=(3.2 * len(grids), 3.2 * aspect + 0.4 + 0.4 * (title is not None)), layout="constrained")
+    for ax, (step, grid) in zip(fig.subplots(1, len(grids), squeeze=False)[0], grids.items()):
+        if grid.ndim == 2:
+            _show(ax, grid, value_range)
+        elif grid.ndim == 3 and grid.shape[2] in (3, 4):
+            ax.imshow(grid)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        else:
+            raise MRNetError(
+                f"images[{step}] has shape {grid.shape}; pass a grid image shaped (H, W), (H, W, 3) or (H, W, 4)"
+            )
+        ax.set_title(f"step {step:,}")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _add_zoom_inset(
+    ax: Axes, image: np.ndarray, region: tuple[float, float, float, float], value_range: tuple[float, float]
+) -> None:
+    """Magnify `region` = (y0, x0, height, width), in this image's pixels, in an inset in the corner farthest from it."""
+    y0, x0, height, width = region
+    rows, cols = image.shape
+    # Corners in axes coordinates (origin bottom-left); the image's y axis points down.
+    left = 0.56 if x0 + width / 2 < cols / 2 else 0.02
+    bottom = 0.02 if y0 + height / 2 < rows / 2 else 0.56
+    inset = ax.inset_axes([left, bottom, 0.42, 0.42])
+    _show(inset, image, value_range, interpolation="nearest")
+    # Pixel centres sit on integers, so pixel i spans [i - 0.5, i + 0.5].
+    inset.set_xlim(x0 - 0.5, x0 + width - 0.5)
+    inset.set_ylim(y0 + height - 0.5, y0 - 0.5)
+    for spine in inset.spines.values():
+        spine.set_edgecolor("yellow")
+    ax.indicate_inset_zoom(inset, edgecolor="yellow", alpha=0.9)
+
+
+def plot_sr_comparison(
+    low_res,
+    candidates: Mapping[str, object],
+    ground_truth,
+    zoom: tuple[int, int, int] | None = None,
+    scores: Mapping[str, Sequence[float]] | None = None,
+    value_range: tuple[float, float] = MODEL_RANGE,
+    score_format: str = "PSNR {:.2f} dB",
+) -> Figure:
+    """Super-resolution side by side, one row per example: low-res input | each candidate | ground truth.
+
+    `zoom` = (y0, x0, size) is a square region in ground-truth pixels, magnified in an inset on
+    every panel (on the low-res panel, scaled to its size). `scores` maps panel names to one
+    value per example, written under the name with `score_format`. Pixels are drawn with
+    nearest-neighbour interpolation so that the display adds no smoothing of its own.
+    """
+    truth = _as_images(ground_truth, "ground_truth")
+    low = _as_images(low_res, "low_res")
+    panels = {"low-res input": low}
+    for name, images in candidates.items():
+        panels[name] = _as_images(images, f"candidates[{name!r}]")
+        if panels[name].shape != truth.shape:
+            raise MRNetError(
+                f"candidates[{name!r}] has shape {panels[name].shape}, ground_truth {truth.shape}; "
+                "pass candidates at the ground truth's resolution"
+            )
+    panels["ground truth"] = truth
+    count, rows, cols = truth.shape
+    if len(low) != count:
+        raise MRNetError(f"low_res holds {len(low)} examples, ground_truth {count}; pass the same examples to both")
+    for name, values in (scores or {}).items():
+        if name not in panels:
+            raise MRNetError(f"scores[{name!r}] names no panel; use one of {list(panels)}")
+        if len(values) != count:
+            raise MRNetError(f"scores[{name!r}] holds {len(values)} values for {count} examples; pass one per example")
+    if zoom is not None:
+        y0, x0, size = zoom
+        if size < 1 or y0 < 0 or x0 < 0 or y0 + size > rows or x0 + size > cols:
+            raise MRNetError(f"zoom={zoom} does not fit in the {rows}x{cols} ground truth; pass (y0, x0, size) inside it")
+
+    fig = Figure(figsize=(2.3 * len(panels), 2.5 * count + 0.3), layout="constrained")
+    axes = fig.subplots(count, len(panels), squeeze=False)
+    for example in range(count):
+        for ax, (name, stack) in zip(axes[example], panels.items()):
+            image = stack[example]
+            _show(ax, image, value_range, interpolation="nearest")
+            lines = [name] if example == 0 else []
+            if scores and name in scores:
+                lines.append(score_format.format(scores[name][example]))
+            ax.set_title("\n".join(lines), fontsize=10)
+            if zoom is not None:
+                scale_y, scale_x = image.shape[0] / rows, image.shape[1] / cols
+                region = (zoom[0] * scale_y, zoom[1] * scale_x, zoom[2] * scale_y, zoom[2] * scale_x)
+                _add_zoom_inset(ax, image, region, value_range)
+    return fig
+
+
+def _numeric(table: pd.DataFrame, column: str) -> pd.Series:
+    """The column as floats; cells such as 'not computed: ...' (or a missing column) become NaN."""
+    if column not in table.columns:
+        return pd.Series(np.nan, index=table.index)
+    return pd.to_numeric(table[column], errors="coerce")
+
+
+def plot_metric_bars(
+    table: pd.DataFrame,
+    metrics: Sequence[str],
+    higher_is_better: Mapping[str, bool] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """One panel per metric, one bar per method (the table's index), with confidence intervals.
+
+    Reads the evaluation table's columns '<metric>_mean', '<metric>_ci_low', '<metric>_ci_high'.
+    A non-numeric mean (e.g. 'not computed: ...') gets no bar but the words 'not computed' in its
+    place. `higher_is_better` maps a metric to True/False to print its direction in the panel title.
+    """
+    if not metrics:
+        raise MRNetError("metrics is empty; name at least one metric of the table")
+    available = [column[: -len("_mean")] for column in table.columns if str(column).endswith("_mean")]
+    for metric in metrics:
+        if f"{metric}_mean" not in table.columns:
+            raise MRNetError(f"the table has no column '{metric}_mean'; the metrics it holds are {available}")
+    methods = [str(method) for method in table.index]
+    positions = np.arange(len(methods))
+    colours = [f"C{index % 10}" for index in range(len(methods))]
+    fig = Figure(figsize=(max(3.0 * len(metrics), 4.0), 4.2 + 0.4 * (title is not None)), layout="constrained")
+    for ax, metric in zip(fig.subplots(1, len(metrics), squeeze=False)[0], metrics):
+        mean = _numeric(table, f"{metric}_mean").to_numpy()
+        low = _numeric(table, f"{metric}_ci_low").to_numpy()
+        high = _numeric(table, f"{metric}_ci_high").to_numpy()
+        computed = np.isfinite(mean)
+        ax.bar(positions[computed], mean[computed], color=[c for c, ok in zip(colours, computed) if ok])
+        # Drawn from low to high rather than around the mean: a bootstrap interval of a biased
+        # statistic (FID) need not contain the full-sample value.
+        with_ci = computed & np.isfinite(low) & np.isfinite(high)
+        ax.errorbar(
+            positions[with_ci],
+            (low[with_ci] + high[with_ci]) / 2,
+            yerr=(high[with_ci] - low[with_ci]) / 2,
+            fmt="none",
+            ecolor="black",
+            capsize=4,
+        )
+        if computed.any():
+            at_base = blended_transform_factory(ax.transData, ax.transAxes)
+            for position in positions[~computed]:
+                ax.text(position, 0.03, "not computed", transform=at_base, rotation=90, ha="center", va="bottom",
+                        color="0.4", fontsize=9)
+        else:
+            ax.text(0.5, 0.5, "not computed", transform=ax.transAxes, ha="center", va="center", color="0.4",
+                    fontsize=11)
+            ax.set_yticks([])
+        ax.set_xticks(positions, methods, rotation=30, ha="right")
+        ax.set_xlim(-0.6, len(methods) - 0.4)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.set_axisbelow(True)
+        direction = (higher_is_better or {}).get(metric)
+        ax.set_title(metric if direction is None else f"{metric} ({'higher' if direction else 'lower'} is better)")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_histograms(
+    samples: Mapping[str, object],
+    real,
+    bins: int = 64,
+    value_range: tuple[float, float] = MODEL_RANGE,
+    log_density: bool = False,
+    title: str | None = "Intensity histograms",
+) -> Figure:
+    """Intensity densities of generated sets (lines) against the real images (filled), on shared bins.
+
+    Values outside `value_range` are clipped into the edge bins, not dropped, so that
+    out-of-range intensities stay visible; the legend gives the fraction clipped.
+    `log_density` puts the density on a log axis, which shows the tails next to the
+    background peak at -1.
+    """
+    edges = np.linspace(value_range[0], value_range[1], bins + 1)
+    fig = Figure(figsize=(7.0, 4.5), layout="constrained")
+    ax = fig.subplots()
+    sets = {"real": real, **samples}
+    for index, (name, values) in enumerate(sets.items()):
+        flat = _to_numpy(values, f"samples[{name!r}]" if index else "real").ravel()
+        outside = np.mean((flat < value_range[0]) | (flat > value_range[1]))
+        density, _ = np.histogram(np.clip(flat, *value_range), bins=edges, density=True)
+        label = name if outside == 0 else f"{name} ({outside:.1%} clipped)"
+        if index == 0:
+            ax.stairs(density, edges, fill=True, color="0.7", label=label)
+        else:
+            ax.stairs(density, edges, color=f"C{(index - 1) % 10}", linewidth=1.6, label=label)
+    if log_density:
+        ax.set_yscale("log")
+    ax.set_xlim(*value_range)
+    ax.set_xlabel("intensity")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=9)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write `fig` as a 150-dpi PNG (creating the folder), close it, and return the path."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise MRNetError(f"{path}: figures are saved as PNG; give the file a .png suffix")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150, format="png")
+    # Only matters for figures made with pyplot (ours are not registered with it): frees them in long runs.
+    plt.close(fig)
+    return path
