@@ -1,0 +1,305 @@
+"""Checkpoints: atomic saves, safe loads, retention and config checks.
+
+A checkpoint is one `torch.save` file holding tensors and plain data only (no
+pickled classes), so it loads with `torch.load(weights_only=True)` and loading
+one can never run code. Its payload is a dict:
+
+    {"format_version": 1, "config": StageConfig.to_dict(), "step": int,
+     "model": state_dict, "ema": state_dict | None, "optimizer": state_dict,
+     "lr_scheduler": state_dict, "rng": {...}, "log": {...}}
+
+This module reads only "format_version", "config" and "step"; the rest is the
+training loop's business. Storing the config is what lets `rebuild_config`
+recreate the model from the file alone (as nanoGPT does).
+
+Integrity. torch.load does not check the zip CRCs: with torch 2.14, every
+truncation of a small checkpoint failed to load, but 96% of single-bit flips
+loaded without an error, most with changed weights, keys or values. So `save_checkpoint` adds a SHA-256 of the payload's
+content (every tensor's bytes, dtype and shape, every plain value) under
+`DIGEST_KEY`, and `load_checkpoint` recomputes it over what it loaded. The digest
+lives inside the one file, so the atomic replace covers it too (a sidecar file
+could be left out of step with the checkpoint by a crash between two renames).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import pickle
+import re
+import tempfile
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mrnet_utils.config import StageConfig
+from mrnet_utils.errors import MRNetError
+
+FORMAT_VERSION = 1
+DIGEST_KEY = "content_sha256"
+REQUIRED_KEYS = ("format_version", "config", "step")
+_STEP_FILE = re.compile(r"step_(\d+)\.pt")
+_TEMP_SUFFIX = ".partial"
+# Settings a run may change when it resumes: they alter neither the weights'
+# shapes nor what the network predicts, so `check_compatible` ignores them.
+_FREE_SETTINGS = (
+    "preset",
+    "sampler",
+    "sample_steps",
+    "train.",
+    "unet.dropout",
+    "diffusion.min_snr_gamma",
+    "conditioning.max_level",
+    "conditioning.sample_level",
+)
+_SCALARS = (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device)
+
+
+def step_filename(step: int) -> str:
+    return f"step_{step:08d}.pt"
+
+
+def save_checkpoint(directory: str | Path, payload: dict[str, Any], keep: int = 3, name: str | None = None) -> Path:
+    """Write `payload` to `directory/step_{step:08d}.pt` (or `directory/name`) atomically.
+
+    The file is written to a temporary name in the same directory, flushed and
+    fsynced, then renamed over the final name, so a crash at any moment leaves
+    either the old file or the new one, never a torn one. Afterwards only the
+    newest `keep` step checkpoints stay (files saved under a custom `name`, such as
+    `final.pt`, are never removed). One process writes to a directory at a time:
+    a save deletes temporary files that an earlier, killed save left behind.
+    """
+    _check_keys(payload, "the payload to save")
+    if keep < 1:
+        raise MRNetError(f"keep={keep}: a checkpoint directory must keep at least 1 checkpoint")
+    directory = Path(directory)
+    path = directory / (name or step_filename(payload["step"]))
+    stored = {**payload, DIGEST_KEY: _digest(payload)}
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for leftover in directory.glob(f".*{_TEMP_SUFFIX}"):
+            leftover.unlink(missing_ok=True)
+        _write_atomically(stored, path)
+    except (OSError, RuntimeError) as error:
+        # torch.save reports a failing file write as a RuntimeError raised while
+        # handling the OSError, so look for the OSError along the chain.
+        cause = _os_error_in(error)
+        if cause is None:
+            raise
+        raise MRNetError(_write_failure(path, cause)) from error
+    _remove_old_steps(directory, keep, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by `save_checkpoint`, refusing anything that is not plain tensors and data."""
+    path = Path(path)
+    if not path.is_file():
+        raise MRNetError(f"no checkpoint file at {path}; check the path (savepoints/<run>/step_*.pt)")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch's weights-only unpickler stops at any object it does not allow
+        # (such as "GLOBAL posix.system") and at opcodes it does not read.
+        refused = re.search(r"GLOBAL \S+", str(error))
+        if refused is None:
+            unreadable = re.search(r"Unsupported operand \d+", str(error))
+            raise MRNetError(
+                f"checkpoint {path} is truncated or corrupt, or not a checkpoint "
+                f"({unreadable.group(0) if unreadable else 'unreadable pickle'})"
+            ) from None
+        raise MRNetError(
+            f"refused to load {path}: it holds a pickled object ({refused.group(0)}), not plain tensors and data, "
+            "and unpickling it could run code; use only checkpoints written by save_checkpoint "
+            "(if this one was, the file is corrupt)"
+        ) from None
+    except Exception as error:  # a damaged zip surfaces as any of ~8 exception types
+        raise MRNetError(
+            f"checkpoint {path} is truncated or corrupt ({type(error).__name__}: {_first_line(error)})"
+        ) from None
+    if not isinstance(payload, dict) or DIGEST_KEY not in payload:
+        raise MRNetError(f"{path} is not a checkpoint written by save_checkpoint (it has no {DIGEST_KEY})")
+    expected = payload.pop(DIGEST_KEY)
+    if _digest(payload) != expected:
+        raise MRNetError(f"checkpoint {path} is truncated or corrupt: its content digest does not match")
+    _check_keys(payload, f"checkpoint {path}")
+    return payload
+
+
+def latest_checkpoint(directory: str | Path) -> Path | None:
+    """The newest step checkpoint in `directory` that loads; damaged newer ones are skipped with a warning."""
+    for path in reversed(_step_files(Path(directory))):
+        try:
+            load_checkpoint(path)
+        except MRNetError as error:
+            warnings.warn(f"skipping checkpoint {path}: {error}", stacklevel=2)
+            continue
+        return path
+    return None
+
+
+def rebuild_config(payload: dict[str, Any]) -> StageConfig:
+    """The StageConfig a checkpoint was trained with."""
+    return StageConfig.from_dict(payload["config"])
+
+
+def check_compatible(stored: dict[str, Any], expected: StageConfig, path: str | Path | None = None) -> None:
+    """Raise MRNetError when checkpoint payload `stored` was trained for another stage or network than `expected`.
+
+    Compared: stage, every network setting but dropout, the noise process and whether
+    conditioning augmentation is on. Training settings (`train.*`, ...) may differ.
+    """
+    found = rebuild_config(stored)
+    found_settings, expected_settings = _flatten(found.to_dict()), _flatten(expected.to_dict())
+    differences = [
+        f"{key} {found_settings[key]} vs {expected_settings[key]}"
+        for key in expected_settings
+        if not key.startswith(_FREE_SETTINGS) and found_settings.get(key) != expected_settings[key]
+    ]
+    if not differences:
+        return
+    source = f"checkpoint {path}" if path is not None else "the checkpoint"
+    if _describe(found) != _describe(expected):
+        head = f"{source} is {_describe(found)}, expected {_describe(expected)}"
+    else:
+        head = f"{source} holds a different {expected.name} network than the {expected.preset} config expects"
+    raise MRNetError(
+        f"{head} (checkpoint vs expected: {'; '.join(differences)}); use the checkpoint trained for this config, "
+        "or rebuild the model from the checkpoint's own config (rebuild_config)"
+    )
+
+
+def _write_atomically(stored: dict[str, Any], path: Path) -> None:
+    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TEMP_SUFFIX)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            torch.save(stored, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp_name, path)
+    except BaseException:  # KeyboardInterrupt included: never leave a temporary file behind
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    # Make the rename itself durable, so a power cut cannot bring back the old file.
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _remove_old_steps(directory: Path, keep: int, written: Path) -> None:
+    # The file just written always stays, even if it has a lower step than others
+    # (a run resumed from an earlier checkpoint).
+    others = [path for path in _step_files(directory) if path != written]
+    kept = keep - 1 if _STEP_FILE.fullmatch(written.name) else keep
+    for path in others[: max(len(others) - kept, 0)]:
+        path.unlink(missing_ok=True)
+
+
+def _step_files(directory: Path) -> list[Path]:
+    """Step checkpoints in `directory`, oldest first."""
+    if not directory.is_dir():
+        return []
+    steps = {}
+    for path in directory.iterdir():
+        match = _STEP_FILE.fullmatch(path.name)
+        if match:
+            steps[int(match.group(1))] = path
+    return [steps[step] for step in sorted(steps)]
+
+
+def _digest(payload: dict[str, Any]) -> str:
+    hasher = hashlib.sha256()
+    _feed(hasher, payload, "payload")
+    return hasher.hexdigest()
+
+
+def _feed(hasher: Any, value: Any, where: str) -> None:
+    """Hash `value` with its type and structure; refuse what weights_only loading would refuse."""
+    if isinstance(value, torch.Tensor):
+        hasher.update(f"tensor {value.dtype} {tuple(value.shape)}\n".encode())
+        hasher.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    elif type(value) in (dict, OrderedDict):
+        hasher.update(f"dict {len(value)}\n".encode())
+        for key, item in value.items():
+            _feed(hasher, key, f"a key of {where}")
+            _feed(hasher, item, f"{where}[{key!r}]")
+    elif type(value) in (list, tuple, torch.Size):
+        hasher.update(f"sequence {len(value)}\n".encode())
+        for index, item in enumerate(value):
+            _feed(hasher, item, f"{where}[{index}]")
+    elif type(value) in _SCALARS:
+        text = repr(value)
+        hasher.update(f"{type(value).__name__} {len(text)} {text}\n".encode())
+    else:
+        raise MRNetError(
+            f"{where} is a {type(value).__module__}.{type(value).__qualname__}; checkpoints hold only tensors "
+            "and plain data (dict, list, tuple, str, numbers, None), so convert it (e.g. torch.from_numpy)"
+        )
+
+
+def _check_keys(payload: Any, what: str) -> None:
+    if not isinstance(payload, dict):
+        raise MRNetError(f"{what} is a {type(payload).__name__}, not a checkpoint dict")
+    missing = [key for key in REQUIRED_KEYS if key not in payload]
+    if missing:
+        raise MRNetError(f"{what} lacks {', '.join(missing)}; a checkpoint needs {', '.join(REQUIRED_KEYS)}")
+    if payload["format_version"] != FORMAT_VERSION:
+        raise MRNetError(
+            f"{what} has format_version {payload['format_version']!r}; this code reads version {FORMAT_VERSION}"
+        )
+    if type(payload["step"]) is not int or not isinstance(payload["config"], dict):
+        raise MRNetError(f"{what} needs an int 'step' and a dict 'config' (StageConfig.to_dict())")
+
+
+def _os_error_in(error: BaseException | None) -> OSError | None:
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or error.__context__
+    return error
+
+
+def _write_failure(path: Path, error: OSError) -> str:
+    reason = error.strerror or str(error)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        advice = "free disk space there or point the checkpoint directory at a disk with room"
+    else:
+        advice = "make it a writable directory or choose another checkpoint directory"
+    return (
+        f"cannot write checkpoint {path.name} to {path.parent}: {reason}; {advice} "
+        "(earlier checkpoints are untouched)"
+    )
+
+
+def _flatten(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _describe(config: StageConfig) -> str:
+    side = config.resolution
+    return f"{config.stage} ({side}x{side}, {'Swin' if config.unet.use_swin else 'no Swin'})"
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [""])[0][:200]
+
+
+__all__ = [
+    "FORMAT_VERSION",
+    "save_checkpoint",
+    "load_checkpoint",
+    "latest_checkpoint",
+    "rebuild_config",
+    "check_compatible",
+    "step_filename",
+]

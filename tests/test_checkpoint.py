@@ -1,0 +1,343 @@
+"""Checkpoints: round trips, atomic saves under crashes, retention, corruption and refusal of code-running pickles."""
+
+import errno
+import io
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mrnet_utils import checkpoint
+from mrnet_utils.checkpoint import (
+    check_compatible,
+    latest_checkpoint,
+    load_checkpoint,
+    rebuild_config,
+    save_checkpoint,
+)
+from mrnet_utils.config import stage_config
+from mrnet_utils.errors import MRNetError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_payload(step, config=None, seed=0):
+    """A payload shaped like the training loop's, with real optimiser and scheduler state."""
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 2))
+    model(torch.randn(2, 4)).square().sum().backward()
+    optimizer.step()
+    scheduler.step()
+    return {
+        "format_version": checkpoint.FORMAT_VERSION,
+        "config": (config or stage_config("sr1", "smoke")).to_dict(),
+        "step": step,
+        "model": model.state_dict(),
+        "ema": {"weight": torch.randn(3, 4).bfloat16(), "count": torch.tensor(step)},
+        "optimizer": optimizer.state_dict(),
+        "lr_scheduler": scheduler.state_dict(),
+        "rng": {"torch": torch.get_rng_state(), "python": random.Random(seed).getstate()},
+        "log": {"loss": [0.5, 0.25], "note": "smoke", "best": None},
+    }
+
+
+def assert_same(actual, expected):
+    assert type(actual) is type(expected)
+    if isinstance(expected, torch.Tensor):
+        assert actual.dtype == expected.dtype and torch.equal(actual, expected)
+    elif isinstance(expected, dict):
+        assert list(actual) == list(expected)
+        for key in expected:
+            assert_same(actual[key], expected[key])
+    elif isinstance(expected, (list, tuple)):
+        assert len(actual) == len(expected)
+        for a, e in zip(actual, expected):
+            assert_same(a, e)
+    else:
+        assert actual == expected
+
+
+def files_in(directory):
+    return sorted(path.name for path in Path(directory).iterdir())
+
+
+def test_round_trip_keeps_tensors_and_plain_data(tmp_path):
+    payload = make_payload(7)
+    path = save_checkpoint(tmp_path, payload)
+    assert path == tmp_path / "step_00000007.pt"
+    assert_same(load_checkpoint(path), payload)
+    assert rebuild_config(load_checkpoint(path)) == stage_config("sr1", "smoke")
+
+
+def test_save_refuses_data_that_weights_only_loading_would_refuse(tmp_path):
+    payload = make_payload(1)
+    payload["rng"]["numpy"] = np.zeros(3)
+    with pytest.raises(MRNetError, match=r"payload\['rng'\]\['numpy'\] is a numpy.ndarray"):
+        save_checkpoint(tmp_path, payload)
+    with pytest.raises(MRNetError, match="lacks step"):
+        save_checkpoint(tmp_path, {"format_version": 1, "config": {}})
+    assert files_in(tmp_path) == []
+
+
+def test_crash_mid_save_keeps_the_previous_file_and_no_temporary(tmp_path, monkeypatch):
+    previous = make_payload(1)
+    path = save_checkpoint(tmp_path, previous, name="final.pt")
+    real_save = torch.save
+
+    def crash_halfway(obj, file):
+        buffer = io.BytesIO()
+        real_save(obj, buffer)
+        file.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(torch, "save", crash_halfway)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        save_checkpoint(tmp_path, make_payload(2, seed=1), name="final.pt")
+    assert files_in(tmp_path) == ["final.pt"]
+    assert_same(load_checkpoint(path), previous)
+
+
+# The child saves ~8 MB checkpoints in a loop; the parent kills it while a temporary file exists.
+SAVE_LOOP = """
+import sys, torch
+from mrnet_utils.checkpoint import save_checkpoint
+from mrnet_utils.config import stage_config
+config = stage_config("base64", "smoke").to_dict()
+for step in range(1, 10_000):
+    weights = {"w": torch.full((2_000_000,), float(step))}
+    payload = {"format_version": 1, "config": config, "step": step, "model": weights}
+    save_checkpoint(sys.argv[1], payload, keep=3)
+"""
+
+
+def test_sigkill_during_saves_never_leaves_a_corrupt_final_file(tmp_path):
+    rng = random.Random(0)
+    child = subprocess.Popen([sys.executable, "-c", SAVE_LOOP, str(tmp_path)], cwd=REPO_ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        # Wait for two finished checkpoints and a save in progress, then kill at a random moment within it.
+        while len(list(tmp_path.glob("step_*.pt"))) < 2 or not list(tmp_path.glob(".*.partial")):
+            assert child.poll() is None and time.monotonic() < deadline, "the saving process stopped early"
+            time.sleep(0.001)
+        time.sleep(rng.uniform(0.0, 0.02))
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    finals = sorted(tmp_path.glob("step_*.pt"))
+    # keep=3, plus one more if the kill fell between the rename and the pruning
+    assert 2 <= len(finals) <= 4
+    for path in finals:
+        payload = load_checkpoint(path)
+        assert torch.all(payload["model"]["w"] == payload["step"])
+    # The next save clears whatever temporary file the killed save left behind.
+    save_checkpoint(tmp_path, {"format_version": 1, "config": {}, "step": 99_999}, keep=3)
+    assert not list(tmp_path.glob(".*"))
+
+
+def test_keeps_only_the_newest_step_checkpoints_and_never_named_ones(tmp_path):
+    save_checkpoint(tmp_path, make_payload(5), name="final.pt")
+    for step in range(1, 6):
+        save_checkpoint(tmp_path, make_payload(step), keep=2)
+    assert files_in(tmp_path) == ["final.pt", "step_00000004.pt", "step_00000005.pt"]
+    # A run resumed from an earlier step keeps what it just wrote.
+    save_checkpoint(tmp_path, make_payload(3), keep=2)
+    assert files_in(tmp_path) == ["final.pt", "step_00000003.pt", "step_00000005.pt"]
+    with pytest.raises(MRNetError, match="keep=0"):
+        save_checkpoint(tmp_path, make_payload(6), keep=0)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5, 0.99])
+def test_truncated_file_is_reported_by_name(tmp_path, fraction):
+    path = save_checkpoint(tmp_path, make_payload(1))
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(MRNetError, match=r"step_00000001\.pt is truncated or corrupt"):
+        load_checkpoint(path)
+
+
+def test_bit_flip_in_weights_is_caught_by_the_digest(tmp_path):
+    payload = make_payload(1)
+    path = save_checkpoint(tmp_path, payload)
+    data = bytearray(path.read_bytes())
+    # The zip stores tensors uncompressed, and torch.load does not check the zip CRC.
+    offset = data.find(payload["model"]["weight"].numpy().tobytes())
+    assert offset > 0
+    data[offset + 5] ^= 0x10
+    path.write_bytes(bytes(data))
+    with pytest.raises(MRNetError, match="content digest does not match"):
+        load_checkpoint(path)
+
+
+def test_random_bit_flips_are_caught_or_harmless(tmp_path):
+    payload = make_payload(1)
+    path = save_checkpoint(tmp_path, payload)
+    original = path.read_bytes()
+    rng = random.Random(0)
+    caught = 0
+    for _ in range(60):
+        data = bytearray(original)
+        bit = rng.randrange(len(data) * 8)
+        data[bit // 8] ^= 1 << (bit % 8)
+        path.write_bytes(bytes(data))
+        try:
+            loaded = load_checkpoint(path)
+        except MRNetError:
+            caught += 1
+        else:  # a flip in bytes torch never reads (zip timestamps, CRCs, padding) changes nothing
+            assert_same(loaded, payload)
+    assert caught >= 20
+
+
+class RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class CustomClass:
+    pass
+
+
+def write_with_torch(obj, path):
+    torch.save(obj, path)
+
+
+def write_with_pickle(obj, path):
+    path.write_bytes(pickle.dumps(obj, protocol=2))
+
+
+@pytest.mark.parametrize(
+    "write, unsafe_read",
+    [
+        (write_with_torch, lambda path: torch.load(path, weights_only=False)),
+        (write_with_pickle, lambda path: pickle.loads(path.read_bytes())),
+    ],
+)
+def test_pickle_that_would_run_code_is_refused(tmp_path, write, unsafe_read):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "step_00000001.pt"
+    write({**make_payload(1), "model": RunsCode(marker)}, path)
+    with pytest.raises(MRNetError, match=r"refused to load .*step_00000001\.pt: .*\(GLOBAL posix.system\)"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    # The file really is dangerous: unpickling it without weights_only runs the command.
+    unsafe_read(path)
+    assert marker.exists()
+
+
+def test_newer_pickle_protocol_is_rejected_without_running_it(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "step_00000001.pt"
+    path.write_bytes(pickle.dumps({"model": RunsCode(marker)}, protocol=4))
+    with pytest.raises(MRNetError, match=r"step_00000001\.pt is truncated or corrupt, or not a checkpoint"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_custom_class_is_refused(tmp_path):
+    path = tmp_path / "custom.pt"
+    torch.save({**make_payload(1), "log": CustomClass()}, path)
+    refusal = r"refused to load .*custom\.pt: it holds a pickled object \(GLOBAL .*CustomClass\)"
+    with pytest.raises(MRNetError, match=refusal):
+        load_checkpoint(path)
+
+
+def test_files_that_are_not_checkpoints(tmp_path):
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint")
+    with pytest.raises(MRNetError, match="notes.pt is truncated or corrupt"):
+        load_checkpoint(text)
+    plain = tmp_path / "plain.pt"
+    torch.save({"format_version": 1, "config": {}, "step": 1}, plain)
+    with pytest.raises(MRNetError, match="plain.pt is not a checkpoint written by save_checkpoint"):
+        load_checkpoint(plain)
+    # Well-formed and intact, but without the keys every checkpoint needs.
+    keyless = tmp_path / "keyless.pt"
+    content = {"format_version": 1, "model": {}}
+    torch.save({**content, checkpoint.DIGEST_KEY: checkpoint._digest(content)}, keyless)
+    with pytest.raises(MRNetError, match="keyless.pt lacks config, step"):
+        load_checkpoint(keyless)
+    with pytest.raises(MRNetError, match="no checkpoint file at"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_latest_checkpoint_skips_a_corrupt_newest_one(tmp_path):
+    assert latest_checkpoint(tmp_path / "absent") is None
+    for step in (1, 2, 3):
+        save_checkpoint(tmp_path, make_payload(step))
+    assert latest_checkpoint(tmp_path) == tmp_path / "step_00000003.pt"
+    newest = tmp_path / "step_00000003.pt"
+    newest.write_bytes(newest.read_bytes()[:-100])
+    with pytest.warns(UserWarning, match=r"skipping checkpoint .*step_00000003\.pt"):
+        assert latest_checkpoint(tmp_path) == tmp_path / "step_00000002.pt"
+
+
+def disk_full_in_torch_save(obj, file):
+    # What torch.save does when the disk fills: the OSError is wrapped in a RuntimeError.
+    file.write(b"PK partial")
+    try:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    except OSError:
+        raise RuntimeError("[enforce fail at inline_container.cc] unexpected pos")
+
+
+def disk_full_in_fsync(descriptor):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize(
+    "target, attribute, fake", [(torch, "save", disk_full_in_torch_save), (os, "fsync", disk_full_in_fsync)]
+)
+def test_disk_full_reports_the_directory_and_keeps_earlier_checkpoints(tmp_path, monkeypatch, target, attribute, fake):
+    earlier = make_payload(1)
+    save_checkpoint(tmp_path, earlier)
+    monkeypatch.setattr(target, attribute, fake)
+    with pytest.raises(MRNetError, match=f"to {tmp_path}: No space left on device; free disk space"):
+        save_checkpoint(tmp_path, make_payload(2))
+    monkeypatch.undo()
+    assert files_in(tmp_path) == ["step_00000001.pt"]
+    assert_same(load_checkpoint(tmp_path / "step_00000001.pt"), earlier)
+
+
+def test_unwritable_directory_is_reported(tmp_path, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(MRNetError, match=f"to {blocker}/checkpoints: .*choose another checkpoint directory"):
+        save_checkpoint(blocker / "checkpoints", make_payload(1))
+    # Running as root, chmod cannot make a directory unwritable; fake the refusal instead.
+    save_checkpoint(tmp_path, make_payload(1))
+
+    def permission_denied(**kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(checkpoint.tempfile, "mkstemp", permission_denied)
+    with pytest.raises(MRNetError, match="Permission denied; make it a writable directory"):
+        save_checkpoint(tmp_path, make_payload(2))
+    assert files_in(tmp_path) == ["a_file", "step_00000001.pt"]
+
+
+def test_check_compatible_names_the_mismatch():
+    sr1 = make_payload(1, stage_config("sr1", "smoke"))
+    with pytest.raises(MRNetError, match=r"checkpoint x.pt is sr1 \(128x128, Swin\), expected sr2 \(256x256, Swin\)"):
+        check_compatible(sr1, stage_config("sr2", "smoke"), path="x.pt")
+    with pytest.raises(MRNetError, match=r"sr1 \(128x128, Swin\), expected sr1 \(128x128, no Swin\)"):
+        check_compatible(sr1, stage_config("sr1", "smoke", use_swin=False))
+    with pytest.raises(MRNetError, match=r"different sr1_swin network.*unet.channels \(8, 16, 16\) vs \(16, 32, 64\)"):
+        check_compatible(sr1, stage_config("sr1", "demo"))
+    with pytest.raises(MRNetError, match="unet.cond_channels 1 vs 2"):
+        check_compatible(sr1, stage_config("sr1", "smoke").replace(unet=dict(cond_channels=2)))
+    # Training settings may change on resume.
+    check_compatible(sr1, stage_config("sr1", "smoke").replace(train=dict(steps=50, lr=3e-4)))
