@@ -1,0 +1,52 @@
+"""Super-resolution conditioning: SR3's upsample-and-concatenate (Saharia et al. 2021) with
+the noise conditioning augmentation of Cascaded Diffusion Models (Ho et al. 2021).
+
+The low-res image is upsampled to the stage's resolution and noised, variance preserving, at
+a level in [0, 1]; the network gets the result as `cond` and the level as `aug_level`.
+Training draws the level uniformly from [0, ConditioningConfig.max_level], so that the stage
+learns to correct the flaws of generated low-res inputs; sampling uses the fixed
+ConditioningConfig.sample_level; with augmentation disabled the level is 0 and the condition
+is the clean upsampled image.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mrnet_utils.errors import MRNetError
+
+
+def upsample(low_res: Tensor, size: int) -> Tensor:
+    """Bilinear upsampling of (B, C, h, w) to (B, C, size, size), half-pixel centres (align_corners=False)."""
+    return F.interpolate(low_res, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def sample_aug_levels(
+    batch: int, max_level: float, generator: torch.Generator | None = None, device: torch.device | str | None = None
+) -> Tensor:
+    """Levels ~ Uniform[0, max_level], shape (batch,), on `device` (default: the generator's, else CPU)."""
+    if not 0 <= max_level <= 1:
+        raise MRNetError(f"conditioning max_level={max_level} must lie in [0, 1]")
+    device = device if device is not None else (generator.device if generator is not None else None)
+    return torch.rand(batch, generator=generator, device=device) * max_level
+
+
+def augment(cond: Tensor, level: Tensor, noise: Tensor) -> Tensor:
+    """sqrt(1 - level^2) cond + level noise, per image (level shaped (B,)): unit variance in, unit variance out."""
+    level = level.to(cond.dtype).view(-1, *(1,) * (cond.ndim - 1))
+    return (1 - level.square()).sqrt() * cond + level * noise
+
+
+def make_condition(low_res: Tensor, size: int, level: Tensor | float, noise: Tensor) -> tuple[Tensor, Tensor]:
+    """The network's condition and level: augment(upsample(low_res, size), level, noise), level as (B,)."""
+    if isinstance(level, float | int):
+        if not 0 <= level <= 1:
+            raise MRNetError(f"conditioning level={level} must lie in [0, 1]")
+        level = torch.full((len(low_res),), float(level), device=low_res.device)
+    level = level.to(device=low_res.device, dtype=low_res.dtype)
+    return augment(upsample(low_res, size), level, noise), level
+
+
+__all__ = ["upsample", "sample_aug_levels", "augment", "make_condition"]

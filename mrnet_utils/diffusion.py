@@ -1,0 +1,153 @@
+"""Noise schedules, forward noising and the training loss (DDPM, Ho et al. 2020).
+
+Names in the code and the symbols they stand for:
+
+    betas           beta_t        variance of forward step t (DDPM eq. 2)
+    alphas_cumprod  abar_t        prod_{s<=t} (1 - beta_s)
+    x0, x_t         x_0, x_t      clean image, its noised version at step t
+    noise           epsilon       ~ N(0, I)
+    snr             SNR(t)        abar_t / (1 - abar_t)
+    v               v_t           sqrt(abar_t) epsilon - sqrt(1 - abar_t) x_0 (Salimans & Ho 2022, sec. 4)
+
+Timesteps are 0-based: t in [0, T) indexes betas[t], where the papers count 1..T.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from mrnet_utils.config import DiffusionConfig
+from mrnet_utils.errors import MRNetError
+
+PREDICTIONS = ("epsilon", "v")
+
+
+def linear_betas(T: int, beta_start: float, beta_end: float) -> Tensor:
+    """beta_t evenly spaced from beta_start to beta_end (linear in beta, as DDPM and the reference use)."""
+    return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
+
+
+def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
+    """Improved DDPM (Nichol & Dhariwal 2021) eq. 17: abar_t = f(t) / f(0), f(t) = cos^2((t/T + s) / (1 + s) * pi/2).
+
+    beta_t = 1 - abar_t / abar_{t-1}, capped at max_beta so that the last step stays invertible.
+    """
+    steps = torch.arange(T + 1, dtype=torch.float64) / T
+    f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+    return (1 - f[1:] / f[:-1]).clamp(max=max_beta)
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: comparing tensor fields with == is ambiguous
+class NoiseSchedule:
+    """The discrete forward process q(x_t | x_0) and what the network predicts ("epsilon" or "v")."""
+
+    betas: Tensor  # (T,) float64
+    prediction: str
+
+    def __post_init__(self) -> None:
+        if self.prediction not in PREDICTIONS:
+            raise MRNetError(f"prediction must be one of {PREDICTIONS}, not {self.prediction!r}")
+        if self.betas.ndim != 1 or len(self.betas) < 2:
+            raise MRNetError(f"betas must be a 1-D tensor of at least 2 steps, got shape {tuple(self.betas.shape)}")
+
+    @property
+    def timesteps(self) -> int:
+        return len(self.betas)
+
+    @property
+    def alphas_cumprod(self) -> Tensor:
+        return torch.cumprod(1 - self.betas, dim=0)
+
+    @classmethod
+    def from_config(cls, cfg: DiffusionConfig) -> "NoiseSchedule":
+        cfg.validate()
+        if cfg.schedule == "cosine":
+            betas = cosine_betas(cfg.timesteps)
+        else:
+            betas = linear_betas(cfg.timesteps, cfg.beta_start, cfg.beta_end)
+        if not (0 < float(betas.min()) and float(betas.max()) < 1):
+            raise MRNetError(f"betas must lie in (0, 1): check beta_start={cfg.beta_start}, beta_end={cfg.beta_end}")
+        return cls(betas, cfg.prediction)
+
+
+def _sqrt_abar(schedule: NoiseSchedule, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+    """sqrt(abar_t) and sqrt(1 - abar_t) for each sample, shaped to broadcast against `like` (B, ...)."""
+    abar = schedule.alphas_cumprod.to(t.device)[t]  # float64 until the end, for the small 1 - abar_t
+    shape = (-1,) + (1,) * (like.ndim - 1)
+    return abar.sqrt().to(like.dtype).view(shape), (1 - abar).sqrt().to(like.dtype).view(shape)
+
+
+def q_sample(schedule: NoiseSchedule, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+    """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) epsilon (DDPM eq. 4, reparameterised)."""
+    sqrt_abar, sqrt_one_minus_abar = _sqrt_abar(schedule, t, x0)
+    return sqrt_abar * x0 + sqrt_one_minus_abar * noise
+
+
+def training_target(schedule: NoiseSchedule, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+    """What the network learns to output at x_t: epsilon, or v = sqrt(abar_t) epsilon - sqrt(1 - abar_t) x_0."""
+    if schedule.prediction == "epsilon":
+        return noise
+    sqrt_abar, sqrt_one_minus_abar = _sqrt_abar(schedule, t, x0)
+    return sqrt_abar * noise - sqrt_one_minus_abar * x0
+
+
+def snr(schedule: NoiseSchedule, t: Tensor) -> Tensor:
+    """SNR(t) = abar_t / (1 - abar_t), float64, shape (B,)."""
+    abar = schedule.alphas_cumprod.to(t.device)[t]
+    return abar / (1 - abar)
+
+
+def loss_weight(schedule: NoiseSchedule, t: Tensor, min_snr_gamma: float = 0.0) -> Tensor:
+    """Min-SNR-gamma weights (Hang et al. 2023), shape (B,); all ones when min_snr_gamma == 0.
+
+    The MSE on epsilon weighs step t by SNR(t) relative to an x_0 loss, and the MSE on v by
+    SNR(t) + 1; clipping SNR at gamma stops the nearly clean steps from dominating.
+    """
+    if min_snr_gamma <= 0:
+        return torch.ones(t.shape, dtype=torch.float64, device=t.device)
+    ratio = snr(schedule, t)
+    clipped = ratio.clamp(max=min_snr_gamma)
+    return clipped / ratio if schedule.prediction == "epsilon" else clipped / (ratio + 1)
+
+
+def diffusion_loss(
+    model: Callable[..., Tensor],
+    schedule: NoiseSchedule,
+    x0: Tensor,
+    t: Tensor,
+    noise: Tensor,
+    min_snr_gamma: float = 0.0,
+    extra_args: dict[str, Any] | None = None,
+) -> Tensor:
+    """Per-sample loss, shape (B,): weighted MSE between model(x_t, t, **extra_args) and the target (DDPM eq. 14)."""
+    x_t = q_sample(schedule, x0, t, noise)
+    prediction = model(x_t, t, **(extra_args or {}))
+    target = training_target(schedule, x0, noise, t)
+    # Upcast: under bf16 autocast the network output is bf16, and the squared error needs more bits.
+    mse = (prediction.float() - target.float()).square().mean(dim=tuple(range(1, x0.ndim)))
+    return loss_weight(schedule, t, min_snr_gamma).to(mse.dtype) * mse
+
+
+def sample_timesteps(batch: int, T: int, generator: torch.Generator | None = None) -> Tensor:
+    """t ~ Uniform{0, ..., T-1}, shape (batch,), int64, on the generator's device (CPU without one)."""
+    device = generator.device if generator is not None else None
+    return torch.randint(0, T, (batch,), generator=generator, device=device)
+
+
+__all__ = [
+    "PREDICTIONS",
+    "linear_betas",
+    "cosine_betas",
+    "NoiseSchedule",
+    "q_sample",
+    "training_target",
+    "snr",
+    "loss_weight",
+    "diffusion_loss",
+    "sample_timesteps",
+]

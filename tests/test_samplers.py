@@ -1,0 +1,168 @@
+"""The three samplers: exact with a perfect model, seeded and batch-independent, stored full loops."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler
+
+from mrnet_utils.config import DiffusionConfig
+from mrnet_utils.diffusion import NoiseSchedule, linear_betas
+from mrnet_utils.errors import MRNetError
+from mrnet_utils.samplers import (
+    SAMPLERS,
+    generators_from_seeds,
+    noise_from_seeds,
+    sample_ddim,
+    sample_ddpm,
+    trailing_timesteps,
+)
+
+SEEDS = [3, 5, 7, 11]
+
+
+class Oracle:
+    """Knows the one data point x0 of each image, so predicts the true epsilon (or v) from x_t.
+
+    Records every timestep it is called at, and checks how the samplers call it.
+    """
+
+    def __init__(self, schedule: NoiseSchedule, x0: torch.Tensor):
+        self.schedule, self.x0, self.calls = schedule, x0, []
+
+    def __call__(self, x_t, t, cond):
+        assert torch.is_inference_mode_enabled()
+        assert t.dtype == torch.long and t.shape == (len(x_t),) and t.device == x_t.device
+        assert cond == "passed through"
+        self.calls.append(int(t[0]))
+        abar = self.schedule.alphas_cumprod[t].view(-1, 1, 1, 1)
+        eps = (x_t.double() - abar.sqrt() * self.x0) / (1 - abar).sqrt()
+        out = eps if self.schedule.prediction == "epsilon" else abar.sqrt() * eps - (1 - abar).sqrt() * self.x0
+        return out.float()
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+@pytest.mark.parametrize("prediction", ["epsilon", "v"])
+@pytest.mark.parametrize("schedule_name", ["linear", "cosine"])
+def test_perfect_model_recovers_x0(name, prediction, schedule_name):
+    T, steps = 50, 10
+    schedule = NoiseSchedule.from_config(
+        DiffusionConfig(timesteps=T, schedule=schedule_name, prediction=prediction, beta_start=1e-4, beta_end=0.02)
+    )
+    x0 = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
+    oracle = Oracle(schedule, x0)
+    noise = noise_from_seeds(SEEDS[:3], (1, 8, 8), "cpu")
+    generators = generators_from_seeds(SEEDS[:3], "cpu")
+    out = SAMPLERS[name](oracle, schedule, noise, steps, extra_args={"cond": "passed through"}, generators=generators)
+    assert out.shape == noise.shape and out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), x0, rtol=0, atol=1e-4)
+    assert oracle.calls == trailing_timesteps(T, steps)  # one network evaluation per step, at trailing timesteps
+
+
+def test_trailing_timesteps():
+    assert trailing_timesteps(10, 10) == list(range(9, -1, -1))
+    assert trailing_timesteps(1000, 4) == [999, 749, 499, 249]
+    # diffusers' own trailing list for a divisor (it adds a step at t = -1 for e.g. (1000, 61))
+    ddim = DDIMScheduler(num_train_timesteps=1000, timestep_spacing="trailing")
+    ddim.set_timesteps(25)
+    assert trailing_timesteps(1000, 25) == ddim.timesteps.tolist()
+    odd = trailing_timesteps(1000, 61)
+    assert len(odd) == 61 and odd[0] == 999 and odd[-1] == 15 and all(a > b for a, b in zip(odd, odd[1:]))
+
+
+@pytest.mark.parametrize("name", ["ddpm", "dpmpp"])
+def test_steps_not_dividing_T(name):
+    """DDPM and DPM-Solver++ take any steps <= T, each step one network evaluation at t >= 0."""
+    schedule = NoiseSchedule(linear_betas(100, 1e-4, 0.02), "epsilon")
+    oracle = Oracle(schedule, torch.zeros(1, 1, 4, 4, dtype=torch.float64))
+    noise = noise_from_seeds([0], (1, 4, 4), "cpu")
+    out = SAMPLERS[name](oracle, schedule, noise, 29, {"cond": "passed through"}, generators_from_seeds([0], "cpu"))
+    assert oracle.calls == trailing_timesteps(100, 29) and min(oracle.calls) >= 0
+    assert out.abs().max() < 1e-4
+
+
+def test_full_ddpm_chain_visits_every_timestep():
+    schedule = NoiseSchedule(linear_betas(30, 1e-4, 0.2), "epsilon")
+    oracle = Oracle(schedule, torch.zeros(2, 1, 4, 4, dtype=torch.float64))
+    sample_ddpm(oracle, schedule, noise_from_seeds([1, 2], (1, 4, 4), "cpu"), 30, {"cond": "passed through"})
+    assert oracle.calls == list(range(29, -1, -1))
+
+
+def _tiny_model(schedule: NoiseSchedule):
+    """A fixed, seeded 3x3 convolution, scaled so that the samples stay mostly inside [-1, 1]."""
+    weight = 0.2 * torch.randn(1, 1, 3, 3, generator=torch.Generator().manual_seed(0))
+    abar = schedule.alphas_cumprod.float()
+
+    def model(x_t, t):
+        return (x_t + F.conv2d(x_t, weight, padding=1)) / (1 - abar[t]).sqrt().view(-1, 1, 1, 1)
+
+    return model
+
+
+# (steps, sum, sum of absolute values) of 4 seeded 8x8 samples with _tiny_model on the CPU, computed once.
+STORED = {
+    "ddpm": (20, -2.20753, 36.38641),  # the full ancestral chain, T = 20
+    "ddim": (10, -2.73289, 81.18408),
+    "dpmpp": (10, -0.75151, 56.47884),
+}
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_seeded_loop_matches_stored_values(name):
+    schedule = NoiseSchedule(linear_betas(20, 1e-4, 0.2), "epsilon")
+    steps, total, abs_total = STORED[name]
+    noise = noise_from_seeds(SEEDS, (1, 8, 8), "cpu")
+    out = SAMPLERS[name](_tiny_model(schedule), schedule, noise, steps, generators=generators_from_seeds(SEEDS, "cpu"))
+    assert out.sum().item() == pytest.approx(total, abs=1e-4)
+    assert out.abs().sum().item() == pytest.approx(abs_total, abs=1e-4)
+
+
+def _per_pixel_model(x_t, t):
+    # Elementwise ops only: bitwise the same at any batch size (a convolution's kernels may not be).
+    return 0.5 * x_t + 0.3 * torch.roll(x_t, 1, dims=-1) + 0.1 * torch.sin(t / 10).view(-1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_sample_depends_only_on_its_seed(name):
+    schedule = NoiseSchedule(linear_betas(20, 1e-4, 0.2), "v")
+
+    def sample(seeds, stream=0):
+        noise = noise_from_seeds(seeds, (1, 8, 8), "cpu")
+        return SAMPLERS[name](_per_pixel_model, schedule, noise, 10, None, generators_from_seeds(seeds, "cpu", stream))
+
+    batch = sample(SEEDS)
+    assert torch.equal(batch[2:3], sample([SEEDS[2]]))
+    assert not torch.equal(batch[0], batch[1])
+    # Only DDPM draws per-step noise, so only it changes with the generators' stream.
+    assert torch.equal(batch, sample(SEEDS, stream=1)) == (name != "ddpm")
+
+
+def test_seed_streams_are_distinct():
+    start = noise_from_seeds([7], (1, 4, 4), "cpu")
+    step = torch.randn((1, 1, 4, 4), generator=generators_from_seeds([7], "cpu")[0])
+    assert not torch.allclose(start, step, atol=0.1)
+    assert torch.equal(start, noise_from_seeds([7], (1, 4, 4), "cpu"))  # reproducible
+    assert not torch.allclose(start, noise_from_seeds([7], (1, 4, 4), "cpu", stream=1), atol=0.1)
+    assert torch.equal(noise_from_seeds([5, 7], (1, 4, 4), "cpu")[1:], start)  # independent of the other seeds
+    with pytest.raises(MRNetError, match="non-negative"):
+        noise_from_seeds([-1], (1, 4, 4), "cpu")
+
+
+def test_bad_arguments_raise():
+    schedule = NoiseSchedule(linear_betas(20, 1e-4, 0.2), "epsilon")
+    noise = noise_from_seeds([0, 1], (1, 4, 4), "cpu")
+    for steps in (0, 21):
+        with pytest.raises(MRNetError, match="steps"):
+            sample_ddpm(_per_pixel_model, schedule, noise, steps)
+    with pytest.raises(MRNetError, match="divide"):
+        sample_ddim(_per_pixel_model, schedule, noise, 3)
+    with pytest.raises(MRNetError, match="one per image"):
+        sample_ddpm(_per_pixel_model, schedule, noise, 5, generators=generators_from_seeds([0], "cpu"))
+
+
+def test_progress_bar(capsys):
+    schedule = NoiseSchedule(linear_betas(20, 1e-4, 0.2), "epsilon")
+    noise = noise_from_seeds([0], (1, 4, 4), "cpu")
+    sample_ddim(_per_pixel_model, schedule, noise, 5, progress=True)
+    assert "ddim" in capsys.readouterr().err
+    sample_ddim(_per_pixel_model, schedule, noise, 5)
+    assert capsys.readouterr().err == ""
