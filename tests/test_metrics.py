@@ -1,0 +1,262 @@
+"""Metrics: identities, orderings under known degradations, analytic values, weight lookup."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torchvision.transforms.functional import gaussian_blur
+
+from mrnet_utils import metrics
+from mrnet_utils.errors import MRNetError
+
+
+class TinyFeatures(nn.Module):
+    """Stand-in feature network: a seeded random conv layer, pooled to a 16-d vector."""
+
+    num_features = 16
+
+    def __init__(self):
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.conv = nn.Conv2d(3, 16, 3)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=generator))
+            self.conv.bias.zero_()
+
+    def forward(self, images):
+        return F.adaptive_avg_pool2d(torch.tanh(self.conv(images)), 1).flatten(1)
+
+
+class BrightnessClassifier(nn.Module):
+    """Stand-in classifier: confident logits for which of `classes` brightness levels an image has."""
+
+    def __init__(self, classes=4):
+        super().__init__()
+        self.register_buffer("levels", (torch.arange(classes) + 0.5) / classes)
+
+    def forward(self, images):
+        brightness = images.mean(dim=(1, 2, 3))
+        # Steep enough to be confident, gentle enough that no probability underflows to 0.
+        return -150 * (brightness[:, None] - self.levels) ** 2
+
+
+def noise_images(n=3, side=64, seed=0):
+    return torch.rand(n, 1, side, side, generator=torch.Generator().manual_seed(seed))
+
+
+def blur(images, sigma):
+    return gaussian_blur(images, kernel_size=2 * math.ceil(3 * sigma) + 1, sigma=sigma)
+
+
+@pytest.fixture
+def no_weights(tmp_path, monkeypatch):
+    """An empty torch hub cache and no weight variables: nothing can be found."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("MRNET_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.delenv("MRNET_LPIPS_WEIGHTS", raising=False)
+    return tmp_path / "torch" / "hub" / "checkpoints"  # where torch.hub caches under TORCH_HOME
+
+
+def test_identical_images_give_the_identity_values():
+    images = noise_images()
+    assert torch.isinf(metrics.psnr(images, images)).all()
+    for metric in (metrics.ssim, metrics.ms_ssim, metrics.fsim, metrics.vif):
+        values = metric(images, images)
+        assert values.shape == (3,)
+        assert torch.allclose(values, torch.ones(3), atol=1e-5), metric.__name__
+
+
+def test_more_blur_scores_worse_on_every_metric():
+    images = noise_images(2, 48)
+    by_sigma = [blur(images, sigma) for sigma in (0.5, 1.0, 2.0)]
+    for metric in (metrics.psnr, metrics.ssim, metrics.ms_ssim, metrics.fsim, metrics.vif):
+        scores = [metric(blurred, images).mean() for blurred in by_sigma]
+        assert scores[0] > scores[1] > scores[2], metric.__name__
+    sharpness = [metrics.average_gradient(blurred).mean() for blurred in by_sigma]
+    assert metrics.average_gradient(images).mean() > sharpness[0] > sharpness[1] > sharpness[2]
+
+
+def test_average_gradient_of_a_ramp_is_its_slope_over_root_two():
+    ramp = torch.linspace(0, 1, 33).expand(2, 1, 20, 33)  # slope 1/32 along x, 0 along y
+    assert torch.allclose(metrics.average_gradient(ramp), torch.full((2,), 1 / 32 / math.sqrt(2)))
+    assert torch.allclose(metrics.average_gradient(ramp.transpose(-1, -2)), torch.full((2,), 1 / 32 / math.sqrt(2)))
+
+
+def test_ms_ssim_fits_its_scales_to_64_and_128_pixel_images():
+    assert [metrics.ms_ssim_scales(side) for side in (41, 64, 128, 160, 161, 256)] == [3, 3, 4, 4, 5, 5]
+    for side in (64, 128):
+        images = noise_images(2, side)
+        assert torch.allclose(metrics.ms_ssim(images, images), torch.ones(2), atol=1e-5)
+        assert (metrics.ms_ssim(blur(images, 1.0), images) < 0.9).all()
+    with pytest.raises(MRNetError, match="at least 11"):
+        metrics.ms_ssim_scales(8)
+
+
+def test_metrics_reject_model_space_and_mismatched_inputs():
+    images = noise_images()
+    with pytest.raises(MRNetError, match=r"\[0, 1\]"):
+        metrics.psnr(images * 2 - 1, images)
+    with pytest.raises(MRNetError, match="shapes differ"):
+        metrics.ssim(images, images[:2])
+
+
+def test_interpolation_shapes_and_nearest_is_pixel_replication():
+    low_res = noise_images(2, 8) * 2 - 1
+    for method in metrics.INTERPOLATIONS:
+        upsampled = metrics.interpolate(low_res, 16, method)
+        assert upsampled.shape == (2, 1, 16, 16), method
+        assert upsampled.min() >= -1 and upsampled.max() <= 1, method
+    replicated = low_res.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
+    assert torch.equal(metrics.interpolate(low_res, 16, "nearest"), replicated)
+    assert metrics.interpolate(low_res, (24, 32), "lanczos").shape == (2, 1, 24, 32)
+    with pytest.raises(MRNetError, match="lanczos"):
+        metrics.interpolate(low_res, 16, "spline")
+
+
+def test_smooth_kernels_beat_nearest_on_a_smooth_image():
+    y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    high_res = (torch.sin(2 * math.pi * x / 23) * torch.cos(2 * math.pi * y / 17))[None, None] * 0.8
+    low_res = F.avg_pool2d(high_res, 2)
+    psnr = {
+        method: metrics.psnr((metrics.interpolate(low_res, 64, method) + 1) / 2, (high_res + 1) / 2).item()
+        for method in metrics.INTERPOLATIONS
+    }
+    assert psnr["bicubic"] > psnr["nearest"] + 3
+    assert psnr["lanczos"] > psnr["nearest"] + 3
+    assert psnr["bilinear"] > psnr["nearest"]
+
+
+def test_fid_with_a_stand_in_network():
+    real = noise_images(48, 16, seed=1) * 0.5
+    network = TinyFeatures()
+    assert abs(metrics.fid(real, real, network)) < 1e-6
+    small_shift, large_shift = metrics.fid(real + 0.2, real, network), metrics.fid(real + 0.4, real, network)
+    assert 0.01 < small_shift < large_shift
+    # Grey-scale is repeated to three channels: same value as giving three channels.
+    assert metrics.fid(real + 0.2, real, network) == pytest.approx(
+        metrics.fid((real + 0.2).repeat(1, 3, 1, 1), real.repeat(1, 3, 1, 1), network)
+    )
+
+
+def test_feature_metrics_refuse_uint8_and_out_of_range_images():
+    real = noise_images(8, 16)
+    as_bytes = (real * 255).to(torch.uint8)
+    for call in (
+        lambda: metrics.fid(as_bytes, real, TinyFeatures()),
+        lambda: metrics.kid(real, as_bytes, TinyFeatures()),
+        lambda: metrics.inception_score(as_bytes, BrightnessClassifier()),
+    ):
+        with pytest.raises(MRNetError, match="uint8"):
+            call()
+    with pytest.raises(MRNetError, match=r"\[0, 1\]"):
+        metrics.fid(real * 2 - 1, real, TinyFeatures())
+
+
+def test_kid_is_near_zero_for_a_set_with_itself_and_grows_with_a_shift():
+    real = noise_images(40, 16, seed=2) * 0.5
+    network = TinyFeatures()
+    same, _ = metrics.kid(real, real, network, subsets=10)
+    shifted, _ = metrics.kid(real + 0.3, real, network, subsets=10)
+    assert abs(same) < 1e-3 < shifted
+
+
+@pytest.mark.filterwarnings("ignore:std\\(\\)")  # one split has no spread
+def test_inception_score_counts_confidently_separated_classes():
+    levels = torch.tensor([0.125, 0.375, 0.625, 0.875]).repeat(10)
+    images = levels[:, None, None, None].expand(-1, 1, 8, 8).contiguous()
+    mean, _ = metrics.inception_score(images, BrightnessClassifier(), splits=1)
+    assert mean == pytest.approx(4.0, rel=1e-2)  # exp(KL) with 4 equally used confident classes
+    one_class, _ = metrics.inception_score(torch.full((12, 1, 8, 8), 0.1), BrightnessClassifier(), splits=2)
+    assert one_class == pytest.approx(1.0, rel=1e-3)
+
+
+def test_missing_weights_name_the_file_and_how_to_supply_it(no_weights, tmp_path, monkeypatch):
+    with pytest.raises(metrics.MissingWeights) as missing:
+        metrics.find_weights("inception")
+    message = str(missing.value)
+    assert "weights-inception-2015-12-05-6726825d.pth" in message and "MRNET_INCEPTION_WEIGHTS" in message
+    assert str(no_weights) in message
+    with pytest.raises(metrics.MissingWeights, match="alexnet-owt-7be5be79.pth"):
+        metrics.load_lpips()
+    with pytest.raises(metrics.MissingWeights, match="weights-inception"):
+        metrics.fid(noise_images(4, 16), noise_images(4, 16))
+    monkeypatch.setenv("MRNET_LPIPS_WEIGHTS", str(tmp_path / "nowhere.pth"))
+    with pytest.raises(metrics.MissingWeights, match="nowhere.pth"):
+        metrics.find_weights("alex")
+
+
+def test_weights_are_found_in_the_hub_cache_and_by_environment(no_weights, tmp_path, monkeypatch):
+    no_weights.mkdir(parents=True)
+    cached = no_weights / "pt_inception-2015-12-05-6726825d.pth"
+    cached.touch()
+    assert metrics.find_weights("inception") == cached
+    elsewhere = tmp_path / "my_inception.pth"
+    elsewhere.touch()
+    monkeypatch.setenv("MRNET_INCEPTION_WEIGHTS", str(elsewhere))
+    assert metrics.find_weights("inception") == elsewhere
+    explicit = tmp_path / "explicit.pth"
+    explicit.touch()
+    assert metrics.find_weights("inception", explicit) == explicit
+
+
+def test_weight_sources_match_the_libraries_that_would_download_them():
+    assert metrics.WEIGHT_FILES["alex"].url == torchvision.models.AlexNet_Weights.IMAGENET1K_V1.url
+    assert metrics.WEIGHT_FILES["vgg"].url == torchvision.models.VGG16_Weights.IMAGENET1K_V1.url
+    fidelity = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
+    assert metrics.WEIGHT_FILES["inception"].url == fidelity.URL_INCEPTION_V3
+    for spec in metrics.WEIGHT_FILES.values():
+        assert spec.url.endswith(spec.files[0])
+
+
+def test_lpips_loads_a_local_backbone_file(no_weights, tmp_path):
+    # A random AlexNet stands in for the ImageNet one: only its `features` are read.
+    torch.manual_seed(0)
+    backbone = {k: v for k, v in torchvision.models.alexnet().state_dict().items() if k.startswith("features.")}
+    path = tmp_path / "alexnet-owt-7be5be79.pth"
+    torch.save(backbone, path)
+    network = metrics.load_lpips(path)
+    assert torch.equal(network.net.state_dict()["slice2.3.weight"], backbone["features.3.weight"])
+    images = noise_images(2)
+    assert torch.allclose(metrics.lpips(images, images, network), torch.zeros(2))
+    distances = metrics.lpips(blur(images, 2.0), images, network)
+    assert distances.shape == (2,) and (distances > 0).all()
+
+
+def test_diversity_is_one_for_copies_and_low_for_independent_noise():
+    copies = noise_images(1, 48).repeat(4, 1, 1, 1)
+    assert metrics.diversity_ms_ssim(copies) == pytest.approx(1.0, abs=1e-5)
+    independent = noise_images(5, 48)
+    assert metrics.diversity_ms_ssim(independent) < 0.2
+    # Subsampled pairs are seeded and never pair a sample with itself.
+    assert metrics.diversity_ms_ssim(independent, max_pairs=5) == metrics.diversity_ms_ssim(independent, max_pairs=5)
+    assert metrics.diversity_ms_ssim(independent, max_pairs=5) < 0.2
+
+
+def test_histogram_distance_measures_an_intensity_shift():
+    real = noise_images(4, 32) * 0.5
+    assert metrics.histogram_distance(real, real) == 0.0
+    assert metrics.histogram_distance(real + 0.25, real) == pytest.approx(0.25, abs=1 / 256)
+
+
+def test_power_spectrum_distance():
+    real = noise_images(4, 32)
+    assert metrics.power_spectrum_distance(real, real) == 0.0
+    # Brightness offset and scale: the centred spectrum scales by 0.5^2 at every radius.
+    assert metrics.power_spectrum_distance(0.5 * real + 0.2, real) == pytest.approx(2 * math.log10(2), rel=1e-6)
+    assert metrics.power_spectrum_distance(blur(real, 1.0), real) > metrics.power_spectrum_distance(blur(real, 0.5), real)
+    spectrum = metrics.radial_power_spectrum(real)
+    assert spectrum.shape == (4, 17)
+    # White noise: flat spectrum, each frequency's power equals the pixel variance (1/12).
+    assert spectrum[:, 1:].mean().item() == pytest.approx(1 / 12, rel=0.1)
+
+
+def test_memorisation_finds_near_copies_of_training_images():
+    train = noise_images(20, 16, seed=3)
+    copies = (train[[4, 11, 17]] * 0.9 + 0.05 + 0.01 * noise_images(3, 16, seed=4)).clamp(0, 1)
+    found = metrics.memorisation(torch.cat([copies, noise_images(2, 16, seed=5)]), train, batch_size=7)
+    assert found.nearest_index[:3].tolist() == [4, 11, 17]
+    assert (found.correlation[:3] > 0.99).all() and (found.correlation[3:] < 0.5).all()
+    assert found.near_copy_share == pytest.approx(3 / 5)
