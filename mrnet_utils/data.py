@@ -1,0 +1,121 @@
+"""The slice cache as tensors: one data source for every stage and resolution.
+
+`preprocess.preprocess` writes 256x256 slices once; each stage makes its own 64, 128
+or 256 resolution here by anti-aliased downsampling of those same slices, so the
+low-resolution inputs of a super-resolution stage are exactly the downsampled
+targets (as in SR3, Saharia et al. 2021).
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from mrnet_utils.errors import MRNetError
+from mrnet_utils.mrnet import SIDE, SPLITS, TASKS, check_choice
+from mrnet_utils.preprocess import FIELDS, FORMAT_VERSION
+
+RESOLUTIONS = (64, 128, 256)
+
+
+def _not_a_cache(path: Path, why: str) -> MRNetError:
+    return MRNetError(f"{path} is not a slice cache of this version ({why}); write it again with preprocess")
+
+
+def load_cache(path: Path | str) -> dict[str, Any]:
+    """Read and check a cache: {'metadata': dict, 'train': {field: array}, 'valid': {field: array}}."""
+    path = Path(path)
+    if not path.is_file():
+        raise MRNetError(f"cache file {path} does not exist; write it with mrnet_utils.preprocess.preprocess")
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise _not_a_cache(path, "a single array, not an .npz archive")
+        with archive:
+            contents = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise MRNetError(f"{path} is corrupt or not an .npz cache ({error}); write it again with preprocess") from None
+    if "metadata" not in contents:
+        raise _not_a_cache(path, "no metadata")
+    try:
+        metadata = json.loads(str(contents["metadata"][0]))
+    except (IndexError, ValueError):
+        raise _not_a_cache(path, "unreadable metadata") from None
+    if not isinstance(metadata, dict) or metadata.get("format_version") != FORMAT_VERSION:
+        raise _not_a_cache(path, f"format {metadata.get('format_version') if isinstance(metadata, dict) else '?'}, "
+                                 f"expected {FORMAT_VERSION}")
+    cache: dict[str, Any] = {"metadata": metadata}
+    for split in SPLITS:
+        missing = [f"{split}_{field}" for field in FIELDS if f"{split}_{field}" not in contents]
+        if missing:
+            raise _not_a_cache(path, f"missing {', '.join(missing)}")
+        arrays = {field: contents[f"{split}_{field}"] for field in FIELDS}
+        count = len(arrays["images"])
+        expected = {"images": (count, SIDE, SIDE), "exam_ids": (count,), "slice_index": (count,),
+                    "labels": (count, len(TASKS))}
+        for field, shape in expected.items():
+            if arrays[field].shape != shape:
+                raise _not_a_cache(path, f"{split}_{field} has shape {arrays[field].shape}, expected {shape}")
+        cache[split] = arrays
+    return cache
+
+
+def downsample(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Anti-aliased resize of (B, C, H, W) images to (B, C, size, size); size <= H, W.
+
+    Bilinear with antialias=True is a triangle filter as wide as the reduction: what PIL
+    and torchvision's Resize do, so the reference's torchvision-resized inputs are
+    matched. It suppresses frequencies above the new Nyquist limit better than 'area'
+    (a box filter, with strong side lobes), and its weights are non-negative and sum to
+    one, so a constant image stays constant and values stay within the input range.
+    """
+    if images.ndim != 4:
+        raise MRNetError(f"downsample expects images of shape (B, C, H, W), not {tuple(images.shape)}")
+    if not 1 <= size <= min(images.shape[-2:]):
+        raise MRNetError(f"downsample size {size} must be between 1 and the image side {min(images.shape[-2:])}")
+    if images.shape[-2:] == (size, size):
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+class SliceDataset(Dataset):
+    """The slices of one split of a cache at one resolution, as (1, R, R) float32 tensors in [-1, 1].
+
+    All slices are downsampled once here. `labels` (N, 3) float (TASKS order),
+    `exam_ids` and `slice_index` (N,) say where item i came from.
+    """
+
+    def __init__(self, cache_path: Path | str, split: str, resolution: int):
+        check_choice(split, SPLITS, "split")
+        if resolution not in RESOLUTIONS:
+            raise MRNetError(f"resolution must be one of {', '.join(map(str, RESOLUTIONS))}, not {resolution}")
+        cache = load_cache(cache_path)
+        arrays = cache[split]
+        if not len(arrays["images"]):
+            raise MRNetError(f"the {split} split of {cache_path} holds no slices; run preprocess with more exams")
+        chunks = [
+            downsample(torch.from_numpy(chunk.astype(np.float32))[:, None], resolution)
+            for chunk in np.array_split(arrays["images"], -(-len(arrays["images"]) // 512))  # bounded memory
+        ]
+        self.images = torch.cat(chunks).clamp_(-1.0, 1.0)  # float rounding only: the filter is convex
+        self.labels = torch.from_numpy(arrays["labels"].astype(np.float32))
+        self.exam_ids = torch.from_numpy(arrays["exam_ids"].astype(np.int64))
+        self.slice_index = torch.from_numpy(arrays["slice_index"].astype(np.int64))
+        self.metadata = cache["metadata"]
+        self.split, self.resolution = split, resolution
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.images[index]
+
+
+__all__ = ["RESOLUTIONS", "load_cache", "downsample", "SliceDataset"]

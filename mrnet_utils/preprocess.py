@@ -1,0 +1,152 @@
+"""From an MRNet folder to one cached file of normalised 256x256 slices.
+
+The reference study kept, for each task, the exams positive for it and their 5 central
+coronal slices, rescaled with TorchIO. This does the same in one pass and keeps what
+the reference lost: each slice's exam id, slice index and the exam's three labels,
+looked up by exam id after filtering (the reference indexed its label table before
+filtering, attaching labels of other exams). Train and valid come from MRNet's own
+folders and are never mixed.
+
+The cache is one `.npz` readable with `allow_pickle=False`, holding for each split
+`{split}_images` float16 (N, 256, 256) in [-1, 1], `{split}_exam_ids` int32 (N,),
+`{split}_slice_index` int16 (N,), `{split}_labels` uint8 (N, 3) in TASKS order, and
+`metadata`: a one-element string array holding JSON (plane, task, central_slices,
+source, format_version). `data.load_cache` reads and checks it.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchio as tio
+from tqdm.auto import tqdm
+
+from mrnet_utils.errors import MRNetError
+from mrnet_utils.mrnet import PLANES, SIDE, SPLITS, TASKS, check_choice, iter_exams, read_labels, volume_path
+
+FORMAT_VERSION = 1
+FIELDS = ("images", "exam_ids", "slice_index", "labels")
+PERCENTILES = (0.5, 99.5)  # robust to a few very bright or dark voxels, as nnU-Net does
+
+
+def central_slice_indices(slices: int, count: int | None) -> np.ndarray:
+    """Indices of the `count` central slices of a series of `slices` (all when None or more)."""
+    if count is None or count >= slices:
+        return np.arange(slices)
+    start = (slices - count) // 2
+    return np.arange(start, start + count)
+
+
+def normalise(volume: np.ndarray, source: Path) -> np.ndarray:
+    """A uint8 volume rescaled to [-1, 1] by its 0.5th and 99.5th percentiles (float32).
+
+    The percentiles are taken over the whole series, so the mapping does not depend on
+    how many slices are kept.
+    """
+    if volume.min() == volume.max():  # TorchIO would return it unscaled, with a warning
+        raise MRNetError(f"{source} is constant (every voxel {volume.flat[0]}); it holds no image to normalise")
+    rescale = tio.RescaleIntensity(out_min_max=(-1, 1), percentiles=PERCENTILES)
+    image = tio.ScalarImage(tensor=torch.from_numpy(volume).float()[None])  # TorchIO wants (C, W, H, D)
+    scaled = rescale(image).data[0].numpy()
+    if not np.isfinite(scaled).all():
+        raise MRNetError(f"normalising {source} gave NaN or infinite values; check the file")
+    return np.clip(scaled, -1.0, 1.0)
+
+
+def _select(labels: dict[int, dict[str, int]], task: str | None, max_exams: int | None) -> list[int]:
+    """Exam ids to keep: positives for `task` (all when None), the first `max_exams`."""
+    chosen = [exam_id for exam_id, exam in labels.items() if task is None or exam[task] == 1]
+    return chosen if max_exams is None else chosen[:max_exams]
+
+
+def _split_arrays(root: Path, split: str, plane: str, task: str | None, central_slices: int | None,
+                  max_exams: int | None, progress: bool) -> dict[str, np.ndarray]:
+    exam_ids = _select(read_labels(root, split), task, max_exams)
+    if not exam_ids:
+        raise MRNetError(
+            f"no {split} exam of {root} is positive for task {task!r}; choose another task, or task=None for all"
+        )
+    images, ids, indices, labels = [], [], [], []
+    exams = iter_exams(root, split, plane, exam_ids)
+    for exam in tqdm(exams, total=len(exam_ids), desc=f"{split} {plane}", unit="exam", disable=not progress):
+        keep = central_slice_indices(len(exam.volume), central_slices)
+        normalised = normalise(exam.volume, volume_path(root, split, plane, exam.exam_id))
+        images.append(normalised[keep].astype(np.float16))
+        ids.append(np.full(len(keep), exam.exam_id, np.int32))
+        indices.append(keep.astype(np.int16))
+        labels.append(np.tile(np.array([exam.labels[t] for t in TASKS], np.uint8), (len(keep), 1)))
+    arrays = dict(images=np.concatenate(images), exam_ids=np.concatenate(ids),
+                  slice_index=np.concatenate(indices), labels=np.concatenate(labels))
+    return {f"{split}_{field}": array for field, array in arrays.items()}
+
+
+def _write_atomically(out: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write `out` through a temporary file in the same folder, then rename it into place.
+
+    A failure at any point (a full disk included) leaves no partial file behind and an
+    existing `out` untouched.
+    """
+    temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # 0o666 less the umask
+    except OSError as error:
+        raise MRNetError(
+            f"cannot write to folder {out.parent} ({error.strerror}); choose a writable output path"
+        ) from None
+    try:
+        with os.fdopen(handle, "wb") as file:
+            np.savez(file, **arrays)
+        os.replace(temporary, out)
+    except BaseException as error:
+        temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            raise MRNetError(f"disk full while writing {out}; free space or choose another folder") from None
+        if isinstance(error, OSError):
+            raise MRNetError(f"cannot write {out} ({error}); choose a writable output path") from None
+        raise
+
+
+def preprocess(
+    mrnet_root: Path | str,
+    plane: str,
+    out: Path | str,
+    task: str | None = None,
+    central_slices: int | None = 5,
+    max_exams: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Write the slice cache for one plane and return its path.
+
+    task: keep only exams positive for 'abnormal', 'acl' or 'meniscus' (None: all exams).
+    central_slices: how many central slices of each series to keep (None: all).
+    max_exams: keep at most this many exams per split (the lowest ids), for quick runs.
+    """
+    root = Path(mrnet_root)
+    check_choice(plane, PLANES, "plane")
+    if task is not None:
+        check_choice(task, TASKS, "task")
+    if central_slices is not None and central_slices < 1:
+        raise MRNetError(f"central_slices must be at least 1, or None for all slices, not {central_slices}")
+    if max_exams is not None and max_exams < 1:
+        raise MRNetError(f"max_exams must be at least 1, or None for all exams, not {max_exams}")
+    out = Path(out)
+    if out.suffix != ".npz":
+        raise MRNetError(f"cache path {out} must end in .npz")
+    if not out.parent.is_dir():
+        raise MRNetError(f"output folder {out.parent} does not exist; create it first")
+    arrays: dict[str, np.ndarray] = {}
+    for split in SPLITS:
+        arrays.update(_split_arrays(root, split, plane, task, central_slices, max_exams, progress))
+    metadata = dict(plane=plane, task=task, central_slices=central_slices, source=str(root.resolve()),
+                    side=SIDE, tasks=list(TASKS), format_version=FORMAT_VERSION)
+    arrays["metadata"] = np.array([json.dumps(metadata)])
+    _write_atomically(out, arrays)
+    return out
+
+
+__all__ = ["FORMAT_VERSION", "FIELDS", "central_slice_indices", "normalise", "preprocess"]

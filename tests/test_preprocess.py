@@ -1,0 +1,185 @@
+"""Preprocessing into the slice cache: split hygiene, labels, selection, normalisation, safe writes."""
+
+import errno
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torchio as tio
+
+from mrnet_utils import preprocess as preprocess_module
+from mrnet_utils.errors import MRNetError
+from mrnet_utils.mrnet import TASKS, read_labels
+from mrnet_utils.phantom import write_phantom
+from mrnet_utils.preprocess import central_slice_indices, normalise, preprocess
+
+# Seed 0 with 4 train + 2 valid exams: meniscus positives are {0, 2} and {4}; no valid ACL positive.
+SPLIT_IDS = {"train": {0, 1, 2, 3}, "valid": {4, 5}}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return write_phantom(tmp_path_factory.mktemp("pre") / "MRNet", 4, 2, seed=0, progress=False, workers=1)
+
+
+@pytest.fixture(scope="module")
+def cache(root, tmp_path_factory):
+    path = preprocess(root, "coronal", tmp_path_factory.mktemp("cache") / "coronal.npz", progress=False)
+    with np.load(path, allow_pickle=False) as archive:  # loadable without pickle
+        return {name: archive[name] for name in archive.files}
+
+
+def test_splits_come_from_their_own_folders(cache):
+    for split, ids in SPLIT_IDS.items():
+        assert set(cache[f"{split}_exam_ids"].tolist()) == ids
+    assert not set(cache["train_exam_ids"].tolist()) & set(cache["valid_exam_ids"].tolist())
+
+
+def test_dtypes_and_range(cache):
+    for split in SPLIT_IDS:
+        images = cache[f"{split}_images"]
+        assert images.dtype == np.float16 and images.shape[1:] == (256, 256)
+        assert images.min() >= -1 and images.max() <= 1 and images.max() - images.min() > 1.5
+        assert cache[f"{split}_exam_ids"].dtype == np.int32 and cache[f"{split}_labels"].dtype == np.uint8
+
+
+def test_labels_follow_the_exam_ids(root, cache):
+    for split in SPLIT_IDS:
+        table = read_labels(root, split)
+        expected = [[table[exam_id][task] for task in TASKS] for exam_id in cache[f"{split}_exam_ids"].tolist()]
+        np.testing.assert_array_equal(cache[f"{split}_labels"], expected)
+
+
+def test_central_slices_are_the_middle_of_each_series(root, cache):
+    for exam_id in (0, 5):
+        split = "train" if exam_id < 4 else "valid"
+        volume = np.load(root / split / "coronal" / f"{exam_id:04d}.npy")
+        rows = cache[f"{split}_exam_ids"] == exam_id
+        start = (len(volume) - 5) // 2
+        assert cache[f"{split}_slice_index"][rows].tolist() == list(range(start, start + 5))
+        expected = normalise(volume, root)[start:start + 5]
+        np.testing.assert_allclose(cache[f"{split}_images"][rows].astype(np.float32), expected, atol=1e-3)
+
+
+def test_central_slice_indices():
+    assert central_slice_indices(10, 4).tolist() == [3, 4, 5, 6]
+    assert central_slice_indices(9, 4).tolist() == [2, 3, 4, 5]
+    assert central_slice_indices(3, 5).tolist() == [0, 1, 2]
+    assert central_slice_indices(4, None).tolist() == [0, 1, 2, 3]
+
+
+def test_metadata(root, cache):
+    metadata = json.loads(str(cache["metadata"][0]))
+    assert metadata["plane"] == "coronal" and metadata["task"] is None and metadata["central_slices"] == 5
+    assert metadata["source"] == str(root.resolve()) and metadata["format_version"] == preprocess_module.FORMAT_VERSION
+
+
+def test_task_keeps_only_its_positives_and_all_slices(root, tmp_path):
+    path = preprocess(root, "sagittal", tmp_path / "meniscus.npz", task="meniscus", central_slices=None, progress=False)
+    with np.load(path) as archive:
+        assert set(archive["train_exam_ids"].tolist()) == {0, 2} and set(archive["valid_exam_ids"].tolist()) == {4}
+        assert np.all(archive["train_labels"][:, TASKS.index("meniscus")] == 1)
+        slices = sum(len(np.load(root / "train" / "sagittal" / f"{i:04d}.npy")) for i in (0, 2))
+        assert len(archive["train_images"]) == slices
+        assert archive["train_slice_index"][archive["train_exam_ids"] == 0].tolist() == list(
+            range(len(np.load(root / "train" / "sagittal" / "0000.npy"))))
+
+
+def test_max_exams(root, tmp_path):
+    path = preprocess(root, "axial", tmp_path / "few.npz", central_slices=1, max_exams=1, progress=False)
+    with np.load(path) as archive:
+        assert archive["train_exam_ids"].tolist() == [0] and archive["valid_exam_ids"].tolist() == [4]
+
+
+def test_selection_without_slices_names_split_and_task(root, tmp_path):
+    with pytest.raises(MRNetError, match="no valid exam .* positive for task 'acl'"):
+        preprocess(root, "coronal", tmp_path / "acl.npz", task="acl", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(plane="oblique"), "plane must be one of"),
+    (dict(task="cartilage"), "task must be one of"),
+    (dict(central_slices=0), "central_slices must be at least 1"),
+    (dict(max_exams=0), "max_exams must be at least 1"),
+])
+def test_bad_arguments(root, tmp_path, kwargs, message):
+    arguments = {"plane": "coronal", "out": tmp_path / "c.npz", "progress": False, **kwargs}
+    with pytest.raises(MRNetError, match=message):
+        preprocess(root, **arguments)
+
+
+def test_bad_output_paths(root, tmp_path):
+    with pytest.raises(MRNetError, match="must end in .npz"):
+        preprocess(root, "coronal", tmp_path / "cache.pt", progress=False)
+    with pytest.raises(MRNetError, match="does not exist; create it first"):
+        preprocess(root, "coronal", tmp_path / "missing" / "cache.npz", progress=False)
+
+
+def test_constant_volume_is_refused(tmp_path):
+    with pytest.raises(MRNetError, match="0007.npy is constant"):
+        normalise(np.full((3, 256, 256), 9, np.uint8), tmp_path / "0007.npy")
+
+
+def test_nan_after_normalisation_names_the_exam_file(root, tmp_path, monkeypatch):
+    def nan_rescale(**_):
+        return lambda image: tio.ScalarImage(tensor=torch.full_like(image.data, float("nan")))
+
+    monkeypatch.setattr(preprocess_module.tio, "RescaleIntensity", nan_rescale)
+    with pytest.raises(MRNetError, match="normalising .*train/coronal/0000.npy gave NaN"):
+        preprocess(root, "coronal", tmp_path / "nan.npz", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_disk_full_leaves_nothing_behind(root, tmp_path, monkeypatch):
+    out = tmp_path / "cache.npz"
+    out.write_bytes(b"previous cache")
+
+    def savez_until_full(file, **arrays):
+        file.write(b"PK partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(preprocess_module.np, "savez", savez_until_full)
+    with pytest.raises(MRNetError, match="disk full while writing .*cache.npz"):
+        preprocess(root, "coronal", out, max_exams=1, progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["cache.npz"] and out.read_bytes() == b"previous cache"
+
+
+def test_interrupted_write_leaves_nothing_behind(root, tmp_path, monkeypatch):
+    def savez_interrupted(file, **arrays):
+        file.write(b"PK partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(preprocess_module.np, "savez", savez_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        preprocess(root, "coronal", tmp_path / "cache.npz", max_exams=1, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_folder_is_named(root, tmp_path, monkeypatch):
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(preprocess_module.os, "open", refuse)
+    with pytest.raises(MRNetError, match=f"cannot write to folder {tmp_path}"):
+        preprocess(root, "coronal", tmp_path / "cache.npz", max_exams=1, progress=False)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through read-only permissions")
+def test_read_only_folder_is_named(root, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(MRNetError, match=f"cannot write to folder {locked}"):
+        preprocess(root, "coronal", locked / "cache.npz", max_exams=1, progress=False)
+    assert list(locked.iterdir()) == []
+
+
+def test_broken_source_stops_before_writing(root, tmp_path):
+    broken = shutil.copytree(root, tmp_path / "broken")
+    (broken / "valid" / "coronal" / "0005.npy").write_bytes(b"junk")
+    with pytest.raises(MRNetError, match="valid/coronal/0005.npy is not a readable .npy volume"):
+        preprocess(broken, "coronal", tmp_path / "cache.npz", progress=False)
+    assert not (tmp_path / "cache.npz").exists()
