@@ -139,6 +139,8 @@ def preprocess(
         raise MRNetError(f"cache path {out} must end in .npz")
     if not out.parent.is_dir():
         raise MRNetError(f"output folder {out.parent} does not exist; create it first")
+    if not os.access(out.parent, os.W_OK):  # say so now rather than after reading every exam
+        raise MRNetError(f"cannot write to folder {out.parent}; choose a writable output path")
     arrays: dict[str, np.ndarray] = {}
     for split in SPLITS:
         arrays.update(_split_arrays(root, split, plane, task, central_slices, max_exams, progress))
