@@ -58,6 +58,13 @@ class UNetConfig:
                 f"resolution {self.resolution} is not divisible by 2**{levels} "
                 f"(one halving per entry of channels={self.channels}); use a multiple of {2**levels}"
             )
+        level_sides = [self.resolution // 2**level for level in range(levels)]
+        for side in self.attention_resolutions:
+            if side not in level_sides:
+                raise MRNetError(
+                    f"attention_resolutions holds {side}, but the encoder levels are {level_sides}; "
+                    "self-attention can only sit at one of those sides"
+                )
         for width in (*self.channels, self.bottleneck_channels):
             if width % self.norm_groups:
                 raise MRNetError(f"channel width {width} is not divisible by norm_groups={self.norm_groups}")
@@ -241,7 +248,8 @@ def _demo(stage: str, use_swin: bool) -> StageConfig:
             resolution=resolution,
             channels=channels,
             bottleneck_channels=64,
-            attention_resolutions=(16,) if not super_res else (),
+            # single256 has no 16x16 level; its Swin bottleneck is its only global mixing
+            attention_resolutions=(16,) if stage == "base64" else (),
             use_swin=use_swin,
             swin_heads=4,
             swin_window=4,

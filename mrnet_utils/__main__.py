@@ -1,0 +1,5 @@
+import sys
+
+from mrnet_utils.cli import main
+
+sys.exit(main())

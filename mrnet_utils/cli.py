@@ -1,0 +1,143 @@
+"""Command line: `python -m mrnet_utils {synth,preprocess,train,sample} ...`.
+
+The notebooks call the same library functions. Bad arguments or inputs give one
+line on stderr and a non-zero exit; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mrnet_utils.config import PRESETS, STAGES, stage_config
+from mrnet_utils.errors import MRNetError
+
+PLANES = ("coronal", "sagittal", "axial")
+TASKS = ("abnormal", "acl", "meniscus")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse prints usage and the message; we want one line
+        raise MRNetError(f"{self.prog}: {message} (see --help)")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return value
+
+
+def _synth(args: argparse.Namespace) -> None:
+    from mrnet_utils.phantom import write_phantom
+
+    root = write_phantom(args.out, args.train_exams, args.valid_exams, args.seed, overwrite=args.overwrite)
+    print(f"wrote synthetic MRNet-format phantom to {root}")
+
+
+def _preprocess(args: argparse.Namespace) -> None:
+    from mrnet_utils.preprocess import preprocess
+
+    central = None if args.all_slices else args.central_slices
+    out = preprocess(args.mrnet_root, args.plane, args.out, args.task, central, args.max_exams)
+    print(f"wrote slice cache {out}")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from mrnet_utils.training import train
+
+    cfg = stage_config(args.stage, args.preset, use_swin=not args.no_swin)
+    if args.steps:
+        cfg = cfg.replace(train={"steps": args.steps})
+    result = train(cfg, args.data, args.out, resume=args.resume)
+    print(
+        f"trained {cfg.name} ({cfg.preset}) for {result.steps} steps in {result.seconds:.1f} s "
+        f"({result.images_per_second:.1f} images/s); final checkpoint {result.checkpoint}"
+    )
+
+
+def _sample(args: argparse.Namespace) -> None:
+    from mrnet_utils.pipeline import load_stage, sample_cascade, sample_stage, write_samples
+
+    seeds = list(range(args.seed, args.seed + args.n))
+    if args.pipeline == "cascade":
+        if len(args.checkpoints) != 3:
+            raise MRNetError("--pipeline cascade needs three --checkpoints: base64, sr1, sr2 (files or run folders)")
+        stages = [load_stage(path, args.device) for path in args.checkpoints]
+        override = (args.sampler, args.steps) if args.sampler else None
+        samplers = {stage.config.stage: override for stage in stages} if override else None
+        images = sample_cascade(*stages, seeds, samplers, batch_size=args.batch_size)[256]
+    else:
+        if len(args.checkpoints) != 1:
+            raise MRNetError("--pipeline single256 needs one --checkpoints: the single256 checkpoint or run folder")
+        stage = load_stage(args.checkpoints[0], args.device)
+        if stage.config.stage != "single256":
+            raise MRNetError(f"{stage.path} holds stage {stage.config.stage}, not single256")
+        images = sample_stage(stage.model, stage.config, seeds, None, args.sampler, args.steps, args.batch_size)
+    out = write_samples(images, args.out, seeds)
+    print(f"wrote {len(seeds)} samples to {out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mrnet_utils", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    synth = commands.add_parser("synth", help="write the synthetic knee phantom in MRNet's layout")
+    synth.add_argument("--out", type=Path, required=True)
+    synth.add_argument("--train-exams", type=_positive, default=80)
+    synth.add_argument("--valid-exams", type=_positive, default=20)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    synth.set_defaults(run=_synth)
+
+    prep = commands.add_parser("preprocess", help="select, normalise and cache 256x256 slices")
+    prep.add_argument("--mrnet-root", type=Path, required=True, help="MRNet-v1.0 folder (or the phantom)")
+    prep.add_argument("--plane", choices=PLANES, default="coronal")
+    prep.add_argument("--out", type=Path, required=True, help="the cache file to write (.npz)")
+    prep.add_argument("--task", choices=TASKS, help="keep only exams positive for this task (the reference's choice)")
+    prep.add_argument("--central-slices", type=_positive, default=5)
+    prep.add_argument("--all-slices", action="store_true", help="keep every slice, not only the central ones")
+    prep.add_argument("--max-exams", type=_positive, help="at most this many exams per split")
+    prep.set_defaults(run=_preprocess)
+
+    train = commands.add_parser("train", help="train one stage")
+    train.add_argument("--stage", choices=STAGES, required=True)
+    train.add_argument("--no-swin", action="store_true", help="the variant without the Swin bottleneck")
+    train.add_argument("--preset", choices=tuple(PRESETS), default="demo")
+    train.add_argument("--data", type=Path, required=True, help="slice cache written by `preprocess`")
+    train.add_argument("--out", type=Path, required=True, help="run folder for checkpoints and logs")
+    train.add_argument("--steps", type=_positive, help="override the preset's number of steps")
+    train.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint in --out")
+    train.set_defaults(run=_train)
+
+    sample = commands.add_parser("sample", help="generate 256x256 images from trained checkpoints")
+    sample.add_argument("--pipeline", choices=("cascade", "single256"), required=True)
+    sample.add_argument("--checkpoints", type=Path, nargs="+", required=True, help="checkpoint files or run folders")
+    sample.add_argument("--n", type=_positive, default=16)
+    sample.add_argument("--seed", type=int, default=0, help="image i uses seed SEED + i")
+    sample.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp"), help="default: each stage's configured one")
+    sample.add_argument("--steps", type=_positive, help="sampler steps (with --sampler)")
+    sample.add_argument("--batch-size", type=_positive, default=8)
+    sample.add_argument("--device", default="cuda" if _cuda_available() else "cpu")
+    sample.add_argument("--out", type=Path, required=True)
+    sample.set_defaults(run=_sample)
+    return parser
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if getattr(args, "steps", None) and getattr(args, "command", "") == "sample" and not args.sampler:
+            raise MRNetError("--steps needs --sampler (each stage otherwise uses its configured sampler and steps)")
+        args.run(args)
+    except MRNetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
