@@ -239,8 +239,11 @@ def _smoke(stage: str, use_swin: bool) -> StageConfig:
 def _demo(stage: str, use_swin: bool) -> StageConfig:
     super_res = STAGE_LOW_RESOLUTION[stage] is not None
     resolution = STAGE_RESOLUTION[stage]
-    # Narrower networks at higher resolution keep every stage to a few CPU minutes.
-    channels = {64: (32, 64, 64), 128: (16, 32, 64), 256: (16, 32, 32)}[resolution]
+    # Sized so that all seven models of the study train in about 16 minutes on a 2-core CPU
+    # (benchmarks/RESULTS.md): narrower first levels and smaller batches at higher resolution.
+    channels = {64: (16, 32, 64), 128: (16, 32, 64), 256: (8, 16, 32)}[resolution]
+    batch_size = {64: 16, 128: 8, 256: 4}[resolution]
+    steps = {64: 240, 128: 150, 256: 150}[resolution]
     return StageConfig(
         stage=stage,
         preset="demo",
@@ -260,16 +263,16 @@ def _demo(stage: str, use_swin: bool) -> StageConfig:
         diffusion=DiffusionConfig(timesteps=1000, schedule="cosine", prediction="v", min_snr_gamma=5.0),
         conditioning=ConditioningConfig(enabled=super_res),
         train=TrainConfig(
-            steps=400,
-            batch_size=16 if resolution == 64 else 8,
+            steps=steps,
+            batch_size=batch_size,
             lr=1e-3,
-            warmup_steps=50,
-            ema_decay=0.99,
+            warmup_steps=20,
+            ema_decay=0.98,
             log_every=10,
-            checkpoint_every=100,
+            checkpoint_every=50,
         ),
         sampler="dpmpp",
-        sample_steps=25,
+        sample_steps=20,
     )
 
 
