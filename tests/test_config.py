@@ -1,0 +1,64 @@
+"""Presets build, round-trip through plain data, and refuse settings the network cannot take."""
+
+import pytest
+
+from mrnet_utils.config import PRESETS, STAGES, StageConfig, stage_config
+from mrnet_utils.errors import MRNetError
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_round_trips_through_plain_data(preset):
+    for stage in STAGES:
+        for use_swin in (True, False):
+            cfg = stage_config(stage, preset, use_swin)
+            assert StageConfig.from_dict(cfg.to_dict()) == cfg
+            assert cfg.unet.use_swin is use_swin
+            assert cfg.is_super_resolution == (stage in ("sr1", "sr2"))
+            assert cfg.unet.cond_channels == (1 if cfg.is_super_resolution else 0)
+
+
+def test_paper_preset_follows_the_reference_settings():
+    base = stage_config("base64", "paper")
+    assert base.unet.channels == (64, 128, 256) and base.unet.bottleneck_channels == 512
+    assert base.unet.bottleneck_resolution == 8 and base.unet.swin_heads == 8 and base.unet.swin_window == 4
+    assert (base.diffusion.timesteps, base.diffusion.beta_start, base.diffusion.beta_end) == (2000, 0.00085, 0.012)
+    assert (base.train.lr, base.train.weight_decay, base.train.batch_size) == (1e-4, 1e-2, 16)
+    assert stage_config("sr1", "paper").unet.bottleneck_resolution == 16
+    assert stage_config("sr2", "paper").unet.bottleneck_resolution == 32
+    assert stage_config("sr2", "paper").diffusion.timesteps == 1000
+    assert not stage_config("sr2", "paper").conditioning.enabled  # the reference had no conditioning augmentation
+
+
+def test_replace_changes_nested_fields_and_validates():
+    cfg = stage_config("sr1", "smoke")
+    longer = cfg.replace(train={"steps": 50})
+    assert longer.train.steps == 50 and longer.unet == cfg.unet
+    with pytest.raises(MRNetError, match="swin_window=3"):
+        cfg.replace(unet={"swin_window": 3})
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"unet": {"resolution": 100}}, "stage sr1 works at 128x128"),
+        ({"unet": {"swin_window": 3}}, "does not divide the 16x16 bottleneck"),
+        ({"unet": {"attention_resolutions": (8,)}}, "attention_resolutions holds 8"),
+        ({"unet": {"norm_groups": 3}}, "not divisible by norm_groups=3"),
+        ({"diffusion": {"prediction": "x0"}}, "prediction must be"),
+        ({"sampler": "euler"}, "sampler must be"),
+    ],
+)
+def test_invalid_settings_name_the_parameter(changes, message):
+    with pytest.raises(MRNetError, match=message):
+        stage_config("sr1", "smoke").replace(**changes)
+
+
+def test_unknown_names_and_stale_configs_are_refused():
+    with pytest.raises(MRNetError, match="unknown preset"):
+        stage_config("base64", "huge")
+    with pytest.raises(MRNetError, match="unknown stage"):
+        stage_config("sr3", "smoke")
+    stored = stage_config("base64", "smoke").to_dict()
+    del stored["unet"]["channels"]
+    with pytest.raises(MRNetError, match="not a StageConfig"):
+        StageConfig.from_dict(stored)
