@@ -108,6 +108,7 @@ def _draw_batch(
     step: int,
     images: torch.Tensor,
     low_res: torch.Tensor | None,
+    labels: torch.Tensor,
     schedule: NoiseSchedule,
 ) -> _Batch:
     """The global batch at `step` with all its random draws, from a generator seeded by (seed, step)."""
@@ -126,6 +127,10 @@ def _draw_batch(
         aug_noise = torch.randn(x0.shape, generator=generator)
         cond, level = conditioning.make_condition(low_res[index], cfg.resolution, level, aug_noise)
         extra_args = {"cond": cond, "aug_level": level}
+    if cfg.unet.num_labels:
+        # Classifier-free guidance (Ho & Salimans 2022): a share of rows trains the null label (-1).
+        dropped = torch.rand(batch, generator=generator) < cfg.train.label_dropout
+        extra_args["labels"] = torch.where(dropped[:, None], -1.0, labels[index])
     return _Batch(x0, t, noise, extra_args)
 
 
@@ -269,7 +274,7 @@ def train(
     started = time.perf_counter()
     window_start, window_images = started, 0
     for step in range(start_step, cfg.train.steps):
-        batch = _to(_draw_batch(cfg, step, images, low_res, schedule), distributed, device, channels_last)
+        batch = _to(_draw_batch(cfg, step, images, low_res, dataset.labels, schedule), distributed, device, channels_last)
         with autocast:
             loss = diffusion_loss(
                 net, schedule_on_device, batch.x0, batch.t, batch.noise, cfg.diffusion.min_snr_gamma, batch.extra_args
