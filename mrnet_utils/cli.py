@@ -50,7 +50,7 @@ def _train(args: argparse.Namespace) -> None:
     cfg = stage_config(args.stage, args.preset, use_swin=not args.no_swin)
     if args.steps:
         cfg = cfg.replace(train={"steps": args.steps})
-    result = train(cfg, args.data, args.out, resume=args.resume)
+    result = train(cfg, args.data, args.out, resume=args.resume, compile=args.compile)
     print(
         f"trained {cfg.name} ({cfg.preset}) for {result.steps} steps in {result.seconds:.1f} s "
         f"({result.images_per_second:.1f} images/s); final checkpoint {result.checkpoint}"
@@ -64,14 +64,14 @@ def _sample(args: argparse.Namespace) -> None:
     if args.pipeline == "cascade":
         if len(args.checkpoints) != 3:
             raise MRNetError("--pipeline cascade needs three --checkpoints: base64, sr1, sr2 (files or run folders)")
-        stages = [load_stage(path, args.device) for path in args.checkpoints]
+        stages = [load_stage(path, args.device, compile=args.compile) for path in args.checkpoints]
         override = (args.sampler, args.steps) if args.sampler else None
         samplers = {stage.config.stage: override for stage in stages} if override else None
         images = sample_cascade(*stages, seeds, samplers, batch_size=args.batch_size)[256]
     else:
         if len(args.checkpoints) != 1:
             raise MRNetError("--pipeline single256 needs one --checkpoints: the single256 checkpoint or run folder")
-        stage = load_stage(args.checkpoints[0], args.device)
+        stage = load_stage(args.checkpoints[0], args.device, compile=args.compile)
         if stage.config.stage != "single256":
             raise MRNetError(f"{stage.path} holds stage {stage.config.stage}, not single256")
         images = sample_stage(stage.model, stage.config, seeds, None, args.sampler, args.steps, args.batch_size)
@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, required=True, help="run folder for checkpoints and logs")
     train.add_argument("--steps", type=_positive, help="override the preset's number of steps")
     train.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint in --out")
+    train.add_argument("--compile", action="store_true", help="torch.compile the network (GPU; slow first steps)")
     train.set_defaults(run=_train)
 
     sample = commands.add_parser("sample", help="generate 256x256 images from trained checkpoints")
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--batch-size", type=_positive, default=8)
     sample.add_argument("--device", default="cuda" if _cuda_available() else "cpu")
     sample.add_argument("--out", type=Path, required=True)
+    sample.add_argument("--compile", action="store_true", help="torch.compile the networks (GPU; slow first batch)")
     sample.set_defaults(run=_sample)
     return parser
 

@@ -32,14 +32,21 @@ STAGE_STREAM = {"base64": 0, "sr1": 1, "sr2": 2, "single256": 3}
 class Stage:
     """A trained stage: its network (EMA weights where stored), its config and where it came from."""
 
-    model: UNet
+    model: UNet  # or its torch.compile wrapper (load_stage(compile=True)), which calls the same way
     config: StageConfig
     step: int
     path: Path
 
 
-def load_stage(path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True) -> Stage:
-    """Rebuild a stage from its checkpoint alone; a run folder means its final checkpoint."""
+def load_stage(
+    path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True, compile: bool = False
+) -> Stage:
+    """Rebuild a stage from its checkpoint alone; a run folder means its final checkpoint.
+
+    On a GPU the weights are stored channels-last, as in training (cuDNN's fast layout
+    under bf16). `compile=True` wraps the network in `torch.compile`: worth it for many
+    samples on a GPU; the first batch (and a smaller last one) is slow while it compiles.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "final.pt"
@@ -52,7 +59,10 @@ def load_stage(path: str | Path, device: str | torch.device = "cpu", use_ema: bo
     else:
         state = payload["model"]
     model.load_state_dict(state)
-    return Stage(model.to(device).eval(), cfg, payload["step"], path)
+    model = model.to(device).eval()
+    if model.input_conv.weight.is_cuda:
+        model = model.to(memory_format=torch.channels_last)
+    return Stage(torch.compile(model) if compile else model, cfg, payload["step"], path)
 
 
 def sample_stage(

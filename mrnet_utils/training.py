@@ -71,6 +71,14 @@ class _Distributed:
         """This rank's contiguous share of a global-batch tensor."""
         return tensor.chunk(self.world_size)[self.rank]
 
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        """The mean of a per-rank value over all ranks (a collective: every rank must call it)."""
+        if self.world_size > 1:
+            value = value.clone()
+            dist.all_reduce(value)
+            value /= self.world_size
+        return value
+
 
 def _init_distributed(cfg: StageConfig) -> _Distributed:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
@@ -87,7 +95,8 @@ def _init_distributed(cfg: StageConfig) -> _Distributed:
     return _Distributed(rank=dist.get_rank(), world_size=dist.get_world_size())
 
 
-def _device(distributed: _Distributed) -> torch.device:
+def _device() -> torch.device:
+    """This process's GPU (torchrun's LOCAL_RANK), set as current before NCCL starts; else the CPU."""
     if torch.cuda.is_available():
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local_rank)
@@ -195,12 +204,17 @@ def train(
     out_dir: str | Path,
     resume: bool = False,
     progress: bool = True,
+    compile: bool = False,
 ) -> TrainResult:
-    """Train one stage on the cached slices at `data_path`, writing checkpoints and logs to `out_dir`."""
+    """Train one stage on the cached slices at `data_path`, writing checkpoints and logs to `out_dir`.
+
+    `compile=True` runs the network through `torch.compile` (worth it on a GPU for long runs;
+    the first steps are slow while it compiles). Checkpoints are the same either way.
+    """
     cfg.validate()
     out_dir = Path(out_dir)
+    device = _device()
     distributed = _init_distributed(cfg)
-    device = _device(distributed)
     if distributed.is_main:
         _check_writable(out_dir)
 
@@ -248,7 +262,11 @@ def train(
                 _truncate_log(out_dir / LOG_FILE, start_step)
                 print(f"resuming {cfg.name} from {found} at step {start_step}")
 
-    net = DistributedDataParallel(model) if distributed.world_size > 1 else model
+    # No buffer broadcast: GroupNorm keeps no running statistics, and the only buffers
+    # (the Swin masks and position indices) are constants, identical on every rank.
+    net = DistributedDataParallel(model, broadcast_buffers=False) if distributed.world_size > 1 else model
+    if compile:
+        net = torch.compile(net)  # after DDP, so that DDP's optimizer splits the graph at its buckets
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.train.mixed_precision)
 
     def payload_at(step: int, seconds: float) -> dict:
@@ -282,8 +300,11 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-        # One host synchronisation per step: a non-finite loss must never reach the weights.
-        if not torch.isfinite(loss + grad_norm):
+        # One host synchronisation per step: non-finite gradients must never reach the weights.
+        # The norm is taken after DDP has averaged the gradients, so it is the same on every rank
+        # and all ranks take the same branch; a non-finite loss on any rank makes it non-finite.
+        # (Testing this rank's loss instead could send the ranks down different paths: a deadlock.)
+        if not torch.isfinite(grad_norm):
             if cfg.train.on_nonfinite == "skip":
                 skipped += 1
                 bar.update(1)
@@ -301,7 +322,10 @@ def train(
         window_images += cfg.train.batch_size
         bar.update(1)
 
-        if distributed.is_main and (done % cfg.train.log_every == 0 or done == cfg.train.steps):
+        log_now = done % cfg.train.log_every == 0 or done == cfg.train.steps
+        if log_now:
+            loss = distributed.mean(loss.detach())  # the global batch's loss, as one process would log it
+        if distributed.is_main and log_now:
             now = time.perf_counter()
             rate = window_images / max(now - window_start, 1e-9)
             window_start, window_images = now, 0

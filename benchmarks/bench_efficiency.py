@@ -1,0 +1,317 @@
+"""Speed and memory of the networks, the samplers and training, against the reference's sampling path.
+
+    python -m benchmarks.bench_efficiency                  # demo preset, this machine's device
+    python -m benchmarks.bench_efficiency --preset paper   # on a CPU: per-forward cost only
+
+Measures, for one preset (network cost does not depend on the weights, so the networks
+are built from the preset, untrained):
+- the cost of one forward pass per stage: ms at batch 1 and at the sampling batch, GFLOPs
+  per image (torch.utils.flop_counter), parameters;
+- seconds per 256x256 image through the cascade (base 64 -> SR 128 -> SR 256) and through
+  the single-stage model with each stage's default sampler, batched; network evaluations
+  (NFE) per image, counted by wrapping the networks; peak memory;
+- the reference study's path on the same networks: ancestral DDPM with T = 2000 / 1000 /
+  1000 steps, one image at a time. `--reference-steps K` times K steps per stage and
+  multiplies the per-step cost by the reference's step count (the table says
+  "extrapolated"); `--reference-steps 0` runs the whole chain;
+- training images/s per stage (the real training loop on a few synthetic phantom exams,
+  the first window of steps left out as warm-up) and the time the preset's steps would take.
+
+Prints Markdown tables and writes them, with the machine and the command, to a section
+of benchmarks/RESULTS.md (`--no-write` to skip).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import statistics
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from benchmarks.common import (
+    RESULTS,
+    CountingModel,
+    command_line,
+    machine_info,
+    machine_lines,
+    markdown_table,
+    peak_memory,
+    timer,
+    update_section,
+)
+from mrnet_utils.config import STAGE_LOW_RESOLUTION, PRESETS, StageConfig, stage_config
+from mrnet_utils.networks import UNet
+from mrnet_utils.phantom import write_phantom
+from mrnet_utils.pipeline import Stage, sample_cascade, sample_stage
+from mrnet_utils.preprocess import preprocess
+from mrnet_utils.training import LOG_FILE, train
+
+# The reference study's ancestral steps per stage (../shared/REFERENCE.md): 2000 + 1000 + 1000 for the cascade.
+REFERENCE_STEPS = {"base64": 2000, "sr1": 1000, "sr2": 1000, "single256": 2000}
+PIPELINES = {"cascade": ("base64", "sr1", "sr2"), "single256": ("single256",)}
+
+
+def build_network(cfg: StageConfig, device: torch.device) -> UNet:
+    """The stage's network, seeded; its zero-initialised output layer re-drawn so that it predicts something."""
+    torch.manual_seed(0)
+    model = UNet(cfg.unet)
+    model.output[-1].reset_parameters()
+    model = model.to(device).eval()
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)  # as load_stage does
+    return model
+
+
+def network_inputs(cfg: StageConfig, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """A batch of (x_t, t, extra_args) for one forward pass."""
+    side = cfg.resolution
+    x = torch.randn(batch, 1, side, side, device=device)
+    t = torch.full((batch,), cfg.diffusion.timesteps // 2, device=device, dtype=torch.long)
+    extra = {}
+    if cfg.is_super_resolution:
+        extra = {"cond": torch.randn(batch, 1, side, side, device=device), "aug_level": torch.zeros(batch, device=device)}
+    return x, t, extra
+
+
+def _autocast(cfg: StageConfig, device: torch.device):
+    # What sample_stage does: bf16 on CUDA when the config asks for mixed precision.
+    enabled = device.type == "cuda" and cfg.train.mixed_precision
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled)
+
+
+@torch.inference_mode()
+def forward_ms(model: UNet, cfg: StageConfig, device: torch.device, batch: int, repeats: int) -> float:
+    """Median wall-clock ms of one forward pass, after a warm-up pass."""
+    x, t, extra = network_inputs(cfg, batch, device)
+    times = []
+    with _autocast(cfg, device):
+        for _ in range(repeats + 1):
+            with timer(device) as elapsed:
+                model(x, t, **extra)
+            times.append(elapsed[0])
+    return 1000 * statistics.median(times[1:])
+
+
+@torch.inference_mode()
+def forward_gflops(model: UNet, cfg: StageConfig, device: torch.device) -> float:
+    """GFLOPs of one forward pass of one image (matrix products and convolutions, as torch counts them)."""
+    x, t, extra = network_inputs(cfg, 1, device)
+    with FlopCounterMode(display=False) as counter:
+        model(x, t, **extra)
+    return counter.get_total_flops() / 1e9
+
+
+@dataclass(frozen=True)
+class SamplingCost:
+    seconds_per_image: float
+    nfe_per_image: float
+    peak_mib: float
+    memory_kind: str
+
+
+def sample_pipeline(
+    pipeline: str,
+    networks: dict[str, tuple[UNet, StageConfig]],
+    device: torch.device,
+    images: int,
+    batch_size: int,
+    sampler: tuple[str, int] | None = None,
+) -> SamplingCost:
+    """Seconds and network evaluations per final image, with each stage's default sampler or `sampler` (name, steps)."""
+    counted = {name: CountingModel(networks[name][0]) for name in PIPELINES[pipeline]}
+    stages = {name: Stage(counted[name], networks[name][1], 0, Path("untrained")) for name in counted}
+    seeds = list(range(images))
+    with peak_memory(device) as memory, timer(device) as elapsed:
+        if pipeline == "cascade":
+            samplers = {name: sampler for name in stages} if sampler else None
+            sample_cascade(stages["base64"], stages["sr1"], stages["sr2"], seeds, samplers, batch_size, progress=False)
+        else:
+            name, steps = sampler or (None, None)
+            stage = stages["single256"]
+            sample_stage(stage.model, stage.config, seeds, None, name, steps, batch_size, progress=False)
+    nfe = sum(model.images for model in counted.values()) / images
+    return SamplingCost(elapsed[0] / images, nfe, memory.mib, memory.kind)
+
+
+def reference_seconds_per_image(
+    pipeline: str, networks: dict[str, tuple[UNet, StageConfig]], device: torch.device, probe_steps: int
+) -> tuple[float, bool]:
+    """The reference's path: ancestral DDPM at T = 2000 / 1000 / 1000, batch 1. Returns (seconds, extrapolated).
+
+    With probe_steps > 0, each stage runs `probe_steps` ancestral steps and its time is
+    scaled to the reference's step count (the per-step cost does not depend on T).
+    """
+    total, extrapolated = 0.0, False
+    for name in PIPELINES[pipeline]:
+        model, cfg = networks[name]
+        steps = REFERENCE_STEPS[name]
+        if probe_steps and probe_steps < steps:
+            run_steps, extrapolated = probe_steps, True
+        else:
+            cfg, run_steps = cfg.replace(diffusion={"timesteps": steps}), steps
+        low = STAGE_LOW_RESOLUTION[name]
+        low_res = torch.zeros(1, 1, low, low) if low else None
+        sample_stage(model, cfg, [0], low_res, "ddpm", 2, 1, progress=False)  # warm-up
+        with timer(device) as elapsed:
+            sample_stage(model, cfg, [0], low_res, "ddpm", run_steps, 1, progress=False)
+        total += elapsed[0] * steps / run_steps
+    return total, extrapolated
+
+
+def synthetic_cache(folder: Path, exams: int = 4) -> Path:
+    """A small slice cache from the synthetic phantom: `exams` train exams x 4 central slices."""
+    write_phantom(folder / "phantom", train_exams=exams, valid_exams=1, progress=False)
+    return preprocess(folder / "phantom", "coronal", folder / "cache.npz", central_slices=4, progress=False)
+
+
+@dataclass(frozen=True)
+class TrainingCost:
+    images_per_second: float
+    peak_mib: float
+    memory_kind: str
+
+
+def training_rate(
+    cfg: StageConfig, cache: Path, device: torch.device, window: int, compile: bool = False
+) -> TrainingCost:
+    """Images/s of the real training loop over `window` steps, after a first window of warm-up steps."""
+    cfg = cfg.replace(
+        sampler="dpmpp",  # the end-of-run sample grid: kept cheap, it is not what is measured
+        sample_steps=2,
+        train=dict(steps=2 * window, log_every=window, checkpoint_every=10**9, sample_every=0),
+    )
+    with tempfile.TemporaryDirectory() as run, peak_memory(device) as memory:
+        train(cfg, cache, run, progress=False, compile=compile)
+        with (Path(run) / LOG_FILE).open() as handle:
+            last = list(csv.DictReader(handle))[-1]
+    return TrainingCost(float(last["images_per_s"]), memory.mib, memory.kind)
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "n/a"
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.1f} min"
+
+
+def run(args: argparse.Namespace) -> str:
+    """All measurements; returns the Markdown report."""
+    device = torch.device(args.device)
+    use_swin = args.variant == "swin"
+    configs = {name: stage_config(name, args.preset, use_swin) for name in REFERENCE_STEPS}
+    networks = {name: (build_network(cfg, device), cfg) for name, cfg in configs.items()}
+    full = args.parts == "all"
+    report = [machine_lines(machine_info(device), command_line("benchmarks.bench_efficiency", args.argv))]
+
+    rows = []
+    for name, (model, cfg) in networks.items():
+        row = {
+            "stage": f"{cfg.name} ({cfg.resolution}x{cfg.resolution})",
+            "parameters (M)": sum(p.numel() for p in model.parameters()) / 1e6,
+            "GFLOPs / image": forward_gflops(model, cfg, device),
+            "ms / forward, batch 1": forward_ms(model, cfg, device, 1, args.repeats),
+        }
+        if full:
+            row[f"ms / forward, batch {args.batch_size}"] = forward_ms(model, cfg, device, args.batch_size, args.repeats)
+        rows.append(row)
+    report += ["### One forward pass per stage", markdown_table(rows)]
+    if not full:
+        return "\n\n".join(report)
+
+    rows = []
+    for pipeline in PIPELINES:
+        override = (args.sampler, args.steps or configs[PIPELINES[pipeline][0]].sample_steps) if args.sampler else None
+        cost = sample_pipeline(pipeline, networks, device, args.images, args.batch_size, override)
+        reference, extrapolated = reference_seconds_per_image(pipeline, networks, device, args.reference_steps)
+        samplers = " + ".join(
+            " ".join(map(str, override or (configs[n].sampler, configs[n].sample_steps))) for n in PIPELINES[pipeline]
+        )
+        rows.append({
+            "pipeline": pipeline,
+            f"samplers (batch {args.batch_size})": samplers,
+            "NFE / image": cost.nfe_per_image,
+            "s / image": cost.seconds_per_image,
+            f"peak memory (MiB, {cost.memory_kind})": cost.peak_mib,
+            "reference: DDPM, batch 1": "+".join(str(REFERENCE_STEPS[n]) for n in PIPELINES[pipeline]) + " steps",
+            "reference s / image": reference,
+            "reference timing": f"extrapolated from {args.reference_steps} steps per stage" if extrapolated
+                else "measured, whole chain",
+            "speed-up": reference / cost.seconds_per_image,
+        })
+    report += [f"### Sampling 256x256 images ({args.images} images)", markdown_table(rows)]
+
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        cache = synthetic_cache(Path(folder))
+        for name in args.train_stages:
+            cfg = configs[name]
+            cost = training_rate(cfg, cache, device, args.train_window, args.compile)
+            preset_seconds = cfg.train.steps * cfg.train.batch_size / cost.images_per_second
+            rows.append({
+                "stage": cfg.name,
+                "batch": cfg.train.batch_size,
+                "images / s": cost.images_per_second,
+                f"peak memory (MiB, {cost.memory_kind})": cost.peak_mib,
+                "preset steps": cfg.train.steps,
+                "time for the preset's steps": _duration(preset_seconds),
+            })
+    report += [
+        f"### Training (steps {args.train_window + 1}-{2 * args.train_window} of a run; "
+        f"{'torch.compile' if args.compile else 'eager'})",
+        markdown_table(rows),
+    ]
+    return "\n\n".join(report)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_efficiency", description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=tuple(PRESETS), default="demo")
+    parser.add_argument("--variant", choices=("swin", "noswin"), default="swin")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--parts", choices=("all", "forward"), default=None,
+        help="what to measure (default: all, but only the forward pass for the paper preset on a CPU)",
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="sampling batch")
+    parser.add_argument("--images", type=int, default=8, help="images sampled per pipeline")
+    parser.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp"), help="instead of each stage's default")
+    parser.add_argument("--steps", type=int, help="steps of --sampler (default: each stage's configured count)")
+    parser.add_argument(
+        "--reference-steps", type=int, default=20,
+        help="ancestral steps timed per stage for the reference path, then scaled; 0 = run the whole chain",
+    )
+    parser.add_argument("--train-window", type=int, default=3, help="training steps timed (after as many warm-up)")
+    parser.add_argument("--train-stages", nargs="+", choices=tuple(REFERENCE_STEPS), default=list(REFERENCE_STEPS))
+    parser.add_argument("--repeats", type=int, default=5, help="timed forward passes (median)")
+    parser.add_argument("--compile", action="store_true", help="train with torch.compile")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="Markdown file to update")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args(argv)
+    args.argv = argv
+    if args.steps and not args.sampler:
+        parser.error("--steps needs --sampler")
+    if args.parts is None:
+        args.parts = "forward" if args.preset == "paper" and args.device == "cpu" else "all"
+    return args
+
+
+def main(argv: list[str] | None = None) -> str:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    report = run(args)
+    print(report)
+    if not args.no_write:
+        where = "CPU" if args.device == "cpu" else "GPU"
+        update_section(args.results, f"Efficiency: {args.preset} preset, {args.variant}, {where}", report)
+    return report
+
+
+if __name__ == "__main__":
+    main()

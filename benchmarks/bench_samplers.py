@@ -1,0 +1,223 @@
+"""Which fast sampler keeps the quality of full-length ancestral sampling, per stage, on trained checkpoints.
+
+    python -m benchmarks.bench_samplers --data data/coronal.npz     # checkpoints from savepoints/demo
+
+For every stage, the reference is ancestral DDPM over the full chain (T steps, Ho et al.
+2020); against it: DDIM (Song et al. 2021) at 50 and 100 steps and DPM-Solver++(2M) (Lu et
+al. 2022) at 10, 15, 20, 25 and 50 steps, all from the same seeds.
+
+- Super-resolution stages (sr1, sr2): held-out valid slices are downsampled to the stage's
+  input and super-resolved; PSNR and SSIM against the real slice. A sampler is within the
+  margin when its PSNR is at most 0.2 dB and its SSIM at most 0.01 below the reference's.
+- Generating stages (base64, single256): the offline distribution measures of
+  mrnet_utils.metrics. Against the reference's own samples: intensity-histogram distance
+  and radial power-spectrum distance (how close each sampler's images are to the full
+  chain's). For the margin, each sampler's distances to the real held-out slices and its
+  diversity (mean pairwise MS-SSIM): within the margin when neither distance to the real
+  slices exceeds the reference's by more than 10% and its diversity is within 10% of the
+  reference's.
+
+The default for a stage is the fewest network evaluations within the margin. Sample counts
+are small by default so that a CPU run takes tens of minutes; raise them for tighter numbers.
+Prints a Markdown table and writes it, with the machine and the command, to a section of
+benchmarks/RESULTS.md (`--no-write` to skip).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import RESULTS, command_line, machine_info, machine_lines, markdown_table, update_section
+from mrnet_utils import metrics
+from mrnet_utils.config import STAGES
+from mrnet_utils.data import SliceDataset, downsample
+from mrnet_utils.errors import MRNetError
+from mrnet_utils.pipeline import Stage, load_stage, sample_stage
+
+CANDIDATES = ("ddim:50", "ddim:100", "dpmpp:10", "dpmpp:15", "dpmpp:20", "dpmpp:25", "dpmpp:50")
+FULL_CHAIN = "ddpm:T"
+
+
+@dataclass(frozen=True)
+class Margins:
+    psnr_db: float = 0.2  # SR: PSNR may fall this far below the reference's
+    ssim: float = 0.01  # SR: SSIM may fall this far below the reference's
+    distance: float = 0.10  # generation: distances to real data may exceed the reference's by this share
+    diversity: float = 0.10  # generation: diversity may differ from the reference's by this share
+
+
+def parse_sampler(text: str, timesteps: int) -> tuple[str, int]:
+    """'dpmpp:15' -> ('dpmpp', 15); 'ddpm:T' -> ('ddpm', timesteps)."""
+    name, _, steps = text.partition(":")
+    if name not in ("ddpm", "ddim", "dpmpp") or not steps:
+        raise MRNetError(f"sampler {text!r} is not SAMPLER:STEPS with SAMPLER one of ddpm, ddim, dpmpp (e.g. dpmpp:15)")
+    return name, timesteps if steps == "T" else int(steps)
+
+
+def _unit(images: torch.Tensor) -> torch.Tensor:
+    return ((images.float() + 1) / 2).clamp(0, 1)
+
+
+def _held_out(data: Path, resolution: int, count: int) -> torch.Tensor:
+    """`count` valid slices spread evenly over the split (neighbouring slices of one exam look alike)."""
+    images = SliceDataset(data, "valid", resolution).images
+    if count > len(images):
+        raise MRNetError(f"asked for {count} held-out slices, but the valid split of {data} holds {len(images)}")
+    return images[torch.linspace(0, len(images) - 1, count).round().long()]
+
+
+def _sample(stage: Stage, seeds: list[int], low_res, sampler: tuple[str, int], batch_size: int):
+    started = time.perf_counter()
+    images = sample_stage(stage.model, stage.config, seeds, low_res, *sampler, batch_size=batch_size, progress=False)
+    return images, (time.perf_counter() - started) / len(seeds)
+
+
+def compare_super_resolution(
+    stage: Stage, data: Path, count: int, samplers: list[tuple[str, int]], batch_size: int, margins: Margins
+) -> list[dict]:
+    """Rows of PSNR/SSIM against the real slice per sampler; the first sampler is the reference."""
+    cfg = stage.config
+    truth = _held_out(data, cfg.resolution, count)
+    low_res = downsample(truth, cfg.low_resolution)
+    seeds = list(range(count))
+    rows = []
+    for sampler in samplers:
+        images, seconds = _sample(stage, seeds, low_res, sampler, batch_size)
+        psnr = float(metrics.psnr(_unit(images), _unit(truth)).mean())
+        ssim = float(metrics.ssim(_unit(images), _unit(truth)).mean())
+        if not rows:
+            reference_psnr, reference_ssim = psnr, ssim
+        within = psnr >= reference_psnr - margins.psnr_db and ssim >= reference_ssim - margins.ssim
+        rows.append(_row(cfg.name, sampler, seconds, within, {
+            "PSNR (dB)": psnr, "dPSNR": psnr - reference_psnr, "SSIM": ssim, "dSSIM": ssim - reference_ssim,
+        }))
+    return rows
+
+
+def compare_generation(
+    stage: Stage, data: Path, count: int, samplers: list[tuple[str, int]], batch_size: int, margins: Margins
+) -> list[dict]:
+    """Rows of distribution measures per sampler; the first sampler is the reference."""
+    cfg = stage.config
+    real = _unit(SliceDataset(data, "valid", cfg.resolution).images)
+    seeds = list(range(count))
+    rows = []
+    for sampler in samplers:
+        images, seconds = _sample(stage, seeds, None, sampler, batch_size)
+        images = _unit(images)
+        if not rows:
+            reference = images
+        measures = {
+            "hist. dist. to full chain": metrics.histogram_distance(images, reference),
+            "spectrum dist. to full chain": metrics.power_spectrum_distance(images, reference),
+            "hist. dist. to real": metrics.histogram_distance(images, real),
+            "spectrum dist. to real": metrics.power_spectrum_distance(images, real),
+            "diversity (MS-SSIM)": metrics.diversity_ms_ssim(images),
+        }
+        if not rows:
+            first = measures
+        within = (
+            measures["hist. dist. to real"] <= (1 + margins.distance) * first["hist. dist. to real"]
+            and measures["spectrum dist. to real"] <= (1 + margins.distance) * first["spectrum dist. to real"]
+            and abs(measures["diversity (MS-SSIM)"] - first["diversity (MS-SSIM)"])
+            <= margins.diversity * first["diversity (MS-SSIM)"]
+        )
+        rows.append(_row(cfg.name, sampler, seconds, within, measures))
+    return rows
+
+
+def _row(stage_name: str, sampler: tuple[str, int], seconds: float, within: bool, measures: dict) -> dict:
+    return {
+        "stage": stage_name,
+        "sampler": f"{sampler[0]} {sampler[1]}",
+        "NFE": sampler[1],
+        "s / image": seconds,
+        **measures,
+        "within margin": "yes" if within else "no",
+    }
+
+
+def fewest_steps(rows: list[dict]) -> str:
+    """The sampler with the fewest network evaluations within the margin (the reference itself if none)."""
+    passing = [row for row in rows[1:] if row["within margin"] == "yes"]
+    if not passing:
+        return f"{rows[0]['sampler']} (no faster sampler within the margin)"
+    return min(passing, key=lambda row: (row["NFE"], not row["sampler"].startswith("dpmpp")))["sampler"]
+
+
+def run(args: argparse.Namespace) -> str:
+    device = torch.device(args.device)
+    margins = Margins(args.psnr_margin, args.ssim_margin, args.distance_margin, args.diversity_margin)
+    report = [machine_lines(machine_info(device), command_line("benchmarks.bench_samplers", args.argv))]
+    picks = []
+    for name in args.stages:
+        path = args.checkpoints / f"{name}_{args.variant}"
+        stage = load_stage(path, device)
+        timesteps = stage.config.diffusion.timesteps
+        samplers = [parse_sampler(text, timesteps) for text in (args.reference, *args.samplers)]
+        samplers = [samplers[0]] + [s for s in samplers[1:] if s != samplers[0]]
+        if stage.config.is_super_resolution:
+            rows = compare_super_resolution(stage, args.data, args.sr_images, samplers, args.batch_size, margins)
+            what = f"{args.sr_images} held-out slices super-resolved; PSNR/SSIM against the real slice"
+        else:
+            count = args.base_images if name == "base64" else args.single_images
+            rows = compare_generation(stage, args.data, count, samplers, args.batch_size, margins)
+            what = f"{count} samples; distances to the full chain's samples and to the real held-out slices"
+        picks.append(f"{stage.config.name}: {fewest_steps(rows)}")
+        report += [
+            f"### {stage.config.name} ({stage.config.preset} preset, step {stage.step}, T = {timesteps}): {what}",
+            markdown_table(rows),
+        ]
+    report.insert(1, (
+        f"Margins against the full chain ({args.reference}): PSNR -{margins.psnr_db} dB, SSIM -{margins.ssim}; "
+        f"distances to real +{margins.distance:.0%}, diversity +-{margins.diversity:.0%}.\n\n"
+        "Fewest network evaluations within the margin: " + "; ".join(picks) + "."
+    ))
+    return "\n\n".join(report)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_samplers", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="slice cache written by preprocess (valid split)")
+    parser.add_argument("--checkpoints", type=Path, default=Path("savepoints/demo"),
+                        help="folder of run folders named <stage>_<variant>, each holding final.pt")
+    parser.add_argument("--variant", choices=("swin", "noswin"), default="swin")
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    parser.add_argument("--reference", default=FULL_CHAIN, help="SAMPLER:STEPS; T means the schedule's length")
+    parser.add_argument("--samplers", nargs="+", default=list(CANDIDATES), help="SAMPLER:STEPS candidates")
+    parser.add_argument("--sr-images", type=int, default=4, help="held-out slices per super-resolution stage")
+    parser.add_argument("--base-images", type=int, default=16, help="samples from base64")
+    parser.add_argument("--single-images", type=int, default=8, help="samples from single256")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--psnr-margin", type=float, default=Margins.psnr_db)
+    parser.add_argument("--ssim-margin", type=float, default=Margins.ssim)
+    parser.add_argument("--distance-margin", type=float, default=Margins.distance)
+    parser.add_argument("--diversity-margin", type=float, default=Margins.diversity)
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="Markdown file to update")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args(argv)
+    args.argv = argv
+    return args
+
+
+def main(argv: list[str] | None = None) -> str:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    report = run(args)
+    print(report)
+    if not args.no_write:
+        title = f"Samplers: {args.checkpoints} checkpoints, {args.variant}, {'CPU' if args.device == 'cpu' else 'GPU'}"
+        update_section(args.results, title, report)
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""What every benchmark shares: the machine it ran on, peak memory, counted network calls, RESULTS.md sections."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import resource
+import shlex
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import Tensor, nn
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def machine_info(device: torch.device) -> dict[str, str]:
+    """CPU model, cores, load, torch version and the device: enough to judge a timing."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text()).group(1).strip()
+    except (OSError, AttributeError):
+        pass
+    info = {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "torch threads": str(torch.get_num_threads()),
+        # Other work on the machine inflates CPU timings; the 1-minute load says how much there was.
+        "load average at start": f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "n/a",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": device_name(device),
+    }
+    return info
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    return "CPU"
+
+
+def command_line(module: str, argv: list[str] | None) -> str:
+    """The command that reproduces this run, as typed from the repository root (argv None: this process's)."""
+    return shlex.join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class PeakMemory:
+    """Peak memory while a `with peak_memory(device) as memory:` block ran, in MiB (`memory.mib`).
+
+    CUDA: torch's peak allocation. CPU: the peak resident set size of the whole process
+    (which includes the ~0.5 GiB of imported libraries), reset on entry through
+    /proc/self/clear_refs where Linux allows it; elsewhere the process's lifetime peak.
+    """
+
+    kind: str = ""
+    mib: float = float("nan")
+
+
+@contextmanager
+def peak_memory(device: torch.device) -> Iterator[PeakMemory]:
+    memory = PeakMemory()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        yield memory
+        torch.cuda.synchronize(device)
+        memory.kind, memory.mib = "CUDA allocated", torch.cuda.max_memory_allocated(device) / 2**20
+        return
+    resettable = _reset_peak_rss()
+    yield memory
+    if resettable:
+        memory.kind, memory.mib = "process RSS", _peak_rss_kib() / 1024
+    else:
+        memory.kind = "process RSS, lifetime peak"
+        memory.mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # "5" resets the peak RSS (Linux >= 4.0)
+        return _peak_rss_kib() > 0
+    except (OSError, ValueError):
+        return False
+
+
+def _peak_rss_kib() -> int:
+    match = re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text())
+    if match is None:
+        raise ValueError("no VmHWM in /proc/self/status")
+    return int(match.group(1))
+
+
+class CountingModel(nn.Module):
+    """Wraps a network and counts its calls and the images they evaluated (network evaluations)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.calls = 0
+        self.images = 0
+
+    def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
+        self.calls += 1
+        self.images += len(x)
+        return self.model(x, *args, **kwargs)
+
+
+@contextmanager
+def timer(device: torch.device) -> Iterator[list[float]]:
+    """`with timer(device) as elapsed:` ... `elapsed[0]` holds the wall-clock seconds, GPU work included."""
+    elapsed = [float("nan")]
+    synchronize(device)
+    start = time.perf_counter()
+    yield elapsed
+    synchronize(device)
+    elapsed[0] = time.perf_counter() - start
+
+
+def markdown_table(rows: list[dict[str, object]]) -> str:
+    """Rows of equal keys as a Markdown table; floats with 3-4 significant digits."""
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row[key]) for key in header) + " |")
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "n/a"
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3g}"
+    return str(value).replace("|", "\\|")
+
+
+def machine_lines(info: dict[str, str], command: str) -> str:
+    facts = "; ".join(f"{key}: {value}" for key, value in info.items())
+    return f"Machine: {facts}.\n\nCommand (from the repository root): `{command}`"
+
+
+def update_section(path: Path, title: str, body: str) -> None:
+    """Replace the `## title` section of a Markdown file with `body` (added at the end when new)."""
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    heading = f"## {title}"
+    section = f"{heading}\n\n{body.strip()}\n"
+    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip() + "\n"
+    else:
+        text = text.rstrip() + "\n\n" + section
+    path.write_text(text)

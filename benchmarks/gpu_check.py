@@ -1,0 +1,332 @@
+"""The GPU check: bf16 against fp32, host syncs while sampling, and the paper networks' training and sampling speed.
+
+    bash benchmarks/gpu_check.sh       # writes gpu_check.md / .json to $OUT (default runs/gpu_check)
+
+Phases, in order, each timed against one budget (a phase that fails is reported and the
+next one runs; the report is rewritten after every phase, so a killed run keeps what it had):
+1. the device;
+2. bf16 autocast against fp32 on every stage's network: relative error of one network
+   evaluation (one denoising step's prediction) and of a short DPM-Solver++ run from the
+   same noise;
+3. host synchronisations inside the sampling loop, for each sampler
+   (torch.cuda.set_sync_debug_mode("error"): any sync raises);
+4. channels_last against the default memory format: ms per forward pass;
+5. training images/s for every `paper` stage (the real training loop, on a few synthetic
+   phantom exams) and what the preset's steps would take at that rate;
+6. cascade and single-stage sampling with DPM-Solver++ on the paper networks against the
+   reference's ancestral path (T = 2000 / 1000 / 1000, batch 1; per-step cost measured over
+   `--reference-steps` steps per stage and scaled, as the table says);
+7. with --compile: training images/s of base64 under torch.compile.
+Network cost does not depend on the weights: the networks are untrained, built from the preset.
+
+Without CUDA the same phases run on the CPU with the smoke preset and tiny settings, and the
+report says so in its first line: that path exists so that the script is tested; its
+numbers say nothing about a GPU.
+
+`python -m benchmarks.gpu_check --record OUT/gpu_check.md` copies a report into benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from benchmarks.bench_efficiency import (
+    PIPELINES,
+    REFERENCE_STEPS,
+    build_network,
+    forward_ms,
+    network_inputs,
+    reference_seconds_per_image,
+    sample_pipeline,
+    synthetic_cache,
+    training_rate,
+)
+from benchmarks.common import RESULTS, command_line, device_name, machine_info, machine_lines, markdown_table
+from benchmarks.common import update_section
+from mrnet_utils.config import StageConfig, stage_config
+from mrnet_utils.diffusion import NoiseSchedule
+from mrnet_utils.samplers import SAMPLERS, generators_from_seeds, noise_from_seeds
+
+# bf16 keeps 8 bits of mantissa (relative rounding 2**-9 = 0.2% per operation); through some
+# fifty layers of a UNet about 1% is usual (the CPU fallback measures 1.2-1.4% on the smoke
+# networks). Beyond these, something runs in bf16 that should not.
+STEP_TOLERANCE = 0.03
+RUN_TOLERANCE = 0.05
+
+
+@dataclass(frozen=True)
+class Settings:
+    preset: str
+    train_window: int  # training steps timed, after as many warm-up steps
+    train_stages: tuple[str, ...]
+    images: int  # sampled per pipeline
+    batch_sizes: tuple[int, ...]
+    reference_steps: int  # ancestral steps timed per stage for the reference path
+    fast_sampler: tuple[str, int]
+    check_stages: tuple[str, ...]  # stages of the bf16 check
+    check_steps: int  # sampler steps of the bf16 and host-sync checks
+    check_batch: int
+    repeats: int  # timed forward passes per memory format
+
+
+STAGES = ("base64", "sr1", "sr2", "single256")
+GPU = Settings("paper", 10, STAGES, 16, (8, 32), 100, ("dpmpp", 20), STAGES, 10, 4, 10)
+# bf16 on a CPU without bf16 instructions is emulated and slow: one stage is enough to test the path.
+CPU_FALLBACK = Settings("smoke", 1, ("base64",), 2, (2,), 2, ("dpmpp", 3), ("base64",), 3, 2, 1)
+
+
+def relative_error(reference: torch.Tensor, other: torch.Tensor) -> float:
+    """||other - reference|| / ||reference||, in float64."""
+    reference, other = reference.double(), other.double()
+    return float((other - reference).norm() / reference.norm().clamp_min(1e-30))
+
+
+def _extra_args(cfg: StageConfig, batch: int, device: torch.device) -> dict:
+    _, _, extra = network_inputs(cfg, batch, device)
+    return extra
+
+
+@torch.inference_mode()
+def check_bf16(configs: dict[str, StageConfig], device: torch.device, settings: Settings) -> list[dict]:
+    rows = []
+    for name in settings.check_stages:
+        cfg = configs[name]
+        model = build_network(cfg, device)
+        torch.manual_seed(1)
+        x, t, extra = network_inputs(cfg, settings.check_batch, device)
+        bf16 = torch.autocast(device.type, dtype=torch.bfloat16)
+        step_fp32 = model(x, t, **extra)
+        with bf16:
+            step_bf16 = model(x, t, **extra)
+        schedule = NoiseSchedule.from_config(cfg.diffusion)
+        noise = noise_from_seeds(list(range(settings.check_batch)), (1, cfg.resolution, cfg.resolution), device)
+        sampler, steps = "dpmpp", settings.check_steps
+        run_fp32 = SAMPLERS[sampler](model, schedule, noise, steps, extra_args=extra)
+        with bf16:
+            run_bf16 = SAMPLERS[sampler](model, schedule, noise, steps, extra_args=extra)
+        step_error, run_error = relative_error(step_fp32, step_bf16), relative_error(run_fp32, run_bf16)
+        rows.append({
+            "stage": cfg.name,
+            "one step: rel. error": step_error,
+            f"{sampler} {steps} steps: rel. error": run_error,
+            f"{sampler} {steps} steps: max abs. difference": float((run_fp32 - run_bf16.float()).abs().max()),
+            "within tolerance": "yes" if step_error < STEP_TOLERANCE and run_error < RUN_TOLERANCE else "NO",
+        })
+    return rows
+
+
+def check_host_syncs(configs: dict[str, StageConfig], device: torch.device, settings: Settings) -> list[dict]:
+    """Run each sampler with torch.cuda.set_sync_debug_mode('error'): a host sync inside the loop raises."""
+    if device.type != "cuda":
+        return [{"sampler": "all", "host syncs in the loop": "not checked: needs CUDA"}]
+    cfg = configs["sr1"]  # a super-resolution stage: the condition and the Swin bottleneck are exercised too
+    model = build_network(cfg, device)
+    schedule = NoiseSchedule.from_config(cfg.diffusion)  # betas stay on the CPU, as the samplers read them there
+    seeds = list(range(settings.check_batch))
+    noise = noise_from_seeds(seeds, (1, cfg.resolution, cfg.resolution), device)
+    extra = _extra_args(cfg, len(seeds), device)
+    rows = []
+    for name, sampler in SAMPLERS.items():
+        generators = generators_from_seeds(seeds, device)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            sampler(model, schedule, noise, settings.check_steps, extra_args=extra, generators=generators)  # warm-up
+            torch.cuda.synchronize(device)
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                sampler(model, schedule, noise, settings.check_steps, extra_args=extra, generators=generators)
+                found = "none"
+            except RuntimeError as error:
+                found = f"FOUND: {str(error).splitlines()[0]}"
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        rows.append({"sampler": f"{name} {settings.check_steps} steps", "host syncs in the loop": found})
+    return rows
+
+
+def check_memory_format(configs: dict[str, StageConfig], device: torch.device, settings: Settings) -> list[dict]:
+    rows = []
+    batch = settings.batch_sizes[0]
+    for name in ("base64", "sr2"):
+        cfg = configs[name]
+        model = build_network(cfg, device)
+        channels_last = forward_ms(model.to(memory_format=torch.channels_last), cfg, device, batch, settings.repeats)
+        contiguous = forward_ms(model.to(memory_format=torch.contiguous_format), cfg, device, batch, settings.repeats)
+        rows.append({
+            "stage": cfg.name,
+            "batch": batch,
+            "ms / forward, contiguous": contiguous,
+            "ms / forward, channels_last": channels_last,
+            "channels_last speed-up": contiguous / channels_last,
+        })
+    return rows
+
+
+def measure_training(configs, device, settings: Settings, cache: Path, compile: bool = False) -> list[dict]:
+    rows = []
+    for name in settings.train_stages:
+        cfg = configs[name]
+        cost = training_rate(cfg, cache, device, settings.train_window, compile=compile)
+        preset_hours = cfg.train.steps * cfg.train.batch_size / cost.images_per_second / 3600
+        rows.append({
+            "stage": cfg.name,
+            "batch": cfg.train.batch_size,
+            "mode": "torch.compile" if compile else "eager",
+            "images / s": cost.images_per_second,
+            f"peak memory (MiB, {cost.memory_kind})": cost.peak_mib,
+            f"hours for the {cfg.preset} preset's steps": preset_hours,
+        })
+    return rows
+
+
+def measure_sampling(configs, device, settings: Settings) -> list[dict]:
+    networks = {name: (build_network(cfg, device), cfg) for name, cfg in configs.items()}
+    rows = []
+    for pipeline in PIPELINES:
+        reference, extrapolated = reference_seconds_per_image(pipeline, networks, device, settings.reference_steps)
+        for batch in settings.batch_sizes:
+            sample_pipeline(pipeline, networks, device, batch, batch, settings.fast_sampler)  # warm-up
+            cost = sample_pipeline(pipeline, networks, device, settings.images, batch, settings.fast_sampler)
+            sampler = " ".join(map(str, settings.fast_sampler))
+            rows.append({
+                "pipeline": pipeline,
+                "sampler, batch": f"{sampler} per stage, batch {batch}",
+                "NFE / image": cost.nfe_per_image,
+                "s / image": cost.seconds_per_image,
+                "images / s": 1 / cost.seconds_per_image,
+                f"peak memory (MiB, {cost.memory_kind})": cost.peak_mib,
+                "reference: DDPM, batch 1": "+".join(str(REFERENCE_STEPS[n]) for n in PIPELINES[pipeline]) + " steps",
+                "reference s / image": reference,
+                "reference timing": f"extrapolated from {settings.reference_steps} steps per stage"
+                if extrapolated else "measured",
+                "speed-up": reference / cost.seconds_per_image,
+            })
+    return rows
+
+
+class Report:
+    """The tables so far, rewritten to OUT after every phase."""
+
+    def __init__(self, out: Path, header: str, title: str) -> None:
+        self.out, self.header, self.title = out, header, title
+        self.sections: list[str] = []
+        self.results: dict[str, object] = {}
+        self.failed = False
+        out.mkdir(parents=True, exist_ok=True)
+
+    def add(self, name: str, rows: list[dict] | None, note: str = "") -> None:
+        self.results[name] = rows if rows is not None else note
+        body = markdown_table(rows) if rows else note
+        self.sections.append(f"### {name}\n\n{body}")
+        print(f"\n### {name}\n\n{body}", flush=True)
+        self.write()
+
+    def markdown(self) -> str:
+        return f"## {self.title}\n\n{self.header}\n\n" + "\n\n".join(self.sections) + "\n"
+
+    def write(self) -> None:
+        (self.out / "gpu_check.md").write_text(self.markdown())
+        (self.out / "gpu_check.json").write_text(json.dumps(self.results, indent=1, default=str))
+
+
+def run(args: argparse.Namespace) -> Report:
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    settings = GPU if cuda else CPU_FALLBACK
+    if args.train_window:
+        settings = Settings(**{**settings.__dict__, "train_window": args.train_window})
+    configs = {name: stage_config(name, settings.preset, use_swin=True) for name in STAGES}
+    banner = (
+        f"Device: {device_name(device)}; preset {settings.preset}."
+        if cuda else
+        "CUDA is not available: this is the CPU FALLBACK with the smoke preset and tiny settings. "
+        "It checks that the script runs; its numbers say nothing about a GPU."
+    )
+    print(banner, flush=True)
+    header = banner + "\n\n" + machine_lines(machine_info(device), command_line("benchmarks.gpu_check", args.argv))
+    title = f"GPU check: {device_name(device)}" if cuda else "GPU check: CPU fallback (no CUDA)"
+    if args.only:
+        title += f" ({', '.join(args.only)})"
+    report = Report(args.out, header, title)
+    started = time.perf_counter()
+
+    with tempfile.TemporaryDirectory() as folder:
+        made: dict[str, Path] = {}
+
+        def cache() -> Path:
+            """The synthetic slice cache for the training phases, written on first use."""
+            if "path" not in made:
+                made["path"] = synthetic_cache(Path(folder))
+            return made["path"]
+
+        phases: list[tuple[str, Callable[[], list[dict]]]] = [
+            ("bf16 autocast against fp32", lambda: check_bf16(configs, device, settings)),
+            ("host syncs in the sampling loop", lambda: check_host_syncs(configs, device, settings)),
+            ("memory format", lambda: check_memory_format(configs, device, settings)),
+            ("training throughput", lambda: measure_training(configs, device, settings, cache())),
+            ("sampling throughput", lambda: measure_sampling(configs, device, settings)),
+        ]
+        if args.compile:
+            only_base = Settings(**{**settings.__dict__, "train_stages": ("base64",)})
+            phases.append(("training under torch.compile", lambda: measure_training(
+                configs, device, only_base, cache(), compile=True)))
+
+        for name, phase in phases:
+            if args.only and name not in args.only:
+                continue
+            elapsed = time.perf_counter() - started
+            if elapsed > args.budget_s:
+                report.add(name, None, f"skipped: the {args.budget_s:.0f} s budget was spent ({elapsed:.0f} s)")
+                continue
+            try:
+                phase_started = time.perf_counter()
+                rows = phase()
+                report.add(name, rows)
+                print(f"({name}: {time.perf_counter() - phase_started:.1f} s)", flush=True)
+            except Exception as error:  # one broken phase must not cost the others on a lent GPU
+                report.failed = True
+                report.add(name, None, f"FAILED: {type(error).__name__}: {error}")
+                with (args.out / "gpu_check_errors.txt").open("a") as handle:
+                    handle.write(f"--- {name}\n{traceback.format_exc()}\n")
+    report.add("total", None, f"{time.perf_counter() - started:.1f} s")
+    return report
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "runs/gpu_check"))
+    parser.add_argument("--budget-s", type=float, default=300.0, help="phases not started by then are skipped")
+    parser.add_argument("--compile", action="store_true", help="also time training under torch.compile")
+    parser.add_argument("--only", nargs="+", help="run only these phases (by their titles)")
+    parser.add_argument("--train-window", type=int, help="training steps timed per stage (after as many warm-up)")
+    parser.add_argument("--record", type=Path, help="copy this gpu_check.md into benchmarks/RESULTS.md and exit")
+    args = parser.parse_args(argv)
+    args.argv = argv
+    return args
+
+
+def record(report: Path, results: Path = RESULTS) -> None:
+    """Put a gpu_check.md report into RESULTS.md as its own section (replacing one with the same title)."""
+    title, _, body = report.read_text().partition("\n")
+    update_section(results, title.removeprefix("## ").strip(), body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.record:
+        record(args.record)
+        return 0
+    return 1 if run(args).failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
