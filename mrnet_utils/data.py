@@ -63,8 +63,25 @@ def load_cache(path: Path | str) -> dict[str, Any]:
         for field, shape in expected.items():
             if arrays[field].shape != shape:
                 raise _not_a_cache(path, f"{split}_{field} has shape {arrays[field].shape}, expected {shape}")
+        _check_finite(path, split, arrays)
         cache[split] = arrays
     return cache
+
+
+def _check_finite(path: Path, split: str, arrays: dict[str, np.ndarray]) -> None:
+    """Refuse NaN or infinite pixels, which would otherwise surface as a non-finite loss mid-training.
+
+    Checked in chunks, so that the boolean mask stays small for a full MRNet cache.
+    """
+    images = arrays["images"]
+    for start in range(0, len(images), 512):
+        finite = np.isfinite(images[start : start + 512]).reshape(-1, SIDE * SIDE).all(axis=1)
+        if not finite.all():
+            row = start + int(np.argmin(finite))
+            raise MRNetError(
+                f"{path}: {split}_images holds NaN or infinite values (exam {int(arrays['exam_ids'][row]):04d}, "
+                f"slice {int(arrays['slice_index'][row])}); write the cache again with preprocess"
+            )
 
 
 def downsample(images: torch.Tensor, size: int) -> torch.Tensor:

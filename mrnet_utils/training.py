@@ -291,60 +291,67 @@ def train(
     )
     started = time.perf_counter()
     window_start, window_images = started, 0
-    for step in range(start_step, cfg.train.steps):
-        batch = _to(_draw_batch(cfg, step, images, low_res, dataset.labels, schedule), distributed, device, channels_last)
-        with autocast:
-            loss = diffusion_loss(
-                net, schedule_on_device, batch.x0, batch.t, batch.noise, cfg.diffusion.min_snr_gamma, batch.extra_args
-            ).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-        # One host synchronisation per step: non-finite gradients must never reach the weights.
-        # The norm is taken after DDP has averaged the gradients, so it is the same on every rank
-        # and all ranks take the same branch; a non-finite loss on any rank makes it non-finite.
-        # (Testing this rank's loss instead could send the ranks down different paths: a deadlock.)
-        if not torch.isfinite(grad_norm):
-            if cfg.train.on_nonfinite == "skip":
+    try:  # close the bar when a step raises, so the error starts on a line of its own
+        for step in range(start_step, cfg.train.steps):
+            batch = _draw_batch(cfg, step, images, low_res, dataset.labels, schedule)
+            batch = _to(batch, distributed, device, channels_last)
+            with autocast:
+                loss = diffusion_loss(
+                    net, schedule_on_device, batch.x0, batch.t, batch.noise, cfg.diffusion.min_snr_gamma,
+                    batch.extra_args,
+                ).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            # One host synchronisation per step: non-finite gradients must never reach the weights.
+            # The norm is taken after DDP has averaged the gradients, so it is the same on every rank
+            # and all ranks take the same branch; a non-finite loss on any rank makes it non-finite.
+            # (Testing this rank's loss instead could send the ranks down different paths: a deadlock.)
+            if not torch.isfinite(grad_norm):
+                if cfg.train.on_nonfinite != "skip":
+                    raise MRNetError(
+                        f"non-finite loss at step {step} of {cfg.name}; the last good checkpoint is "
+                        f"{last_good or 'none (no checkpoint written yet)'} and is left intact. "
+                        "Lower the learning rate or set on_nonfinite='skip'"
+                    )
+                # Skipped: weights, optimiser, LR schedule and EMA stay as they were, but the step
+                # still counts, so the log row and checkpoint due at it are written all the same.
                 skipped += 1
-                bar.update(1)
-                continue
-            raise MRNetError(
-                f"non-finite loss at step {step} of {cfg.name}; the last good checkpoint is "
-                f"{last_good or 'none (no checkpoint written yet)'} and is left intact. "
-                "Lower the learning rate or set on_nonfinite='skip'"
-            )
-        optimizer.step()
-        lr_scheduler.step()
-        if ema is not None:
-            ema.update_parameters(model)
-        done = step + 1
-        window_images += cfg.train.batch_size
-        bar.update(1)
+            else:
+                optimizer.step()
+                lr_scheduler.step()
+                if ema is not None:
+                    ema.update_parameters(model)
+            done = step + 1
+            window_images += cfg.train.batch_size
+            bar.update(1)
 
-        log_now = done % cfg.train.log_every == 0 or done == cfg.train.steps
-        if log_now:
-            loss = distributed.mean(loss.detach())  # the global batch's loss, as one process would log it
-        if distributed.is_main and log_now:
-            now = time.perf_counter()
-            rate = window_images / max(now - window_start, 1e-9)
-            window_start, window_images = now, 0
-            row = {
-                "step": done,
-                "loss": f"{loss.item():.6f}",
-                "lr": f"{lr_scheduler.get_last_lr()[0]:.3e}",
-                "images_per_s": f"{rate:.2f}",
-                "elapsed_s": f"{seconds_before + now - started:.1f}",
-                "skipped": skipped,
-            }
-            _append_log(out_dir / LOG_FILE, row)
-            bar.set_postfix(loss=row["loss"], img_s=row["images_per_s"])
-        if distributed.is_main and cfg.train.sample_every and done % cfg.train.sample_every == 0:
-            _write_sample_grid(model, ema, cfg, low_res, out_dir / f"samples_step_{done:08d}.png")
-        if distributed.is_main and done % cfg.train.checkpoint_every == 0 and done < cfg.train.steps:
-            elapsed = seconds_before + time.perf_counter() - started
-            last_good = checkpoint.save_checkpoint(out_dir, payload_at(done, elapsed), keep=cfg.train.keep_checkpoints)
-    bar.close()
+            log_now = done % cfg.train.log_every == 0 or done == cfg.train.steps
+            if log_now:
+                loss = distributed.mean(loss.detach())  # the global batch's loss, as one process would log it
+            if distributed.is_main and log_now:
+                now = time.perf_counter()
+                rate = window_images / max(now - window_start, 1e-9)
+                window_start, window_images = now, 0
+                row = {
+                    "step": done,
+                    "loss": f"{loss.item():.6f}",
+                    "lr": f"{lr_scheduler.get_last_lr()[0]:.3e}",
+                    "images_per_s": f"{rate:.2f}",
+                    "elapsed_s": f"{seconds_before + now - started:.1f}",
+                    "skipped": skipped,
+                }
+                _append_log(out_dir / LOG_FILE, row)
+                bar.set_postfix(loss=row["loss"], img_s=row["images_per_s"])
+            if distributed.is_main and cfg.train.sample_every and done % cfg.train.sample_every == 0:
+                _write_sample_grid(model, ema, cfg, low_res, out_dir / f"samples_step_{done:08d}.png")
+            if distributed.is_main and done % cfg.train.checkpoint_every == 0 and done < cfg.train.steps:
+                elapsed = seconds_before + time.perf_counter() - started
+                last_good = checkpoint.save_checkpoint(
+                    out_dir, payload_at(done, elapsed), keep=cfg.train.keep_checkpoints
+                )
+    finally:
+        bar.close()
 
     seconds = seconds_before + time.perf_counter() - started
     final = out_dir / FINAL_CHECKPOINT

@@ -1,0 +1,389 @@
+"""Reliability end to end: exact resume after SIGKILL, non-finite losses, checkpoint fallback,
+mismatched checkpoints, bad input through the command line, determinism and split hygiene.
+
+The unit-level checks (atomic saves, corrupt files, crafted pickles, the reader's and
+preprocessing's refusals) live in test_checkpoint.py, test_mrnet_reader.py,
+test_preprocess.py, test_data.py and test_networks.py; docs/reliability.md maps each
+fault to its test.
+"""
+
+import csv
+import dataclasses
+import errno
+import hashlib
+import itertools
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mrnet_utils import checkpoint, cli, training
+from mrnet_utils.checkpoint import load_checkpoint
+from mrnet_utils.config import stage_config
+from mrnet_utils.data import SliceDataset
+from mrnet_utils.errors import MRNetError
+from mrnet_utils.mrnet import list_exam_ids
+from mrnet_utils.phantom import write_phantom
+from mrnet_utils.pipeline import load_stage, sample_stage
+from mrnet_utils.preprocess import preprocess
+from mrnet_utils.training import train
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# A checkpoint after every step, so that any step can be resumed from.
+BASE = stage_config("base64", "smoke").replace(train=dict(steps=4, batch_size=2, checkpoint_every=1), sample_steps=2)
+# An SR stage with conditioning augmentation, EMA, dropout (so the stored torch RNG state matters)
+# and a warm-up still running when the run is killed (so the LR schedule must continue).
+SR = stage_config("sr1", "smoke").replace(
+    unet=dict(dropout=0.1), train=dict(steps=10, batch_size=2, checkpoint_every=2, warmup_steps=6), sample_steps=2
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cpu_only():
+    """These are CPU checks: bitwise equality is not promised across GPU kernels (docs/reliability.md)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.cuda, "is_available", lambda: False)
+        yield
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    return write_phantom(tmp_path_factory.mktemp("rel") / "MRNet", 4, 2, seed=0, progress=False, workers=1)
+
+
+@pytest.fixture(scope="module")
+def cache(phantom, tmp_path_factory):
+    return preprocess(phantom, "coronal", tmp_path_factory.mktemp("cache") / "coronal.npz", central_slices=2,
+                      progress=False)
+
+
+@pytest.fixture(scope="module")
+def base_run(cache, tmp_path_factory):
+    """An uninterrupted base64 run: the reference for determinism, non-finite stops and fallback."""
+    out = tmp_path_factory.mktemp("base_reference")
+    train(BASE, cache, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def sr_run(cache, tmp_path_factory):
+    """An uninterrupted SR1 run: the reference for the SIGKILL resume."""
+    out = tmp_path_factory.mktemp("sr_reference")
+    train(SR, cache, out, progress=False)
+    return out
+
+
+def assert_bitwise_equal(actual, expected, where="payload"):
+    """Same structure, same plain values, tensors equal bit for bit (dtype included)."""
+    assert type(actual) is type(expected), where
+    if isinstance(expected, torch.Tensor):
+        assert actual.dtype == expected.dtype and torch.equal(actual, expected), where
+    elif isinstance(expected, dict):
+        assert list(actual) == list(expected), where
+        for key in expected:
+            assert_bitwise_equal(actual[key], expected[key], f"{where}[{key!r}]")
+    elif isinstance(expected, (list, tuple)):
+        assert len(actual) == len(expected), where
+        for index, (a, e) in enumerate(zip(actual, expected)):
+            assert_bitwise_equal(a, e, f"{where}[{index}]")
+    else:
+        assert actual == expected, where
+
+
+def assert_same_training_state(run, reference):
+    """Final weights, EMA, optimiser, LR scheduler, step and RNG of two runs agree bit for bit."""
+    actual, expected = load_checkpoint(run / "final.pt"), load_checkpoint(reference / "final.pt")
+    for key in ("step", "config", "model", "ema", "optimizer", "lr_scheduler", "rng"):
+        assert_bitwise_equal(actual[key], expected[key], key)
+
+
+def log_rows(run):
+    """The train log without its timing columns, which differ between runs."""
+    with (run / training.LOG_FILE).open() as handle:
+        return [(row["step"], row["loss"], row["lr"], row["skipped"]) for row in csv.DictReader(handle)]
+
+
+def digests(folder):
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir())}
+
+
+def poison_losses(monkeypatch, steps):
+    """Make the training loss NaN at the given (0-based) steps of a run that starts at step 0."""
+    calls = itertools.count()
+    real_loss = training.diffusion_loss
+
+    def loss(*args, **kwargs):
+        value = real_loss(*args, **kwargs)
+        return value * float("nan") if next(calls) in steps else value
+
+    monkeypatch.setattr(training, "diffusion_loss", loss)
+
+
+# --- exact resume ---------------------------------------------------------------------------------
+
+# The killed run: train() in a child process with the same config and thread count as this one.
+TRAIN_CHILD = """
+import json, sys, torch
+from mrnet_utils.config import StageConfig
+from mrnet_utils.training import train
+torch.set_num_threads(int(sys.argv[4]))
+train(StageConfig.from_dict(json.loads(sys.argv[1])), sys.argv[2], sys.argv[3], progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_ends_bitwise_equal_to_an_uninterrupted_run(cache, sr_run, tmp_path, capsys):
+    run = tmp_path / "killed"
+    arguments = [json.dumps(SR.to_dict()), str(cache), str(run), str(torch.get_num_threads())]
+    with (tmp_path / "child.err").open("w") as stderr:
+        child = subprocess.Popen([sys.executable, "-c", TRAIN_CHILD, *arguments], cwd=REPO_ROOT,
+                                 env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+                                 stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            deadline = time.monotonic() + 120
+            while not (run / "step_00000002.pt").exists():
+                assert child.poll() is None, f"the training child stopped: {(tmp_path / 'child.err').read_text()}"
+                assert time.monotonic() < deadline, "no step checkpoint within 120 s"
+                time.sleep(0.01)
+            # A random moment in the 8 steps left: mid-step, mid-save or between the two.
+            time.sleep(random.Random(4).uniform(0.0, 0.6))
+            child.send_signal(signal.SIGKILL)
+        finally:
+            child.kill()
+            child.wait()
+    assert not (run / "final.pt").exists(), "the child finished before the kill; the test proved nothing"
+    kept = sorted(run.glob("step_*.pt"))
+    assert kept and all(load_checkpoint(path)["step"] == int(path.stem[5:]) for path in kept)
+
+    train(SR, cache, run, resume=True, progress=False)
+    resumed_at = int(capsys.readouterr().out.split(" at step ")[1].split()[0])
+    assert 2 <= resumed_at < SR.train.steps
+    # Weights, EMA (with its update count), AdamW moments and step counts, the LR scheduler
+    # (warm-up included) and the torch RNG (dropout) all continue exactly: bit for bit, not within a tolerance.
+    assert_same_training_state(run, sr_run)
+    # The log, truncated to the checkpoint and continued, reads as if the run had never stopped.
+    assert log_rows(run) == log_rows(sr_run)
+    assert not list(run.glob(".*.partial")), "a save killed midway left its temporary file"
+
+
+def test_resume_falls_back_to_the_previous_checkpoint_when_the_newest_is_corrupt(cache, base_run, tmp_path, capsys):
+    run = shutil.copytree(base_run, tmp_path / "run", ignore=shutil.ignore_patterns("final.pt", "samples_*"))
+    newest = run / "step_00000003.pt"
+    newest.write_bytes(newest.read_bytes()[:-200])  # a torn write, as a crash without atomic saves leaves
+    with pytest.warns(UserWarning, match=r"skipping checkpoint .*step_00000003\.pt: .* truncated or corrupt"):
+        train(BASE, cache, run, resume=True, progress=False)
+    assert f"from {run / 'step_00000002.pt'} at step 2" in capsys.readouterr().out
+    assert_same_training_state(run, base_run)
+    assert load_checkpoint(newest)["step"] == 3  # rewritten whole by the resumed run
+
+
+# --- non-finite loss ------------------------------------------------------------------------------
+
+
+def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(cache, base_run, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    written = {}
+    real_save = checkpoint.save_checkpoint
+
+    def save_and_record(*args, **kwargs):
+        path = real_save(*args, **kwargs)
+        written[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        return path
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save_and_record)
+    poison_losses(monkeypatch, {2})
+    last_good = run / "step_00000002.pt"
+    with pytest.raises(MRNetError, match=rf"non-finite loss at step 2 of base64_swin; the last good checkpoint is "
+                                         rf"{last_good} and is left intact"):
+        train(BASE, cache, run, progress=False)
+    # Nothing was written after the bad step; the last checkpoint is byte for byte as saved, and loads.
+    assert sorted(digests(run)) == ["step_00000001.pt", "step_00000002.pt", training.LOG_FILE]
+    assert digests(run)["step_00000002.pt"] == written["step_00000002.pt"]
+    assert load_checkpoint(last_good)["step"] == 2
+    # Resumed from it (the cause removed), the run ends exactly where an undisturbed one does.
+    monkeypatch.undo()
+    train(BASE, cache, run, resume=True, progress=False)
+    assert_same_training_state(run, base_run)
+
+
+def test_nonfinite_loss_can_skip_the_batch_and_counts_the_skips(cache, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    poison_losses(monkeypatch, {0, 3})
+    result = train(BASE.replace(train=dict(on_nonfinite="skip")), cache, run, progress=False)
+    assert result.skipped_batches == 2
+    # A skipped step still counts: its log row (loss nan) and its checkpoint are written as scheduled.
+    assert [(row[0], row[1], row[3]) for row in log_rows(run)][1] == ("4", "nan", "2")
+    assert [row[3] for row in log_rows(run)] == ["1", "2"]
+    assert load_checkpoint(run / "step_00000001.pt")["optimizer"]["state"] == {}  # step 0 was skipped
+    final = load_checkpoint(result.checkpoint)
+    assert final["log"]["skipped"] == 2
+    # The skipped batches reached neither the weights nor the optimiser nor the LR schedule.
+    assert all(state["step"].item() == 2 for state in final["optimizer"]["state"].values())
+    assert final["lr_scheduler"]["last_epoch"] == 2
+    assert final["ema"]["n_averaged"].item() == 2
+    assert all(torch.isfinite(tensor).all() for tensor in final["model"].values())
+
+
+# --- determinism and split hygiene ----------------------------------------------------------------
+
+
+def test_same_seed_and_config_give_bitwise_identical_weights_and_samples(cache, base_run, tmp_path):
+    run = tmp_path / "again"
+    train(BASE, cache, run, progress=False)
+    assert_same_training_state(run, base_run)
+    assert (run / "samples_final.png").read_bytes() == (base_run / "samples_final.png").read_bytes()
+    # The grid above used DPM-Solver++; DDPM also draws fresh noise at every step, from per-seed generators.
+    first, second = load_stage(base_run), load_stage(run)
+    images = [sample_stage(stage.model, stage.config, [0, 1], sampler="ddpm", steps=3, progress=False)
+              for stage in (first, second)]
+    assert torch.equal(*images)
+    assert not torch.equal(images[0][0], images[0][1])  # different seeds, different images
+
+
+def test_no_valid_exam_reaches_training(phantom, cache, tmp_path, monkeypatch):
+    train_ids, valid_ids = (set(list_exam_ids(phantom, split, "coronal")) for split in ("train", "valid"))
+    assert train_ids and valid_ids and not train_ids & valid_ids
+    dataset = SliceDataset(cache, "train", 64)
+    assert set(dataset.exam_ids.tolist()) == train_ids
+    # The training loop reads the train split and nothing else.
+    loaded = []
+
+    class RecordingDataset(SliceDataset):
+        def __init__(self, cache_path, split, resolution):
+            loaded.append(split)
+            super().__init__(cache_path, split, resolution)
+
+    monkeypatch.setattr(training, "SliceDataset", RecordingDataset)
+    train(BASE.replace(train=dict(steps=1)), cache, tmp_path / "run", progress=False)
+    assert loaded == ["train"]
+
+
+# --- mismatched checkpoints -----------------------------------------------------------------------
+
+
+def run_cli(capsys, *argv):
+    """Run the command line in-process; return (exit code, its error lines).
+
+    A refusal must be one line, the last on stderr, with no traceback (progress bars may precede it).
+    """
+    code = cli.main([str(arg) for arg in argv])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in err and (not errors or err.splitlines()[-1] == errors[-1]), err
+    return code, errors
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("--stage", "base64"), r"is sr1 \(128x128, Swin\), expected base64 \(64x64, Swin\)"),
+    (("--stage", "sr1", "--no-swin"), r"is sr1 \(128x128, Swin\), expected sr1 \(128x128, no Swin\)"),
+])
+def test_resume_from_a_checkpoint_of_another_stage_or_variant_names_the_mismatch(cache, sr_run, tmp_path, capsys,
+                                                                                 argv, message):
+    run = shutil.copytree(sr_run, tmp_path / "run")
+    before = digests(run)
+    code, err = run_cli(capsys, "train", *argv, "--preset", "smoke", "--data", cache, "--out", run, "--resume")
+    assert code == 2 and len(err) == 1
+    assert re.search(rf"error: checkpoint {run / 'final.pt'} {message}", err[0])
+    assert digests(run) == before
+
+
+# --- bad input through the command line -----------------------------------------------------------
+
+
+def _remove_plane(root):
+    shutil.rmtree(root / "train" / "coronal")
+    return f"folder {root / 'train' / 'coronal'} is missing"
+
+
+def _malformed_labels(root):
+    path = root / "train-acl.csv"
+    path.write_text("0,1\n1;0\n" + "\n".join(path.read_text().splitlines()[2:]))
+    return f"label file {path}, line 2: 1 columns, expected 2"
+
+
+def _truncated_volume(root):
+    path = root / "valid" / "coronal" / "0005.npy"
+    path.write_bytes(path.read_bytes()[:1000])
+    return f"{path} is not a readable .npy volume"
+
+
+@pytest.mark.parametrize("break_folder", [_remove_plane, _malformed_labels, _truncated_volume])
+def test_preprocess_refuses_a_broken_mrnet_folder_in_one_line(phantom, tmp_path, capsys, break_folder):
+    root = shutil.copytree(phantom, tmp_path / "MRNet")
+    expected = break_folder(root)
+    out = tmp_path / "out"
+    out.mkdir()
+    code, err = run_cli(capsys, "preprocess", "--mrnet-root", root, "--out", out / "c.npz")
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {expected}")
+    assert list(out.iterdir()) == []
+
+
+def test_preprocess_refuses_bad_paths_and_empty_selections_in_one_line(phantom, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    cases = [
+        (("--mrnet-root", tmp_path / "nowhere"), f"MRNet folder {tmp_path / 'nowhere'} does not exist"),
+        (("--mrnet-root", phantom, "--task", "acl"), f"no valid exam of {phantom} is positive for task 'acl'"),
+    ]
+    for argv, expected in cases:
+        code, err = run_cli(capsys, "preprocess", *argv, "--out", tmp_path / "c.npz")
+        assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {expected}"), err
+    code, err = run_cli(capsys, "preprocess", "--mrnet-root", phantom, "--out", blocker / "c.npz")
+    assert code == 2 and err == [f"error: output folder {blocker} does not exist; create it first"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_train_refuses_bad_data_and_output_paths_in_one_line(cache, tmp_path, capsys):
+    with np.load(cache) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    arrays["train_images"][3, 100, 100] = np.nan
+    poisoned = tmp_path / "nan.npz"
+    np.savez(poisoned, **arrays)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    cases = [
+        (poisoned, tmp_path / "run", rf"{poisoned}: train_images holds NaN or infinite values \(exam 0001, slice \d+\)"),
+        (cache, blocker / "run", f"output folder {blocker / 'run'} is not writable"),
+    ]
+    for data, out, expected in cases:
+        code, err = run_cli(capsys, "train", "--stage", "base64", "--preset", "smoke", "--data", data, "--out", out)
+        assert code == 2 and len(err) == 1 and re.match(f"error: {expected}", err[0]), err
+        assert not list(tmp_path.glob("run/*")), "a refused run wrote into its folder"
+
+
+def test_disk_full_while_training_stops_in_one_line_and_keeps_nothing_torn(cache, tmp_path, capsys, monkeypatch):
+    def disk_full(descriptor):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.os, "fsync", disk_full)
+    run = tmp_path / "run"
+    code, err = run_cli(capsys, "train", "--stage", "base64", "--preset", "smoke", "--steps", 4,
+                        "--data", cache, "--out", run)
+    assert code == 2 and err == [
+        f"error: cannot write checkpoint step_00000003.pt to {run}: No space left on device; free disk space there "
+        "or point the checkpoint directory at a disk with room (earlier checkpoints are untouched)"
+    ]
+    assert sorted(path.name for path in run.iterdir()) == [training.LOG_FILE]  # no torn or temporary checkpoint
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(swin_window=3), "swin_window=3 does not divide the 8x8 bottleneck"),
+    (dict(resolution=96), "stage base64 works at 64x64, not 96"),
+])
+def test_train_refuses_a_network_it_cannot_build_before_writing(cache, tmp_path, changes, message):
+    # dataclasses.replace skips StageConfig.replace's validation, as a hand-edited config would.
+    cfg = dataclasses.replace(BASE, unet=dataclasses.replace(BASE.unet, **changes))
+    with pytest.raises(MRNetError, match=message):
+        train(cfg, cache, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
