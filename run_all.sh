@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Run the whole study with papermill, in order: preprocess; base 64, SR1 and SR2 with and without
+# Swin; single-stage 256; the pipeline (generation); the evaluation notebooks.
+#
+#   bash run_all.sh [--preset smoke|demo|paper] [--mrnet-root DIR] [--only STAGE[,STAGE...]]
+#                   [--retrain] [--out DIR]
+#
+# Stages: preprocess, base64, sr1, sr2, single256, pipeline, evaluation.
+# With no --mrnet-root (or $MRNET_ROOT) the study runs on the synthetic phantom.
+# Under --out (default: this folder): executed notebooks in runs/<preset>/, tables and figures in
+# evaluation/results/<preset>/, checkpoints in savepoints/<preset>/, data in data/.
+# A model whose final checkpoint exists is not retrained unless --retrain is given.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+stages=(preprocess base64 sr1 sr2 single256 pipeline evaluation)
+
+usage() {
+    sed -n '5,6p' "$0" | sed 's/^# //' >&2
+    exit 2
+}
+
+preset=demo
+mrnet_root="${MRNET_ROOT:-}"
+only=""
+retrain=False
+out="$root"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --preset) preset="${2:?--preset needs a value}"; shift 2 ;;
+        --mrnet-root) mrnet_root="${2:?--mrnet-root needs a folder}"; shift 2 ;;
+        --only) only="${2:?--only needs a stage}"; shift 2 ;;
+        --retrain) retrain=True; shift ;;
+        --out) out="${2:?--out needs a folder}"; shift 2 ;;
+        -h|--help) usage ;;
+        *) echo "error: unknown argument $1" >&2; usage ;;
+    esac
+done
+case "$preset" in
+    smoke|demo|paper) ;;
+    *) echo "error: --preset must be smoke, demo or paper, not '$preset'" >&2; exit 2 ;;
+esac
+for stage in ${only//,/ }; do
+    if [[ " ${stages[*]} " != *" $stage "* ]]; then
+        echo "error: --only $stage is not a stage; choose from: ${stages[*]}" >&2
+        exit 2
+    fi
+done
+if [ "$preset" = paper ] && [ -z "$mrnet_root" ]; then
+    echo "warning: the paper preset is meant for real MRNet on a GPU (days of training); running it on the phantom" >&2
+fi
+
+absolute() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+out="$(absolute "$out")"
+runs="$out/runs/$preset"
+mkdir -p "$runs"
+
+source "$root/scripts/setup_env.sh"
+
+# Parameters every notebook takes; paths are passed raw (-r) so that papermill never reads them as numbers.
+common=(-p PRESET "$preset" -r OUT_DIR "$out")
+quiet=(-p PROGRESS False)  # no progress bars in the rendered notebooks
+
+wanted() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
+
+# run_notebook SOURCE RENDERED [papermill parameter options...]
+run_notebook() {
+    local source="$1" rendered="$runs/$2"
+    shift 2
+    local log="${rendered%.ipynb}.log" started=$SECONDS
+    echo "[$(date +%H:%M:%S)] $source -> ${rendered#"$out"/}"
+    # The kernel starts in the notebook's folder, where its default OUT_DIR=".." is the repository.
+    if ! papermill "$root/$source" "$rendered" --cwd "$(dirname "$root/$source")" --kernel python3 \
+        --no-progress-bar "${common[@]}" "$@" >"$log" 2>&1; then
+        echo "error: notebook $source failed:" >&2
+        python - "$rendered" "$log" >&2 <<'EOF'
+import sys
+from pathlib import Path
+
+import nbformat
+
+rendered, log = map(Path, sys.argv[1:])
+errors = []
+if rendered.exists():
+    cells = nbformat.read(rendered, as_version=4).cells
+    errors = [f"{o.ename}: {o.evalue}" for c in cells for o in c.get("outputs", []) if o.output_type == "error"]
+# No error cell: the kernel died or papermill failed before running a cell; its log says why.
+print("  " + ("\n  ".join(errors) if errors else "\n  ".join(log.read_text().splitlines()[-15:])))
+EOF
+        echo "the rendered notebook is kept for inspection: $rendered (papermill log: $log)" >&2
+        exit 1
+    fi
+    echo "           done in $((SECONDS - started)) s"
+}
+
+if wanted preprocess; then
+    data_options=()
+    [ -n "$mrnet_root" ] && data_options=(-r MRNET_ROOT "$(absolute "$mrnet_root")")
+    run_notebook notebooks/00_preprocess.ipynb 00_preprocess.ipynb "${quiet[@]}" "${data_options[@]}"
+fi
+for stage in base64 sr1 sr2 single256; do
+    wanted "$stage" || continue
+    variants=(True False)
+    [ "$stage" = single256 ] && variants=(True)  # the study's single-stage model has the Swin bottleneck
+    for use_swin in "${variants[@]}"; do
+        name="${stage}_$([ "$use_swin" = True ] && echo swin || echo noswin)"
+        run_notebook notebooks/01_train_stage.ipynb "01_train_$name.ipynb" \
+            "${quiet[@]}" -p STAGE "$stage" -p USE_SWIN "$use_swin" -p RETRAIN "$retrain"
+    done
+done
+if wanted pipeline; then
+    run_notebook notebooks/02_pipeline.ipynb 02_pipeline.ipynb "${quiet[@]}"
+fi
+if wanted evaluation; then
+    run_notebook evaluation/sr_vs_interpolation.ipynb 03_sr_vs_interpolation.ipynb "${quiet[@]}"
+    run_notebook evaluation/generation.ipynb 04_generation.ipynb
+fi
+echo "study ($preset) finished in $((SECONDS / 60)) min $((SECONDS % 60)) s; notebooks in $runs, results in $out/evaluation/results/$preset"

@@ -1,0 +1,287 @@
+"""The study: run_all.sh end to end on the smoke preset, the study helpers, and the committed notebooks.
+
+The metric values themselves are tested in test_metrics.py and test_evaluation.py; here we
+check that the notebooks run in order, write the tables and figures a reader expects, skip
+training that is done, and stop with the failing notebook's name.
+"""
+
+import ast
+import json
+import math
+import os
+import subprocess
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from mrnet_utils import study
+from mrnet_utils.data import downsample
+from mrnet_utils.errors import MRNetError
+from mrnet_utils.phantom import write_phantom
+from mrnet_utils.preprocess import preprocess
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAINED = ["base64_swin", "base64_noswin", "sr1_swin", "sr1_noswin", "sr2_swin", "sr2_noswin", "single256_swin"]
+RENDERED = ["00_preprocess", *(f"01_train_{name}" for name in TRAINED), "02_pipeline", "03_sr_vs_interpolation",
+            "04_generation"]
+INTERPOLATIONS = ["nearest", "bilinear", "bicubic", "lanczos"]
+SR_ROWS = {
+    "sr_sr1_64_to_128": ["SR1 (Swin)", "SR1 (no Swin)"],
+    "sr_sr2_128_to_256": ["SR2 (Swin)", "SR2 (no Swin)"],
+    "sr_cascade_64_to_256": ["SR1 + SR2 (Swin)", "SR1 + SR2 (no Swin)"],
+}
+GENERATION_ROWS = ["cascade (Swin)", "cascade (no Swin)", "single-stage 256", "real (held-out)"]
+
+
+def run_all(*args: str) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if key != "MRNET_ROOT"}
+    return subprocess.run(
+        ["bash", str(ROOT / "run_all.sh"), *args], capture_output=True, text=True, env=env, timeout=3600
+    )
+
+
+def error_outputs(notebook: nbformat.NotebookNode) -> list[str]:
+    return [f"{o.ename}: {o.evalue}" for c in notebook.cells for o in c.get("outputs", []) if o.output_type == "error"]
+
+
+@pytest.fixture(scope="module")
+def smoke_study(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("study")
+    result = run_all("--preset", "smoke", "--out", str(out))
+    assert result.returncode == 0, f"run_all.sh failed:\n{result.stdout}\n{result.stderr}"
+    assert "study (smoke) finished in" in result.stdout
+    return out
+
+
+# ---------------------------------------------------------------------------
+# run_all.sh end to end
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_every_notebook_is_rendered_and_ran_without_error(smoke_study):
+    runs = smoke_study / "runs" / "smoke"
+    assert sorted(path.stem for path in runs.glob("*.ipynb")) == sorted(RENDERED)
+    for name in RENDERED:
+        notebook = nbformat.read(runs / f"{name}.ipynb", as_version=4)
+        assert error_outputs(notebook) == [], name
+        code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+        assert all(cell.execution_count is not None for cell in code), f"{name} has cells that did not run"
+        injected = [cell for cell in code if "injected-parameters" in cell.metadata.get("tags", [])]
+        assert len(injected) == 1 and "PRESET = \"smoke\"" in injected[0].source, name
+    sr1 = nbformat.read(runs / "01_train_sr1_noswin.ipynb", as_version=4)
+    assert "USE_SWIN = False" in next(c.source for c in sr1.cells if "injected-parameters" in c.metadata.get("tags", []))
+
+
+@pytest.mark.slow
+def test_tables_hold_every_method_and_metric(smoke_study):
+    results = smoke_study / "evaluation" / "results" / "smoke"
+    for name, models in SR_ROWS.items():
+        table = pd.read_csv(results / f"{name}.csv", index_col="method")
+        assert list(table.index) == [*INTERPOLATIONS, *models, "high-res (reference)"], name
+        for metric in ("psnr", "ssim", "ms_ssim", "fsim", "vif", "lpips", "ag"):
+            assert {f"{metric}_mean", f"{metric}_ci_low", f"{metric}_ci_high"} <= set(table.columns)
+        rows = table.loc[[*INTERPOLATIONS, *models]]
+        assert np.isfinite(rows["psnr_mean"]).all() and np.isfinite(rows["vif_mean"]).all()
+        assert (rows["seconds_per_image"] > 0).all()
+        # LPIPS has no backbone weights here: a reason, never a number
+        assert table.loc["nearest", "lpips_mean"].startswith("not computed:")
+        markdown = (results / f"{name}.md").read_text().splitlines()
+        assert len(markdown) == 2 + len(table) and markdown[2].startswith("| nearest |")
+
+    generation = pd.read_csv(results / "generation.csv", index_col="method")
+    assert list(generation.index) == GENERATION_ROWS
+    assert {"fid", "is_mean", "kid_mean", "diversity_ms_ssim", "histogram_w1", "spectrum_distance",
+            "near_copy_share", "nearest_train_correlation", "train_seconds", "sample_seconds_per_image"} <= set(
+        generation.columns
+    )
+    models = generation.loc[GENERATION_ROWS[:3]]
+    assert (models["train_seconds"] > 0).all() and (models["sample_seconds_per_image"] > 0).all()
+    assert models["fid"].str.startswith("not computed:").all()
+    assert np.isfinite(models["histogram_w1"]).all() and np.isfinite(models["spectrum_distance"]).all()
+    # the cascade trains three stages, so its time is their sum
+    training = pd.read_csv(results / "training.csv", index_col="run")
+    assert sorted(training.index) == sorted(TRAINED)
+    assert math.isclose(
+        models.loc["cascade (Swin)", "train_seconds"],
+        training.loc[["base64_swin", "sr1_swin", "sr2_swin"], "train_seconds"].sum(),
+    )
+    assert list(pd.read_csv(results / "data.csv", index_col="split").index) == ["train", "valid"]
+    pairs = pd.read_csv(results / "sr_pairs.csv")
+    assert list(pairs.columns) == ["exam_id", "slice_index"] and len(pairs) == study.STUDY_SIZES["smoke"].eval_slices
+
+
+@pytest.mark.slow
+def test_figures_and_samples_are_written(smoke_study):
+    results = smoke_study / "evaluation" / "results" / "smoke"
+    figures = [
+        "data_planes", "data_slices", "data_histograms", "samples_side_by_side", "samples_by_resolution",
+        "training_losses", "generation_metrics", "generation_histograms",
+        *(f"memorisation_{generator.folder}" for generator in study.GENERATORS),
+        *(f"{name}_{kind}" for name in SR_ROWS for kind in ("comparison", "metrics")),
+        *(f"training/{name}_{kind}" for name in TRAINED for kind in ("data", "loss", "grids")),
+    ]
+    for figure in figures:
+        with Image.open(results / f"{figure}.png") as image:
+            assert min(image.size) > 100, figure
+    for generator in study.GENERATORS:
+        generated = study.load_generated(smoke_study / "savepoints" / "smoke" / "samples" / generator.folder)
+        assert generated.images[256].shape == (study.STUDY_SIZES["smoke"].samples, 1, 256, 256)
+    for name in TRAINED:
+        run = smoke_study / "savepoints" / "smoke" / name
+        assert (run / "final.pt").is_file() and (run / "samples_final.png").is_file()
+        # the notebook asked for one grid during training (SAMPLE_GRIDS), besides the final one
+        assert len(list(run.glob("samples_step_*.png"))) >= 1
+        record = json.loads((results / "training" / f"{name}.json").read_text())
+        assert record["trained"] is True and record["steps"] == 6
+
+
+@pytest.mark.slow
+def test_second_run_skips_finished_training(smoke_study):
+    final = smoke_study / "savepoints" / "smoke" / "single256_swin" / "final.pt"
+    before = final.stat().st_mtime_ns
+    result = run_all("--preset", "smoke", "--only", "single256", "--out", str(smoke_study))
+    assert result.returncode == 0, result.stderr
+    assert "01_train_single256_swin.ipynb" in result.stdout and "02_pipeline" not in result.stdout
+    assert final.stat().st_mtime_ns == before
+    record = json.loads((smoke_study / "evaluation" / "results" / "smoke" / "training" / "single256_swin.json").read_text())
+    assert record["trained"] is False and record["steps"] == 6 and record["seconds"] > 0
+    rendered = (smoke_study / "runs" / "smoke" / "01_train_single256_swin.ipynb").read_text()
+    assert "training skipped" in rendered
+
+
+@pytest.mark.slow
+def test_a_failing_notebook_stops_the_run_with_its_name(tmp_path):
+    empty = tmp_path / "not_mrnet"
+    empty.mkdir()
+    result = run_all("--preset", "smoke", "--mrnet-root", str(empty), "--out", str(tmp_path / "study"))
+    assert result.returncode != 0
+    assert "notebook notebooks/00_preprocess.ipynb failed" in result.stderr
+    assert "MRNetError" in result.stderr and "/train/axial is missing" in result.stderr
+    runs = tmp_path / "study" / "runs" / "smoke"
+    kept = nbformat.read(runs / "00_preprocess.ipynb", as_version=4)
+    assert any("is missing" in error for error in error_outputs(kept))
+    assert [path.name for path in runs.glob("*.ipynb")] == ["00_preprocess.ipynb"]  # nothing ran after it
+
+
+def test_bad_arguments_are_refused_before_anything_runs(tmp_path):
+    result = run_all("--preset", "smoke", "--only", "sr3", "--out", str(tmp_path))
+    assert result.returncode == 2 and "--only sr3 is not a stage" in result.stderr
+    result = run_all("--preset", "huge", "--out", str(tmp_path))
+    assert result.returncode == 2 and "--preset must be smoke, demo or paper" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------------------
+# The committed notebooks
+# ---------------------------------------------------------------------------
+
+
+def committed_notebooks() -> list[Path]:
+    listed = subprocess.run(["git", "ls-files", "*.ipynb"], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode != 0:  # not a git checkout (e.g. an unpacked archive): check what is there
+        return sorted(ROOT.glob("notebooks/*.ipynb")) + sorted(ROOT.glob("evaluation/*.ipynb"))
+    return [ROOT / name for name in listed.stdout.split()]
+
+
+def test_committed_notebooks_carry_no_outputs():
+    notebooks = committed_notebooks()
+    assert {path.relative_to(ROOT).as_posix() for path in notebooks} >= {
+        "notebooks/00_preprocess.ipynb", "notebooks/01_train_stage.ipynb", "notebooks/02_pipeline.ipynb",
+        "evaluation/sr_vs_interpolation.ipynb", "evaluation/generation.ipynb",
+    }
+    for path in notebooks:
+        notebook = nbformat.read(path, as_version=4)
+        nbformat.validate(notebook)
+        for cell in notebook.cells:
+            if cell.cell_type == "code":
+                assert cell.outputs == [] and cell.execution_count is None, f"{path.name} carries outputs"
+    assert "*.ipynb filter=nbstripout" in (ROOT / ".gitattributes").read_text()
+
+
+@pytest.mark.parametrize("path", committed_notebooks(), ids=lambda path: path.name)
+def test_notebooks_are_thin(path):
+    notebook = nbformat.read(path, as_version=4)
+    assert notebook.metadata.kernelspec.name == "python3"
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    parameters = code[0]
+    assert parameters.metadata.get("tags") == ["parameters"]
+    # the parameters cell holds UPPERCASE constants only, so papermill can override each one
+    for statement in ast.parse(parameters.source).body:
+        assert isinstance(statement, ast.Assign) and len(statement.targets) == 1
+        name = statement.targets[0].id
+        assert name.isupper(), name
+        ast.literal_eval(statement.value)
+    for cell in code[1:]:
+        tree = ast.parse(cell.source)
+        defined = [node for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.Lambda))]
+        assert defined == [], f"{path.name} defines code; it belongs in mrnet_utils"
+        assert "sys.path" not in cell.source and "exec(" not in cell.source and "globals()" not in cell.source
+
+
+# ---------------------------------------------------------------------------
+# Study helpers
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny")
+    root = write_phantom(folder / "phantom", train_exams=2, valid_exams=2, progress=False)
+    return preprocess(root, "coronal", folder / "slices.npz", central_slices=2, progress=False)
+
+
+def test_study_paths_put_each_part_in_its_place(tmp_path):
+    paths = study.StudyPaths(tmp_path, "demo")
+    assert paths.cache("coronal") == tmp_path / "data" / "demo" / "slices_coronal.npz"
+    assert paths.run("sr1", False) == tmp_path / "savepoints" / "demo" / "sr1_noswin"
+    assert paths.samples(study.GENERATORS[0]) == tmp_path / "savepoints" / "demo" / "samples" / "cascade_swin"
+    assert paths.results == tmp_path / "evaluation" / "results" / "demo"
+    with pytest.raises(MRNetError, match="unknown preset"):
+        study.StudyPaths(tmp_path, "tiny")
+    with pytest.raises(MRNetError, match="no final checkpoint .* --only sr2"):
+        study.find_run(paths, "sr2", True)
+
+
+def test_sample_grids_fall_evenly_before_the_last_step():
+    cfg = study.training_config("base64", "demo", True, sample_grids=2)
+    steps, every = cfg.train.steps, cfg.train.sample_every
+    assert [step for step in range(1, steps + 1) if step % every == 0] == [81, 162]  # 240 steps
+    assert study.training_config("sr1", "demo", False, sample_grids=0).train.sample_every == 0
+    with pytest.raises(MRNetError, match="sample_grids"):
+        study.training_config("sr1", "demo", False, sample_grids=-1)
+
+
+def test_held_out_pairs_match_the_training_resolution_chain(tiny_cache):
+    held = study.held_out(tiny_cache, 3)
+    assert held.images.shape == (3, 1, 256, 256)
+    assert list(held.pairs().columns) == ["exam_id", "slice_index"]
+    assert set(held.exam_ids) == {2, 3}  # the valid exams, both covered by the even spread
+    # as training makes SR inputs: 256 -> 128 -> 64, each anti-aliased
+    torch.testing.assert_close(held.at(128), downsample(held.images, 128))
+    torch.testing.assert_close(held.at(64), downsample(downsample(held.images, 128), 64))
+    assert len(study.held_out(tiny_cache, None).images) == 4
+    with pytest.raises(MRNetError, match="256 / 2"):
+        held.at(100)
+
+
+def test_slice_examples_put_the_sr_condition_above_its_target(tiny_cache):
+    images, labels = study.slice_examples(tiny_cache, 128, 2, low_resolution=64)
+    assert images.shape == (4, 1, 128, 128) and labels[:2] == ["input 64", "input 64"]
+    assert labels[2].startswith("exam 0000 / ")
+    # the condition is the target, downsampled and upsampled back: close, but blurred
+    assert 0 < (images[:2] - images[2:]).abs().mean() < 0.2
+
+
+def test_write_record_stores_paths_as_text_and_nan_as_null(tmp_path):
+    run = study.StageRun("sr1_swin", tmp_path / "run", False, 6, 1.5, math.nan)
+    path = study.write_record(tmp_path / "records" / "sr1_swin.json", run)
+    assert json.loads(path.read_text()) == {
+        "name": "sr1_swin", "run_dir": str(tmp_path / "run"), "trained": False, "steps": 6, "seconds": 1.5,
+        "images_per_second": None,
+    }
