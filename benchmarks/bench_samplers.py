@@ -1,6 +1,6 @@
 """Which fast sampler keeps the quality of full-length ancestral sampling, per stage, on trained checkpoints.
 
-    python -m benchmarks.bench_samplers --data data/coronal.npz     # checkpoints from savepoints/demo
+    python -m benchmarks.bench_samplers     # run_all.sh's demo checkpoints and slice cache
 
 For every stage, the reference is ancestral DDPM over the full chain (T steps, Ho et al.
 2020); against it: DDIM (Song et al. 2021) at 50 and 100 steps and DPM-Solver++(2M) (Lu et
@@ -183,7 +183,8 @@ def run(args: argparse.Namespace) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_samplers", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="slice cache written by preprocess (valid split)")
+    parser.add_argument("--data", type=Path, default=Path("data/demo/slices_coronal.npz"),
+                        help="slice cache written by preprocess; its valid split is used (default: run_all.sh's)")
     parser.add_argument("--checkpoints", type=Path, default=Path("savepoints/demo"),
                         help="folder of run folders named <stage>_<variant>, each holding final.pt")
     parser.add_argument("--variant", choices=("swin", "noswin"), default="swin")

@@ -34,6 +34,7 @@ import os
 import tempfile
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -91,6 +92,17 @@ def relative_error(reference: torch.Tensor, other: torch.Tensor) -> float:
     return float((other - reference).norm() / reference.norm().clamp_min(1e-30))
 
 
+@contextmanager
+def strict_fp32():
+    """fp32 that is fp32: CUDA would otherwise run fp32 convolutions (and maybe matmuls) in TF32."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def _extra_args(cfg: StageConfig, batch: int, device: torch.device) -> dict:
     _, _, extra = network_inputs(cfg, batch, device)
     return extra
@@ -105,13 +117,15 @@ def check_bf16(configs: dict[str, StageConfig], device: torch.device, settings: 
         torch.manual_seed(1)
         x, t, extra = network_inputs(cfg, settings.check_batch, device)
         bf16 = torch.autocast(device.type, dtype=torch.bfloat16)
-        step_fp32 = model(x, t, **extra)
+        with strict_fp32():
+            step_fp32 = model(x, t, **extra)
         with bf16:
             step_bf16 = model(x, t, **extra)
         schedule = NoiseSchedule.from_config(cfg.diffusion)
         noise = noise_from_seeds(list(range(settings.check_batch)), (1, cfg.resolution, cfg.resolution), device)
         sampler, steps = "dpmpp", settings.check_steps
-        run_fp32 = SAMPLERS[sampler](model, schedule, noise, steps, extra_args=extra)
+        with strict_fp32():
+            run_fp32 = SAMPLERS[sampler](model, schedule, noise, steps, extra_args=extra)
         with bf16:
             run_bf16 = SAMPLERS[sampler](model, schedule, noise, steps, extra_args=extra)
         step_error, run_error = relative_error(step_fp32, step_bf16), relative_error(run_fp32, run_bf16)
@@ -194,8 +208,9 @@ def measure_sampling(configs, device, settings: Settings) -> list[dict]:
     for pipeline in PIPELINES:
         reference, extrapolated = reference_seconds_per_image(pipeline, networks, device, settings.reference_steps)
         for batch in settings.batch_sizes:
+            images = max(settings.images, batch)
             sample_pipeline(pipeline, networks, device, batch, batch, settings.fast_sampler)  # warm-up
-            cost = sample_pipeline(pipeline, networks, device, settings.images, batch, settings.fast_sampler)
+            cost = sample_pipeline(pipeline, networks, device, images, batch, settings.fast_sampler)
             sampler = " ".join(map(str, settings.fast_sampler))
             rows.append({
                 "pipeline": pipeline,
@@ -222,6 +237,7 @@ class Report:
         self.results: dict[str, object] = {}
         self.failed = False
         out.mkdir(parents=True, exist_ok=True)
+        self.write()  # a run killed in its first phase still leaves the header
 
     def add(self, name: str, rows: list[dict] | None, note: str = "") -> None:
         self.results[name] = rows if rows is not None else note

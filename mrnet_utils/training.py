@@ -262,9 +262,7 @@ def train(
                 _truncate_log(out_dir / LOG_FILE, start_step)
                 print(f"resuming {cfg.name} from {found} at step {start_step}")
 
-    # No buffer broadcast: GroupNorm keeps no running statistics, and the only buffers
-    # (the Swin masks and position indices) are constants, identical on every rank.
-    net = DistributedDataParallel(model, broadcast_buffers=False) if distributed.world_size > 1 else model
+    net = DistributedDataParallel(model) if distributed.world_size > 1 else model
     if compile:
         net = torch.compile(net)  # after DDP, so that DDP's optimizer splits the graph at its buckets
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.train.mixed_precision)
