@@ -38,6 +38,7 @@ from benchmarks.common import (
     RESULTS,
     CountingModel,
     command_line,
+    load_line,
     machine_info,
     machine_lines,
     markdown_table,
@@ -75,7 +76,8 @@ def network_inputs(cfg: StageConfig, batch: int, device: torch.device) -> tuple[
     t = torch.full((batch,), cfg.diffusion.timesteps // 2, device=device, dtype=torch.long)
     extra = {}
     if cfg.is_super_resolution:
-        extra = {"cond": torch.randn(batch, 1, side, side, device=device), "aug_level": torch.zeros(batch, device=device)}
+        cond = torch.randn(batch, 1, side, side, device=device)
+        extra = {"cond": cond, "aug_level": torch.zeros(batch, device=device)}
     return x, t, extra
 
 
@@ -217,7 +219,8 @@ def run(args: argparse.Namespace) -> str:
             "ms / forward, batch 1": forward_ms(model, cfg, device, 1, args.repeats),
         }
         if full:
-            row[f"ms / forward, batch {args.batch_size}"] = forward_ms(model, cfg, device, args.batch_size, args.repeats)
+            batched = forward_ms(model, cfg, device, args.batch_size, args.repeats)
+            row[f"ms / forward, batch {args.batch_size}"] = batched
         rows.append(row)
     report += ["### One forward pass per stage", markdown_table(rows)]
     if not full:
@@ -305,7 +308,7 @@ def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = run(args)
+    report = run(args) + "\n\n" + load_line()
     print(report)
     if not args.no_write:
         where = "CPU" if args.device == "cpu" else "GPU"

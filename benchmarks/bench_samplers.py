@@ -32,7 +32,15 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import RESULTS, command_line, machine_info, machine_lines, markdown_table, update_section
+from benchmarks.common import (
+    RESULTS,
+    command_line,
+    load_line,
+    machine_info,
+    machine_lines,
+    markdown_table,
+    update_section,
+)
 from mrnet_utils import metrics
 from mrnet_utils.config import STAGES
 from mrnet_utils.data import SliceDataset, downsample
@@ -212,7 +220,7 @@ def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = run(args)
+    report = run(args) + "\n\n" + load_line()
     print(report)
     if not args.no_write:
         title = f"Samplers: {args.checkpoints} checkpoints, {args.variant}, {'CPU' if args.device == 'cpu' else 'GPU'}"

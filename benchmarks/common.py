@@ -146,6 +146,12 @@ def _cell(value: object) -> str:
     return str(value).replace("|", "\\|")
 
 
+def load_line() -> str:
+    """The load at the end of a run: with the load at its start, how busy the machine was meanwhile."""
+    load = f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "n/a"
+    return f"Load average (1 minute) at the end of the run: {load}."
+
+
 def machine_lines(info: dict[str, str], command: str) -> str:
     facts = "; ".join(f"{key}: {value}" for key, value in info.items())
     return f"Machine: {facts}.\n\nCommand (from the repository root): `{command}`"

@@ -52,8 +52,16 @@ from benchmarks.bench_efficiency import (
     synthetic_cache,
     training_rate,
 )
-from benchmarks.common import RESULTS, command_line, device_name, machine_info, machine_lines, markdown_table
-from benchmarks.common import update_section
+from benchmarks.common import (
+    RESULTS,
+    command_line,
+    device_name,
+    load_line,
+    machine_info,
+    machine_lines,
+    markdown_table,
+    update_section,
+)
 from mrnet_utils.config import StageConfig, stage_config
 from mrnet_utils.diffusion import NoiseSchedule
 from mrnet_utils.samplers import SAMPLERS, generators_from_seeds, noise_from_seeds
@@ -313,7 +321,7 @@ def run(args: argparse.Namespace) -> Report:
                 report.add(name, None, f"FAILED: {type(error).__name__}: {error}")
                 with (args.out / "gpu_check_errors.txt").open("a") as handle:
                     handle.write(f"--- {name}\n{traceback.format_exc()}\n")
-    report.add("total", None, f"{time.perf_counter() - started:.1f} s")
+    report.add("total", None, f"{time.perf_counter() - started:.1f} s. {load_line()}")
     return report
 
 

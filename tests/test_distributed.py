@@ -111,7 +111,8 @@ def _final(run: Path) -> dict:
 
 def _max_difference(first: dict, second: dict) -> float:
     assert first.keys() == second.keys()
-    return max((first[k].double() - second[k].double()).abs().max().item() for k in first if first[k].is_floating_point())
+    floats = [k for k in first if first[k].is_floating_point()]
+    return max((first[k].double() - second[k].double()).abs().max().item() for k in floats)
 
 
 def _logged_losses(run: Path) -> list[float]:
