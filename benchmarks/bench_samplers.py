@@ -19,8 +19,9 @@ al. 2022) at 10, 15, 20, 25 and 50 steps, all from the same seeds.
 
 The default for a stage is the fewest network evaluations within the margin. Sample counts
 are small by default so that a CPU run takes tens of minutes; raise them for tighter numbers.
-Prints a Markdown table and writes it, with the machine and the command, to a section of
-benchmarks/RESULTS.md (`--no-write` to skip).
+Prints a Markdown table per stage and writes each, with the machine and the command, to its
+own section of benchmarks/RESULTS.md as soon as the stage is done (`--no-write` to skip), so
+stages can be run, or rerun, one at a time.
 """
 
 from __future__ import annotations
@@ -158,34 +159,47 @@ def fewest_steps(rows: list[dict]) -> str:
     return min(passing, key=lambda row: (row["NFE"], not row["sampler"].startswith("dpmpp")))["sampler"]
 
 
+def compare_stage(args: argparse.Namespace, name: str, device: torch.device, margins: Margins) -> tuple[str, str]:
+    """One stage's comparison: (section title, Markdown body with the machine, the margin, the table)."""
+    stage = load_stage(args.checkpoints / f"{name}_{args.variant}", device)
+    cfg, timesteps = stage.config, stage.config.diffusion.timesteps
+    samplers = [parse_sampler(text, timesteps) for text in (args.reference, *args.samplers)]
+    samplers = [samplers[0]] + [s for s in samplers[1:] if s != samplers[0]]
+    if cfg.is_super_resolution:
+        rows = compare_super_resolution(stage, args.data, args.sr_images, samplers, args.batch_size, margins)
+        what = f"{args.sr_images} held-out slices super-resolved; PSNR and SSIM against the real slice"
+        margin = f"PSNR at most {margins.psnr_db} dB and SSIM at most {margins.ssim} below the full chain's"
+    else:
+        count = args.base_images if name == "base64" else args.single_images
+        rows = compare_generation(stage, args.data, count, samplers, args.batch_size, margins)
+        what = f"{count} samples; distances to the full chain's samples and to the real held-out slices"
+        margin = (
+            f"distances to the real slices at most {margins.distance:.0%} above the full chain's, "
+            f"diversity within {margins.diversity:.0%} of it"
+        )
+    device_kind = "CPU" if device.type == "cpu" else "GPU"
+    title = f"Samplers: {cfg.name}, {cfg.preset} checkpoints, {device_kind}"
+    body = "\n\n".join([
+        machine_lines(machine_info(device), command_line("benchmarks.bench_samplers", args.argv)),
+        f"Checkpoint {stage.path} (step {stage.step}, T = {timesteps}); {what}. Within the margin: {margin}.",
+        f"**Fewest network evaluations within the margin: {fewest_steps(rows)}.**",
+        markdown_table(rows),
+        load_line(),
+    ])
+    return title, body
+
+
 def run(args: argparse.Namespace) -> str:
+    """Every stage in turn; each stage's section is written to RESULTS.md as soon as it is done."""
     device = torch.device(args.device)
     margins = Margins(args.psnr_margin, args.ssim_margin, args.distance_margin, args.diversity_margin)
-    report = [machine_lines(machine_info(device), command_line("benchmarks.bench_samplers", args.argv))]
-    picks = []
+    report = []
     for name in args.stages:
-        path = args.checkpoints / f"{name}_{args.variant}"
-        stage = load_stage(path, device)
-        timesteps = stage.config.diffusion.timesteps
-        samplers = [parse_sampler(text, timesteps) for text in (args.reference, *args.samplers)]
-        samplers = [samplers[0]] + [s for s in samplers[1:] if s != samplers[0]]
-        if stage.config.is_super_resolution:
-            rows = compare_super_resolution(stage, args.data, args.sr_images, samplers, args.batch_size, margins)
-            what = f"{args.sr_images} held-out slices super-resolved; PSNR/SSIM against the real slice"
-        else:
-            count = args.base_images if name == "base64" else args.single_images
-            rows = compare_generation(stage, args.data, count, samplers, args.batch_size, margins)
-            what = f"{count} samples; distances to the full chain's samples and to the real held-out slices"
-        picks.append(f"{stage.config.name}: {fewest_steps(rows)}")
-        report += [
-            f"### {stage.config.name} ({stage.config.preset} preset, step {stage.step}, T = {timesteps}): {what}",
-            markdown_table(rows),
-        ]
-    report.insert(1, (
-        f"Margins against the full chain ({args.reference}): PSNR -{margins.psnr_db} dB, SSIM -{margins.ssim}; "
-        f"distances to real +{margins.distance:.0%}, diversity +-{margins.diversity:.0%}.\n\n"
-        "Fewest network evaluations within the margin: " + "; ".join(picks) + "."
-    ))
+        title, body = compare_stage(args, name, device, margins)
+        print(f"## {title}\n\n{body}\n", flush=True)
+        if not args.no_write:
+            update_section(args.results, title, body)
+        report.append(f"## {title}\n\n{body}")
     return "\n\n".join(report)
 
 
@@ -220,12 +234,7 @@ def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = run(args) + "\n\n" + load_line()
-    print(report)
-    if not args.no_write:
-        title = f"Samplers: {args.checkpoints} checkpoints, {args.variant}, {'CPU' if args.device == 'cpu' else 'GPU'}"
-        update_section(args.results, title, report)
-    return report
+    return run(args)
 
 
 if __name__ == "__main__":
