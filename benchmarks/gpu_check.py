@@ -289,7 +289,7 @@ def run(args: argparse.Namespace) -> Report:
         def cache() -> Path:
             """The synthetic slice cache for the training phases, written on first use."""
             if "path" not in made:
-                made["path"] = synthetic_cache(Path(folder))
+                made["path"] = args.cache or synthetic_cache(Path(folder))
             return made["path"]
 
         phases: list[tuple[str, Callable[[], list[dict]]]] = [
@@ -332,6 +332,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="also time training under torch.compile")
     parser.add_argument("--only", nargs="+", help="run only these phases (by their titles)")
     parser.add_argument("--train-window", type=int, help="training steps timed per stage (after as many warm-up)")
+    parser.add_argument(
+        "--cache", type=Path, help="slice cache for the training phases (default: a small synthetic one made here)"
+    )
     parser.add_argument("--record", type=Path, help="copy this gpu_check.md into benchmarks/RESULTS.md and exit")
     args = parser.parse_args(argv)
     args.argv = argv

@@ -25,7 +25,7 @@ echo "main phases: exit $status after $((SECONDS - start)) s"
 left=$((330 - (SECONDS - start)))
 if (( left > 60 )); then
     timeout "$left" "$PYTHON" -m benchmarks.gpu_check --out "$OUT/compile" --only "training under torch.compile" \
-        --compile --budget-s 60
+        --compile --budget-s 60 "$@"
     echo "compile phase: exit $? after $((SECONDS - start)) s"
 else
     echo "compile phase: skipped, ${left} s left"

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchio as tio
 from tqdm.auto import tqdm
 
 from mrnet_utils.errors import MRNetError
@@ -50,6 +49,8 @@ def normalise(volume: np.ndarray, source: Path) -> np.ndarray:
     """
     if volume.min() == volume.max():  # TorchIO would return it unscaled, with a warning
         raise MRNetError(f"{source} is constant (every voxel {volume.flat[0]}); it holds no image to normalise")
+    import torchio as tio  # here, not at the top: it pulls in SimpleITK and nibabel, which only this step needs
+
     rescale = tio.RescaleIntensity(out_min_max=(-1, 1), percentiles=PERCENTILES)
     image = tio.ScalarImage(tensor=torch.from_numpy(volume).float()[None])  # TorchIO wants (C, W, H, D)
     scaled = rescale(image).data[0].numpy()
