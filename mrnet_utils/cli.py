@@ -7,6 +7,7 @@ line on stderr and a non-zero exit; a traceback means a bug.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -27,6 +28,28 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
     return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, not {text}")
+    return value
+
+
+def _device(text: str) -> str:
+    """A device this machine has: checked here, so that a typo is not a traceback from deep in torch."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text} is not available on this machine; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"{text!r}: only cpu and cuda devices are supported")
+    return text
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -51,6 +74,9 @@ def _train(args: argparse.Namespace) -> None:
     if args.steps:
         cfg = cfg.replace(train={"steps": args.steps})
     result = train(cfg, args.data, args.out, resume=args.resume, compile=args.compile)
+    if math.isnan(result.images_per_second):  # train() trained nothing: --resume found the run complete
+        print(f"{cfg.name} ({cfg.preset}) already has its {result.steps} steps; final checkpoint {result.checkpoint}")
+        return
     print(
         f"trained {cfg.name} ({cfg.preset}) for {result.steps} steps in {result.seconds:.1f} s "
         f"({result.images_per_second:.1f} images/s); final checkpoint {result.checkpoint}"
@@ -116,11 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--pipeline", choices=("cascade", "single256"), required=True)
     sample.add_argument("--checkpoints", type=Path, nargs="+", required=True, help="checkpoint files or run folders")
     sample.add_argument("--n", type=_positive, default=16)
-    sample.add_argument("--seed", type=int, default=0, help="image i uses seed SEED + i")
+    sample.add_argument("--seed", type=_non_negative, default=0, help="image i uses seed SEED + i")
     sample.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp"), help="default: each stage's configured one")
     sample.add_argument("--steps", type=_positive, help="sampler steps (with --sampler)")
     sample.add_argument("--batch-size", type=_positive, default=8)
-    sample.add_argument("--device", default="cuda" if _cuda_available() else "cpu")
+    sample.add_argument("--device", type=_device, default="cuda" if _cuda_available() else "cpu")
     sample.add_argument("--out", type=Path, required=True)
     sample.add_argument("--compile", action="store_true", help="torch.compile the networks (GPU; slow first batch)")
     sample.set_defaults(run=_sample)

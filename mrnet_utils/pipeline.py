@@ -85,8 +85,15 @@ def sample_stage(
         raise MRNetError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     if cfg.is_super_resolution != (low_res is not None):
         raise MRNetError(f"stage {cfg.stage} {'needs' if cfg.is_super_resolution else 'takes no'} low-res input")
-    if low_res is not None and len(low_res) != len(seeds):
-        raise MRNetError(f"got {len(low_res)} low-res images for {len(seeds)} seeds; give one per seed")
+    if low_res is not None:
+        if len(low_res) != len(seeds):
+            raise MRNetError(f"got {len(low_res)} low-res images for {len(seeds)} seeds; give one per seed")
+        side = cfg.low_resolution
+        # Checked here: the upsampling would take any size and hide a mix-up of stages.
+        if low_res.ndim != 4 or tuple(low_res.shape[1:]) != (1, side, side):
+            raise MRNetError(
+                f"stage {cfg.stage} takes low-res images of shape (N, 1, {side}, {side}), got {tuple(low_res.shape)}"
+            )
     device = next(model.parameters()).device
     schedule = NoiseSchedule.from_config(cfg.diffusion)
     schedule = NoiseSchedule(schedule.betas.to(device), schedule.prediction)
@@ -151,6 +158,8 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8) -> Path:
 def write_samples(images: torch.Tensor, out_dir: str | Path, seeds: list[int]) -> Path:
     """One 8-bit PNG per image (named by seed), a grid, and `samples.npy`: the float stack in [-1, 1]."""
     out_dir = Path(out_dir)
+    if len(images) != len(seeds):
+        raise MRNetError(f"got {len(images)} images for {len(seeds)} seeds; give one seed per image")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         for image, seed in zip(images, seeds):

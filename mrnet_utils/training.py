@@ -163,6 +163,17 @@ def _check_writable(out_dir: Path) -> None:
         raise MRNetError(f"output folder {out_dir} is not writable ({error.strerror}); choose another --out") from None
 
 
+def _refuse_earlier_run(out_dir: Path) -> None:
+    """A fresh run may not share its folder with an earlier one: its log would continue the earlier
+    run's, and a later resume could pick up the earlier run's newer step checkpoints."""
+    earlier = sorted(out_dir.glob("step_*.pt")) + sorted(out_dir.glob(FINAL_CHECKPOINT))
+    if earlier:
+        raise MRNetError(
+            f"run folder {out_dir} already holds a training run ({earlier[-1].name}); continue or extend it "
+            "with --resume (resume=True), or choose a new --out folder to start afresh"
+        )
+
+
 def _resume_point(out_dir: Path) -> Path | None:
     """The newest good checkpoint: the final one (a finished run, perhaps to be extended) or the latest step."""
     latest = checkpoint.latest_checkpoint(out_dir)
@@ -215,6 +226,8 @@ def train(
     out_dir = Path(out_dir)
     device = _device()
     distributed = _init_distributed(cfg)
+    if not resume:
+        _refuse_earlier_run(out_dir)
     if distributed.is_main:
         _check_writable(out_dir)
 
@@ -229,8 +242,10 @@ def train(
     channels_last = device.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    # Parameters only: the UNet's buffers are constants (Swin's integer relative-position index),
+    # and averaging an integer buffer truncates it (torch computes decay * index in floats).
     ema = (
-        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay), use_buffers=True)
+        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay), use_buffers=False)
         if cfg.train.ema_decay > 0
         else None
     )

@@ -1,0 +1,61 @@
+"""Fixtures shared by several test files: a tiny phantom, its slice cache, smoke-trained runs.
+
+All are session-scoped and built on first use, so a test file that needs none of them
+pays nothing, and files that share one build it once.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mrnet_utils import cli
+from mrnet_utils.phantom import write_phantom
+from mrnet_utils.preprocess import preprocess
+
+# Smoke runs are trained for 4 steps instead of the preset's 6: still one step checkpoint
+# (checkpoint_every=3), two log rows (log_every=2), and EMA weights that differ from the raw ones.
+SMOKE_STEPS = 4
+
+
+@pytest.fixture(scope="session")
+def tiny_phantom(tmp_path_factory) -> Path:
+    """The synthetic knee phantom in MRNet's layout: 4 train and 2 valid exams."""
+    return write_phantom(tmp_path_factory.mktemp("phantom") / "MRNet", 4, 2, seed=0, progress=False, workers=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tiny_phantom, tmp_path_factory) -> Path:
+    """Its coronal slice cache, 2 central slices per exam: 8 train and 4 valid slices."""
+    out = tmp_path_factory.mktemp("cache") / "coronal.npz"
+    return preprocess(tiny_phantom, "coronal", out, central_slices=2, progress=False)
+
+
+@dataclass(frozen=True)
+class SmokeRun:
+    exit_code: int  # of `cli.main(["train", ...])`
+    folder: Path
+    steps: int
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tiny_cache, tmp_path_factory):
+    """`smoke_run(stage, use_swin=True) -> SmokeRun`: a smoke-preset run trained through `cli.main`.
+
+    Each of the eight (stage, variant) runs is trained once per session, on first request;
+    test_cli.py checks the exit codes and folders, other files read the checkpoints.
+    Treat the folders as read-only (copy one to change it).
+    """
+    root = tmp_path_factory.mktemp("smoke_runs")
+    runs: dict[str, SmokeRun] = {}
+
+    def run(stage: str, use_swin: bool = True) -> SmokeRun:
+        name = f"{stage}_{'swin' if use_swin else 'noswin'}"
+        if name not in runs:
+            folder = root / name
+            argv = ["train", "--stage", stage, "--preset", "smoke", "--steps", str(SMOKE_STEPS)]
+            argv += ["--data", str(tiny_cache), "--out", str(folder)] + ([] if use_swin else ["--no-swin"])
+            runs[name] = SmokeRun(cli.main(argv), folder, SMOKE_STEPS)
+        return runs[name]
+
+    return run

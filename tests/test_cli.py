@@ -1,0 +1,127 @@
+"""The command line: every stage and variant trains, both pipelines sample, bad input gives one line."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mrnet_utils import cli
+from mrnet_utils.checkpoint import load_checkpoint
+from mrnet_utils.config import STAGES
+from mrnet_utils.training import FINAL_CHECKPOINT, LOG_FILE
+
+pytestmark = pytest.mark.slow  # trains eight models (seconds each)
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    code = cli.main([str(arg) for arg in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("use_swin", [True, False], ids=["swin", "noswin"])
+@pytest.mark.parametrize("stage", STAGES)
+def test_train_smoke_for_every_stage_and_variant(smoke_run, stage, use_swin):
+    run = smoke_run(stage, use_swin)
+    assert run.exit_code == 0
+    files = {path.name for path in run.folder.iterdir()}
+    assert {FINAL_CHECKPOINT, "step_00000003.pt", LOG_FILE, "samples_final.png"} <= files
+    final = load_checkpoint(run.folder / FINAL_CHECKPOINT)
+    assert final["step"] == run.steps
+    assert (final["config"]["stage"], final["config"]["unet"]["use_swin"]) == (stage, use_swin)
+    assert (final["config"]["preset"], final["config"]["train"]["steps"]) == ("smoke", run.steps)
+
+
+def check_samples(folder, n):
+    """samples.npy holds n finite (1, 256, 256) images in [-1, 1]; each PNG is its 8-bit rendering."""
+    samples = np.load(folder / "samples.npy")
+    assert samples.shape == (n, 1, 256, 256) and samples.dtype == np.float32
+    assert np.isfinite(samples).all() and samples.min() >= -1 and samples.max() <= 1
+    assert samples.std() > 0.01  # not a blank image
+    for i in range(n):
+        png = np.asarray(Image.open(folder / f"sample_{i:06d}.png"))
+        assert png.shape == (256, 256) and png.dtype == np.uint8
+        assert np.abs(png.astype(float) - (samples[i, 0] + 1) * 127.5).max() <= 0.5 + 1e-3
+    assert not np.array_equal(samples[0], samples[1])  # different seeds, different images
+    assert (folder / "grid.png").is_file()
+
+
+def test_sample_cascade_from_the_three_run_folders(smoke_run, capsys, tmp_path):
+    runs = [smoke_run(stage).folder for stage in ("base64", "sr1", "sr2")]
+    # Batch size 1 for two images: the images are written in seed order across batches.
+    code, out, err = run_cli(capsys, "sample", "--pipeline", "cascade", "--checkpoints", *runs, "--n", 2,
+                             "--batch-size", 1, "--device", "cpu", "--out", tmp_path)
+    assert code == 0, err
+    assert out.strip().endswith(f"wrote 2 samples to {tmp_path}")
+    check_samples(tmp_path, 2)
+
+
+def test_sample_single256_with_a_sampler_override(smoke_run, capsys, tmp_path):
+    checkpoint = smoke_run("single256", use_swin=False).folder / FINAL_CHECKPOINT
+    code, _, err = run_cli(capsys, "sample", "--pipeline", "single256", "--checkpoints", checkpoint, "--n", 2,
+                           "--sampler", "ddim", "--steps", 2, "--device", "cpu", "--out", tmp_path)
+    assert code == 0, err
+    check_samples(tmp_path, 2)
+
+
+# Each case: the arguments, and a piece of the message that names the parameter at fault.
+# `{run}` stands for a smoke base64 run folder, `{tmp}` for an empty temporary folder.
+BAD_ARGUMENTS = {
+    "no command": ([], "required: command"),
+    "unknown stage": (["train", "--stage", "base128", "--data", "x.npz", "--out", "{tmp}"], "argument --stage"),
+    "unknown preset": (["train", "--stage", "sr1", "--preset", "tiny", "--data", "x.npz", "--out", "{tmp}"],
+                       "argument --preset"),
+    "zero steps": (["train", "--stage", "sr1", "--steps", "0", "--data", "x.npz", "--out", "{tmp}"],
+                   "argument --steps: must be a positive integer"),
+    "missing --data": (["train", "--stage", "sr1", "--out", "{tmp}"], "required: --data"),
+    "missing data file": (["train", "--stage", "base64", "--preset", "smoke", "--data", "{tmp}/none.npz",
+                           "--out", "{tmp}/run"], "none.npz does not exist"),
+    "steps without sampler": (["sample", "--pipeline", "single256", "--checkpoints", "{run}", "--steps", "5",
+                               "--out", "{tmp}"], "--steps needs --sampler"),
+    "unknown sampler": (["sample", "--pipeline", "single256", "--checkpoints", "{run}", "--sampler", "euler",
+                         "--out", "{tmp}"], "argument --sampler"),
+    "negative --n": (["sample", "--pipeline", "single256", "--checkpoints", "{run}", "--n", "-1", "--out", "{tmp}"],
+                     "argument --n"),
+    "two checkpoints for a cascade": (["sample", "--pipeline", "cascade", "--checkpoints", "{run}", "{run}",
+                                       "--out", "{tmp}"], "cascade needs three --checkpoints"),
+    "two checkpoints for single256": (["sample", "--pipeline", "single256", "--checkpoints", "{run}", "{run}",
+                                       "--out", "{tmp}"], "single256 needs one --checkpoints"),
+    "missing checkpoint": (["sample", "--pipeline", "single256", "--checkpoints", "{tmp}/none.pt", "--out", "{tmp}"],
+                           "no checkpoint file at {tmp}/none.pt"),
+    "base64 checkpoint for single256": (["sample", "--pipeline", "single256", "--checkpoints", "{run}",
+                                         "--device", "cpu", "--out", "{tmp}"], "holds stage base64, not single256"),
+    "cascade in the wrong order": (["sample", "--pipeline", "cascade", "--checkpoints", "{run}", "{run}", "{run}",
+                                    "--device", "cpu", "--out", "{tmp}"], "holds stage base64, but the cascade needs sr1"),
+    "unknown device": (["sample", "--pipeline", "single256", "--checkpoints", "{run}", "--device", "gpu0",
+                        "--out", "{tmp}"], "argument --device"),
+    "negative seed": (["sample", "--pipeline", "single256", "--checkpoints", "{tmp}", "--seed", "-3",
+                       "--out", "{tmp}"], "argument --seed"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_ARGUMENTS)
+def test_bad_arguments_give_exit_code_2_and_one_line_naming_the_parameter(case, smoke_run, capsys, tmp_path):
+    argv, expected = BAD_ARGUMENTS[case]
+    run = smoke_run("base64").folder if any("{run}" in arg for arg in argv) else None
+    fill = {"run": run, "tmp": tmp_path}
+    code, out, err = run_cli(capsys, *(arg.format(**fill) for arg in argv))
+    assert code == 2
+    assert err.startswith("error: ") and err.endswith("\n") and err.count("\n") == 1, err
+    assert expected.format(**fill) in err
+    assert "Traceback" not in out + err
+
+
+def test_python_m_reports_a_missing_data_file_in_one_line(tmp_path):
+    """The real entry point, in a fresh interpreter: one line on stderr, no traceback, exit code 2."""
+    missing = tmp_path / "missing.npz"
+    done = subprocess.run(
+        [sys.executable, "-m", "mrnet_utils", "train", "--stage", "sr1", "--preset", "smoke",
+         "--data", str(missing), "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1],
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: "), done.stderr
+    assert str(missing) in done.stderr and "Traceback" not in done.stderr

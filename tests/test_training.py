@@ -1,0 +1,166 @@
+"""Training: a tiny model really learns, its fast and full samplers agree, logs, resume and extension."""
+
+import csv
+import shutil
+
+import pytest
+import torch
+
+from mrnet_utils import cli
+from mrnet_utils.checkpoint import load_checkpoint
+from mrnet_utils.config import stage_config
+from mrnet_utils.data import SliceDataset
+from mrnet_utils.errors import MRNetError
+from mrnet_utils.metrics import histogram_distance
+from mrnet_utils.networks import UNet
+from mrnet_utils.pipeline import load_stage, sample_stage
+from mrnet_utils.training import FINAL_CHECKPOINT, LOG_COLUMNS, LOG_FILE, train
+
+# The learning model: the smoke base64 UNet, thinner (4-8-16 channels) so that 1,000-step DDPM
+# sampling stays cheap, with the demo preset's noise process (T = 1000, cosine schedule,
+# v-prediction, min-SNR-5), which gives usable samples after a few hundred steps where
+# epsilon-prediction's samples are still mostly noise.
+LEARN = stage_config("base64", "smoke").replace(
+    unet=dict(channels=(4, 8, 16), bottleneck_channels=16),
+    diffusion=dict(timesteps=1000, schedule="cosine", prediction="v", min_snr_gamma=5.0),
+    train=dict(steps=300, warmup_steps=20, ema_decay=0.98, log_every=50, checkpoint_every=10_000),
+)
+
+
+@pytest.fixture(scope="module")
+def train_64(tiny_cache) -> torch.Tensor:
+    """The 8 training slices at 64x64."""
+    return SliceDataset(tiny_cache, "train", 64).images
+
+
+@pytest.fixture(scope="module")
+def learned(tiny_cache, tmp_path_factory):
+    """LEARN trained on the 8 slices (EMA weights)."""
+    out = tmp_path_factory.mktemp("learned")
+    train(LEARN, tiny_cache, out, progress=False)
+    return load_stage(out)
+
+
+def nearest_mse(samples: torch.Tensor, references: torch.Tensor) -> float:
+    """Mean over samples of the per-pixel MSE to the nearest reference image."""
+    distances = torch.cdist(samples.flatten(1).double(), references.flatten(1).double())
+    return float((distances.min(dim=1).values ** 2 / samples[0].numel()).mean())
+
+
+def intensity_w1(samples: torch.Tensor, references: torch.Tensor) -> float:
+    return histogram_distance((samples + 1) / 2, (references + 1) / 2)
+
+
+def read_log(run) -> list[dict]:
+    with (run / LOG_FILE).open() as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames) == LOG_COLUMNS
+        return list(reader)
+
+
+def copy_run(run, destination):
+    return shutil.copytree(run, destination)
+
+
+# --- learning ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_training_brings_samples_close_to_the_training_slices(learned, train_64):
+    torch.manual_seed(LEARN.train.seed)
+    untrained = UNet(LEARN.unet).eval()  # the weights train() starts from
+    seeds = list(range(16))
+    before, after = (
+        sample_stage(model, LEARN, seeds, sampler="dpmpp", steps=25, batch_size=16, progress=False)
+        for model in (untrained, learned.model)
+    )
+    # Measures: per-pixel MSE to the nearest training slice, and the W1 distance between the
+    # intensity histograms of samples and slices. Untrained, the network predicts v = 0 and the
+    # samples are noise. Seen: MSE 0.72 -> 0.17 and W1 0.130 -> 0.031, 4x closer on both;
+    # required: 2x (a run whose weights did not move, or moved the wrong way, stays at 1x).
+    assert nearest_mse(after, train_64) < nearest_mse(before, train_64) / 2
+    assert intensity_w1(after, train_64) < intensity_w1(before, train_64) / 2
+
+
+@pytest.mark.slow
+def test_dpm_solver_in_25_steps_agrees_with_ancestral_ddpm_over_all_1000_steps(learned):
+    """The fast sampler reaches the distribution of the full chain (Lu et al. 2022), on the same model and seeds."""
+    seeds = list(range(8))  # 8 images: 1,000 network evaluations each is the cost of this test
+    fast, full = (
+        sample_stage(learned.model, LEARN, seeds, sampler=sampler, steps=steps, batch_size=8, progress=False)
+        for sampler, steps in (("dpmpp", 25), ("ddpm", LEARN.diffusion.timesteps))
+    )
+    # Tolerances from the spread between disjoint sets of 8 seeds of this model (run once, 4 sets of
+    # DPM-Solver++ and 2 of DDPM): set means -0.076 to -0.099 (differences up to 0.019), set stds 0.481
+    # to 0.494, intensity-histogram W1 between sets 0.005 to 0.017. Allowed: about twice the largest
+    # of each, and far below the W1 of 0.13 between untrained samples and the data.
+    assert abs(float(fast.mean() - full.mean())) < 0.04
+    assert abs(float(fast.std() - full.std())) < 0.03
+    assert intensity_w1(fast, full) < 0.03
+
+
+def test_the_ema_keeps_integer_buffers_exact(smoke_run):
+    """Averaging Swin's relative-position index (int64) in floats would truncate some entries."""
+    final = load_checkpoint(smoke_run("base64").folder / FINAL_CHECKPOINT)
+    integer = [name for name, tensor in final["model"].items() if not tensor.is_floating_point()]
+    assert integer  # the Swin blocks' relative_position_index
+    for name in integer:
+        assert torch.equal(final["ema"][f"module.{name}"], final["model"][name]), name
+
+
+# --- log, resume, extension ----------------------------------------------------------------------
+
+
+def test_train_log_has_a_row_at_each_log_interval(smoke_run):
+    run = smoke_run("base64")
+    rows = read_log(run.folder)
+    assert [int(row["step"]) for row in rows] == [2, 4]  # log_every=2
+    for row in rows:
+        assert float(row["loss"]) > 0 and float(row["images_per_s"]) > 0 and row["skipped"] == "0"
+        assert float(row["lr"]) == pytest.approx(1e-3)  # warm-up (2 steps) is over by step 2
+    assert float(rows[0]["elapsed_s"]) <= float(rows[1]["elapsed_s"])
+
+
+def test_resume_on_a_finished_run_does_nothing(smoke_run, tiny_cache, tmp_path, capsys):
+    run = copy_run(smoke_run("base64").folder, tmp_path / "run")
+    before = {path.name: path.read_bytes() for path in run.iterdir()}
+    code = cli.main(["train", "--stage", "base64", "--preset", "smoke", "--steps", "4", "--data", str(tiny_cache),
+                     "--out", str(run), "--resume"])
+    assert code == 0
+    assert capsys.readouterr().out.endswith(f"already has its 4 steps; final checkpoint {run / FINAL_CHECKPOINT}\n")
+    assert {path.name: path.read_bytes() for path in run.iterdir()} == before
+
+
+def test_more_steps_with_resume_continue_from_final_as_if_never_stopped(smoke_run, tiny_cache, tmp_path, capsys):
+    """A finished 4-step run extended to 7 steps ends bit for bit where a straight 7-step run ends."""
+    cfg = stage_config("base64", "smoke").replace(train=dict(steps=7))
+    straight = tmp_path / "straight"
+    train(cfg, tiny_cache, straight, progress=False)
+    extended = copy_run(smoke_run("base64").folder, tmp_path / "extended")
+    first_rows = read_log(extended)
+    capsys.readouterr()
+
+    result = train(cfg, tiny_cache, extended, resume=True, progress=False)
+    assert f"from {extended / FINAL_CHECKPOINT} at step 4" in capsys.readouterr().out
+    assert result.steps == 7
+    ours, theirs = (load_checkpoint(run / FINAL_CHECKPOINT) for run in (extended, straight))
+    assert ours["step"] == theirs["step"] == 7
+    for part in ("model", "ema"):
+        for name, tensor in theirs[part].items():
+            assert torch.equal(ours[part][name], tensor), f"{part} {name}"
+    for index, state in theirs["optimizer"]["state"].items():
+        assert all(torch.equal(ours["optimizer"]["state"][index][key], value) for key, value in state.items())
+    # The log keeps the first run's rows and adds the new ones; the last step is logged off the interval.
+    rows = read_log(extended)
+    assert rows[:2] == first_rows and [int(row["step"]) for row in rows] == [2, 4, 6, 7]
+    assert [row["loss"] for row in rows] == [row["loss"] for row in read_log(straight)]
+    assert (extended / "step_00000006.pt").is_file()
+
+
+def test_a_fresh_run_refuses_a_folder_that_holds_a_run(smoke_run, tiny_cache, tmp_path):
+    run = copy_run(smoke_run("base64").folder, tmp_path / "run")
+    before = {path.name: path.read_bytes() for path in run.iterdir()}
+    with pytest.raises(MRNetError, match=rf"run folder .*run already holds a training run \({FINAL_CHECKPOINT}\); "
+                                         r"continue or extend it with --resume"):
+        train(stage_config("base64", "smoke"), tiny_cache, run, progress=False)
+    assert {path.name: path.read_bytes() for path in run.iterdir()} == before
