@@ -128,7 +128,7 @@ def test_nan_after_normalisation_names_the_exam_file(root, tmp_path, monkeypatch
     def nan_rescale(**_):
         return lambda image: tio.ScalarImage(tensor=torch.full_like(image.data, float("nan")))
 
-    monkeypatch.setattr(preprocess_module.tio, "RescaleIntensity", nan_rescale)
+    monkeypatch.setattr(tio, "RescaleIntensity", nan_rescale)  # preprocess imports torchio where it normalises
     with pytest.raises(MRNetError, match="normalising .*train/coronal/0000.npy gave NaN"):
         preprocess(root, "coronal", tmp_path / "nan.npz", progress=False)
     assert list(tmp_path.iterdir()) == []
