@@ -51,9 +51,8 @@ def check_samples(folder, n):
 
 def test_sample_cascade_from_the_three_run_folders(smoke_run, capsys, tmp_path):
     runs = [smoke_run(stage).folder for stage in ("base64", "sr1", "sr2")]
-    # Batch size 1 for two images: the images are written in seed order across batches.
     code, out, err = run_cli(capsys, "sample", "--pipeline", "cascade", "--checkpoints", *runs, "--n", 2,
-                             "--batch-size", 1, "--device", "cpu", "--out", tmp_path)
+                             "--device", "cpu", "--out", tmp_path)
     assert code == 0, err
     assert out.strip().endswith(f"wrote 2 samples to {tmp_path}")
     check_samples(tmp_path, 2)
@@ -97,6 +96,8 @@ BAD_ARGUMENTS = {
                                     "--device", "cpu", "--out", "{tmp}"], "holds stage base64, but the cascade needs sr1"),
     "unknown device": (["sample", "--pipeline", "single256", "--checkpoints", "{run}", "--device", "gpu0",
                         "--out", "{tmp}"], "argument --device"),
+    "unavailable device": (["sample", "--pipeline", "single256", "--checkpoints", "{run}", "--device", "cuda:99",
+                            "--out", "{tmp}"], "argument --device: cuda:99 is not available"),
     "negative seed": (["sample", "--pipeline", "single256", "--checkpoints", "{tmp}", "--seed", "-3",
                        "--out", "{tmp}"], "argument --seed"),
 }

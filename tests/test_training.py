@@ -2,6 +2,7 @@
 
 import csv
 import shutil
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -16,12 +17,12 @@ from mrnet_utils.networks import UNet
 from mrnet_utils.pipeline import load_stage, sample_stage
 from mrnet_utils.training import FINAL_CHECKPOINT, LOG_COLUMNS, LOG_FILE, train
 
-# The learning model: the smoke base64 UNet, thinner (4-8-16 channels) so that 1,000-step DDPM
-# sampling stays cheap, with the demo preset's noise process (T = 1000, cosine schedule,
-# v-prediction, min-SNR-5), which gives usable samples after a few hundred steps where
+# The learning model: the smoke base64 UNet, thinner (4-8-16 channels, no self-attention) so that
+# 1,000-step DDPM sampling stays cheap, with the demo preset's noise process (T = 1000, cosine
+# schedule, v-prediction, min-SNR-5), which gives usable samples after a few hundred steps where
 # epsilon-prediction's samples are still mostly noise.
 LEARN = stage_config("base64", "smoke").replace(
-    unet=dict(channels=(4, 8, 16), bottleneck_channels=16),
+    unet=dict(channels=(4, 8, 16), bottleneck_channels=16, attention_resolutions=()),
     diffusion=dict(timesteps=1000, schedule="cosine", prediction="v", min_snr_gamma=5.0),
     train=dict(steps=300, warmup_steps=20, ema_decay=0.98, log_every=50, checkpoint_every=10_000),
 )
@@ -33,11 +34,24 @@ def train_64(tiny_cache) -> torch.Tensor:
     return SliceDataset(tiny_cache, "train", 64).images
 
 
+@contextmanager
+def one_thread():
+    """Run the learning model on one thread: at 4-16 channels its operations are too small for a
+    second thread to help, and on a shared CPU the threads' hand-offs made it 5x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def learned(tiny_cache, tmp_path_factory):
     """LEARN trained on the 8 slices (EMA weights)."""
     out = tmp_path_factory.mktemp("learned")
-    train(LEARN, tiny_cache, out, progress=False)
+    with one_thread():
+        train(LEARN, tiny_cache, out, progress=False)
     return load_stage(out)
 
 
@@ -70,14 +84,15 @@ def test_training_brings_samples_close_to_the_training_slices(learned, train_64)
     torch.manual_seed(LEARN.train.seed)
     untrained = UNet(LEARN.unet).eval()  # the weights train() starts from
     seeds = list(range(16))
-    before, after = (
-        sample_stage(model, LEARN, seeds, sampler="dpmpp", steps=25, batch_size=16, progress=False)
-        for model in (untrained, learned.model)
-    )
+    with one_thread():
+        before, after = (
+            sample_stage(model, LEARN, seeds, sampler="dpmpp", steps=25, batch_size=16, progress=False)
+            for model in (untrained, learned.model)
+        )
     # Measures: per-pixel MSE to the nearest training slice, and the W1 distance between the
     # intensity histograms of samples and slices. Untrained, the network predicts v = 0 and the
-    # samples are noise. Seen: MSE 0.72 -> 0.17 and W1 0.130 -> 0.031, 4x closer on both;
-    # required: 2x (a run whose weights did not move, or moved the wrong way, stays at 1x).
+    # samples are noise. Seen: MSE 0.72 -> 0.15 and W1 0.130 -> 0.035, about 4x closer on both;
+    # required: 2x (a run whose weights did not move, or moved the wrong way, stays near 1x).
     assert nearest_mse(after, train_64) < nearest_mse(before, train_64) / 2
     assert intensity_w1(after, train_64) < intensity_w1(before, train_64) / 2
 
@@ -85,18 +100,21 @@ def test_training_brings_samples_close_to_the_training_slices(learned, train_64)
 @pytest.mark.slow
 def test_dpm_solver_in_25_steps_agrees_with_ancestral_ddpm_over_all_1000_steps(learned):
     """The fast sampler reaches the distribution of the full chain (Lu et al. 2022), on the same model and seeds."""
-    seeds = list(range(8))  # 8 images: 1,000 network evaluations each is the cost of this test
-    fast, full = (
-        sample_stage(learned.model, LEARN, seeds, sampler=sampler, steps=steps, batch_size=8, progress=False)
-        for sampler, steps in (("dpmpp", 25), ("ddpm", LEARN.diffusion.timesteps))
-    )
-    # Tolerances from the spread between disjoint sets of 8 seeds of this model (run once, 4 sets of
-    # DPM-Solver++ and 2 of DDPM): set means -0.076 to -0.099 (differences up to 0.019), set stds 0.481
-    # to 0.494, intensity-histogram W1 between sets 0.005 to 0.017. Allowed: about twice the largest
-    # of each, and far below the W1 of 0.13 between untrained samples and the data.
+    seeds = list(range(8))  # 8 images: their 1,000 network evaluations are the cost of this test
+    with one_thread():
+        fast, full = (
+            sample_stage(learned.model, LEARN, seeds, sampler=sampler, steps=steps, batch_size=8, progress=False)
+            for sampler, steps in (("dpmpp", 25), ("ddpm", LEARN.diffusion.timesteps))
+        )
+    # Measures: mean and standard deviation of all pixels, and the W1 distance between the two
+    # intensity histograms. Tolerances from the spread between disjoint sets of 8 seeds of this
+    # model (seen once: 4 sets from DPM-Solver++, 2 from DDPM): set means -0.078 to -0.099
+    # (differences up to 0.021), set stds 0.449 to 0.479 (up to 0.030), W1 between sets 0.003 to
+    # 0.013. Allowed: about twice the largest of each; the W1 between untrained samples and the
+    # data is 0.13. Seen between the two samplers on these seeds: 0.004, 0.011 and 0.006.
     assert abs(float(fast.mean() - full.mean())) < 0.04
-    assert abs(float(fast.std() - full.std())) < 0.03
-    assert intensity_w1(fast, full) < 0.03
+    assert abs(float(fast.std() - full.std())) < 0.06
+    assert intensity_w1(fast, full) < 0.025
 
 
 def test_the_ema_keeps_integer_buffers_exact(smoke_run):
@@ -132,8 +150,8 @@ def test_resume_on_a_finished_run_does_nothing(smoke_run, tiny_cache, tmp_path, 
 
 
 def test_more_steps_with_resume_continue_from_final_as_if_never_stopped(smoke_run, tiny_cache, tmp_path, capsys):
-    """A finished 4-step run extended to 7 steps ends bit for bit where a straight 7-step run ends."""
-    cfg = stage_config("base64", "smoke").replace(train=dict(steps=7))
+    """A finished 4-step run extended to 5 steps ends bit for bit where a straight 5-step run ends."""
+    cfg = stage_config("base64", "smoke").replace(train=dict(steps=5))
     straight = tmp_path / "straight"
     train(cfg, tiny_cache, straight, progress=False)
     extended = copy_run(smoke_run("base64").folder, tmp_path / "extended")
@@ -142,9 +160,9 @@ def test_more_steps_with_resume_continue_from_final_as_if_never_stopped(smoke_ru
 
     result = train(cfg, tiny_cache, extended, resume=True, progress=False)
     assert f"from {extended / FINAL_CHECKPOINT} at step 4" in capsys.readouterr().out
-    assert result.steps == 7
+    assert result.steps == 5
     ours, theirs = (load_checkpoint(run / FINAL_CHECKPOINT) for run in (extended, straight))
-    assert ours["step"] == theirs["step"] == 7
+    assert ours["step"] == theirs["step"] == 5
     for part in ("model", "ema"):
         for name, tensor in theirs[part].items():
             assert torch.equal(ours[part][name], tensor), f"{part} {name}"
@@ -152,9 +170,8 @@ def test_more_steps_with_resume_continue_from_final_as_if_never_stopped(smoke_ru
         assert all(torch.equal(ours["optimizer"]["state"][index][key], value) for key, value in state.items())
     # The log keeps the first run's rows and adds the new ones; the last step is logged off the interval.
     rows = read_log(extended)
-    assert rows[:2] == first_rows and [int(row["step"]) for row in rows] == [2, 4, 6, 7]
+    assert rows[:2] == first_rows and [int(row["step"]) for row in rows] == [2, 4, 5]
     assert [row["loss"] for row in rows] == [row["loss"] for row in read_log(straight)]
-    assert (extended / "step_00000006.pt").is_file()
 
 
 def test_a_fresh_run_refuses_a_folder_that_holds_a_run(smoke_run, tiny_cache, tmp_path):
