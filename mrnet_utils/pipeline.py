@@ -43,9 +43,10 @@ def load_stage(
 ) -> Stage:
     """Rebuild a stage from its checkpoint alone; a run folder means its final checkpoint.
 
-    On a GPU the weights are stored channels-last, as in training (cuDNN's fast layout
-    under bf16). `compile=True` wraps the network in `torch.compile`: worth it for many
-    samples on a GPU; the first batch (and a smaller last one) is slow while it compiles.
+    `compile=True` wraps the network in `torch.compile`: worth it for many samples on a
+    GPU; the first batch (and a smaller last one) is slow while it compiles. (Channels-last
+    weights, which training uses on a GPU, made the base model's forward pass faster but
+    SR2's slower on an H200: benchmarks/RESULTS.md. Sampling keeps the default layout.)
     """
     path = Path(path)
     if path.is_dir():
@@ -60,8 +61,6 @@ def load_stage(
         state = payload["model"]
     model.load_state_dict(state)
     model = model.to(device).eval()
-    if model.input_conv.weight.is_cuda:
-        model = model.to(memory_format=torch.channels_last)
     return Stage(torch.compile(model) if compile else model, cfg, payload["step"], path)
 
 
