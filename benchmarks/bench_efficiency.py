@@ -120,18 +120,17 @@ def sample_pipeline(
     device: torch.device,
     images: int,
     batch_size: int,
-    sampler: tuple[str, int] | None = None,
+    samplers: dict[str, tuple[str, int]] | None = None,
 ) -> SamplingCost:
-    """Seconds and network evaluations per final image, with each stage's default sampler or `sampler` (name, steps)."""
+    """Seconds and network evaluations per final image; `samplers` maps stages to (sampler, steps), else defaults."""
     counted = {name: CountingModel(networks[name][0]) for name in PIPELINES[pipeline]}
     stages = {name: Stage(counted[name], networks[name][1], 0, Path("untrained")) for name in counted}
     seeds = list(range(images))
     with peak_memory(device) as memory, timer(device) as elapsed:
         if pipeline == "cascade":
-            samplers = {name: sampler for name in stages} if sampler else None
             sample_cascade(stages["base64"], stages["sr1"], stages["sr2"], seeds, samplers, batch_size, progress=False)
         else:
-            name, steps = sampler or (None, None)
+            name, steps = (samplers or {}).get("single256", (None, None))
             stage = stages["single256"]
             sample_stage(stage.model, stage.config, seeds, None, name, steps, batch_size, progress=False)
     nfe = sum(model.images for model in counted.values()) / images
@@ -192,6 +191,22 @@ def training_rate(
     return TrainingCost(float(last["images_per_s"]), memory.mib, memory.kind)
 
 
+def chosen_samplers(configs: dict[str, StageConfig], args: argparse.Namespace) -> dict[str, tuple[str, int]]:
+    """(sampler, steps) per stage: the config's, or --sampler / --steps / --stage-steps where given."""
+    per_stage = dict(args.stage_steps)
+    return {
+        name: (args.sampler or cfg.sampler, per_stage.get(name, args.steps or cfg.sample_steps))
+        for name, cfg in configs.items()
+    }
+
+
+def _stage_steps(text: str) -> tuple[str, int]:
+    stage, _, steps = text.partition("=")
+    if stage not in REFERENCE_STEPS or not steps.isdigit() or int(steps) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not STAGE=STEPS with STAGE one of {', '.join(REFERENCE_STEPS)}")
+    return stage, int(steps)
+
+
 def _duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "n/a"
@@ -224,14 +239,13 @@ def run(args: argparse.Namespace) -> str:
         return "\n\n".join(report)
 
     rows = []
+    chosen = chosen_samplers(configs, args)
     for pipeline in PIPELINES:
-        override = (args.sampler, args.steps or configs[PIPELINES[pipeline][0]].sample_steps) if args.sampler else None
-        sample_pipeline(pipeline, networks, device, args.batch_size, args.batch_size, ("dpmpp", 2))  # warm-up
-        cost = sample_pipeline(pipeline, networks, device, args.images, args.batch_size, override)
+        warm_up = {name: ("dpmpp", 2) for name in configs}
+        sample_pipeline(pipeline, networks, device, args.batch_size, args.batch_size, warm_up)
+        cost = sample_pipeline(pipeline, networks, device, args.images, args.batch_size, chosen)
         reference, extrapolated = reference_seconds_per_image(pipeline, networks, device, args.reference_steps)
-        samplers = " + ".join(
-            " ".join(map(str, override or (configs[n].sampler, configs[n].sample_steps))) for n in PIPELINES[pipeline]
-        )
+        samplers = " + ".join(" ".join(map(str, chosen[name])) for name in PIPELINES[pipeline])
         rows.append({
             "pipeline": pipeline,
             f"samplers (batch {args.batch_size})": samplers,
@@ -281,7 +295,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8, help="sampling batch")
     parser.add_argument("--images", type=int, default=8, help="images sampled per pipeline")
     parser.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp"), help="instead of each stage's default")
-    parser.add_argument("--steps", type=int, help="steps of --sampler (default: each stage's configured count)")
+    parser.add_argument("--steps", type=int, help="sampler steps for every stage (default: each stage's own)")
+    parser.add_argument("--stage-steps", nargs="+", type=_stage_steps, default=[], metavar="STAGE=STEPS",
+                        help="steps per stage, e.g. base64=15 sr1=10 (with --sampler or each stage's sampler)")
     parser.add_argument(
         "--reference-steps", type=int, default=20,
         help="ancestral steps timed per stage for the reference path, then scaled; 0 = run the whole chain",
@@ -295,8 +311,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     args.argv = argv
-    if args.steps and not args.sampler:
-        parser.error("--steps needs --sampler")
     if args.parts is None:
         args.parts = "forward" if args.preset == "paper" and args.device == "cpu" else "all"
     return args

@@ -270,8 +270,9 @@ def measure_sampling(configs, device, settings: Settings) -> list[dict]:
         reference, extrapolated = reference_seconds_per_image(pipeline, networks, device, settings.reference_steps)
         for batch in settings.batch_sizes:
             images = max(settings.images, batch)
-            sample_pipeline(pipeline, networks, device, batch, batch, settings.fast_sampler)  # warm-up
-            cost = sample_pipeline(pipeline, networks, device, images, batch, settings.fast_sampler)
+            samplers = {name: settings.fast_sampler for name in PIPELINES[pipeline]}
+            sample_pipeline(pipeline, networks, device, batch, batch, samplers)  # warm-up
+            cost = sample_pipeline(pipeline, networks, device, images, batch, samplers)
             sampler = " ".join(map(str, settings.fast_sampler))
             rows.append({
                 "pipeline": pipeline,

@@ -76,15 +76,16 @@ def test_the_default_is_the_fewest_evaluations_within_the_margin():
 def test_bench_efficiency_counts_network_evaluations_and_writes_its_tables(tiny_cache, tmp_path):
     results = tmp_path / "RESULTS.md"
     argv = ["--preset", "smoke", "--images", "2", "--batch-size", "2", "--reference-steps", "2",
-            "--train-window", "1", "--repeats", "1", "--train-stages", "sr1", "--results", str(results)]
+            "--train-window", "1", "--repeats", "1", "--train-stages", "sr1", "--stage-steps", "sr1=3",
+            "--results", str(results)]
     report = bench_efficiency.main(argv)
-    # smoke stages sample with DPM-Solver++ in 5 steps: 3 x 5 evaluations per cascade image, 5 per single-stage one
-    assert "| cascade | dpmpp 5 + dpmpp 5 + dpmpp 5 | 15 |" in report
+    # smoke stages sample with DPM-Solver++ in 5 steps, sr1 here in 3: 5 + 3 + 5 evaluations per cascade image
+    assert "| cascade | dpmpp 5 + dpmpp 3 + dpmpp 5 | 13 |" in report
     assert "| single256 | dpmpp 5 | 5 |" in report
     assert "| 2000+1000+1000 steps |" in report and "extrapolated from 2 steps per stage" in report
     assert "| sr1_swin | 4 |" in report  # the training row, at the smoke batch
     assert report.count("| base64_swin (64x64) |") == 1
-    assert "## Efficiency: smoke preset, swin, CPU" in results.read_text()
+    assert "## Efficiency: smoke preset, swin, CPU, 1 thread(s)" in results.read_text()
 
 
 def test_counting_model_counts_calls_and_images():
