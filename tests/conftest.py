@@ -12,6 +12,7 @@ import pytest
 from mrnet_utils import cli
 from mrnet_utils.phantom import write_phantom
 from mrnet_utils.preprocess import preprocess
+from torch_threads import one_thread
 
 # Smoke runs are trained for 4 steps instead of the preset's 6: still one step checkpoint
 # (checkpoint_every=3), two log rows (log_every=2), and EMA weights that differ from the raw ones.
@@ -44,7 +45,8 @@ def smoke_run(tiny_cache, tmp_path_factory):
 
     Each of the eight (stage, variant) runs is trained once per session, on first request;
     test_cli.py checks the exit codes and folders, other files read the checkpoints.
-    Treat the folders as read-only (copy one to change it).
+    Treat the folders as read-only (copy one to change it). They are trained on one thread
+    whichever test asks first, so that their bits do not depend on that test's thread setting.
     """
     root = tmp_path_factory.mktemp("smoke_runs")
     runs: dict[str, SmokeRun] = {}
@@ -55,7 +57,8 @@ def smoke_run(tiny_cache, tmp_path_factory):
             folder = root / name
             argv = ["train", "--stage", stage, "--preset", "smoke", "--steps", str(SMOKE_STEPS)]
             argv += ["--data", str(tiny_cache), "--out", str(folder)] + ([] if use_swin else ["--no-swin"])
-            runs[name] = SmokeRun(cli.main(argv), folder, SMOKE_STEPS)
+            with one_thread():
+                runs[name] = SmokeRun(cli.main(argv), folder, SMOKE_STEPS)
         return runs[name]
 
     return run

@@ -14,15 +14,14 @@ import torch
 
 from benchmarks import bench_efficiency, bench_samplers, gpu_check
 from benchmarks.common import CountingModel, markdown_table, peak_memory, update_section
+from torch_threads import one_thread
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
+def single_thread():
     """One CPU thread: tiny networks run faster so, and far faster on a machine that others load."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

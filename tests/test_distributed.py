@@ -32,6 +32,7 @@ from mrnet_utils import training
 from mrnet_utils.config import stage_config
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.networks import UNet
+from torch_threads import one_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 # 4 steps of a global batch of 4 (2 per rank); a checkpoint after step 2 for the resume test.
@@ -76,12 +77,10 @@ def _worker(cache: Path, out: Path) -> None:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
+def single_thread():
     """One CPU thread, as each torchrun worker has (OMP_NUM_THREADS=1): tiny networks run faster so."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

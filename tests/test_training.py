@@ -2,7 +2,6 @@
 
 import csv
 import shutil
-from contextlib import contextmanager
 
 import pytest
 import torch
@@ -16,6 +15,7 @@ from mrnet_utils.metrics import histogram_distance
 from mrnet_utils.networks import UNet
 from mrnet_utils.pipeline import load_stage, sample_stage
 from mrnet_utils.training import FINAL_CHECKPOINT, LOG_COLUMNS, LOG_FILE, train
+from torch_threads import one_thread
 
 # The learning model: the smoke base64 UNet, thinner (4-8-16 channels, no self-attention) so that
 # 1,000-step DDPM sampling stays cheap, with the demo preset's noise process (T = 1000, cosine
@@ -32,18 +32,6 @@ LEARN = stage_config("base64", "smoke").replace(
 def train_64(tiny_cache) -> torch.Tensor:
     """The 8 training slices at 64x64."""
     return SliceDataset(tiny_cache, "train", 64).images
-
-
-@contextmanager
-def one_thread():
-    """Run the learning model on one thread: at 4-16 channels its operations are too small for a
-    second thread to help, and on a shared CPU the threads' hand-offs made it 5x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -150,15 +138,18 @@ def test_resume_on_a_finished_run_does_nothing(smoke_run, tiny_cache, tmp_path, 
 
 
 def test_more_steps_with_resume_continue_from_final_as_if_never_stopped(smoke_run, tiny_cache, tmp_path, capsys):
-    """A finished 4-step run extended to 5 steps ends bit for bit where a straight 5-step run ends."""
+    """A finished 4-step run extended to 5 steps ends bit for bit where a straight 5-step run ends.
+
+    All three legs run on one thread, as the smoke runs are trained (conftest.py): float sums
+    split over two threads differ in the last bits."""
     cfg = stage_config("base64", "smoke").replace(train=dict(steps=5))
     straight = tmp_path / "straight"
-    train(cfg, tiny_cache, straight, progress=False)
     extended = copy_run(smoke_run("base64").folder, tmp_path / "extended")
     first_rows = read_log(extended)
-    capsys.readouterr()
-
-    result = train(cfg, tiny_cache, extended, resume=True, progress=False)
+    with one_thread():
+        train(cfg, tiny_cache, straight, progress=False)
+        capsys.readouterr()
+        result = train(cfg, tiny_cache, extended, resume=True, progress=False)
     assert f"from {extended / FINAL_CHECKPOINT} at step 4" in capsys.readouterr().out
     assert result.steps == 5
     ours, theirs = (load_checkpoint(run / FINAL_CHECKPOINT) for run in (extended, straight))
