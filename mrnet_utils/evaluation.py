@@ -35,6 +35,7 @@ SR_METRICS = {
 }
 REFERENCE_ROW = "high-res (reference)"
 REAL_ROW = "real (held-out)"
+NOT_COMPUTED = "not computed:"  # how a cell without a number starts; the reason follows
 
 
 def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, float]:
@@ -108,7 +109,7 @@ def evaluate_super_resolution(
     try:
         lpips_network = metrics.load_lpips(lpips_weights, lpips_net)
     except metrics.MissingWeights as missing:
-        lpips_network, lpips_reason = None, f"not computed: {missing}"
+        lpips_network, lpips_reason = None, f"{NOT_COMPUTED} {missing}"
     reference = _to_unit(high_res)
     rows = {}
     for method, images in outputs.items():
@@ -165,7 +166,7 @@ def evaluate_generation(
             pool_net = logit_net = feature_extractor
         reason = None
     except metrics.MissingWeights as missing:
-        reason = f"not computed: {missing}"
+        reason = f"{NOT_COMPUTED} {missing}"
 
     rows = {}
     for name, images in {**sets, REAL_ROW: real}.items():
@@ -201,22 +202,33 @@ def write_table(table: pd.DataFrame, out_dir: str | os.PathLike, name: str) -> t
     """Write `table` as `<name>.csv` and `<name>.md` in `out_dir`; return both paths.
 
     The Markdown is written here (pandas' to_markdown needs the optional tabulate
-    package); numbers are shown with 4 significant digits, the CSV keeps them all.
+    package); numbers are shown with 4 significant digits, the CSV keeps them all. A
+    "not computed: <why>" cell reads "not computed [k]" in the Markdown, with each distinct
+    reason written once under the table as "[k] not computed: <why>".
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / f"{name}.csv", out_dir / f"{name}.md"
     table.to_csv(csv_path)
+    reasons: list[str] = []
     header = [table.index.name or "", *map(str, table.columns)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for index, row in table.iterrows():
-        cells = [_markdown_cell(index), *map(_markdown_cell, row)]
+        cells = [_markdown_cell(index, reasons), *(_markdown_cell(value, reasons) for value in row)]
         lines.append("| " + " | ".join(cells) + " |")
+    if reasons:
+        lines += [""] + [f"- [{k}] {reason}" for k, reason in enumerate(reasons, 1)]
     md_path.write_text("\n".join(lines) + "\n")
     return csv_path, md_path
 
 
-def _markdown_cell(value) -> str:
+def _markdown_cell(value, reasons: list[str]) -> str:
+    """A table cell; a "not computed: ..." reason goes to `reasons` and the cell points to it."""
     if isinstance(value, float):
         return "" if math.isnan(value) else f"{value:.4g}"
-    return str(value).replace("|", "\\|")
+    text = str(value)
+    if text.startswith(NOT_COMPUTED):
+        if text not in reasons:
+            reasons.append(text)
+        return f"not computed [{reasons.index(text) + 1}]"
+    return text.replace("|", "\\|")

@@ -105,12 +105,17 @@ def test_evaluate_generation_without_inception_weights_reports_the_missing_file(
 
 def test_write_table_round_trip(tmp_path):
     table = pd.DataFrame(
-        {"psnr_mean": [25.04123, math.nan], "lpips_mean": ["not computed: a|b", "x"]},
-        index=pd.Index(["bicubic", "ours"], name="method"),
+        {"psnr_mean": [25.04123, math.nan, 1.0], "lpips_mean": ["not computed: a|b", "x|y", "not computed: a|b"],
+         "fid": ["not computed: c", "not computed: a|b", 2.0]},
+        index=pd.Index(["bicubic", "ours", "theirs"], name="method"),
     )
     csv_path, md_path = evaluation.write_table(table, tmp_path / "tables", "sr")
-    pd.testing.assert_frame_equal(pd.read_csv(csv_path, index_col="method"), table)
+    written = pd.read_csv(csv_path, index_col="method", dtype=str)  # the CSV keeps every value and reason in full
+    pd.testing.assert_frame_equal(written, table.astype(str).replace("nan", math.nan))
     lines = md_path.read_text().splitlines()
-    assert lines[0] == "| method | psnr_mean | lpips_mean |"
-    assert lines[2] == "| bicubic | 25.04 | not computed: a\\|b |"
-    assert lines[3] == "| ours |  | x |"
+    assert lines[0] == "| method | psnr_mean | lpips_mean | fid |"
+    # each distinct reason once, under the table, numbered in order of first appearance
+    assert lines[2] == "| bicubic | 25.04 | not computed [1] | not computed [2] |"
+    assert lines[3] == "| ours |  | x\\|y | not computed [1] |"
+    assert lines[4] == "| theirs | 1 | not computed [1] | 2 |"
+    assert lines[5:] == ["", "- [1] not computed: a|b", "- [2] not computed: c"]
