@@ -21,6 +21,10 @@ al. 2022) at 10, 15, 20, 25 and 50 steps, all from the same seeds.
   slices exceeds the reference's by more than 10% and its diversity is within 10% of the
   reference's.
 
+On a GPU the samplers run as sample_stage runs them: under bf16 autocast when the preset
+asks for mixed precision; `--precision fp32` runs them in strict fp32 (no TF32) instead, so
+that two runs show what bf16 does to trained models' samples.
+
 The default for a stage is the fewest network evaluations within the margin. Sample counts
 are small by default so that a CPU run takes tens of minutes; raise them for tighter numbers.
 Prints a Markdown table per stage and writes each, with the machine and the command, to its
@@ -31,7 +35,9 @@ stages can be run, or rerun, one at a time.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +50,7 @@ from benchmarks.common import (
     machine_info,
     machine_lines,
     markdown_table,
+    strict_fp32,
     update_section,
 )
 from mrnet_utils import metrics
@@ -172,6 +179,8 @@ def fewest_steps(rows: list[dict]) -> str:
 def compare_stage(args: argparse.Namespace, name: str, device: torch.device, margins: Margins) -> tuple[str, str]:
     """One stage's comparison: (section title, Markdown body with the machine, the margin, the table)."""
     stage = load_stage(args.checkpoints / f"{name}_{args.variant}", device)
+    if args.precision == "fp32":
+        stage = dataclasses.replace(stage, config=stage.config.replace(train=dict(mixed_precision=False)))
     cfg, timesteps = stage.config, stage.config.diffusion.timesteps
     samplers = [parse_sampler(text, timesteps) for text in (args.reference, *args.samplers)]
     samplers = [samplers[0]] + [s for s in samplers[1:] if s != samplers[0]]
@@ -190,7 +199,8 @@ def compare_stage(args: argparse.Namespace, name: str, device: torch.device, mar
             f"distances to the real slices at most {margins.distance:.0%} above the full chain's, "
             f"diversity within {margins.diversity:.0%} of it"
         )
-    device_kind = "CPU" if device.type == "cpu" else "GPU"
+    bf16 = device.type == "cuda" and cfg.train.mixed_precision  # sample_stage's rule
+    device_kind = "CPU" if device.type == "cpu" else f"GPU, {'bf16 autocast' if bf16 else 'fp32'}"
     title = f"Samplers: {cfg.name}, {cfg.preset} checkpoints, {device_kind}"
     body = "\n\n".join([
         machine_lines(machine_info(device), command_line("benchmarks.bench_samplers", args.argv)),
@@ -208,7 +218,8 @@ def run(args: argparse.Namespace) -> str:
     margins = Margins(args.psnr_margin, args.ssim_margin, args.distance_margin, args.diversity_margin)
     report = []
     for name in args.stages:
-        title, body = compare_stage(args, name, device, margins)
+        with strict_fp32() if args.precision == "fp32" else nullcontext():
+            title, body = compare_stage(args, name, device, margins)
         print(f"## {title}\n\n{body}\n", flush=True)
         if not args.no_write:
             update_section(args.results, title, body)
@@ -231,6 +242,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--single-images", type=int, default=8, help="samples from single256")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", choices=("config", "fp32"), default="config",
+                        help="config: bf16 autocast on CUDA when the preset asks (as sample_stage does); fp32: strict fp32")
     parser.add_argument("--psnr-margin", type=float, default=Margins.psnr_db)
     parser.add_argument("--ssim-margin", type=float, default=Margins.ssim)
     parser.add_argument("--distance-margin", type=float, default=Margins.distance)

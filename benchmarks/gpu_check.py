@@ -37,7 +37,6 @@ import statistics
 import tempfile
 import time
 import traceback
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -63,6 +62,7 @@ from benchmarks.common import (
     machine_info,
     machine_lines,
     markdown_table,
+    strict_fp32,
     timer,
     update_section,
 )
@@ -104,17 +104,6 @@ def relative_error(reference: torch.Tensor, other: torch.Tensor) -> float:
     """||other - reference|| / ||reference||, in float64."""
     reference, other = reference.double(), other.double()
     return float((other - reference).norm() / reference.norm().clamp_min(1e-30))
-
-
-@contextmanager
-def strict_fp32():
-    """fp32 that is fp32: CUDA would otherwise run fp32 convolutions (and maybe matmuls) in TF32."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def _extra_args(cfg: StageConfig, batch: int, device: torch.device) -> dict:

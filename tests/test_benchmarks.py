@@ -58,6 +58,21 @@ def test_bench_samplers_compares_each_sampler_with_the_full_chain(tiny_cache, sa
     assert "python -m benchmarks.bench_samplers --data" in written and "load average at start" in written
 
 
+def test_bench_samplers_fp32_precision_changes_nothing_on_a_cpu_and_restores_tf32(tiny_cache, savepoints):
+    """--precision fp32 only turns off bf16 autocast and TF32, which a CPU never uses: same samples, same table."""
+    argv = ["--data", str(tiny_cache), "--checkpoints", str(savepoints), "--stages", "base64", "--reference",
+            "ddpm:4", "--samplers", "dpmpp:3", "--base-images", "2", "--batch-size", "2", "--no-write"]
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+
+    def table(report: str) -> list[list[str]]:  # the rows without the timing column
+        rows = [line.split(" | ") for line in report.splitlines() if line.startswith("| base64_swin |")]
+        return [row[:3] + row[4:] for row in rows]
+
+    default, fp32 = (table(bench_samplers.main(argv + extra)) for extra in ([], ["--precision", "fp32"]))
+    assert len(default) == 2 and default == fp32
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == tf32
+
+
 def test_the_default_is_the_fewest_evaluations_within_the_margin():
     rows = [
         {"sampler": "ddpm 1000", "NFE": 1000, "within margin": "yes"},
