@@ -92,7 +92,8 @@ def test_tables_hold_every_method_and_metric(smoke_study):
         # LPIPS has no backbone weights here: a reason, never a number
         assert table.loc["nearest", "lpips_mean"].startswith("not computed:")
         markdown = (results / f"{name}.md").read_text().splitlines()
-        assert len(markdown) == 2 + len(table) and markdown[2].startswith("| nearest |")
+        assert markdown[2].startswith("| nearest |") and markdown[2 + len(table)] == ""
+        assert markdown[3 + len(table):] == ["- [1] " + table.loc["nearest", "lpips_mean"]]  # the reason, once
 
     generation = pd.read_csv(results / "generation.csv", index_col="method")
     assert list(generation.index) == GENERATION_ROWS
