@@ -49,7 +49,7 @@ from benchmarks.common import (
 from mrnet_utils.config import STAGE_LOW_RESOLUTION, PRESETS, StageConfig, stage_config
 from mrnet_utils.networks import UNet
 from mrnet_utils.phantom import write_phantom
-from mrnet_utils.pipeline import Stage, sample_cascade, sample_stage
+from mrnet_utils.pipeline import Stage, mixed_precision, sample_cascade, sample_stage
 from mrnet_utils.preprocess import preprocess
 from mrnet_utils.training import LOG_FILE, train
 
@@ -78,18 +78,12 @@ def network_inputs(cfg: StageConfig, batch: int, device: torch.device) -> tuple[
     return x, t, extra
 
 
-def _autocast(cfg: StageConfig, device: torch.device):
-    # What sample_stage does: bf16 on CUDA when the config asks for mixed precision.
-    enabled = device.type == "cuda" and cfg.train.mixed_precision
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled)
-
-
 @torch.inference_mode()
 def forward_ms(model: UNet, cfg: StageConfig, device: torch.device, batch: int, repeats: int) -> float:
     """Median wall-clock ms of one forward pass, after a warm-up pass."""
     x, t, extra = network_inputs(cfg, batch, device)
     times = []
-    with _autocast(cfg, device):
+    with mixed_precision(cfg, device):
         for _ in range(repeats + 1):
             with timer(device) as elapsed:
                 model(x, t, **extra)

@@ -68,6 +68,7 @@ from benchmarks.common import (
 )
 from mrnet_utils.config import StageConfig, stage_config
 from mrnet_utils.diffusion import NoiseSchedule
+from mrnet_utils.pipeline import mixed_precision
 from mrnet_utils.samplers import SAMPLERS, generators_from_seeds, noise_from_seeds
 
 # bf16 keeps 8 bits of mantissa (relative rounding 2**-9 = 0.2% per operation); through some
@@ -221,7 +222,7 @@ def check_memory_format(configs: dict[str, StageConfig], device: torch.device, s
 def training_step_ms(model: torch.nn.Module, cfg: StageConfig, device: torch.device, repeats: int) -> float:
     """Median ms of a forward and backward pass at the training batch, under the training loop's autocast."""
     x, t, extra = network_inputs(cfg, cfg.train.batch_size, device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.train.mixed_precision)
+    autocast = mixed_precision(cfg, device)
     model.train()
     times = []
     for _ in range(repeats + 1):

@@ -7,7 +7,6 @@ line on stderr and a non-zero exit; a traceback means a bug.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -74,7 +73,7 @@ def _train(args: argparse.Namespace) -> None:
     if args.steps:
         cfg = cfg.replace(train={"steps": args.steps})
     result = train(cfg, args.data, args.out, resume=args.resume, compile=args.compile)
-    if math.isnan(result.images_per_second):  # train() trained nothing: --resume found the run complete
+    if not result.trained_steps:  # --resume found the run complete
         print(f"{cfg.name} ({cfg.preset}) already has its {result.steps} steps; final checkpoint {result.checkpoint}")
         return
     print(

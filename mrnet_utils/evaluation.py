@@ -204,7 +204,7 @@ def write_table(table: pd.DataFrame, out_dir: str | os.PathLike, name: str) -> t
     The Markdown is written here (pandas' to_markdown needs the optional tabulate
     package); numbers are shown with 4 significant digits, the CSV keeps them all. A
     "not computed: <why>" cell reads "not computed [k]" in the Markdown, with each distinct
-    reason written once under the table as "[k] not computed: <why>".
+    reason written once under the table as "- [k] not computed: <why>".
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

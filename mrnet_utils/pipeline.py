@@ -64,6 +64,11 @@ def load_stage(
     return Stage(torch.compile(model) if compile else model, cfg, payload["step"], path)
 
 
+def mixed_precision(cfg: StageConfig, device: torch.device) -> torch.autocast:
+    """The autocast a stage trains and samples under: bf16 on CUDA when its config asks, else off."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.train.mixed_precision)
+
+
 def sample_stage(
     model: UNet,
     cfg: StageConfig,
@@ -98,7 +103,7 @@ def sample_stage(
     schedule = NoiseSchedule(schedule.betas.to(device), schedule.prediction)
     stream = STAGE_STREAM[cfg.stage]
     shape = (1, cfg.resolution, cfg.resolution)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.train.mixed_precision)
+    autocast = mixed_precision(cfg, device)
 
     chunks = []
     for start in tqdm(range(0, len(seeds), batch_size), desc=f"sample {cfg.name}", disable=not progress):

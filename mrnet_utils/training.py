@@ -31,7 +31,7 @@ from mrnet_utils.data import SliceDataset, downsample
 from mrnet_utils.diffusion import NoiseSchedule, diffusion_loss
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.networks import UNet
-from mrnet_utils.pipeline import sample_stage, save_grid
+from mrnet_utils.pipeline import mixed_precision, sample_stage, save_grid
 
 FINAL_CHECKPOINT = "final.pt"
 LOG_FILE = "train_log.csv"
@@ -42,8 +42,9 @@ LOG_COLUMNS = ("step", "loss", "lr", "images_per_s", "elapsed_s", "skipped")
 class TrainResult:
     checkpoint: Path  # the final checkpoint
     steps: int
+    trained_steps: int  # steps this call trained: 0 when a resumed run was already complete
     seconds: float  # wall-clock training time, summed over resumed segments
-    images_per_second: float
+    images_per_second: float  # of this call's steps; NaN when it trained none
     skipped_batches: int
 
 
@@ -280,7 +281,7 @@ def train(
     net = DistributedDataParallel(model) if distributed.world_size > 1 else model
     if compile:
         net = torch.compile(net)  # after DDP, so that DDP's optimizer splits the graph at its buckets
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.train.mixed_precision)
+    autocast = mixed_precision(cfg, device)
 
     def payload_at(step: int, seconds: float) -> dict:
         return {
@@ -375,7 +376,7 @@ def train(
     if distributed.world_size > 1:
         dist.barrier()
     rate = trained_steps * cfg.train.batch_size / max(seconds - seconds_before, 1e-9) if trained_steps else math.nan
-    return TrainResult(final, max(cfg.train.steps, start_step), seconds, rate, skipped)
+    return TrainResult(final, max(cfg.train.steps, start_step), trained_steps, seconds, rate, skipped)
 
 
 def _write_sample_grid(

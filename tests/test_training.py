@@ -151,7 +151,7 @@ def test_more_steps_with_resume_continue_from_final_as_if_never_stopped(smoke_ru
         capsys.readouterr()
         result = train(cfg, tiny_cache, extended, resume=True, progress=False)
     assert f"from {extended / FINAL_CHECKPOINT} at step 4" in capsys.readouterr().out
-    assert result.steps == 5
+    assert result.steps == 5 and result.trained_steps == 1
     ours, theirs = (load_checkpoint(run / FINAL_CHECKPOINT) for run in (extended, straight))
     assert ours["step"] == theirs["step"] == 5
     for part in ("model", "ema"):
