@@ -467,6 +467,7 @@ class Generated:
     images: dict[int, torch.Tensor]  # {resolution: (N, 1, R, R)}; a cascade gives 64, 128 and 256
     seconds_per_image: float  # wall time of the whole pipeline per 256x256 image
     seeds: list[int]
+    samplers: str  # how each stage sampled, in order, e.g. "ddpm 250 + dpmpp 20 + dpmpp 20"
 
 
 def generate(
@@ -477,8 +478,13 @@ def generate(
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> Generated:
-    """`count` images (seeds 0..count-1) from a generator's trained stages, timed end to end."""
+    """`count` images (seeds 0..count-1) from a generator's trained stages, timed end to end.
+
+    Each stage samples with the sampler its checkpoint's config names (config.DEFAULT_SAMPLERS
+    when it was trained), recorded in `samplers`.
+    """
     stages = [pipeline.load_stage(find_run(paths, stage, use_swin), device) for stage, use_swin in generator.stages]
+    samplers = " + ".join(f"{stage.config.sampler} {stage.config.sample_steps}" for stage in stages)
     seeds = list(range(count))
     start = time.perf_counter()
     if len(stages) == 3:
@@ -486,16 +492,17 @@ def generate(
     else:
         (stage,) = stages
         images = {256: pipeline.sample_stage(stage.model, stage.config, seeds, batch_size=batch_size, progress=progress)}
-    return Generated(images, (time.perf_counter() - start) / count, seeds)
+    return Generated(images, (time.perf_counter() - start) / count, seeds, samplers)
 
 
 TIMING_FILE = "timing.json"
 
 
 def save_generated(generated: Generated, folder: str | Path) -> Path:
-    """The 256x256 images (pipeline.write_samples: PNGs, grid, samples.npy) and their sampling time."""
+    """The 256x256 images (pipeline.write_samples: PNGs, grid, samples.npy), their sampling time and samplers."""
     folder = pipeline.write_samples(generated.images[256], folder, generated.seeds)
-    write_record(folder / TIMING_FILE, {"seconds_per_image": generated.seconds_per_image, "seeds": generated.seeds})
+    record = {"seconds_per_image": generated.seconds_per_image, "seeds": generated.seeds, "samplers": generated.samplers}
+    write_record(folder / TIMING_FILE, record)
     return folder
 
 
@@ -506,24 +513,31 @@ def _timing(folder: Path) -> dict:
 
 
 def load_generated(folder: str | Path) -> Generated:
-    """What `save_generated` wrote: the 256x256 images and their sampling time."""
+    """What `save_generated` wrote: the 256x256 images, their sampling time and samplers."""
     folder = Path(folder)
     timing = _timing(folder)
     images = torch.from_numpy(np.load(folder / "samples.npy", allow_pickle=False))
-    return Generated({256: images}, timing["seconds_per_image"], timing["seeds"])
+    return Generated({256: images}, timing["seconds_per_image"], timing["seeds"], _samplers(timing))
+
+
+def _samplers(timing: dict) -> str:
+    # timing.json files written before the samplers were recorded lack them
+    return timing.get("samplers", "not recorded (sampled before samplers were recorded; rerun the pipeline)")
 
 
 def generation_times(paths: StudyPaths) -> pd.DataFrame:
-    """Per generator: training seconds summed over its stages (final checkpoints) and sampling seconds per image."""
+    """Per generator: training seconds over its stages (final checkpoints), its samplers, sampling seconds per image."""
     rows = {}
     for generator in GENERATORS:
         seconds = [
             checkpoint.load_checkpoint(find_run(paths, stage, use_swin) / FINAL_CHECKPOINT)["log"]["seconds"]
             for stage, use_swin in generator.stages
         ]
+        timing = _timing(paths.samples(generator))
         rows[generator.label] = {
             "train_seconds": sum(seconds),
-            "sample_seconds_per_image": _timing(paths.samples(generator))["seconds_per_image"],
+            "samplers": _samplers(timing),
+            "sample_seconds_per_image": timing["seconds_per_image"],
         }
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "method"

@@ -103,6 +103,8 @@ def test_tables_hold_every_method_and_metric(smoke_study):
     )
     models = generation.loc[GENERATION_ROWS[:3]]
     assert (models["train_seconds"] > 0).all() and (models["sample_seconds_per_image"] > 0).all()
+    # how each model sampled: its stages' configured samplers, in order (smoke: DPM-Solver++ 5 steps)
+    assert list(models["samplers"]) == ["dpmpp 5 + dpmpp 5 + dpmpp 5"] * 2 + ["dpmpp 5"]
     assert models["fid"].str.startswith("not computed:").all()
     assert np.isfinite(models["histogram_w1"]).all() and np.isfinite(models["spectrum_distance"]).all()
     # the cascade trains three stages, so its time is their sum
