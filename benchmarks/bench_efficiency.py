@@ -43,10 +43,11 @@ from benchmarks.common import (
     machine_lines,
     markdown_table,
     peak_memory,
+    stage_sampler,
     timer,
     update_section,
 )
-from mrnet_utils.config import STAGE_LOW_RESOLUTION, PRESETS, StageConfig, stage_config
+from mrnet_utils.config import PRESETS, STAGE_LOW_RESOLUTION, StageConfig, stage_config
 from mrnet_utils.networks import UNet
 from mrnet_utils.phantom import write_phantom
 from mrnet_utils.pipeline import Stage, mixed_precision, sample_cascade, sample_stage
@@ -185,22 +186,6 @@ def training_rate(
     return TrainingCost(float(last["images_per_s"]), memory.mib, memory.kind)
 
 
-def chosen_samplers(configs: dict[str, StageConfig], args: argparse.Namespace) -> dict[str, tuple[str, int]]:
-    """(sampler, steps) per stage: the config's, or --sampler / --steps / --stage-steps where given."""
-    per_stage = dict(args.stage_steps)
-    return {
-        name: (args.sampler or cfg.sampler, per_stage.get(name, args.steps or cfg.sample_steps))
-        for name, cfg in configs.items()
-    }
-
-
-def _stage_steps(text: str) -> tuple[str, int]:
-    stage, _, steps = text.partition("=")
-    if stage not in REFERENCE_STEPS or not steps.isdigit() or int(steps) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not STAGE=STEPS with STAGE one of {', '.join(REFERENCE_STEPS)}")
-    return stage, int(steps)
-
-
 def _duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "n/a"
@@ -233,7 +218,7 @@ def run(args: argparse.Namespace) -> str:
         return "\n\n".join(report)
 
     rows = []
-    chosen = chosen_samplers(configs, args)
+    chosen = {name: (cfg.sampler, cfg.sample_steps) for name, cfg in configs.items()} | dict(args.samplers)
     for pipeline in PIPELINES:
         warm_up = {name: ("dpmpp", 2) for name in configs}
         sample_pipeline(pipeline, networks, device, args.batch_size, args.batch_size, warm_up)
@@ -288,10 +273,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--batch-size", type=int, default=8, help="sampling batch")
     parser.add_argument("--images", type=int, default=8, help="images sampled per pipeline")
-    parser.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp"), help="instead of each stage's default")
-    parser.add_argument("--steps", type=int, help="sampler steps for every stage (default: each stage's own)")
-    parser.add_argument("--stage-steps", nargs="+", type=_stage_steps, default=[], metavar="STAGE=STEPS",
-                        help="steps per stage, e.g. base64=15 sr1=10 (with --sampler or each stage's sampler)")
+    parser.add_argument("--samplers", nargs="+", type=stage_sampler, default=[], metavar="STAGE=SAMPLER:STEPS",
+                        help="instead of these stages' configured sampler, e.g. base64=dpmpp_sde:50 sr1=dpmpp:10")
     parser.add_argument(
         "--reference-steps", type=int, default=20,
         help="ancestral steps timed per stage for the reference path, then scaled; 0 = run the whole chain",

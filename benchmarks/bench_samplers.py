@@ -3,8 +3,10 @@
     python -m benchmarks.bench_samplers     # run_all.sh's demo checkpoints and slice cache
 
 For every stage, the reference is ancestral DDPM over the full chain (T steps, Ho et al.
-2020); against it: DDIM (Song et al. 2021) at 50 and 100 steps and DPM-Solver++(2M) (Lu et
-al. 2022) at 10, 15, 20, 25 and 50 steps, all from the same seeds.
+2020); against it, all from the same seeds: the deterministic DDIM (Song et al. 2021) at 50
+and 100 steps and DPM-Solver++(2M) (Lu et al. 2022) at 10, 15, 20, 25 and 50 steps, and the
+stochastic SDE-DPM-Solver++(2M) at 25, 50 and 100 steps and ancestral DDPM on the chain
+respaced to 100 and 250 steps (Nichol & Dhariwal 2021).
 
 - Super-resolution stages (sr1, sr2): held-out valid slices are downsampled to the stage's
   input and super-resolved; PSNR and SSIM against the real slice, and the radial power-
@@ -50,6 +52,7 @@ from benchmarks.common import (
     machine_info,
     machine_lines,
     markdown_table,
+    parse_sampler,
     strict_fp32,
     update_section,
 )
@@ -59,7 +62,10 @@ from mrnet_utils.data import SliceDataset, downsample
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.pipeline import Stage, load_stage, sample_stage
 
-CANDIDATES = ("ddim:50", "ddim:100", "dpmpp:10", "dpmpp:15", "dpmpp:20", "dpmpp:25", "dpmpp:50")
+CANDIDATES = (
+    "ddim:50", "ddim:100", "dpmpp:10", "dpmpp:15", "dpmpp:20", "dpmpp:25", "dpmpp:50",
+    "dpmpp_sde:25", "dpmpp_sde:50", "dpmpp_sde:100", "ddpm:100", "ddpm:250",
+)
 FULL_CHAIN = "ddpm:T"
 
 
@@ -69,14 +75,6 @@ class Margins:
     ssim: float = 0.01  # SR: SSIM may fall this far below the reference's
     distance: float = 0.10  # distances to real data may exceed the reference's by this share
     diversity: float = 0.10  # generation: diversity may differ from the reference's by this share
-
-
-def parse_sampler(text: str, timesteps: int) -> tuple[str, int]:
-    """'dpmpp:15' -> ('dpmpp', 15); 'ddpm:T' -> ('ddpm', timesteps)."""
-    name, _, steps = text.partition(":")
-    if name not in ("ddpm", "ddim", "dpmpp") or not steps:
-        raise MRNetError(f"sampler {text!r} is not SAMPLER:STEPS with SAMPLER one of ddpm, ddim, dpmpp (e.g. dpmpp:15)")
-    return name, timesteps if steps == "T" else int(steps)
 
 
 def _unit(images: torch.Tensor) -> torch.Tensor:
@@ -126,15 +124,28 @@ def compare_super_resolution(
 
 
 def compare_generation(
-    stage: Stage, data: Path, count: int, samplers: list[tuple[str, int]], batch_size: int, margins: Margins
+    stage: Stage,
+    data: Path,
+    count: int,
+    samplers: list[tuple[str, int]],
+    batch_size: int,
+    margins: Margins,
+    other_seeds: bool = False,
 ) -> list[dict]:
-    """Rows of distribution measures per sampler; the first sampler is the reference."""
+    """Rows of distribution measures per sampler; the first sampler is the reference.
+
+    `other_seeds` adds the reference sampler once more, from the next `count` seeds: how far
+    the measures move by chance alone, against which the margin can be judged.
+    """
     cfg = stage.config
     real = _unit(SliceDataset(data, "valid", cfg.resolution).images)
     seeds = list(range(count))
+    runs = [(sampler, seeds) for sampler in samplers]
+    if other_seeds:
+        runs.insert(1, (samplers[0], list(range(count, 2 * count))))
     rows = []
-    for sampler in samplers:
-        images, seconds = _sample(stage, seeds, None, sampler, batch_size)
+    for sampler, run_seeds in runs:
+        images, seconds = _sample(stage, run_seeds, None, sampler, batch_size)
         images = _unit(images)
         if not rows:
             reference = images
@@ -153,14 +164,17 @@ def compare_generation(
             and abs(measures["diversity (MS-SSIM)"] - first["diversity (MS-SSIM)"])
             <= margins.diversity * first["diversity (MS-SSIM)"]
         )
-        rows.append(_row(cfg.name, sampler, seconds, within, measures))
+        seeds_note = "" if run_seeds is seeds else f", seeds {run_seeds[0]}-{run_seeds[-1]}"
+        rows.append(_row(cfg.name, sampler, seconds, within, measures, seeds_note))
     return rows
 
 
-def _row(stage_name: str, sampler: tuple[str, int], seconds: float, within: bool, measures: dict) -> dict:
+def _row(
+    stage_name: str, sampler: tuple[str, int], seconds: float, within: bool, measures: dict, seeds_note: str = ""
+) -> dict:
     return {
         "stage": stage_name,
-        "sampler": f"{sampler[0]} {sampler[1]}",
+        "sampler": f"{sampler[0]} {sampler[1]}{seeds_note}",
         "NFE": sampler[1],
         "s / image": seconds,
         **measures,
@@ -170,7 +184,7 @@ def _row(stage_name: str, sampler: tuple[str, int], seconds: float, within: bool
 
 def fewest_steps(rows: list[dict]) -> str:
     """The sampler with the fewest network evaluations within the margin (the reference itself if none)."""
-    passing = [row for row in rows[1:] if row["within margin"] == "yes"]
+    passing = [row for row in rows[1:] if row["within margin"] == "yes" and row["NFE"] < rows[0]["NFE"]]
     if not passing:
         return f"{rows[0]['sampler']} (no faster sampler within the margin)"
     return min(passing, key=lambda row: (row["NFE"], not row["sampler"].startswith("dpmpp")))["sampler"]
@@ -193,8 +207,10 @@ def compare_stage(args: argparse.Namespace, name: str, device: torch.device, mar
         )
     else:
         count = args.base_images if name == "base64" else args.single_images
-        rows = compare_generation(stage, args.data, count, samplers, args.batch_size, margins)
+        rows = compare_generation(stage, args.data, count, samplers, args.batch_size, margins, args.other_seeds)
         what = f"{count} samples; distances to the full chain's samples and to the real held-out slices"
+        if args.other_seeds:
+            what += f"; the full chain also from seeds {count}-{2 * count - 1}, to show the spread by chance alone"
         margin = (
             f"distances to the real slices at most {margins.distance:.0%} above the full chain's, "
             f"diversity within {margins.diversity:.0%} of it"
@@ -240,6 +256,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sr-images", type=int, default=4, help="held-out slices per super-resolution stage")
     parser.add_argument("--base-images", type=int, default=16, help="samples from base64")
     parser.add_argument("--single-images", type=int, default=8, help="samples from single256")
+    parser.add_argument("--other-seeds", action="store_true",
+                        help="generating stages: the full chain once more from other seeds (its spread by chance)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", choices=("config", "fp32"), default="config",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import re
@@ -16,6 +17,9 @@ from typing import Iterator
 
 import torch
 from torch import Tensor, nn
+
+from mrnet_utils.config import SAMPLER_NAMES, STAGES
+from mrnet_utils.errors import MRNetError
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -49,6 +53,29 @@ def device_name(device: torch.device) -> str:
 def command_line(module: str, argv: list[str] | None) -> str:
     """The command that reproduces this run, as typed from the repository root (argv None: this process's)."""
     return shlex.join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
+
+
+def parse_sampler(text: str, timesteps: int | None = None) -> tuple[str, int]:
+    """'dpmpp:15' -> ('dpmpp', 15); 'ddpm:T' -> ('ddpm', timesteps), where the schedule's T is given."""
+    name, _, steps = text.partition(":")
+    if steps == "T" and timesteps:
+        steps = str(timesteps)
+    if name not in SAMPLER_NAMES or not steps.isdigit() or int(steps) < 1:
+        raise MRNetError(
+            f"sampler {text!r} is not SAMPLER:STEPS with SAMPLER one of {', '.join(SAMPLER_NAMES)} (e.g. dpmpp:15)"
+        )
+    return name, int(steps)
+
+
+def stage_sampler(text: str) -> tuple[str, tuple[str, int]]:
+    """'base64=ddpm:250' -> ('base64', ('ddpm', 250)); an argparse type."""
+    stage, _, sampler = text.partition("=")
+    if stage not in STAGES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not STAGE=SAMPLER:STEPS with STAGE one of {', '.join(STAGES)}")
+    try:
+        return stage, parse_sampler(sampler)
+    except MRNetError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 @contextmanager

@@ -15,7 +15,8 @@ next one runs; the report is rewritten after every phase, so a killed run keeps 
    per training step, for every stage;
 5. training images/s for every `paper` stage (the real training loop, on a few synthetic
    phantom exams) and what the preset's steps would take at that rate;
-6. cascade and single-stage sampling with DPM-Solver++ on the paper networks against the
+6. cascade and single-stage sampling with each stage's default sampler (config.DEFAULT_SAMPLERS;
+   `--samplers STAGE=SAMPLER:STEPS` to try others) on the paper networks against the
    reference's ancestral path (T = 2000 / 1000 / 1000, batch 1; per-step cost measured over
    `--reference-steps` steps per stage and scaled, as the table says);
 7. with --compile: training images/s of base64 under torch.compile.
@@ -62,11 +63,12 @@ from benchmarks.common import (
     machine_info,
     machine_lines,
     markdown_table,
+    stage_sampler,
     strict_fp32,
     timer,
     update_section,
 )
-from mrnet_utils.config import StageConfig, stage_config
+from mrnet_utils.config import DEFAULT_SAMPLERS, StageConfig, stage_config
 from mrnet_utils.diffusion import NoiseSchedule
 from mrnet_utils.pipeline import mixed_precision
 from mrnet_utils.samplers import SAMPLERS, generators_from_seeds, noise_from_seeds
@@ -88,7 +90,7 @@ class Settings:
     images: int  # sampled per pipeline
     batch_sizes: tuple[int, ...]
     reference_steps: int  # ancestral steps timed per stage for the reference path
-    fast_sampler: tuple[str, int]
+    samplers: dict[str, tuple[str, int]]  # (sampler, steps) per stage for the sampling phase
     check_stages: tuple[str, ...]  # stages of the bf16 check
     check_steps: int  # sampler steps of the bf16 and host-sync checks
     check_batch: int
@@ -96,9 +98,9 @@ class Settings:
 
 
 STAGES = ("base64", "sr1", "sr2", "single256")
-GPU = Settings("paper", 10, STAGES, 16, (8, 32), 100, ("dpmpp", 20), STAGES, 10, 4, 10)
+GPU = Settings("paper", 10, STAGES, 16, (8, 32), 100, DEFAULT_SAMPLERS, STAGES, 10, 4, 10)
 # bf16 on a CPU without bf16 instructions is emulated and slow: one stage is enough to test the path.
-CPU_FALLBACK = Settings("smoke", 1, ("base64",), 2, (2,), 2, ("dpmpp", 3), ("base64",), 3, 2, 1)
+CPU_FALLBACK = Settings("smoke", 1, ("base64",), 2, (2,), 2, {name: ("dpmpp", 3) for name in STAGES}, ("base64",), 3, 2, 1)
 
 
 def relative_error(reference: torch.Tensor, other: torch.Tensor) -> float:
@@ -260,13 +262,12 @@ def measure_sampling(configs, device, settings: Settings) -> list[dict]:
         reference, extrapolated = reference_seconds_per_image(pipeline, networks, device, settings.reference_steps)
         for batch in settings.batch_sizes:
             images = max(settings.images, batch)
-            samplers = {name: settings.fast_sampler for name in PIPELINES[pipeline]}
+            samplers = {name: settings.samplers[name] for name in PIPELINES[pipeline]}
             sample_pipeline(pipeline, networks, device, batch, batch, samplers)  # warm-up
             cost = sample_pipeline(pipeline, networks, device, images, batch, samplers)
-            sampler = " ".join(map(str, settings.fast_sampler))
             rows.append({
                 "pipeline": pipeline,
-                "sampler, batch": f"{sampler} per stage, batch {batch}",
+                "samplers, batch": " + ".join(f"{name} {steps}" for name, steps in samplers.values()) + f", batch {batch}",
                 "NFE / image": cost.nfe_per_image,
                 "s / image": cost.seconds_per_image,
                 "images / s": 1 / cost.seconds_per_image,
@@ -312,6 +313,8 @@ def run(args: argparse.Namespace) -> Report:
     settings = GPU if cuda else CPU_FALLBACK
     if args.train_window:
         settings = Settings(**{**settings.__dict__, "train_window": args.train_window})
+    if args.samplers:
+        settings = Settings(**{**settings.__dict__, "samplers": {**settings.samplers, **dict(args.samplers)}})
     configs = {name: stage_config(name, settings.preset, use_swin=True) for name in STAGES}
     banner = (
         f"Device: {device_name(device)}; preset {settings.preset}."
@@ -379,6 +382,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--cache", type=Path, help="slice cache for the training phases (default: a small synthetic one made here)"
     )
+    parser.add_argument("--samplers", nargs="+", type=stage_sampler, default=[], metavar="STAGE=SAMPLER:STEPS",
+                        help="sampling phase: instead of these stages' defaults, e.g. base64=dpmpp_sde:50")
     parser.add_argument("--record", type=Path, help="copy this gpu_check.md into benchmarks/RESULTS.md and exit")
     args = parser.parse_args(argv)
     args.argv = argv

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mrnet_utils.config import PRESETS, STAGES, stage_config
+from mrnet_utils.config import PRESETS, SAMPLER_NAMES, STAGES, stage_config
 from mrnet_utils.errors import MRNetError
 
 PLANES = ("coronal", "sagittal", "axial")
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--checkpoints", type=Path, nargs="+", required=True, help="checkpoint files or run folders")
     sample.add_argument("--n", type=_positive, default=16)
     sample.add_argument("--seed", type=_non_negative, default=0, help="image i uses seed SEED + i")
-    sample.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp"), help="default: each stage's configured one")
+    sample.add_argument("--sampler", choices=SAMPLER_NAMES, help="default: each stage's configured one")
     sample.add_argument("--steps", type=_positive, help="sampler steps (with --sampler)")
     sample.add_argument("--batch-size", type=_positive, default=8)
     sample.add_argument("--device", type=_device, default="cuda" if _cuda_available() else "cpu")

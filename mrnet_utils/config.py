@@ -21,10 +21,26 @@ from typing import Any, Callable
 
 from mrnet_utils.errors import MRNetError
 
+# The samplers of samplers.py by name (kept here so that configs validate without importing diffusers).
+SAMPLER_NAMES = ("ddpm", "ddim", "dpmpp", "dpmpp_sde")
+
 STAGES = ("base64", "sr1", "sr2", "single256")
 # Output side length and, for super-resolution stages, the side of the low-res input.
 STAGE_RESOLUTION = {"base64": 64, "sr1": 128, "sr2": 256, "single256": 256}
 STAGE_LOW_RESOLUTION = {"base64": None, "sr1": 64, "sr2": 128, "single256": None}
+
+# Each stage's default (sampler, steps): the fewest network evaluations whose quality stays within
+# the stated margin of the full ancestral chain on trained demo checkpoints (benchmarks/RESULTS.md,
+# "Samplers: ..." sections, GPU runs). SR stages: the deterministic DPM-Solver++(2M). Generating
+# stages: the deterministic solvers came out smoother than the chain, the stochastic
+# SDE-DPM-Solver++(2M) did not: 25 steps for base64 (on the demo network and on one trained 10x
+# longer), 100 for single256.
+DEFAULT_SAMPLERS = {
+    "base64": ("dpmpp_sde", 25),
+    "sr1": ("dpmpp", 20),
+    "sr2": ("dpmpp", 10),
+    "single256": ("dpmpp_sde", 100),
+}
 
 
 @dataclass(frozen=True)
@@ -144,7 +160,7 @@ class StageConfig:
     diffusion: DiffusionConfig
     conditioning: ConditioningConfig
     train: TrainConfig
-    sampler: str = "dpmpp"  # default sampler for this stage: "ddpm", "ddim" or "dpmpp"
+    sampler: str = "dpmpp"  # default sampler for this stage: one of SAMPLER_NAMES
     sample_steps: int = 25
 
     @property
@@ -172,8 +188,8 @@ class StageConfig:
                 f"stage {self.stage} works at {STAGE_RESOLUTION[self.stage]}x{STAGE_RESOLUTION[self.stage]}, "
                 f"not {self.unet.resolution}"
             )
-        if self.sampler not in ("ddpm", "ddim", "dpmpp"):
-            raise MRNetError(f"sampler must be 'ddpm', 'ddim' or 'dpmpp', not {self.sampler!r}")
+        if self.sampler not in SAMPLER_NAMES:
+            raise MRNetError(f"sampler must be one of {', '.join(SAMPLER_NAMES)}, not {self.sampler!r}")
         self.unet.validate()
         self.diffusion.validate()
         return self
@@ -271,8 +287,8 @@ def _demo(stage: str, use_swin: bool) -> StageConfig:
             log_every=10,
             checkpoint_every=50,
         ),
-        sampler="dpmpp",
-        sample_steps=20,
+        sampler=DEFAULT_SAMPLERS[stage][0],
+        sample_steps=DEFAULT_SAMPLERS[stage][1],
     )
 
 
@@ -332,6 +348,8 @@ def stage_config(stage: str, preset: str = "demo", use_swin: bool = True) -> Sta
 
 __all__ = [
     "STAGES",
+    "SAMPLER_NAMES",
+    "DEFAULT_SAMPLERS",
     "UNetConfig",
     "DiffusionConfig",
     "ConditioningConfig",

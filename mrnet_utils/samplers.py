@@ -1,4 +1,4 @@
-"""Samplers: ancestral DDPM, DDIM and DPM-Solver++(2M), with one shared signature.
+"""Samplers: ancestral DDPM, DDIM, DPM-Solver++(2M) and its SDE form, with one shared signature.
 
     sample_x(model, schedule, noise, steps, extra_args=None, generators=None, progress=False) -> x_0
 
@@ -15,7 +15,8 @@ goes to abar = 1, the clean image. With steps == T this is T-1, ..., 0: the full
 (diffusers' default "leading" spacing would label pure noise as t = 960 of 1000 at 25 steps.)
 
 Reproducibility: image i depends only on its own seed. `noise_from_seeds` draws x_T and
-`generators_from_seeds` gives one generator per image for the per-step noise (DDPM);
+`generators_from_seeds` gives one generator per image for the per-step noise (DDPM and
+SDE-DPM-Solver++);
 the two are distinct streams of the same seed.
 """
 
@@ -65,7 +66,7 @@ def generators_from_seeds(seeds: list[int], device: Device, stream: int = 0) -> 
     """One generator per image for the per-step noise, on `device` so that drawing needs no host copy.
 
     Distinct from the stream `noise_from_seeds` uses for the same (seed, stream). On a GPU
-    these draw different numbers than on the CPU, so DDPM samples differ across devices.
+    these draw different numbers than on the CPU, so DDPM and SDE-DPM-Solver++ samples differ across devices.
     """
     return [torch.Generator(device=device).manual_seed(_derived_seed(s, stream, _STEP_NOISE)) for s in seeds]
 
@@ -175,6 +176,15 @@ def sample_ddim(
     return _denoise(scheduler, model, noise, extra_args, generators, progress, "ddim", eta=0.0)
 
 
+def _dpm_solver_2m(schedule: NoiseSchedule, steps: int, algorithm_type: str) -> DPMSolverMultistepScheduler:
+    """diffusers' second-order multistep DPM-Solver++ (ODE or SDE form) at the trailing timesteps, down to sigma = 0."""
+    scheduler = DPMSolverMultistepScheduler(
+        **_scheduler_args(schedule), algorithm_type=algorithm_type, solver_order=2, final_sigmas_type="zero"
+    )
+    scheduler.set_timesteps(timesteps=trailing_timesteps(schedule.timesteps, steps))
+    return scheduler
+
+
 def sample_dpmpp(
     model: Model,
     schedule: NoiseSchedule,
@@ -190,20 +200,45 @@ def sample_dpmpp(
     step; the first step (no history yet) and the last (to sigma = 0) are first order.
     """
     _check(schedule, noise, steps, generators)
-    scheduler = DPMSolverMultistepScheduler(
-        **_scheduler_args(schedule), algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="zero"
-    )
-    scheduler.set_timesteps(timesteps=trailing_timesteps(schedule.timesteps, steps))
+    scheduler = _dpm_solver_2m(schedule, steps, "dpmsolver++")
     return _denoise(scheduler, model, noise, extra_args, generators, progress, "dpmpp")
 
 
-SAMPLERS: dict[str, Callable[..., Tensor]] = {"ddpm": sample_ddpm, "ddim": sample_ddim, "dpmpp": sample_dpmpp}
+def sample_dpmpp_sde(
+    model: Model,
+    schedule: NoiseSchedule,
+    noise: Tensor,
+    steps: int,
+    extra_args: dict[str, Any] | None = None,
+    generators: list[torch.Generator] | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """SDE-DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", its solver for the diffusion SDE), stochastic.
+
+    The multistep data-prediction update of `sample_dpmpp` on the reverse SDE instead of the
+    ODE: with lambda = log(alpha_t / sigma_t) and h = lambda_t - lambda_s, first order reads
+        x_t = (sigma_t / sigma_s) e^{-h} x_s + alpha_t (1 - e^{-2h}) x0_hat + sigma_t sqrt(1 - e^{-2h}) z.
+    The fresh noise z keeps the fine texture that the deterministic solvers smooth out;
+    it is drawn from `generators`, one per image.
+    """
+    _check(schedule, noise, steps, generators)
+    scheduler = _dpm_solver_2m(schedule, steps, "sde-dpmsolver++")
+    return _denoise(scheduler, model, noise, extra_args, generators, progress, "dpmpp_sde")
+
+
+SAMPLERS: dict[str, Callable[..., Tensor]] = {
+    "ddpm": sample_ddpm,
+    "ddim": sample_ddim,
+    "dpmpp": sample_dpmpp,
+    "dpmpp_sde": sample_dpmpp_sde,
+}
 
 __all__ = [
     "SAMPLERS",
     "sample_ddpm",
     "sample_ddim",
     "sample_dpmpp",
+    "sample_dpmpp_sde",
     "noise_from_seeds",
     "generators_from_seeds",
     "trailing_timesteps",

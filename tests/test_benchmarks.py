@@ -7,13 +7,15 @@ reference row's zero differences, the sections written to a RESULTS.md), not tim
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
 import torch
 
 from benchmarks import bench_efficiency, bench_samplers, gpu_check
-from benchmarks.common import CountingModel, markdown_table, peak_memory, update_section
+from benchmarks.common import CountingModel, markdown_table, parse_sampler, peak_memory, stage_sampler, update_section
+from mrnet_utils.errors import MRNetError
 from torch_threads import one_thread
 
 
@@ -37,14 +39,18 @@ def test_bench_samplers_compares_each_sampler_with_the_full_chain(tiny_cache, sa
     results.write_text("# Benchmark results\n\n## Other section\n\nkept\n")
     argv = ["--data", str(tiny_cache), "--checkpoints", str(savepoints), "--stages", "base64", "sr1",
             "--reference", "ddpm:6", "--samplers", "ddim:5", "dpmpp:3", "--sr-images", "2", "--base-images", "2",
-            "--batch-size", "2", "--results", str(results)]
+            "--batch-size", "2", "--other-seeds", "--results", str(results)]
     report = bench_samplers.main(argv)
     lines = report.splitlines()
-    # one row per sampler and stage; the reference row differs from itself by nothing
-    for stage in ("base64_swin", "sr1_swin"):
-        assert [line.split(" | ")[1] for line in lines if line.startswith(f"| {stage} |")] == [
-            "ddpm 6", "ddim 5", "dpmpp 3"
-        ]
+    # one row per sampler and stage; the reference row differs from itself by nothing;
+    # a generating stage also runs the full chain from the next seeds (an SR stage has fixed inputs)
+    def samplers(stage):
+        return [line.split(" | ")[1] for line in lines if line.startswith(f"| {stage} |")]
+
+    assert samplers("base64_swin") == ["ddpm 6", "ddpm 6, seeds 2-3", "ddim 5", "dpmpp 3"]
+    assert samplers("sr1_swin") == ["ddpm 6", "ddim 5", "dpmpp 3"]
+    other = next(line for line in lines if line.startswith("| base64_swin | ddpm 6, seeds")).split(" | ")
+    assert float(other[4]) > 0 and float(other[5]) > 0  # other seeds, other images
     sr_reference = next(line for line in lines if line.startswith("| sr1_swin | ddpm 6 |")).split(" | ")
     assert sr_reference[5] == "0" and sr_reference[7] == "0"  # dPSNR, dSSIM
     assert 5 < float(sr_reference[4]) < 60  # a PSNR in dB
@@ -81,20 +87,29 @@ def test_the_default_is_the_fewest_evaluations_within_the_margin():
         {"sampler": "dpmpp 15", "NFE": 15, "within margin": "yes"},
     ]
     assert bench_samplers.fewest_steps(rows) == "dpmpp 15"
-    assert bench_samplers.fewest_steps([rows[0], rows[2]]).startswith("ddpm 1000 (no faster sampler")
-    with pytest.raises(Exception, match="SAMPLER:STEPS"):
-        bench_samplers.parse_sampler("dpmpp15", 1000)
-    assert bench_samplers.parse_sampler("ddpm:T", 1000) == ("ddpm", 1000)
+    other_seeds = {"sampler": "ddpm 1000, seeds 16-31", "NFE": 1000, "within margin": "yes"}  # not faster
+    assert bench_samplers.fewest_steps([rows[0], other_seeds, rows[2]]).startswith("ddpm 1000 (no faster sampler")
+
+def test_sampler_arguments_parse_or_say_what_is_expected():
+    assert parse_sampler("ddpm:T", 1000) == ("ddpm", 1000)
+    assert stage_sampler("base64=dpmpp_sde:50") == ("base64", ("dpmpp_sde", 50))
+    for text in ("dpmpp15", "euler:10", "ddpm:0", "ddpm:T"):  # no T without a schedule
+        with pytest.raises(MRNetError, match="SAMPLER:STEPS"):
+            parse_sampler(text)
+    with pytest.raises(argparse.ArgumentTypeError, match="STAGE=SAMPLER:STEPS"):
+        stage_sampler("base=ddpm:250")
+    with pytest.raises(argparse.ArgumentTypeError, match="SAMPLER:STEPS"):
+        stage_sampler("base64=ddpm")
 
 
 def test_bench_efficiency_counts_network_evaluations_and_writes_its_tables(tiny_cache, tmp_path):
     results = tmp_path / "RESULTS.md"
     argv = ["--preset", "smoke", "--images", "2", "--batch-size", "2", "--reference-steps", "2",
-            "--train-window", "1", "--repeats", "1", "--train-stages", "sr1", "--stage-steps", "sr1=3",
+            "--train-window", "1", "--repeats", "1", "--train-stages", "sr1", "--samplers", "sr1=dpmpp_sde:3",
             "--results", str(results)]
     report = bench_efficiency.main(argv)
-    # smoke stages sample with DPM-Solver++ in 5 steps, sr1 here in 3: 5 + 3 + 5 evaluations per cascade image
-    assert "| cascade | dpmpp 5 + dpmpp 3 + dpmpp 5 | 13 |" in report
+    # smoke stages sample with DPM-Solver++ in 5 steps, sr1 here with its SDE form in 3: 5 + 3 + 5 evaluations
+    assert "| cascade | dpmpp 5 + dpmpp_sde 3 + dpmpp 5 | 13 |" in report
     assert "| single256 | dpmpp 5 | 5 |" in report
     assert "| 2000+1000+1000 steps |" in report and "extrapolated from 2 steps per stage" in report
     assert "| sr1_swin | 4 |" in report  # the training row, at the smoke batch
@@ -130,7 +145,7 @@ def test_update_section_replaces_in_place(tmp_path):
 
 
 def test_gpu_check_falls_back_to_the_cpu_and_says_so(tmp_path, capsys):
-    status = gpu_check.main(["--out", str(tmp_path)])
+    status = gpu_check.main(["--out", str(tmp_path), "--samplers", "base64=ddpm:4"])
     assert status == 0, (tmp_path / "gpu_check_errors.txt").read_text()
     assert "CUDA is not available: this is the CPU FALLBACK" in capsys.readouterr().out
     report = (tmp_path / "gpu_check.md").read_text()
@@ -141,7 +156,8 @@ def test_gpu_check_falls_back_to_the_cpu_and_says_so(tmp_path, capsys):
     assert results["host syncs in the sampling loop"][0]["host syncs in the loop"] == "not checked: needs CUDA"
     for phase in ("memory format", "training throughput", "sampling throughput"):
         assert isinstance(results[phase], list) and results[phase], phase
-    assert results["sampling throughput"][0]["NFE / image"] == 9  # DPM-Solver++ 3 steps per stage
+    cascade = results["sampling throughput"][0]  # base64 as --samplers says, the others DPM-Solver++ 3 steps
+    assert (cascade["samplers, batch"], cascade["NFE / image"]) == ("ddpm 4 + dpmpp 3 + dpmpp 3, batch 2", 10)
     # --record puts the report into a RESULTS.md as its own section
     target = tmp_path / "RESULTS.md"
     gpu_check.record(tmp_path / "gpu_check.md", target)

@@ -1,11 +1,11 @@
-"""The three samplers: exact with a perfect model, seeded and batch-independent, stored full loops."""
+"""The samplers: exact with a perfect model, seeded and batch-independent, stored full loops."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler
 
-from mrnet_utils.config import DiffusionConfig
+from mrnet_utils.config import SAMPLER_NAMES, DiffusionConfig
 from mrnet_utils.diffusion import NoiseSchedule, linear_betas
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.samplers import (
@@ -58,6 +58,10 @@ def test_perfect_model_recovers_x0(name, prediction, schedule_name):
     assert oracle.calls == trailing_timesteps(T, steps)  # one network evaluation per step, at trailing timesteps
 
 
+def test_config_names_every_sampler():
+    assert tuple(SAMPLERS) == SAMPLER_NAMES  # configs, the CLI and the benchmarks validate against SAMPLER_NAMES
+
+
 def test_trailing_timesteps():
     assert trailing_timesteps(10, 10) == list(range(9, -1, -1))
     assert trailing_timesteps(1000, 4) == [999, 749, 499, 249]
@@ -69,9 +73,9 @@ def test_trailing_timesteps():
     assert len(odd) == 61 and odd[0] == 999 and odd[-1] == 15 and all(a > b for a, b in zip(odd, odd[1:]))
 
 
-@pytest.mark.parametrize("name", ["ddpm", "dpmpp"])
+@pytest.mark.parametrize("name", ["ddpm", "dpmpp", "dpmpp_sde"])
 def test_steps_not_dividing_T(name):
-    """DDPM and DPM-Solver++ take any steps <= T, each step one network evaluation at t >= 0."""
+    """DDPM and both DPM-Solver++ take any steps <= T, each step one network evaluation at t >= 0."""
     schedule = NoiseSchedule(linear_betas(100, 1e-4, 0.02), "epsilon")
     oracle = Oracle(schedule, torch.zeros(1, 1, 4, 4, dtype=torch.float64))
     noise = noise_from_seeds([0], (1, 4, 4), "cpu")
@@ -103,6 +107,7 @@ STORED = {
     "ddpm": (20, -2.20753, 36.38641),  # the full ancestral chain, T = 20
     "ddim": (10, -2.73289, 81.18408),
     "dpmpp": (10, -0.75151, 56.47884),
+    "dpmpp_sde": (10, 0.17598, 103.78292),
 }
 
 
@@ -132,8 +137,8 @@ def test_sample_depends_only_on_its_seed(name):
     batch = sample(SEEDS)
     assert torch.equal(batch[2:3], sample([SEEDS[2]]))
     assert not torch.equal(batch[0], batch[1])
-    # Only DDPM draws per-step noise, so only it changes with the generators' stream.
-    assert torch.equal(batch, sample(SEEDS, stream=1)) == (name != "ddpm")
+    # Only the stochastic samplers draw per-step noise, so only they change with the generators' stream.
+    assert torch.equal(batch, sample(SEEDS, stream=1)) == (name not in ("ddpm", "dpmpp_sde"))
 
 
 def test_seed_streams_are_distinct():
