@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mrnet_utils.config import PRESETS, SAMPLER_NAMES, STAGES, stage_config
+from mrnet_utils.config import DEFAULT_SAMPLERS, PRESETS, SAMPLER_NAMES, STAGES, stage_config
 from mrnet_utils.errors import MRNetError
 
 PLANES = ("coronal", "sagittal", "axial")
@@ -82,6 +82,11 @@ def _train(args: argparse.Namespace) -> None:
     )
 
 
+def _sampler_for(stage: str, args: argparse.Namespace) -> tuple[str | None, int | None]:
+    """(sampler, steps) for a stage: --default-samplers, or --sampler/--steps; (None, None) keeps the checkpoint's."""
+    return DEFAULT_SAMPLERS[stage] if args.default_samplers else (args.sampler, args.steps)
+
+
 def _sample(args: argparse.Namespace) -> None:
     from mrnet_utils.pipeline import load_stage, sample_cascade, sample_stage, write_samples
 
@@ -90,8 +95,7 @@ def _sample(args: argparse.Namespace) -> None:
         if len(args.checkpoints) != 3:
             raise MRNetError("--pipeline cascade needs three --checkpoints: base64, sr1, sr2 (files or run folders)")
         stages = [load_stage(path, args.device, compile=args.compile) for path in args.checkpoints]
-        override = (args.sampler, args.steps) if args.sampler else None
-        samplers = {stage.config.stage: override for stage in stages} if override else None
+        samplers = {stage.config.stage: _sampler_for(stage.config.stage, args) for stage in stages}
         images = sample_cascade(*stages, seeds, samplers, batch_size=args.batch_size)[256]
     else:
         if len(args.checkpoints) != 1:
@@ -99,7 +103,7 @@ def _sample(args: argparse.Namespace) -> None:
         stage = load_stage(args.checkpoints[0], args.device, compile=args.compile)
         if stage.config.stage != "single256":
             raise MRNetError(f"{stage.path} holds stage {stage.config.stage}, not single256")
-        images = sample_stage(stage.model, stage.config, seeds, None, args.sampler, args.steps, args.batch_size)
+        images = sample_stage(stage.model, stage.config, seeds, None, *_sampler_for("single256", args), args.batch_size)
     out = write_samples(images, args.out, seeds)
     print(f"wrote {len(seeds)} samples to {out}")
 
@@ -142,7 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--checkpoints", type=Path, nargs="+", required=True, help="checkpoint files or run folders")
     sample.add_argument("--n", type=_positive, default=16)
     sample.add_argument("--seed", type=_non_negative, default=0, help="image i uses seed SEED + i")
-    sample.add_argument("--sampler", choices=SAMPLER_NAMES, help="default: each stage's configured one")
+    which = sample.add_mutually_exclusive_group()
+    which.add_argument("--sampler", choices=SAMPLER_NAMES,
+                       help="one sampler for every stage (default: the one each checkpoint names)")
+    which.add_argument("--default-samplers", action="store_true",
+                       help="each stage's benchmarked default (config.DEFAULT_SAMPLERS) instead of its checkpoint's, "
+                       "e.g. for paper checkpoints, which name the reference's ancestral chain")
     sample.add_argument("--steps", type=_positive, help="sampler steps (with --sampler)")
     sample.add_argument("--batch-size", type=_positive, default=8)
     sample.add_argument("--device", type=_device, default="cuda" if _cuda_available() else "cpu")

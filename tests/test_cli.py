@@ -10,7 +10,7 @@ from PIL import Image
 
 from mrnet_utils import cli
 from mrnet_utils.checkpoint import load_checkpoint
-from mrnet_utils.config import STAGES
+from mrnet_utils.config import DEFAULT_SAMPLERS, STAGES
 from mrnet_utils.training import FINAL_CHECKPOINT, LOG_FILE
 
 pytestmark = pytest.mark.slow  # trains eight models (seconds each)
@@ -66,6 +66,26 @@ def test_sample_single256_with_a_sampler_override(smoke_run, capsys, tmp_path):
     check_samples(tmp_path, 2)
 
 
+def test_default_samplers_replace_the_checkpoints_own(smoke_run, capsys, tmp_path):
+    """--default-samplers samples as --sampler/--steps set to DEFAULT_SAMPLERS would,
+    not as the checkpoint says (smoke checkpoints name DPM-Solver++ 5)."""
+    checkpoint = smoke_run("single256", use_swin=False).folder / FINAL_CHECKPOINT
+    sampler, steps = DEFAULT_SAMPLERS["single256"]
+    common = ["sample", "--pipeline", "single256", "--checkpoints", checkpoint, "--n", 2, "--device", "cpu"]
+    runs = {
+        "default": ["--default-samplers"],
+        "explicit": ["--sampler", sampler, "--steps", steps],
+        "checkpoint's": [],
+    }
+    images = {}
+    for name, extra in runs.items():
+        code, _, err = run_cli(capsys, *common, *extra, "--out", tmp_path / name)
+        assert code == 0, err
+        images[name] = np.load(tmp_path / name / "samples.npy")
+    assert np.array_equal(images["default"], images["explicit"])
+    assert not np.allclose(images["default"], images["checkpoint's"], atol=1e-3)
+
+
 # Each case: the arguments, and a piece of the message that names the parameter at fault.
 # `{run}` stands for a smoke base64 run folder, `{tmp}` for an empty temporary folder.
 BAD_ARGUMENTS = {
@@ -80,6 +100,8 @@ BAD_ARGUMENTS = {
                            "--out", "{tmp}/run"], "none.npz does not exist"),
     "steps without sampler": (["sample", "--pipeline", "single256", "--checkpoints", "{run}", "--steps", "5",
                                "--out", "{tmp}"], "--steps needs --sampler"),
+    "sampler and default samplers": (["sample", "--pipeline", "single256", "--checkpoints", "{run}", "--sampler",
+                                      "ddim", "--default-samplers", "--out", "{tmp}"], "not allowed with argument"),
     "unknown sampler": (["sample", "--pipeline", "single256", "--checkpoints", "{run}", "--sampler", "euler",
                          "--out", "{tmp}"], "argument --sampler"),
     "negative --n": (["sample", "--pipeline", "single256", "--checkpoints", "{run}", "--n", "-1", "--out", "{tmp}"],
@@ -107,6 +129,7 @@ BAD_ARGUMENTS = {
 def test_bad_arguments_give_exit_code_2_and_one_line_naming_the_parameter(case, smoke_run, capsys, tmp_path):
     argv, expected = BAD_ARGUMENTS[case]
     run = smoke_run("base64").folder if any("{run}" in arg for arg in argv) else None
+    capsys.readouterr()  # training the smoke run, when this case is the first to need it, printed progress
     fill = {"run": run, "tmp": tmp_path}
     code, out, err = run_cli(capsys, *(arg.format(**fill) for arg in argv))
     assert code == 2
