@@ -183,7 +183,11 @@ def _row(
 
 
 def fewest_steps(rows: list[dict]) -> str:
-    """The sampler with the fewest network evaluations within the margin (the reference itself if none)."""
+    """The sampler with the fewest network evaluations within the margin (the reference itself if none).
+
+    Only samplers with fewer evaluations than the reference count; on a tie, DPM-Solver++ (ODE
+    or SDE form) is preferred: it is second order, DDIM and ancestral DDPM are first order.
+    """
     passing = [row for row in rows[1:] if row["within margin"] == "yes" and row["NFE"] < rows[0]["NFE"]]
     if not passing:
         return f"{rows[0]['sampler']} (no faster sampler within the margin)"

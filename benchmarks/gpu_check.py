@@ -68,7 +68,7 @@ from benchmarks.common import (
     timer,
     update_section,
 )
-from mrnet_utils.config import DEFAULT_SAMPLERS, StageConfig, stage_config
+from mrnet_utils.config import DEFAULT_SAMPLERS, STAGES, StageConfig, stage_config
 from mrnet_utils.diffusion import NoiseSchedule
 from mrnet_utils.pipeline import mixed_precision
 from mrnet_utils.samplers import SAMPLERS, generators_from_seeds, noise_from_seeds
@@ -97,10 +97,11 @@ class Settings:
     repeats: int  # timed forward passes per memory format
 
 
-STAGES = ("base64", "sr1", "sr2", "single256")
 GPU = Settings("paper", 10, STAGES, 16, (8, 32), 100, DEFAULT_SAMPLERS, STAGES, 10, 4, 10)
 # bf16 on a CPU without bf16 instructions is emulated and slow: one stage is enough to test the path.
-CPU_FALLBACK = Settings("smoke", 1, ("base64",), 2, (2,), 2, {name: ("dpmpp", 3) for name in STAGES}, ("base64",), 3, 2, 1)
+CPU_FALLBACK = Settings(
+    "smoke", 1, ("base64",), 2, (2,), 2, {name: ("dpmpp", 3) for name in STAGES}, ("base64",), 3, 2, 1
+)
 
 
 def relative_error(reference: torch.Tensor, other: torch.Tensor) -> float:

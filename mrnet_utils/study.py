@@ -509,7 +509,13 @@ def save_generated(generated: Generated, folder: str | Path) -> Path:
 def _timing(folder: Path) -> dict:
     if not (folder / TIMING_FILE).is_file():
         raise MRNetError(f"no generated samples in {folder}; run notebooks/02_pipeline.ipynb first")
-    return json.loads((folder / TIMING_FILE).read_text())
+    timing = json.loads((folder / TIMING_FILE).read_text())
+    if "samplers" not in timing:
+        raise MRNetError(
+            f"the samples in {folder} were written before their samplers were recorded; "
+            "rerun notebooks/02_pipeline.ipynb (bash run_all.sh --only pipeline,evaluation)"
+        )
+    return timing
 
 
 def load_generated(folder: str | Path) -> Generated:
@@ -517,12 +523,7 @@ def load_generated(folder: str | Path) -> Generated:
     folder = Path(folder)
     timing = _timing(folder)
     images = torch.from_numpy(np.load(folder / "samples.npy", allow_pickle=False))
-    return Generated({256: images}, timing["seconds_per_image"], timing["seeds"], _samplers(timing))
-
-
-def _samplers(timing: dict) -> str:
-    # timing.json files written before the samplers were recorded lack them
-    return timing.get("samplers", "not recorded (sampled before samplers were recorded; rerun the pipeline)")
+    return Generated({256: images}, timing["seconds_per_image"], timing["seeds"], timing["samplers"])
 
 
 def generation_times(paths: StudyPaths) -> pd.DataFrame:
@@ -536,7 +537,7 @@ def generation_times(paths: StudyPaths) -> pd.DataFrame:
         timing = _timing(paths.samples(generator))
         rows[generator.label] = {
             "train_seconds": sum(seconds),
-            "samplers": _samplers(timing),
+            "samplers": timing["samplers"],
             "sample_seconds_per_image": timing["seconds_per_image"],
         }
     table = pd.DataFrame.from_dict(rows, orient="index")

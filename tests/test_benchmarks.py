@@ -87,6 +87,9 @@ def test_the_default_is_the_fewest_evaluations_within_the_margin():
         {"sampler": "dpmpp 15", "NFE": 15, "within margin": "yes"},
     ]
     assert bench_samplers.fewest_steps(rows) == "dpmpp 15"
+    tie = [rows[0], {"sampler": "ddpm 100", "NFE": 100, "within margin": "yes"},
+           {"sampler": "dpmpp_sde 100", "NFE": 100, "within margin": "yes"}]
+    assert bench_samplers.fewest_steps(tie) == "dpmpp_sde 100"  # how single256's default was settled
     other_seeds = {"sampler": "ddpm 1000, seeds 16-31", "NFE": 1000, "within margin": "yes"}  # not faster
     assert bench_samplers.fewest_steps([rows[0], other_seeds, rows[2]]).startswith("ddpm 1000 (no faster sampler")
 

@@ -288,3 +288,20 @@ def test_write_record_stores_paths_as_text_and_nan_as_null(tmp_path):
         "name": "sr1_swin", "run_dir": str(tmp_path / "run"), "trained": False, "steps": 6, "seconds": 1.5,
         "images_per_second": None,
     }
+
+
+def test_generated_samples_round_trip_with_their_samplers_and_refuse_old_or_missing_records(tmp_path):
+    images = torch.linspace(-1, 1, 2 * 256 * 256).reshape(2, 1, 256, 256)
+    generated = study.Generated({256: images}, 0.5, [3, 4], "dpmpp_sde 25 + dpmpp 20 + dpmpp 10")
+    folder = study.save_generated(generated, tmp_path / "cascade")
+    loaded = study.load_generated(folder)
+    assert loaded.samplers == generated.samplers and loaded.seeds == [3, 4] and loaded.seconds_per_image == 0.5
+    assert torch.equal(loaded.images[256], images)
+    with pytest.raises(MRNetError, match="no generated samples"):
+        study.load_generated(tmp_path / "none")
+    # a record written before the samplers were recorded: an error that says what to rerun, not a KeyError
+    record = json.loads((folder / study.TIMING_FILE).read_text())
+    del record["samplers"]
+    (folder / study.TIMING_FILE).write_text(json.dumps(record))
+    with pytest.raises(MRNetError, match="before their samplers were recorded; rerun notebooks/02_pipeline"):
+        study.load_generated(folder)
