@@ -2,17 +2,17 @@
 # Run the whole study with papermill, in order: preprocess; base 64, SR1 and SR2 with and without
 # Swin; single-stage 256; the pipeline (generation); the evaluation notebooks.
 #
-#   bash run_all.sh [--preset smoke|demo|paper] [--mrnet-root DIR] [--only STAGE[,STAGE...]]
+#   bash run_all.sh [--preset PRESET] [--mrnet-root DIR] [--only STAGE[,STAGE...]]
 #                   [--retrain] [--out DIR]
 #
-# Stages: preprocess, base64, sr1, sr2, single256, pipeline, evaluation.
+# Parts: preprocess, each stage the study trains (base64, sr1, sr2, single256: the library's
+# `python -m mrnet_utils study-runs`), pipeline, evaluation.
 # With no --mrnet-root (or $MRNET_ROOT) the study runs on the synthetic phantom.
 # Under --out (default: this folder): executed notebooks in runs/<preset>/, tables and figures in
 # evaluation/results/<preset>/, checkpoints in savepoints/<preset>/, data in data/.
 # A model whose final checkpoint exists is not retrained unless --retrain is given.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-stages=(preprocess base64 sr1 sr2 single256 pipeline evaluation)
 
 usage() {
     sed -n '5,6p' "$0" | sed 's/^# //' >&2
@@ -35,16 +35,6 @@ while [ $# -gt 0 ]; do
         *) echo "error: unknown argument $1" >&2; usage ;;
     esac
 done
-case "$preset" in
-    smoke|demo|paper) ;;
-    *) echo "error: --preset must be smoke, demo or paper, not '$preset'" >&2; exit 2 ;;
-esac
-for stage in ${only//,/ }; do
-    if [[ " ${stages[*]} " != *" $stage "* ]]; then
-        echo "error: --only $stage is not a stage; choose from: ${stages[*]}" >&2
-        exit 2
-    fi
-done
 if [ "$preset" = paper ] && [ -z "$mrnet_root" ]; then
     echo "warning: the paper preset is meant for real MRNet on a GPU (days of training); running it on the phantom" >&2
 fi
@@ -52,9 +42,29 @@ fi
 absolute() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 out="$(absolute "$out")"
 runs="$out/runs/$preset"
-mkdir -p "$runs"
 
 source "$root/scripts/setup_env.sh"
+
+presets="$(python -m mrnet_utils presets)"
+grep -qx "$preset" <<<"$presets" || {
+    echo "error: --preset must be one of: $(tr '\n' ' ' <<<"$presets")(not '$preset')" >&2
+    exit 2
+}
+# The runs the study trains, "stage use_swin" per line, from the library (study.layout.study_runs).
+mapfile -t study_runs < <(python -m mrnet_utils study-runs)
+trained_stages=()
+for run in "${study_runs[@]}"; do
+    stage="${run% *}"
+    [[ " ${trained_stages[*]} " == *" $stage "* ]] || trained_stages+=("$stage")
+done
+parts=(preprocess "${trained_stages[@]}" pipeline evaluation)
+for part in ${only//,/ }; do
+    if [[ " ${parts[*]} " != *" $part "* ]]; then
+        echo "error: --only $part is not a part of the study; choose from: ${parts[*]}" >&2
+        exit 2
+    fi
+done
+mkdir -p "$runs"
 
 # Parameters every notebook takes; paths are passed raw (-r) so that papermill never reads them as numbers.
 common=(-p PRESET "$preset" -r OUT_DIR "$out")
@@ -97,15 +107,12 @@ if wanted preprocess; then
     [ -n "$mrnet_root" ] && data_options=(-r MRNET_ROOT "$(absolute "$mrnet_root")")
     run_notebook notebooks/00_preprocess.ipynb 00_preprocess.ipynb "${quiet[@]}" "${data_options[@]}"
 fi
-for stage in base64 sr1 sr2 single256; do
+for run in "${study_runs[@]}"; do
+    stage="${run% *}" use_swin="${run#* }"
     wanted "$stage" || continue
-    variants=(True False)
-    [ "$stage" = single256 ] && variants=(True)  # the study's single-stage model has the Swin bottleneck
-    for use_swin in "${variants[@]}"; do
-        name="${stage}_$([ "$use_swin" = True ] && echo swin || echo noswin)"
-        run_notebook notebooks/01_train_stage.ipynb "01_train_$name.ipynb" \
-            "${quiet[@]}" -p STAGE "$stage" -p USE_SWIN "$use_swin" -p RETRAIN "$retrain"
-    done
+    name="${stage}_$([ "$use_swin" = True ] && echo swin || echo noswin)"
+    run_notebook notebooks/01_train_stage.ipynb "01_train_$name.ipynb" \
+        "${quiet[@]}" -p STAGE "$stage" -p USE_SWIN "$use_swin" -p RETRAIN "$retrain"
 done
 if wanted pipeline; then
     run_notebook notebooks/02_pipeline.ipynb 02_pipeline.ipynb "${quiet[@]}"

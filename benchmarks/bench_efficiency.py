@@ -24,7 +24,6 @@ of benchmarks/RESULTS.md (`--no-write` to skip).
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import statistics
 import tempfile
@@ -47,16 +46,21 @@ from benchmarks.common import (
     timer,
     update_section,
 )
-from mrnet_utils.config import PRESETS, STAGE_LOW_RESOLUTION, StageConfig, stage_config
-from mrnet_utils.networks import UNet
-from mrnet_utils.phantom import write_phantom
-from mrnet_utils.pipeline import Stage, mixed_precision, sample_cascade, sample_stage
-from mrnet_utils.preprocess import preprocess
-from mrnet_utils.training import LOG_FILE, train
+from mrnet_utils.config import PRESETS, StageConfig, stage_config
+from mrnet_utils.data.phantom import write_phantom
+from mrnet_utils.data.preprocess import preprocess
+from mrnet_utils.networks.unet import UNet
+from mrnet_utils.pipeline import (
+    TrainedStage,
+    bf16_autocast,
+    sample_cascade,
+    sample_stage,
+)
+from mrnet_utils.stages import CASCADE, STAGES
+from mrnet_utils.training.log import read_train_log
+from mrnet_utils.training.loop import train
 
-# The reference study's ancestral steps per stage (../shared/REFERENCE.md): 2000 + 1000 + 1000 for the cascade.
-REFERENCE_STEPS = {"base64": 2000, "sr1": 1000, "sr2": 1000, "single256": 2000}
-PIPELINES = {"cascade": ("base64", "sr1", "sr2"), "single256": ("single256",)}
+PIPELINES = {"cascade": CASCADE, "single256": ("single256",)}
 
 
 def build_network(cfg: StageConfig, device: torch.device) -> UNet:
@@ -84,7 +88,7 @@ def forward_ms(model: UNet, cfg: StageConfig, device: torch.device, batch: int, 
     """Median wall-clock ms of one forward pass, after a warm-up pass."""
     x, t, extra = network_inputs(cfg, batch, device)
     times = []
-    with mixed_precision(cfg, device):
+    with bf16_autocast(device, cfg.train.mixed_precision):
         for _ in range(repeats + 1):
             with timer(device) as elapsed:
                 model(x, t, **extra)
@@ -119,15 +123,10 @@ def sample_pipeline(
 ) -> SamplingCost:
     """Seconds and network evaluations per final image; `samplers` maps stages to (sampler, steps), else defaults."""
     counted = {name: CountingModel(networks[name][0]) for name in PIPELINES[pipeline]}
-    stages = {name: Stage(counted[name], networks[name][1], 0, Path("untrained")) for name in counted}
+    stages = [TrainedStage(counted[name], networks[name][1], 0, Path("untrained")) for name in counted]
     seeds = list(range(images))
     with peak_memory(device) as memory, timer(device) as elapsed:
-        if pipeline == "cascade":
-            sample_cascade(stages["base64"], stages["sr1"], stages["sr2"], seeds, samplers, batch_size, progress=False)
-        else:
-            name, steps = (samplers or {}).get("single256", (None, None))
-            stage = stages["single256"]
-            sample_stage(stage.model, stage.config, seeds, None, name, steps, batch_size, progress=False)
+        sample_cascade(stages, seeds, samplers, batch_size, progress=False)
     nfe = sum(model.images for model in counted.values()) / images
     return SamplingCost(elapsed[0] / images, nfe, memory.mib, memory.kind)
 
@@ -135,7 +134,7 @@ def sample_pipeline(
 def reference_seconds_per_image(
     pipeline: str, networks: dict[str, tuple[UNet, StageConfig]], device: torch.device, probe_steps: int
 ) -> tuple[float, bool]:
-    """The reference's path: ancestral DDPM at T = 2000 / 1000 / 1000, batch 1. Returns (seconds, extrapolated).
+    """The reference's path: ancestral DDPM over its whole T (stages.STAGES), batch 1. Returns (seconds, extrapolated).
 
     With probe_steps > 0, each stage runs `probe_steps` ancestral steps and its time is
     scaled to the reference's step count (the per-step cost does not depend on T).
@@ -143,16 +142,16 @@ def reference_seconds_per_image(
     total, extrapolated = 0.0, False
     for name in PIPELINES[pipeline]:
         model, cfg = networks[name]
-        steps = REFERENCE_STEPS[name]
+        steps = STAGES[name].reference_steps
         if probe_steps and probe_steps < steps:
             run_steps, extrapolated = probe_steps, True
         else:
             cfg, run_steps = cfg.replace(diffusion={"timesteps": steps}), steps
-        low = STAGE_LOW_RESOLUTION[name]
+        low = STAGES[name].low_resolution
         low_res = torch.zeros(1, 1, low, low) if low else None
-        sample_stage(model, cfg, [0], low_res, "ddpm", 2, 1, progress=False)  # warm-up
+        sample_stage(model, cfg, [0], low_res, ("ddpm", 2), 1, progress=False)  # warm-up
         with timer(device) as elapsed:
-            sample_stage(model, cfg, [0], low_res, "ddpm", run_steps, 1, progress=False)
+            sample_stage(model, cfg, [0], low_res, ("ddpm", run_steps), 1, progress=False)
         total += elapsed[0] * steps / run_steps
     return total, extrapolated
 
@@ -174,15 +173,10 @@ def training_rate(
     cfg: StageConfig, cache: Path, device: torch.device, window: int, compile: bool = False
 ) -> TrainingCost:
     """Images/s of the real training loop over `window` steps, after a first window of warm-up steps."""
-    cfg = cfg.replace(
-        sampler="dpmpp",  # the end-of-run sample grid: kept cheap, it is not what is measured
-        sample_steps=2,
-        train=dict(steps=2 * window, log_every=window, checkpoint_every=10**9, sample_every=0),
-    )
+    cfg = cfg.replace(train=dict(steps=2 * window, log_every=window, checkpoint_every=10**9, sample_every=0))
     with tempfile.TemporaryDirectory() as run, peak_memory(device) as memory:
-        train(cfg, cache, run, progress=False, compile=compile)
-        with (Path(run) / LOG_FILE).open() as handle:
-            last = list(csv.DictReader(handle))[-1]
+        train(cfg, cache, run, progress=False, compile=compile, grids=False)
+        last = read_train_log(run).iloc[-1]
     return TrainingCost(float(last["images_per_s"]), memory.mib, memory.kind)
 
 
@@ -196,7 +190,7 @@ def run(args: argparse.Namespace) -> str:
     """All measurements; returns the Markdown report."""
     device = torch.device(args.device)
     use_swin = args.variant == "swin"
-    configs = {name: stage_config(name, args.preset, use_swin) for name in REFERENCE_STEPS}
+    configs = {name: stage_config(name, args.preset, use_swin) for name in STAGES}
     networks = {name: (build_network(cfg, device), cfg) for name, cfg in configs.items()}
     full = args.parts == "all"
     report = [machine_lines(machine_info(device), command_line("benchmarks.bench_efficiency", args.argv))]
@@ -218,7 +212,7 @@ def run(args: argparse.Namespace) -> str:
         return "\n\n".join(report)
 
     rows = []
-    chosen = {name: (cfg.sampler, cfg.sample_steps) for name, cfg in configs.items()} | dict(args.samplers)
+    chosen = {name: STAGES[name].sampler for name in configs} | dict(args.samplers)
     for pipeline in PIPELINES:
         warm_up = {name: ("dpmpp", 2) for name in configs}
         sample_pipeline(pipeline, networks, device, args.batch_size, args.batch_size, warm_up)
@@ -231,7 +225,7 @@ def run(args: argparse.Namespace) -> str:
             "NFE / image": cost.nfe_per_image,
             "s / image": cost.seconds_per_image,
             f"peak memory (MiB, {cost.memory_kind})": cost.peak_mib,
-            "reference: DDPM, batch 1": "+".join(str(REFERENCE_STEPS[n]) for n in PIPELINES[pipeline]) + " steps",
+            "reference: DDPM, batch 1": "+".join(str(STAGES[n].reference_steps) for n in PIPELINES[pipeline]) + " steps",
             "reference s / image": reference,
             "reference timing": f"extrapolated from {args.reference_steps} steps per stage" if extrapolated
                 else "measured, whole chain",
@@ -274,13 +268,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8, help="sampling batch")
     parser.add_argument("--images", type=int, default=8, help="images sampled per pipeline")
     parser.add_argument("--samplers", nargs="+", type=stage_sampler, default=[], metavar="STAGE=SAMPLER:STEPS",
-                        help="instead of these stages' configured sampler, e.g. base64=dpmpp_sde:50 sr1=dpmpp:10")
+                        help="instead of these stages' default sampler, e.g. base64=dpmpp_sde:50 sr1=dpmpp:10")
     parser.add_argument(
         "--reference-steps", type=int, default=20,
         help="ancestral steps timed per stage for the reference path, then scaled; 0 = run the whole chain",
     )
     parser.add_argument("--train-window", type=int, default=3, help="training steps timed (after as many warm-up)")
-    parser.add_argument("--train-stages", nargs="+", choices=tuple(REFERENCE_STEPS), default=list(REFERENCE_STEPS))
+    parser.add_argument("--train-stages", nargs="+", choices=tuple(STAGES), default=list(STAGES))
     parser.add_argument("--repeats", type=int, default=5, help="timed forward passes (median)")
     parser.add_argument("--compile", action="store_true", help="train with torch.compile")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")

@@ -16,7 +16,7 @@ respaced to 100 and 250 steps (Nichol & Dhariwal 2021).
   steps can score higher than the full ancestral chain while losing fine texture, which
   the spectrum distance sees.)
 - Generating stages (base64, single256): the offline distribution measures of
-  mrnet_utils.metrics. Against the reference's own samples: intensity-histogram distance
+  mrnet_utils.evaluation.metrics. Against the reference's own samples: intensity-histogram distance
   and radial power-spectrum distance (how close each sampler's images are to the full
   chain's). For the margin, each sampler's distances to the real held-out slices and its
   diversity (mean pairwise MS-SSIM): within the margin when neither distance to the real
@@ -37,7 +37,6 @@ stages can be run, or rerun, one at a time.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -56,11 +55,12 @@ from benchmarks.common import (
     strict_fp32,
     update_section,
 )
-from mrnet_utils import metrics
-from mrnet_utils.config import STAGES
-from mrnet_utils.data import SliceDataset, downsample
+from mrnet_utils.data.slices import SliceDataset, downsample, to_unit
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.pipeline import Stage, load_stage, sample_stage
+from mrnet_utils.evaluation import metrics
+from mrnet_utils.pipeline import TrainedStage, sample_stage
+from mrnet_utils.stages import STAGES
+from mrnet_utils.training.checkpoint import load_stage
 
 CANDIDATES = (
     "ddim:50", "ddim:100", "dpmpp:10", "dpmpp:15", "dpmpp:20", "dpmpp:25", "dpmpp:50",
@@ -77,10 +77,6 @@ class Margins:
     diversity: float = 0.10  # generation: diversity may differ from the reference's by this share
 
 
-def _unit(images: torch.Tensor) -> torch.Tensor:
-    return ((images.float() + 1) / 2).clamp(0, 1)
-
-
 def _held_out(data: Path, resolution: int, count: int) -> torch.Tensor:
     """`count` valid slices spread evenly over the split (neighbouring slices of one exam look alike)."""
     images = SliceDataset(data, "valid", resolution).images
@@ -89,14 +85,15 @@ def _held_out(data: Path, resolution: int, count: int) -> torch.Tensor:
     return images[torch.linspace(0, len(images) - 1, count).round().long()]
 
 
-def _sample(stage: Stage, seeds: list[int], low_res, sampler: tuple[str, int], batch_size: int):
+def _sample(stage: TrainedStage, seeds: list[int], low_res, sampler: tuple[str, int], batch_size: int, bf16: bool):
     started = time.perf_counter()
-    images = sample_stage(stage.model, stage.config, seeds, low_res, *sampler, batch_size=batch_size, progress=False)
+    images = sample_stage(stage.model, stage.config, seeds, low_res, sampler, batch_size, bf16, progress=False)
     return images, (time.perf_counter() - started) / len(seeds)
 
 
 def compare_super_resolution(
-    stage: Stage, data: Path, count: int, samplers: list[tuple[str, int]], batch_size: int, margins: Margins
+    stage: TrainedStage, data: Path, count: int, samplers: list[tuple[str, int]], batch_size: int, bf16: bool,
+    margins: Margins,
 ) -> list[dict]:
     """Rows of PSNR/SSIM against the real slice per sampler; the first sampler is the reference."""
     cfg = stage.config
@@ -105,10 +102,10 @@ def compare_super_resolution(
     seeds = list(range(count))
     rows = []
     for sampler in samplers:
-        images, seconds = _sample(stage, seeds, low_res, sampler, batch_size)
-        psnr = float(metrics.psnr(_unit(images), _unit(truth)).mean())
-        ssim = float(metrics.ssim(_unit(images), _unit(truth)).mean())
-        spectrum = metrics.power_spectrum_distance(_unit(images), _unit(truth))
+        images, seconds = _sample(stage, seeds, low_res, sampler, batch_size, bf16)
+        psnr = float(metrics.psnr(to_unit(images), to_unit(truth)).mean())
+        ssim = float(metrics.ssim(to_unit(images), to_unit(truth)).mean())
+        spectrum = metrics.power_spectrum_distance(to_unit(images), to_unit(truth))
         if not rows:
             reference_psnr, reference_ssim, reference_spectrum = psnr, ssim, spectrum
         within = (
@@ -124,11 +121,12 @@ def compare_super_resolution(
 
 
 def compare_generation(
-    stage: Stage,
+    stage: TrainedStage,
     data: Path,
     count: int,
     samplers: list[tuple[str, int]],
     batch_size: int,
+    bf16: bool,
     margins: Margins,
     other_seeds: bool = False,
 ) -> list[dict]:
@@ -138,15 +136,15 @@ def compare_generation(
     the measures move by chance alone, against which the margin can be judged.
     """
     cfg = stage.config
-    real = _unit(SliceDataset(data, "valid", cfg.resolution).images)
+    real = to_unit(SliceDataset(data, "valid", cfg.resolution).images)
     seeds = list(range(count))
     runs = [(sampler, seeds) for sampler in samplers]
     if other_seeds:
         runs.insert(1, (samplers[0], list(range(count, 2 * count))))
     rows = []
     for sampler, run_seeds in runs:
-        images, seconds = _sample(stage, run_seeds, None, sampler, batch_size)
-        images = _unit(images)
+        images, seconds = _sample(stage, run_seeds, None, sampler, batch_size, bf16)
+        images = to_unit(images)
         if not rows:
             reference = images
         measures = {
@@ -197,13 +195,12 @@ def fewest_steps(rows: list[dict]) -> str:
 def compare_stage(args: argparse.Namespace, name: str, device: torch.device, margins: Margins) -> tuple[str, str]:
     """One stage's comparison: (section title, Markdown body with the machine, the margin, the table)."""
     stage = load_stage(args.checkpoints / f"{name}_{args.variant}", device)
-    if args.precision == "fp32":
-        stage = dataclasses.replace(stage, config=stage.config.replace(train=dict(mixed_precision=False)))
+    bf16 = device.type == "cuda" and args.precision == "config" and stage.config.train.mixed_precision
     cfg, timesteps = stage.config, stage.config.diffusion.timesteps
     samplers = [parse_sampler(text, timesteps) for text in (args.reference, *args.samplers)]
     samplers = [samplers[0]] + [s for s in samplers[1:] if s != samplers[0]]
     if cfg.is_super_resolution:
-        rows = compare_super_resolution(stage, args.data, args.sr_images, samplers, args.batch_size, margins)
+        rows = compare_super_resolution(stage, args.data, args.sr_images, samplers, args.batch_size, bf16, margins)
         what = f"{args.sr_images} held-out slices super-resolved; PSNR, SSIM and spectrum distance against them"
         margin = (
             f"PSNR at most {margins.psnr_db} dB and SSIM at most {margins.ssim} below the full chain's, "
@@ -211,7 +208,7 @@ def compare_stage(args: argparse.Namespace, name: str, device: torch.device, mar
         )
     else:
         count = args.base_images if name == "base64" else args.single_images
-        rows = compare_generation(stage, args.data, count, samplers, args.batch_size, margins, args.other_seeds)
+        rows = compare_generation(stage, args.data, count, samplers, args.batch_size, bf16, margins, args.other_seeds)
         what = f"{count} samples; distances to the full chain's samples and to the real held-out slices"
         if args.other_seeds:
             what += f"; the full chain also from seeds {count}-{2 * count - 1}, to show the spread by chance alone"
@@ -219,7 +216,6 @@ def compare_stage(args: argparse.Namespace, name: str, device: torch.device, mar
             f"distances to the real slices at most {margins.distance:.0%} above the full chain's, "
             f"diversity within {margins.diversity:.0%} of it"
         )
-    bf16 = device.type == "cuda" and cfg.train.mixed_precision  # sample_stage's rule
     device_kind = "CPU" if device.type == "cpu" else f"GPU, {'bf16 autocast' if bf16 else 'fp32'}"
     title = f"Samplers: {cfg.name}, {cfg.preset} checkpoints, {device_kind}"
     body = "\n\n".join([

@@ -15,11 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from mrnet_utils.config import SAMPLER_NAMES, STAGES
+from mrnet_utils.diffusion.samplers import SAMPLERS
 from mrnet_utils.errors import MRNetError
+from mrnet_utils.evaluation.tables import markdown
+from mrnet_utils.stages import STAGES
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -60,9 +63,9 @@ def parse_sampler(text: str, timesteps: int | None = None) -> tuple[str, int]:
     name, _, steps = text.partition(":")
     if steps == "T" and timesteps:
         steps = str(timesteps)
-    if name not in SAMPLER_NAMES or not steps.isdigit() or int(steps) < 1:
+    if name not in SAMPLERS or not steps.isdigit() or int(steps) < 1:
         raise MRNetError(
-            f"sampler {text!r} is not SAMPLER:STEPS with SAMPLER one of {', '.join(SAMPLER_NAMES)} (e.g. dpmpp:15)"
+            f"sampler {text!r} is not SAMPLER:STEPS with SAMPLER one of {', '.join(SAMPLERS)} (e.g. dpmpp:15)"
         )
     return name, int(steps)
 
@@ -168,20 +171,8 @@ def timer(device: torch.device) -> Iterator[list[float]]:
 
 
 def markdown_table(rows: list[dict[str, object]]) -> str:
-    """Rows of equal keys as a Markdown table; floats with 3-4 significant digits."""
-    header = list(rows[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        lines.append("| " + " | ".join(_cell(row[key]) for key in header) + " |")
-    return "\n".join(lines)
-
-
-def _cell(value: object) -> str:
-    if isinstance(value, float):
-        if value != value:  # NaN
-            return "n/a"
-        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3g}"
-    return str(value).replace("|", "\\|")
+    """Rows of equal keys as a Markdown table (evaluation.tables.markdown)."""
+    return markdown(pd.DataFrame(rows), index=False)
 
 
 def load_line() -> str:

@@ -15,7 +15,7 @@ next one runs; the report is rewritten after every phase, so a killed run keeps 
    per training step, for every stage;
 5. training images/s for every `paper` stage (the real training loop, on a few synthetic
    phantom exams) and what the preset's steps would take at that rate;
-6. cascade and single-stage sampling with each stage's default sampler (config.DEFAULT_SAMPLERS;
+6. cascade and single-stage sampling with each stage's default sampler (stages.STAGES;
    `--samplers STAGE=SAMPLER:STEPS` to try others) on the paper networks against the
    reference's ancestral path (T = 2000 / 1000 / 1000, batch 1; per-step cost measured over
    `--reference-steps` steps per stage and scaled, as the table says);
@@ -46,7 +46,6 @@ import torch
 
 from benchmarks.bench_efficiency import (
     PIPELINES,
-    REFERENCE_STEPS,
     build_network,
     forward_ms,
     network_inputs,
@@ -68,10 +67,16 @@ from benchmarks.common import (
     timer,
     update_section,
 )
-from mrnet_utils.config import DEFAULT_SAMPLERS, STAGES, StageConfig, stage_config
-from mrnet_utils.diffusion import NoiseSchedule
-from mrnet_utils.pipeline import mixed_precision
-from mrnet_utils.samplers import SAMPLERS, generators_from_seeds, noise_from_seeds
+from mrnet_utils.config import StageConfig, stage_config
+from mrnet_utils.diffusion.samplers import (
+    SAMPLERS,
+    generators_from_seeds,
+    noise_from_seeds,
+    sample,
+)
+from mrnet_utils.diffusion.schedules import NoiseSchedule
+from mrnet_utils.pipeline import bf16_autocast
+from mrnet_utils.stages import STAGES
 
 # bf16 keeps 8 bits of mantissa (relative rounding 2**-9 = 0.2% per operation); through some
 # fifty layers of a UNet about 1-2% is usual (1.3-1.7% on the paper networks on an H200,
@@ -97,7 +102,10 @@ class Settings:
     repeats: int  # timed forward passes per memory format
 
 
-GPU = Settings("paper", 10, STAGES, 16, (8, 32), 100, DEFAULT_SAMPLERS, STAGES, 10, 4, 10)
+GPU = Settings(
+    "paper", 10, tuple(STAGES), 16, (8, 32), 100, {name: spec.sampler for name, spec in STAGES.items()},
+    tuple(STAGES), 10, 4, 10,
+)
 # bf16 on a CPU without bf16 instructions is emulated and slow: one stage is enough to test the path.
 CPU_FALLBACK = Settings(
     "smoke", 1, ("base64",), 2, (2,), 2, {name: ("dpmpp", 3) for name in STAGES}, ("base64",), 3, 2, 1
@@ -133,11 +141,11 @@ def check_bf16(configs: dict[str, StageConfig], device: torch.device, settings: 
         sampler, steps = "dpmpp", settings.check_steps
         step_error = relative_error(step_fp32, step_bf16)
         with strict_fp32():
-            run_fp32 = SAMPLERS[sampler](model, schedule, noise, steps, extra_args=extra)
+            run_fp32 = sample(sampler, model, schedule, noise, steps, extra_args=extra)
             perturbed = Perturbed(model, step_error, seed=2)
-            run_perturbed = SAMPLERS[sampler](perturbed, schedule, noise, steps, extra_args=extra)
+            run_perturbed = sample(sampler, perturbed, schedule, noise, steps, extra_args=extra)
         with bf16:
-            run_bf16 = SAMPLERS[sampler](model, schedule, noise, steps, extra_args=extra)
+            run_bf16 = sample(sampler, model, schedule, noise, steps, extra_args=extra)
         run_error, sensitivity = relative_error(run_fp32, run_bf16), relative_error(run_fp32, run_perturbed)
         within = step_error < STEP_TOLERANCE and run_error < max(RUN_TOLERANCE, 2 * sensitivity)
         rows.append({
@@ -185,14 +193,14 @@ def check_host_syncs(configs: dict[str, StageConfig], device: torch.device, sett
     noise = noise_from_seeds(seeds, (1, cfg.resolution, cfg.resolution), device)
     extra = _extra_args(cfg, len(seeds), device)
     rows = []
-    for name, sampler in SAMPLERS.items():
+    for name in SAMPLERS:
         generators = generators_from_seeds(seeds, device)
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            sampler(model, schedule, noise, settings.check_steps, extra_args=extra, generators=generators)  # warm-up
+            sample(name, model, schedule, noise, settings.check_steps, extra_args=extra, generators=generators)  # warm-up
             torch.cuda.synchronize(device)
             torch.cuda.set_sync_debug_mode("error")
             try:
-                sampler(model, schedule, noise, settings.check_steps, extra_args=extra, generators=generators)
+                sample(name, model, schedule, noise, settings.check_steps, extra_args=extra, generators=generators)
                 found = "none"
             except RuntimeError as error:
                 found = f"FOUND: {str(error).splitlines()[0]}"
@@ -225,7 +233,7 @@ def check_memory_format(configs: dict[str, StageConfig], device: torch.device, s
 def training_step_ms(model: torch.nn.Module, cfg: StageConfig, device: torch.device, repeats: int) -> float:
     """Median ms of a forward and backward pass at the training batch, under the training loop's autocast."""
     x, t, extra = network_inputs(cfg, cfg.train.batch_size, device)
-    autocast = mixed_precision(cfg, device)
+    autocast = bf16_autocast(device, cfg.train.mixed_precision)
     model.train()
     times = []
     for _ in range(repeats + 1):
@@ -273,7 +281,7 @@ def measure_sampling(configs, device, settings: Settings) -> list[dict]:
                 "s / image": cost.seconds_per_image,
                 "images / s": 1 / cost.seconds_per_image,
                 f"peak memory (MiB, {cost.memory_kind})": cost.peak_mib,
-                "reference: DDPM, batch 1": "+".join(str(REFERENCE_STEPS[n]) for n in PIPELINES[pipeline]) + " steps",
+                "reference: DDPM, batch 1": "+".join(str(STAGES[n].reference_steps) for n in PIPELINES[pipeline]) + " steps",
                 "reference s / image": reference,
                 "reference timing": f"extrapolated from {settings.reference_steps} steps per stage"
                 if extrapolated else "measured",

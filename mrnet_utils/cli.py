@@ -10,11 +10,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from mrnet_utils.config import DEFAULT_SAMPLERS, PRESETS, SAMPLER_NAMES, STAGES, stage_config
+from mrnet_utils.config import PRESETS, stage_config
+from mrnet_utils.data.mrnet import PLANES, TASKS
+from mrnet_utils.diffusion.samplers import SAMPLERS
 from mrnet_utils.errors import MRNetError
+from mrnet_utils.stages import STAGES
 
-PLANES = ("coronal", "sagittal", "axial")
-TASKS = ("abnormal", "acl", "meniscus")
+# Library parameters and the options that set them, for errors that name a parameter.
+OPTIONS = {"out_dir": "--out", "resume": "--resume", "steps": "--steps", "sampler": "--sampler"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,14 +55,14 @@ def _device(text: str) -> str:
 
 
 def _synth(args: argparse.Namespace) -> None:
-    from mrnet_utils.phantom import write_phantom
+    from mrnet_utils.data.phantom import write_phantom
 
     root = write_phantom(args.out, args.train_exams, args.valid_exams, args.seed, overwrite=args.overwrite)
     print(f"wrote synthetic MRNet-format phantom to {root}")
 
 
 def _preprocess(args: argparse.Namespace) -> None:
-    from mrnet_utils.preprocess import preprocess
+    from mrnet_utils.data.preprocess import preprocess
 
     central = None if args.all_slices else args.central_slices
     out = preprocess(args.mrnet_root, args.plane, args.out, args.task, central, args.max_exams)
@@ -67,7 +70,7 @@ def _preprocess(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from mrnet_utils.training import train
+    from mrnet_utils.training.loop import train
 
     cfg = stage_config(args.stage, args.preset, use_swin=not args.no_swin)
     if args.steps:
@@ -82,30 +85,32 @@ def _train(args: argparse.Namespace) -> None:
     )
 
 
-def _sampler_for(stage: str, args: argparse.Namespace) -> tuple[str | None, int | None]:
-    """(sampler, steps) for a stage: --default-samplers, or --sampler/--steps; (None, None) keeps the checkpoint's."""
-    return DEFAULT_SAMPLERS[stage] if args.default_samplers else (args.sampler, args.steps)
-
-
 def _sample(args: argparse.Namespace) -> None:
-    from mrnet_utils.pipeline import load_stage, sample_cascade, sample_stage, write_samples
+    from mrnet_utils.pipeline import sample_cascade, write_samples
+    from mrnet_utils.stages import CASCADE
+    from mrnet_utils.training.checkpoint import load_stage
 
     seeds = list(range(args.seed, args.seed + args.n))
-    if args.pipeline == "cascade":
-        if len(args.checkpoints) != 3:
-            raise MRNetError("--pipeline cascade needs three --checkpoints: base64, sr1, sr2 (files or run folders)")
-        stages = [load_stage(path, args.device, compile=args.compile) for path in args.checkpoints]
-        samplers = {stage.config.stage: _sampler_for(stage.config.stage, args) for stage in stages}
-        images = sample_cascade(*stages, seeds, samplers, batch_size=args.batch_size)[256]
-    else:
-        if len(args.checkpoints) != 1:
-            raise MRNetError("--pipeline single256 needs one --checkpoints: the single256 checkpoint or run folder")
-        stage = load_stage(args.checkpoints[0], args.device, compile=args.compile)
-        if stage.config.stage != "single256":
-            raise MRNetError(f"{stage.path} holds stage {stage.config.stage}, not single256")
-        images = sample_stage(stage.model, stage.config, seeds, None, *_sampler_for("single256", args), args.batch_size)
+    expected = CASCADE if args.pipeline == "cascade" else ("single256",)
+    if len(args.checkpoints) != len(expected):
+        raise MRNetError(
+            f"--pipeline {args.pipeline} needs {len(expected)} --checkpoints: {', '.join(expected)} (files or run folders)"
+        )
+    stages = [load_stage(path, args.device, compile=args.compile) for path in args.checkpoints]
+    for stage, name in zip(stages, expected):
+        if stage.config.stage != name:
+            raise MRNetError(f"{stage.path} holds stage {stage.config.stage}, but --pipeline {args.pipeline} needs {name} there")
+    samplers = {name: (args.sampler, args.steps) for name in expected} if args.sampler else None
+    images = sample_cascade(stages, seeds, samplers, batch_size=args.batch_size)[stages[-1].config.resolution]
     out = write_samples(images, args.out, seeds)
     print(f"wrote {len(seeds)} samples to {out}")
+
+
+def _study_runs(args: argparse.Namespace) -> None:
+    from mrnet_utils.study.layout import study_runs
+
+    for stage, use_swin in study_runs():
+        print(stage, use_swin)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.set_defaults(run=_preprocess)
 
     train = commands.add_parser("train", help="train one stage")
-    train.add_argument("--stage", choices=STAGES, required=True)
+    train.add_argument("--stage", choices=tuple(STAGES), required=True)
     train.add_argument("--no-swin", action="store_true", help="the variant without the Swin bottleneck")
     train.add_argument("--preset", choices=tuple(PRESETS), default="demo")
     train.add_argument("--data", type=Path, required=True, help="slice cache written by `preprocess`")
@@ -146,18 +151,20 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--checkpoints", type=Path, nargs="+", required=True, help="checkpoint files or run folders")
     sample.add_argument("--n", type=_positive, default=16)
     sample.add_argument("--seed", type=_non_negative, default=0, help="image i uses seed SEED + i")
-    which = sample.add_mutually_exclusive_group()
-    which.add_argument("--sampler", choices=SAMPLER_NAMES,
-                       help="one sampler for every stage (default: the one each checkpoint names)")
-    which.add_argument("--default-samplers", action="store_true",
-                       help="each stage's benchmarked default (config.DEFAULT_SAMPLERS) instead of its checkpoint's, "
-                       "e.g. for paper checkpoints, which name the reference's ancestral chain")
+    sample.add_argument("--sampler", choices=tuple(SAMPLERS),
+                        help="one sampler for every stage (default: each stage's own, stages.STAGES)")
     sample.add_argument("--steps", type=_positive, help="sampler steps (with --sampler)")
     sample.add_argument("--batch-size", type=_positive, default=8)
     sample.add_argument("--device", type=_device, default="cuda" if _cuda_available() else "cpu")
     sample.add_argument("--out", type=Path, required=True)
     sample.add_argument("--compile", action="store_true", help="torch.compile the networks (GPU; slow first batch)")
     sample.set_defaults(run=_sample)
+
+    presets = commands.add_parser("presets", help="list the presets (config.PRESETS), one per line")
+    presets.set_defaults(run=lambda args: print("\n".join(PRESETS)))
+
+    runs = commands.add_parser("study-runs", help="list the (stage, use_swin) runs the study trains, for run_all.sh")
+    runs.set_defaults(run=_study_runs)
     return parser
 
 
@@ -170,10 +177,11 @@ def _cuda_available() -> bool:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        if getattr(args, "steps", None) and getattr(args, "command", "") == "sample" and not args.sampler:
-            raise MRNetError("--steps needs --sampler (each stage otherwise uses its configured sampler and steps)")
+        if getattr(args, "command", "") == "sample" and bool(args.steps) != bool(args.sampler):
+            raise MRNetError("--sampler and --steps go together (without them each stage uses its own sampler)")
         args.run(args)
     except MRNetError as error:
-        print(f"error: {error}", file=sys.stderr)
+        option = OPTIONS.get(error.parameter or "")
+        print(f"error: {error}" + (f" (option {option})" if option else ""), file=sys.stderr)
         return 2
     return 0

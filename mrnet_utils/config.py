@@ -4,13 +4,15 @@ A `StageConfig` says everything needed to rebuild a model and continue its
 training: the network (`UNetConfig`), the noise process (`DiffusionConfig`),
 super-resolution conditioning (`ConditioningConfig`) and the optimisation
 (`TrainConfig`). Checkpoints store `StageConfig.to_dict()`; `StageConfig.from_dict`
-rebuilds it with no other input.
+rebuilds it with no other input. What a stage is (its resolution, its input, its
+default sampler) is the stage table's (`mrnet_utils.stages`), not the config's.
 
-Presets are named constructors in one registry (`PRESETS`), as in DiT:
+Presets are named constructors in one registry (`PRESETS`), as in DiT; each also says
+how large a study it runs (`StudySize`):
 - `smoke`: tiny networks, a few steps; what the tests run, seconds on a CPU.
 - `demo`: small networks that learn something in minutes on a 2-core CPU; used by
   `run_all.sh` on the synthetic phantom.
-- `paper`: the reference study's settings (../shared/REFERENCE.md), for a GPU.
+- `paper`: the project's recipe at the reference study's scale (../shared/REFERENCE.md), for a GPU.
 """
 
 from __future__ import annotations
@@ -20,27 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from mrnet_utils.errors import MRNetError
-
-# The samplers of samplers.py by name (kept here so that configs validate without importing diffusers).
-SAMPLER_NAMES = ("ddpm", "ddim", "dpmpp", "dpmpp_sde")
-
-STAGES = ("base64", "sr1", "sr2", "single256")
-# Output side length and, for super-resolution stages, the side of the low-res input.
-STAGE_RESOLUTION = {"base64": 64, "sr1": 128, "sr2": 256, "single256": 256}
-STAGE_LOW_RESOLUTION = {"base64": None, "sr1": 64, "sr2": 128, "single256": None}
-
-# Each stage's default (sampler, steps): the fewest network evaluations whose quality stays within
-# the stated margin of the full ancestral chain on trained demo checkpoints (benchmarks/RESULTS.md,
-# "Samplers: ..." sections, GPU runs). SR stages: the deterministic DPM-Solver++(2M). Generating
-# stages: the deterministic solvers came out smoother than the chain, the stochastic
-# SDE-DPM-Solver++(2M) did not: 25 steps for base64 (on the demo network and on one trained 10x
-# longer), 100 for single256.
-DEFAULT_SAMPLERS = {
-    "base64": ("dpmpp_sde", 25),
-    "sr1": ("dpmpp", 20),
-    "sr2": ("dpmpp", 10),
-    "single256": ("dpmpp_sde", 100),
-}
+from mrnet_utils.stages import StageSpec, run_name, stage_spec
 
 
 @dataclass(frozen=True)
@@ -154,14 +136,16 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class StageConfig:
-    stage: str
+    stage: str  # a row of stages.STAGES
     preset: str
     unet: UNetConfig
     diffusion: DiffusionConfig
     conditioning: ConditioningConfig
     train: TrainConfig
-    sampler: str = "dpmpp"  # default sampler for this stage: one of SAMPLER_NAMES
-    sample_steps: int = 25
+
+    @property
+    def spec(self) -> StageSpec:
+        return stage_spec(self.stage)
 
     @property
     def resolution(self) -> int:
@@ -169,27 +153,23 @@ class StageConfig:
 
     @property
     def low_resolution(self) -> int | None:
-        return STAGE_LOW_RESOLUTION[self.stage]
+        return self.spec.low_resolution
 
     @property
     def is_super_resolution(self) -> bool:
-        return self.low_resolution is not None
+        return self.spec.is_super_resolution
 
     @property
     def name(self) -> str:
         """A run name such as `sr1_swin` or `base64_noswin`."""
-        return f"{self.stage}_{'swin' if self.unet.use_swin else 'noswin'}"
+        return run_name(self.stage, self.unet.use_swin)
 
     def validate(self) -> "StageConfig":
-        if self.stage not in STAGES:
-            raise MRNetError(f"unknown stage {self.stage!r}; choose one of {', '.join(STAGES)}")
-        if self.unet.resolution != STAGE_RESOLUTION[self.stage]:
+        spec = stage_spec(self.stage)
+        if self.unet.resolution != spec.resolution:
             raise MRNetError(
-                f"stage {self.stage} works at {STAGE_RESOLUTION[self.stage]}x{STAGE_RESOLUTION[self.stage]}, "
-                f"not {self.unet.resolution}"
+                f"stage {self.stage} works at {spec.resolution}x{spec.resolution}, not {self.unet.resolution}"
             )
-        if self.sampler not in SAMPLER_NAMES:
-            raise MRNetError(f"sampler must be one of {', '.join(SAMPLER_NAMES)}, not {self.sampler!r}")
         self.unet.validate()
         self.diffusion.validate()
         return self
@@ -207,6 +187,8 @@ class StageConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "StageConfig":
+        """Rebuild a stored config; the sampler fields of checkpoints written before 2026-11-30 are ignored
+        (a stage's sampler is now the stage table's default, unless the caller names one)."""
         try:
             unet = dict(data["unet"])
             for key in ("channels", "attention_resolutions"):
@@ -218,110 +200,124 @@ class StageConfig:
                 diffusion=DiffusionConfig(**data["diffusion"]),
                 conditioning=ConditioningConfig(**data["conditioning"]),
                 train=TrainConfig(**data["train"]),
-                sampler=data["sampler"],
-                sample_steps=data["sample_steps"],
             ).validate()
         except (KeyError, TypeError) as error:
             raise MRNetError(f"stored config is not a StageConfig of this version: {error}") from None
 
 
-def _smoke(stage: str, use_swin: bool) -> StageConfig:
-    super_res = STAGE_LOW_RESOLUTION[stage] is not None
+@dataclass(frozen=True)
+class StudySize:
+    """How much data, evaluation and sampling a preset's study uses."""
+
+    phantom_train_exams: int  # exams of the synthetic phantom (ignored with real MRNet)
+    phantom_valid_exams: int
+    central_slices: int  # slices kept per series, around its centre
+    eval_slices: int | None  # held-out slices for super-resolution vs interpolation (None: all)
+    samples: int  # generated images per model for the generation table
+    batch_size: int  # images per sampling batch
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named preset: the config of every stage, and the size of the study run with it."""
+
+    stage: Callable[[StageSpec, bool], StageConfig]  # (stage, use_swin) -> its config
+    study: StudySize
+    # True: the study samples every stage with the ancestral chain over all T steps, as the
+    # reference did, instead of the stage's default sampler.
+    full_chain: bool = False
+
+
+def _smoke(spec: StageSpec, use_swin: bool) -> StageConfig:
     return StageConfig(
-        stage=stage,
+        stage=spec.name,
         preset="smoke",
         unet=UNetConfig(
-            resolution=STAGE_RESOLUTION[stage],
+            resolution=spec.resolution,
             channels=(8, 16, 16),
             bottleneck_channels=16,
-            attention_resolutions=(16,) if stage == "base64" else (),
+            attention_resolutions=(16,) if spec.self_attention else (),
             use_swin=use_swin,
             swin_heads=2,
             swin_window=4,
             time_embed_dim=16,
-            cond_channels=1 if super_res else 0,
+            cond_channels=1 if spec.is_super_resolution else 0,
             norm_groups=4,
         ),
         diffusion=DiffusionConfig(timesteps=100),
-        conditioning=ConditioningConfig(enabled=super_res),
+        conditioning=ConditioningConfig(enabled=spec.is_super_resolution),
         train=TrainConfig(
             steps=6, batch_size=4, lr=1e-3, warmup_steps=2, ema_decay=0.9, log_every=2, checkpoint_every=3
         ),
-        sampler="dpmpp",
-        sample_steps=5,
     )
 
 
-def _demo(stage: str, use_swin: bool) -> StageConfig:
-    super_res = STAGE_LOW_RESOLUTION[stage] is not None
-    resolution = STAGE_RESOLUTION[stage]
-    # Sized so that all seven models of the study train in about 16 minutes on a 2-core CPU
-    # (benchmarks/RESULTS.md): narrower first levels and smaller batches at higher resolution.
-    channels = {64: (16, 32, 64), 128: (16, 32, 64), 256: (8, 16, 32)}[resolution]
-    batch_size = {64: 16, 128: 8, 256: 4}[resolution]
-    steps = {64: 240, 128: 150, 256: 150}[resolution]
+def _demo(spec: StageSpec, use_swin: bool) -> StageConfig:
+    resolution = spec.resolution
+    # Sized for a laptop-class CPU (timings in README, "Results"): narrower first levels and
+    # smaller batches at higher resolution.
     return StageConfig(
-        stage=stage,
+        stage=spec.name,
         preset="demo",
         unet=UNetConfig(
             resolution=resolution,
-            channels=channels,
+            channels=(16, 32, 64) if resolution <= 128 else (8, 16, 32),
             bottleneck_channels=64,
             # single256 has no 16x16 level; its Swin bottleneck is its only global mixing
-            attention_resolutions=(16,) if stage == "base64" else (),
+            attention_resolutions=(16,) if spec.self_attention else (),
             use_swin=use_swin,
             swin_heads=4,
             swin_window=4,
             time_embed_dim=64,
-            cond_channels=1 if super_res else 0,
+            cond_channels=1 if spec.is_super_resolution else 0,
             norm_groups=8,
         ),
         diffusion=DiffusionConfig(timesteps=1000, schedule="cosine", prediction="v", min_snr_gamma=5.0),
-        conditioning=ConditioningConfig(enabled=super_res),
+        conditioning=ConditioningConfig(enabled=spec.is_super_resolution),
         train=TrainConfig(
-            steps=steps,
-            batch_size=batch_size,
+            steps=240 if resolution <= 64 else 150,
+            batch_size=max(16 * 64 // resolution, 2),  # 16 at 64x64, 8 at 128x128, 4 at 256x256
             lr=1e-3,
             warmup_steps=20,
             ema_decay=0.98,
             log_every=10,
             checkpoint_every=50,
         ),
-        sampler=DEFAULT_SAMPLERS[stage][0],
-        sample_steps=DEFAULT_SAMPLERS[stage][1],
     )
 
 
-# The reference trained for 600 epochs (base) and 100-200 epochs (SR stages) at batch 16
-# on 7,590 coronal slices (the positives of three tasks x 5 central slices):
-# 475 steps per epoch.
-_PAPER_STEPS = {"base64": 600 * 475, "sr1": 150 * 475, "sr2": 150 * 475, "single256": 600 * 475}
+# The reference trained at batch 16 on 7,590 coronal slices (the positives of three tasks x 5
+# central slices): 475 steps per epoch.
+_PAPER_STEPS_PER_EPOCH = 475
 
 
-def _paper(stage: str, use_swin: bool) -> StageConfig:
-    super_res = STAGE_LOW_RESOLUTION[stage] is not None
+def _paper(spec: StageSpec, use_swin: bool) -> StageConfig:
+    sides = [spec.resolution // 2**level for level in range(3)]
     return StageConfig(
-        stage=stage,
+        stage=spec.name,
         preset="paper",
         unet=UNetConfig(
-            resolution=STAGE_RESOLUTION[stage],
+            resolution=spec.resolution,
             channels=(64, 128, 256),
             bottleneck_channels=512,
             # full-resolution self-attention after every encoder stage, in the base model only
-            attention_resolutions=(64, 32, 16) if stage == "base64" else (),
+            attention_resolutions=tuple(sides) if spec.self_attention else (),
             use_swin=use_swin,
             swin_heads=8,
             swin_window=4,
             swin_depth=1,  # one block, no shift
             time_embed_dim=128,
-            cond_channels=1 if super_res else 0,
+            cond_channels=1 if spec.is_super_resolution else 0,
         ),
         diffusion=DiffusionConfig(
-            timesteps=1000 if super_res else 2000, schedule="linear", beta_start=0.00085, beta_end=0.012
+            timesteps=spec.reference_steps,
+            schedule="linear",
+            beta_start=0.00085,
+            beta_end=0.012,
         ),
         conditioning=ConditioningConfig(enabled=False),
         train=TrainConfig(
-            steps=_PAPER_STEPS[stage],
+            steps=spec.paper_epochs * _PAPER_STEPS_PER_EPOCH,
             batch_size=16,
             lr=1e-4,
             weight_decay=1e-2,
@@ -329,32 +325,24 @@ def _paper(stage: str, use_swin: bool) -> StageConfig:
             ema_decay=0.0,
             checkpoint_every=5000,
         ),
-        sampler="ddpm",
-        sample_steps=1000 if super_res else 2000,
     )
 
 
-PRESETS: dict[str, Callable[[str, bool], StageConfig]] = {"smoke": _smoke, "demo": _demo, "paper": _paper}
+PRESETS: dict[str, Preset] = {
+    "smoke": Preset(_smoke, StudySize(4, 2, 2, eval_slices=2, samples=2, batch_size=2)),
+    # Small enough that sampling and metrics take a few minutes of the CPU study (README, "Results").
+    "demo": Preset(_demo, StudySize(48, 12, 5, eval_slices=16, samples=16, batch_size=8)),
+    "paper": Preset(_paper, StudySize(80, 20, 5, eval_slices=None, samples=1000, batch_size=32), full_chain=True),
+}
 
 
-def stage_config(stage: str, preset: str = "demo", use_swin: bool = True) -> StageConfig:
+def preset(name: str) -> Preset:
+    """The preset called `name`, or an error listing them."""
+    if name not in PRESETS:
+        raise MRNetError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def stage_config(stage: str, preset_name: str = "demo", use_swin: bool = True) -> StageConfig:
     """The named preset for a stage, with or without the Swin bottleneck."""
-    if preset not in PRESETS:
-        raise MRNetError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    if stage not in STAGES:
-        raise MRNetError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
-    return PRESETS[preset](stage, use_swin).validate()
-
-
-__all__ = [
-    "STAGES",
-    "SAMPLER_NAMES",
-    "DEFAULT_SAMPLERS",
-    "UNetConfig",
-    "DiffusionConfig",
-    "ConditioningConfig",
-    "TrainConfig",
-    "StageConfig",
-    "PRESETS",
-    "stage_config",
-]
+    return preset(preset_name).stage(stage_spec(stage), use_swin).validate()

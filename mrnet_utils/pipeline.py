@@ -1,15 +1,17 @@
-"""Generation pipelines: the cascade (base 64 -> SR 128 -> SR 256) and the single-stage 256 model.
+"""Generation pipelines: a cascade of stages chained in order (base 64 -> SR 128 -> SR 256), or one stage.
 
-Every stage is rebuilt from its checkpoint alone (the checkpoint stores the config).
+Every stage is rebuilt from its checkpoint alone (training.checkpoint.load_stage).
 Sampling is batched, and image i depends only on its own seed: its starting noise,
 its per-step noise and its conditioning-augmentation noise come from generators
-seeded by (seed, stage), never from a shared stream.
+seeded by (seed, the stage's random stream in stages.STAGES), never from a shared stream.
+Each stage samples with its default sampler (stages.STAGES) unless the caller names one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -17,56 +19,34 @@ from PIL import Image
 from torchvision.utils import make_grid
 from tqdm.auto import tqdm
 
-from mrnet_utils import checkpoint, conditioning
 from mrnet_utils.config import StageConfig
-from mrnet_utils.diffusion import NoiseSchedule
+from mrnet_utils.data.slices import to_unit
+from mrnet_utils.diffusion import conditioning
+from mrnet_utils.diffusion.samplers import (
+    generators_from_seeds,
+    noise_from_seeds,
+    sample,
+)
+from mrnet_utils.diffusion.schedules import NoiseSchedule
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.networks import UNet
-from mrnet_utils.samplers import SAMPLERS, generators_from_seeds, noise_from_seeds
-
-# Distinct random streams per stage of the cascade, so that the same seed gives unrelated noise at each stage.
-STAGE_STREAM = {"base64": 0, "sr1": 1, "sr2": 2, "single256": 3}
+from mrnet_utils.files import write_atomically
+from mrnet_utils.networks.unet import UNet
+from mrnet_utils.stages import SamplerChoice, check_chain
 
 
 @dataclass(frozen=True)
-class Stage:
+class TrainedStage:
     """A trained stage: its network (EMA weights where stored), its config and where it came from."""
 
-    model: UNet  # or its torch.compile wrapper (load_stage(compile=True)), which calls the same way
+    model: UNet  # or its torch.compile wrapper (checkpoint.load_stage(compile=True)), which calls the same way
     config: StageConfig
     step: int
-    path: Path
+    path: Path | None  # the checkpoint it was loaded from
 
 
-def load_stage(
-    path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True, compile: bool = False
-) -> Stage:
-    """Rebuild a stage from its checkpoint alone; a run folder means its final checkpoint.
-
-    `compile=True` wraps the network in `torch.compile`: worth it for many samples on a
-    GPU; the first batch (and a smaller last one) is slow while it compiles. (Channels-last
-    weights, which training uses on a GPU, made the base model's forward pass faster but
-    SR2's slower on an H200: benchmarks/RESULTS.md. Sampling keeps the default layout.)
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "final.pt"
-    payload = checkpoint.load_checkpoint(path)
-    cfg = StageConfig.from_dict(payload["config"])
-    model = UNet(cfg.unet)
-    if use_ema and payload.get("ema") is not None:
-        # torch.optim.swa_utils.AveragedModel keeps the network under `module.` plus a step counter.
-        state = {k.removeprefix("module."): v for k, v in payload["ema"].items() if k.startswith("module.")}
-    else:
-        state = payload["model"]
-    model.load_state_dict(state)
-    model = model.to(device).eval()
-    return Stage(torch.compile(model) if compile else model, cfg, payload["step"], path)
-
-
-def mixed_precision(cfg: StageConfig, device: torch.device) -> torch.autocast:
-    """The autocast a stage trains and samples under: bf16 on CUDA when its config asks, else off."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.train.mixed_precision)
+def bf16_autocast(device: torch.device, enabled: bool = True) -> torch.autocast:
+    """bf16 autocast on CUDA when `enabled`; off on the CPU, where bf16 is slow."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and enabled)
 
 
 def sample_stage(
@@ -74,25 +54,24 @@ def sample_stage(
     cfg: StageConfig,
     seeds: list[int],
     low_res: torch.Tensor | None = None,
-    sampler: str | None = None,
-    steps: int | None = None,
+    sampler: SamplerChoice | None = None,
     batch_size: int = 8,
+    mixed_precision: bool = True,
     progress: bool = True,
 ) -> torch.Tensor:
-    """Sample one image per seed from one stage; SR stages take one low-res image per seed.
+    """Sample one image per seed from one stage; super-resolution stages take one low-res image per seed.
 
-    Returns a CPU float tensor (N, 1, R, R) in [-1, 1].
+    `sampler` is (name, steps); None: the stage's default (stages.STAGES). `mixed_precision`
+    samples under bf16 autocast on CUDA. Returns a CPU float tensor (N, 1, R, R) in [-1, 1].
     """
-    sampler = sampler or cfg.sampler
-    steps = steps or cfg.sample_steps
-    if sampler not in SAMPLERS:
-        raise MRNetError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if cfg.is_super_resolution != (low_res is not None):
-        raise MRNetError(f"stage {cfg.stage} {'needs' if cfg.is_super_resolution else 'takes no'} low-res input")
+    spec = cfg.spec
+    name, steps = sampler or spec.sampler
+    if spec.is_super_resolution != (low_res is not None):
+        raise MRNetError(f"stage {cfg.stage} {'needs' if spec.is_super_resolution else 'takes no'} low-res input")
     if low_res is not None:
         if len(low_res) != len(seeds):
             raise MRNetError(f"got {len(low_res)} low-res images for {len(seeds)} seeds; give one per seed")
-        side = cfg.low_resolution
+        side = spec.low_resolution
         # Checked here: the upsampling would take any size and hide a mix-up of stages.
         if low_res.ndim != 4 or tuple(low_res.shape[1:]) != (1, side, side):
             raise MRNetError(
@@ -101,62 +80,64 @@ def sample_stage(
     device = next(model.parameters()).device
     schedule = NoiseSchedule.from_config(cfg.diffusion)
     schedule = NoiseSchedule(schedule.betas.to(device), schedule.prediction)
-    stream = STAGE_STREAM[cfg.stage]
     shape = (1, cfg.resolution, cfg.resolution)
-    autocast = mixed_precision(cfg, device)
+    level_value = cfg.conditioning.sample_level if cfg.conditioning.enabled else 0.0
 
     chunks = []
     for start in tqdm(range(0, len(seeds), batch_size), desc=f"sample {cfg.name}", disable=not progress):
         chunk = seeds[start : start + batch_size]
-        noise = noise_from_seeds(chunk, shape, device, stream=stream)
+        noise = noise_from_seeds(chunk, shape, device, stream=spec.noise_stream)
         extra_args = {}
         if low_res is not None:
-            level_value = cfg.conditioning.sample_level if cfg.conditioning.enabled else 0.0
             level = torch.full((len(chunk),), level_value, device=device)
-            aug_noise = noise_from_seeds(chunk, shape, device, stream=stream + len(STAGE_STREAM))
+            aug_noise = noise_from_seeds(chunk, shape, device, stream=spec.condition_stream)
             cond, level = conditioning.make_condition(
                 low_res[start : start + batch_size].to(device), cfg.resolution, level, aug_noise
             )
             extra_args = {"cond": cond, "aug_level": level}
-        generators = generators_from_seeds(chunk, device, stream=stream)
-        with autocast:
-            images = SAMPLERS[sampler](model, schedule, noise, steps, extra_args=extra_args, generators=generators)
+        generators = generators_from_seeds(chunk, device, stream=spec.noise_stream)
+        with bf16_autocast(device, mixed_precision):
+            images = sample(name, model, schedule, noise, steps, extra_args=extra_args, generators=generators)
         chunks.append(images.float().clamp(-1, 1).cpu())
     return torch.cat(chunks)
 
 
 def sample_cascade(
-    base: Stage,
-    sr1: Stage,
-    sr2: Stage,
+    stages: Sequence[TrainedStage],
     seeds: list[int],
-    samplers: dict[str, tuple[str, int]] | None = None,
+    samplers: dict[str, SamplerChoice] | None = None,
     batch_size: int = 8,
+    mixed_precision: bool = True,
     progress: bool = True,
 ) -> dict[int, torch.Tensor]:
-    """Base 64 -> SR1 128 -> SR2 256 (Ho et al. 2021). Returns the images at every resolution.
+    """A generating stage, then each super-resolution stage on the output of the one before (Ho et al. 2021).
 
-    `samplers` maps a stage name to (sampler, steps); a stage not named uses its config's default.
+    Returns the images at every resolution. `samplers` maps a stage name to (sampler, steps);
+    a stage not named uses its default.
     """
-    expected = {"base64": base, "sr1": sr1, "sr2": sr2}
-    for stage_name, stage in expected.items():
-        if stage.config.stage != stage_name:
-            raise MRNetError(f"{stage.path} holds stage {stage.config.stage}, but the cascade needs {stage_name} there")
+    check_chain([stage.config.stage for stage in stages])
     samplers = samplers or {}
     images: dict[int, torch.Tensor] = {}
     low_res = None
-    for stage_name, stage in expected.items():
-        sampler, steps = samplers.get(stage_name, (None, None))
-        low_res = sample_stage(stage.model, stage.config, seeds, low_res, sampler, steps, batch_size, progress)
+    for stage in stages:
+        low_res = sample_stage(
+            stage.model, stage.config, seeds, low_res, samplers.get(stage.config.stage), batch_size,
+            mixed_precision, progress,
+        )
         images[stage.config.resolution] = low_res
     return images
 
 
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8) -> Path:
-    """Save images in [-1, 1] as one grey-scale PNG grid."""
-    grid = make_grid(((images.float().cpu() + 1) / 2).clamp(0, 1), nrow=nrow, padding=2, pad_value=1.0)
-    Image.fromarray((grid[0].numpy() * 255).round().astype(np.uint8)).save(path)
-    return Path(path)
+    """Save images in [-1, 1] as one grey-scale PNG grid, atomically."""
+    grid = make_grid(to_unit(images.cpu()), nrow=nrow, padding=2, pad_value=1.0)
+    return write_png(grid[0], path, "sample grid")
+
+
+def write_png(image: torch.Tensor, path: str | Path, what: str) -> Path:
+    """One (H, W) image in [0, 1] as an 8-bit grey PNG, written atomically."""
+    pixels = Image.fromarray((image.float().numpy() * 255).round().astype(np.uint8))
+    return write_atomically(path, lambda handle: pixels.save(handle, format="PNG"), what)
 
 
 def write_samples(images: torch.Tensor, out_dir: str | Path, seeds: list[int]) -> Path:
@@ -166,11 +147,11 @@ def write_samples(images: torch.Tensor, out_dir: str | Path, seeds: list[int]) -
         raise MRNetError(f"got {len(images)} images for {len(seeds)} seeds; give one seed per image")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        for image, seed in zip(images, seeds):
-            pixels = ((image[0].float().cpu().numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(out_dir / f"sample_{seed:06d}.png")
-        np.save(out_dir / "samples.npy", images.float().cpu().numpy())
-        save_grid(images[:64], out_dir / "grid.png")
     except OSError as error:
-        raise MRNetError(f"could not write samples to {out_dir} ({error.strerror}); choose another --out") from None
+        raise MRNetError(f"cannot create the samples folder {out_dir} ({error.strerror}); choose another out_dir") from None
+    images = images.float().cpu()
+    for image, seed in zip(to_unit(images), seeds):
+        write_png(image[0], out_dir / f"sample_{seed:06d}.png", "sample")
+    write_atomically(out_dir / "samples.npy", lambda handle: np.save(handle, images.numpy()), "sample array")
+    save_grid(images[:64], out_dir / "grid.png")
     return out_dir

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from torch_threads import one_thread
 
 from mrnet_utils import cli
-from mrnet_utils.phantom import write_phantom
-from mrnet_utils.preprocess import preprocess
-from torch_threads import one_thread
+from mrnet_utils.data.phantom import write_phantom
+from mrnet_utils.data.preprocess import preprocess
 
 # Smoke runs are trained for 4 steps instead of the preset's 6: still one step checkpoint
 # (checkpoint_every=3), two log rows (log_every=2), and EMA weights that differ from the raw ones.

@@ -12,11 +12,18 @@ import json
 
 import pytest
 import torch
+from torch_threads import one_thread
 
 from benchmarks import bench_efficiency, bench_samplers, gpu_check
-from benchmarks.common import CountingModel, markdown_table, parse_sampler, peak_memory, stage_sampler, update_section
+from benchmarks.common import (
+    CountingModel,
+    markdown_table,
+    parse_sampler,
+    peak_memory,
+    stage_sampler,
+    update_section,
+)
 from mrnet_utils.errors import MRNetError
-from torch_threads import one_thread
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -111,9 +118,9 @@ def test_bench_efficiency_counts_network_evaluations_and_writes_its_tables(tiny_
             "--train-window", "1", "--repeats", "1", "--train-stages", "sr1", "--samplers", "sr1=dpmpp_sde:3",
             "--results", str(results)]
     report = bench_efficiency.main(argv)
-    # smoke stages sample with DPM-Solver++ in 5 steps, sr1 here with its SDE form in 3: 5 + 3 + 5 evaluations
-    assert "| cascade | dpmpp 5 + dpmpp_sde 3 + dpmpp 5 | 13 |" in report
-    assert "| single256 | dpmpp 5 | 5 |" in report
+    # each stage samples with its default (stages.STAGES), sr1 here with SDE-DPM-Solver++ in 3: 25 + 3 + 10 evaluations
+    assert "| cascade | dpmpp_sde 25 + dpmpp_sde 3 + dpmpp 10 | 38 |" in report
+    assert "| single256 | dpmpp_sde 100 | 100 |" in report
     assert "| 2000+1000+1000 steps |" in report and "extrapolated from 2 steps per stage" in report
     assert "| sr1_swin | 4 |" in report  # the training row, at the smoke batch
     assert report.count("| base64_swin (64x64) |") == 1

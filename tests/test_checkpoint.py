@@ -15,16 +15,16 @@ import numpy as np
 import pytest
 import torch
 
-from mrnet_utils import checkpoint
-from mrnet_utils.checkpoint import (
+from mrnet_utils.config import stage_config
+from mrnet_utils.errors import MRNetError
+from mrnet_utils.training import checkpoint
+from mrnet_utils.training.checkpoint import (
     check_compatible,
     latest_checkpoint,
     load_checkpoint,
     rebuild_config,
     save_checkpoint,
 )
-from mrnet_utils.config import stage_config
-from mrnet_utils.errors import MRNetError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,7 +110,7 @@ def test_crash_mid_save_keeps_the_previous_file_and_no_temporary(tmp_path, monke
 # The child saves ~8 MB checkpoints in a loop; the parent kills it while a temporary file exists.
 SAVE_LOOP = """
 import sys, torch
-from mrnet_utils.checkpoint import save_checkpoint
+from mrnet_utils.training.checkpoint import save_checkpoint
 from mrnet_utils.config import stage_config
 config = stage_config("base64", "smoke").to_dict()
 for step in range(1, 10_000):
@@ -315,16 +315,20 @@ def test_disk_full_reports_the_directory_and_keeps_earlier_checkpoints(tmp_path,
 def test_unwritable_directory_is_reported(tmp_path, monkeypatch):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    with pytest.raises(MRNetError, match=f"to {blocker}/checkpoints: .*choose another checkpoint directory"):
+    with pytest.raises(MRNetError, match=f"cannot write checkpoint step_00000001.pt to {blocker}/checkpoints: .*"
+                                         "make the folder writable or choose another one"):
         save_checkpoint(blocker / "checkpoints", make_payload(1))
     # Running as root, chmod cannot make a directory unwritable; fake the refusal instead.
     save_checkpoint(tmp_path, make_payload(1))
+    real_open = open
 
-    def permission_denied(**kwargs):
-        raise PermissionError(errno.EACCES, "Permission denied")
+    def permission_denied(path, *args, **kwargs):
+        if str(path).endswith(".partial"):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(checkpoint.tempfile, "mkstemp", permission_denied)
-    with pytest.raises(MRNetError, match="Permission denied; make it a writable directory"):
+    monkeypatch.setattr("builtins.open", permission_denied)
+    with pytest.raises(MRNetError, match="Permission denied; make the folder writable or choose another one"):
         save_checkpoint(tmp_path, make_payload(2))
     assert files_in(tmp_path) == ["a_file", "step_00000001.pt"]
 

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from mrnet_utils import cli
-from mrnet_utils.checkpoint import load_checkpoint
-from mrnet_utils.config import DEFAULT_SAMPLERS, STAGES
-from mrnet_utils.training import FINAL_CHECKPOINT, LOG_FILE
+from mrnet_utils.stages import STAGES
+from mrnet_utils.training.checkpoint import FINAL_CHECKPOINT, load_checkpoint
+from mrnet_utils.training.log import LOG_FILE
 
 pytestmark = pytest.mark.slow  # trains eight models (seconds each)
 
@@ -66,24 +66,30 @@ def test_sample_single256_with_a_sampler_override(smoke_run, capsys, tmp_path):
     check_samples(tmp_path, 2)
 
 
-def test_default_samplers_replace_the_checkpoints_own(smoke_run, capsys, tmp_path):
-    """--default-samplers samples as --sampler/--steps set to DEFAULT_SAMPLERS would,
-    not as the checkpoint says (smoke checkpoints name DPM-Solver++ 5)."""
+def test_each_stage_samples_with_its_default_unless_a_sampler_is_named(smoke_run, capsys, tmp_path):
+    """Without --sampler, single256 samples as --sampler/--steps set to its stage-table default would."""
     checkpoint = smoke_run("single256", use_swin=False).folder / FINAL_CHECKPOINT
-    sampler, steps = DEFAULT_SAMPLERS["single256"]
+    sampler, steps = STAGES["single256"].sampler
     common = ["sample", "--pipeline", "single256", "--checkpoints", checkpoint, "--n", 2, "--device", "cpu"]
-    runs = {
-        "default": ["--default-samplers"],
-        "explicit": ["--sampler", sampler, "--steps", steps],
-        "checkpoint's": [],
-    }
+    runs = {"default": [], "explicit": ["--sampler", sampler, "--steps", steps], "other": ["--sampler", "ddim",
+                                                                                          "--steps", 5]}
     images = {}
     for name, extra in runs.items():
         code, _, err = run_cli(capsys, *common, *extra, "--out", tmp_path / name)
         assert code == 0, err
         images[name] = np.load(tmp_path / name / "samples.npy")
     assert np.array_equal(images["default"], images["explicit"])
-    assert not np.allclose(images["default"], images["checkpoint's"], atol=1e-3)
+    assert not np.allclose(images["default"], images["other"], atol=1e-3)
+
+
+def test_study_runs_and_presets_list_what_run_all_sh_reads(capsys):
+    code, out, _ = run_cli(capsys, "study-runs")
+    assert code == 0
+    runs = [line.split() for line in out.splitlines()]
+    assert runs[0] == ["base64", "True"] and ["single256", "True"] in runs and ["single256", "False"] not in runs
+    assert len(runs) == 7
+    code, out, _ = run_cli(capsys, "presets")
+    assert code == 0 and out.split() == ["smoke", "demo", "paper"]
 
 
 # Each case: the arguments, and a piece of the message that names the parameter at fault.
@@ -98,24 +104,27 @@ BAD_ARGUMENTS = {
     "missing --data": (["train", "--stage", "sr1", "--out", "{tmp}"], "required: --data"),
     "missing data file": (["train", "--stage", "base64", "--preset", "smoke", "--data", "{tmp}/none.npz",
                            "--out", "{tmp}/run"], "none.npz does not exist"),
+    "fresh run into a used folder": (["train", "--stage", "base64", "--preset", "smoke", "--data", "x.npz",
+                                     "--out", "{run}"], "with resume=True, or choose a new out_dir to start afresh "
+                                                        "(option --resume)"),
     "steps without sampler": (["sample", "--pipeline", "single256", "--checkpoints", "{run}", "--steps", "5",
-                               "--out", "{tmp}"], "--steps needs --sampler"),
-    "sampler and default samplers": (["sample", "--pipeline", "single256", "--checkpoints", "{run}", "--sampler",
-                                      "ddim", "--default-samplers", "--out", "{tmp}"], "not allowed with argument"),
+                               "--out", "{tmp}"], "--sampler and --steps go together"),
+    "sampler without steps": (["sample", "--pipeline", "single256", "--checkpoints", "{run}", "--sampler", "ddim",
+                               "--out", "{tmp}"], "--sampler and --steps go together"),
     "unknown sampler": (["sample", "--pipeline", "single256", "--checkpoints", "{run}", "--sampler", "euler",
                          "--out", "{tmp}"], "argument --sampler"),
     "negative --n": (["sample", "--pipeline", "single256", "--checkpoints", "{run}", "--n", "-1", "--out", "{tmp}"],
                      "argument --n"),
     "two checkpoints for a cascade": (["sample", "--pipeline", "cascade", "--checkpoints", "{run}", "{run}",
-                                       "--out", "{tmp}"], "cascade needs three --checkpoints"),
+                                       "--out", "{tmp}"], "cascade needs 3 --checkpoints: base64, sr1, sr2"),
     "two checkpoints for single256": (["sample", "--pipeline", "single256", "--checkpoints", "{run}", "{run}",
-                                       "--out", "{tmp}"], "single256 needs one --checkpoints"),
+                                       "--out", "{tmp}"], "single256 needs 1 --checkpoints: single256"),
     "missing checkpoint": (["sample", "--pipeline", "single256", "--checkpoints", "{tmp}/none.pt", "--out", "{tmp}"],
                            "no checkpoint file at {tmp}/none.pt"),
     "base64 checkpoint for single256": (["sample", "--pipeline", "single256", "--checkpoints", "{run}",
-                                         "--device", "cpu", "--out", "{tmp}"], "holds stage base64, not single256"),
+                                         "--device", "cpu", "--out", "{tmp}"], "holds stage base64, but --pipeline single256 needs single256 there"),
     "cascade in the wrong order": (["sample", "--pipeline", "cascade", "--checkpoints", "{run}", "{run}", "{run}",
-                                    "--device", "cpu", "--out", "{tmp}"], "holds stage base64, but the cascade needs sr1"),
+                                    "--device", "cpu", "--out", "{tmp}"], "holds stage base64, but --pipeline cascade needs sr1 there"),
     "unknown device": (["sample", "--pipeline", "single256", "--checkpoints", "{run}", "--device", "gpu0",
                         "--out", "{tmp}"], "argument --device"),
     "unavailable device": (["sample", "--pipeline", "single256", "--checkpoints", "{run}", "--device", "cuda:99",

@@ -5,7 +5,12 @@ import math
 import pytest
 import torch
 
-from mrnet_utils.conditioning import augment, make_condition, sample_aug_levels, upsample
+from mrnet_utils.diffusion.conditioning import (
+    augment,
+    make_condition,
+    sample_aug_levels,
+    upsample,
+)
 from mrnet_utils.errors import MRNetError
 
 

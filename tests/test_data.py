@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from mrnet_utils.data import SliceDataset, downsample, load_cache
+from mrnet_utils.data.phantom import write_phantom
+from mrnet_utils.data.preprocess import FORMAT_VERSION, preprocess
+from mrnet_utils.data.slices import SliceDataset, downsample, load_cache
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.phantom import write_phantom
-from mrnet_utils.preprocess import FORMAT_VERSION, preprocess
 
 
 @pytest.fixture(scope="module")

@@ -7,16 +7,18 @@ import torch
 from diffusers import DDPMScheduler
 
 from mrnet_utils.config import DiffusionConfig
-from mrnet_utils.diffusion import (
+from mrnet_utils.diffusion.losses import (
+    diffusion_loss,
+    loss_weight,
+    sample_timesteps,
+    training_target,
+)
+from mrnet_utils.diffusion.schedules import (
     NoiseSchedule,
     cosine_betas,
-    diffusion_loss,
     linear_betas,
-    loss_weight,
     q_sample,
-    sample_timesteps,
     snr,
-    training_target,
 )
 from mrnet_utils.errors import MRNetError
 

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch_threads import one_thread
 
-from mrnet_utils import training
 from mrnet_utils.config import stage_config
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.networks import UNet
-from torch_threads import one_thread
+from mrnet_utils.networks.unet import UNet
+from mrnet_utils.training import loop as training
 
 ROOT = Path(__file__).resolve().parents[1]
 # 4 steps of a global batch of 4 (2 per rank); a checkpoint after step 2 for the resume test.

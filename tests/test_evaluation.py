@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mrnet_utils import evaluation, metrics
 from mrnet_utils.errors import MRNetError
+from mrnet_utils.evaluation import metrics
+from mrnet_utils.evaluation import tables as evaluation
 
 
 class PooledFeatures(nn.Module):
@@ -116,6 +117,6 @@ def test_write_table_round_trip(tmp_path):
     assert lines[0] == "| method | psnr_mean | lpips_mean | fid |"
     # each distinct reason once, under the table, numbered in order of first appearance
     assert lines[2] == "| bicubic | 25.04 | not computed [1] | not computed [2] |"
-    assert lines[3] == "| ours |  | x\\|y | not computed [1] |"
+    assert lines[3] == "| ours | n/a | x\\|y | not computed [1] |"
     assert lines[4] == "| theirs | 1 | not computed [1] | 2 |"
     assert lines[5:] == ["", "- [1] not computed: a|b", "- [2] not computed: c"]

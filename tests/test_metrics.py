@@ -9,8 +9,8 @@ import torchvision
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
-from mrnet_utils import metrics
 from mrnet_utils.errors import MRNetError
+from mrnet_utils.evaluation import metrics
 
 
 class TinyFeatures(nn.Module):

@@ -6,9 +6,15 @@ import shutil
 import numpy as np
 import pytest
 
+from mrnet_utils.data.mrnet import (
+    Exam,
+    iter_exams,
+    list_exam_ids,
+    load_volume,
+    read_labels,
+)
+from mrnet_utils.data.phantom import write_phantom
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.mrnet import Exam, iter_exams, list_exam_ids, load_volume, read_labels
-from mrnet_utils.phantom import write_phantom
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,10 @@ import dataclasses
 import pytest
 import torch
 
-from mrnet_utils.config import STAGES, UNetConfig, stage_config
+from mrnet_utils.config import UNetConfig, stage_config
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.networks import UNet
+from mrnet_utils.networks.unet import UNet
+from mrnet_utils.stages import STAGES
 
 
 def _net(stage: str, preset: str = "smoke", use_swin: bool = True, seed: int = 0, **changes) -> UNet:

@@ -7,9 +7,9 @@ import re
 import numpy as np
 import pytest
 
-from mrnet_utils import phantom
+from mrnet_utils.data import phantom
+from mrnet_utils.data.mrnet import PLANES, SPLITS, TASKS
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.mrnet import PLANES, SPLITS, TASKS
 
 TRAIN, VALID = 4, 2
 

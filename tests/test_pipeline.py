@@ -8,11 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from mrnet_utils import training
 from mrnet_utils.config import stage_config
-from mrnet_utils.data import SliceDataset
+from mrnet_utils.data.slices import SliceDataset
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.pipeline import load_stage, sample_cascade, sample_stage, write_samples
+from mrnet_utils.pipeline import sample_cascade, sample_stage, write_samples
+from mrnet_utils.training import loop as training
+from mrnet_utils.training.checkpoint import load_stage
 
 SEEDS = [0, 1, 2, 3]
 
@@ -41,10 +42,10 @@ def test_a_stage_rebuilt_from_its_checkpoint_alone_matches_the_trained_networks(
     trained = {}
     write_grid = training._write_sample_grid
 
-    def keep_the_trained_networks(model, ema, *args):
+    def keep_the_trained_networks(state, *args):
         # Called once, at the end of training, with the live networks.
-        trained["raw"], trained["ema"] = copy.deepcopy(model).eval(), copy.deepcopy(ema.module).eval()
-        write_grid(model, ema, *args)
+        trained["raw"], trained["ema"] = copy.deepcopy(state.model).eval(), copy.deepcopy(state.ema.module).eval()
+        write_grid(state, *args)
 
     monkeypatch.setattr(training, "_write_sample_grid", keep_the_trained_networks)
     cfg = stage_config(stage, "smoke").replace(train=dict(steps=2))
@@ -68,9 +69,10 @@ def test_sample_i_depends_only_on_seed_i_not_on_the_batch(smoke_run, valid_64):
     every step and the noise on the condition; each must come from the image's own seed.
     """
     stage = load_stage(smoke_run("sr1").folder)
-    one_by_one = sample_stage(stage.model, stage.config, SEEDS, valid_64, "ddpm", batch_size=1, progress=False)
-    together = sample_stage(stage.model, stage.config, SEEDS, valid_64, "ddpm", batch_size=4, progress=False)
-    reverse = sample_stage(stage.model, stage.config, SEEDS[::-1], valid_64.flip(0), "ddpm", batch_size=4,
+    ddpm = ("ddpm", 5)
+    one_by_one = sample_stage(stage.model, stage.config, SEEDS, valid_64, ddpm, batch_size=1, progress=False)
+    together = sample_stage(stage.model, stage.config, SEEDS, valid_64, ddpm, batch_size=4, progress=False)
+    reverse = sample_stage(stage.model, stage.config, SEEDS[::-1], valid_64.flip(0), ddpm, batch_size=4,
                            progress=False)
     assert one_by_one.shape == (4, 1, 128, 128)
     # CPU kernels may round differently with the batch size; far below anything a seed mix-up would cause.
@@ -79,12 +81,14 @@ def test_sample_i_depends_only_on_seed_i_not_on_the_batch(smoke_run, valid_64):
     assert (one_by_one[1:] - one_by_one[:1]).abs().amax(dim=(1, 2, 3)).min() > 0.01  # the seeds differ
 
 
-def test_cascade_refuses_stages_in_the_wrong_place_naming_the_file(smoke_run):
+def test_cascade_refuses_stages_that_do_not_chain(smoke_run):
     base, sr1, sr2 = (load_stage(smoke_run(stage).folder) for stage in ("base64", "sr1", "sr2"))
-    with pytest.raises(MRNetError, match=rf"{re.escape(str(sr1.path))} holds stage sr1, but the cascade needs base64 there"):
-        sample_cascade(sr1, base, sr2, [0], progress=False)
-    with pytest.raises(MRNetError, match=rf"{re.escape(str(base.path))} holds stage base64, but the cascade needs sr2 there"):
-        sample_cascade(base, sr1, base, [0], progress=False)
+    with pytest.raises(MRNetError, match=r"a cascade starts with a stage that generates from noise, not \['sr1'"):
+        sample_cascade([sr1, base, sr2], [0], progress=False)
+    with pytest.raises(MRNetError, match="stage base64 generates from noise; it cannot follow sr1"):
+        sample_cascade([base, sr1, base], [0], progress=False)
+    with pytest.raises(MRNetError, match="stage sr2 takes 128x128 inputs, but base64 before it makes 64x64 images"):
+        sample_cascade([base, sr2], [0], progress=False)
 
 
 def test_sample_stage_refuses_mismatched_low_res_input(smoke_run, valid_64):
@@ -98,7 +102,7 @@ def test_sample_stage_refuses_mismatched_low_res_input(smoke_run, valid_64):
     with pytest.raises(MRNetError, match=r"stage sr1 takes low-res images of shape \(N, 1, 64, 64\), got \(4, 1, 128, 128\)"):
         sample_stage(sr1.model, sr1.config, SEEDS, torch.zeros(4, 1, 128, 128), progress=False)
     with pytest.raises(MRNetError, match="unknown sampler 'euler'"):
-        sample_stage(base.model, base.config, SEEDS, sampler="euler", progress=False)
+        sample_stage(base.model, base.config, SEEDS, sampler=("euler", 5), progress=False)
 
 
 def test_write_samples_names_each_image_by_its_seed(tmp_path):
@@ -113,5 +117,5 @@ def test_write_samples_names_each_image_by_its_seed(tmp_path):
         assert np.abs(png - (image[0].numpy() + 1) * 127.5).max() <= 0.5 + 1e-3  # 8-bit rounding only
     with pytest.raises(MRNetError, match="got 3 images for 2 seeds"):
         write_samples(images, tmp_path / "other", seeds[:2])
-    with pytest.raises(MRNetError, match=re.escape(f"could not write samples to {out / 'samples.npy'}")):
+    with pytest.raises(MRNetError, match=re.escape(f"cannot create the samples folder {out / 'samples.npy'}")):
         write_samples(images, out / "samples.npy", seeds)  # a file, not a folder

@@ -13,8 +13,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import StepPatch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from mrnet_utils import plots  # noqa: E402
 from mrnet_utils.errors import MRNetError  # noqa: E402
+from mrnet_utils.evaluation import plots  # noqa: E402
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ import pytest
 import torch
 import torchio as tio
 
-from mrnet_utils import preprocess as preprocess_module
+from mrnet_utils.data import preprocess as preprocess_module
+from mrnet_utils.data.mrnet import TASKS, read_labels
+from mrnet_utils.data.phantom import write_phantom
+from mrnet_utils.data.preprocess import central_slice_indices, normalise, preprocess
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.mrnet import TASKS, read_labels
-from mrnet_utils.phantom import write_phantom
-from mrnet_utils.preprocess import central_slice_indices, normalise, preprocess
 
 # Seed 0 with 4 train + 2 valid exams: meniscus positives are {0, 2} and {4}; no valid ACL positive.
 SPLIT_IDS = {"train": {0, 1, 2, 3}, "valid": {4, 5}}
@@ -143,7 +143,7 @@ def test_disk_full_leaves_nothing_behind(root, tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(preprocess_module.np, "savez", savez_until_full)
-    with pytest.raises(MRNetError, match="disk full while writing .*cache.npz"):
+    with pytest.raises(MRNetError, match="cannot write slice cache cache.npz to .*: No space left on device; free disk"):
         preprocess(root, "coronal", out, max_exams=1, progress=False)
     assert [p.name for p in tmp_path.iterdir()] == ["cache.npz"] and out.read_bytes() == b"previous cache"
 
@@ -160,11 +160,15 @@ def test_interrupted_write_leaves_nothing_behind(root, tmp_path, monkeypatch):
 
 
 def test_unwritable_folder_is_named(root, tmp_path, monkeypatch):
-    def refuse(path, *args, **kwargs):
-        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+    real_open = open
 
-    monkeypatch.setattr(preprocess_module.os, "open", refuse)
-    with pytest.raises(MRNetError, match=f"cannot write to folder {tmp_path}"):
+    def refuse(path, mode="r", *args, **kwargs):
+        if "w" in mode:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", refuse)
+    with pytest.raises(MRNetError, match=f"cannot write slice cache cache.npz to {tmp_path}: Permission denied"):
         preprocess(root, "coronal", tmp_path / "cache.npz", max_exams=1, progress=False)
 
 

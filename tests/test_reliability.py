@@ -27,25 +27,27 @@ import numpy as np
 import pytest
 import torch
 
-from mrnet_utils import checkpoint, cli, training
-from mrnet_utils.checkpoint import load_checkpoint
+from mrnet_utils import cli, files
 from mrnet_utils.config import stage_config
-from mrnet_utils.data import SliceDataset
+from mrnet_utils.data.mrnet import list_exam_ids
+from mrnet_utils.data.phantom import write_phantom
+from mrnet_utils.data.preprocess import preprocess
+from mrnet_utils.data.slices import SliceDataset
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.mrnet import list_exam_ids
-from mrnet_utils.phantom import write_phantom
-from mrnet_utils.pipeline import load_stage, sample_stage
-from mrnet_utils.preprocess import preprocess
-from mrnet_utils.training import train
+from mrnet_utils.pipeline import sample_stage
+from mrnet_utils.training import checkpoint
+from mrnet_utils.training import loop as training
+from mrnet_utils.training.checkpoint import load_checkpoint, load_stage
+from mrnet_utils.training.loop import train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # A checkpoint after every step, so that any step can be resumed from.
-BASE = stage_config("base64", "smoke").replace(train=dict(steps=4, batch_size=2, checkpoint_every=1), sample_steps=2)
+BASE = stage_config("base64", "smoke").replace(train=dict(steps=4, batch_size=2, checkpoint_every=1))
 # An SR stage with conditioning augmentation, EMA, dropout (so the stored torch RNG state matters)
 # and a warm-up still running when the run is killed (so the LR schedule must continue).
 SR = stage_config("sr1", "smoke").replace(
-    unet=dict(dropout=0.1), train=dict(steps=10, batch_size=2, checkpoint_every=2, warmup_steps=6), sample_steps=2
+    unet=dict(dropout=0.1), train=dict(steps=10, batch_size=2, checkpoint_every=2, warmup_steps=6)
 )
 
 
@@ -136,7 +138,7 @@ def poison_losses(monkeypatch, steps):
 TRAIN_CHILD = """
 import json, sys, torch
 from mrnet_utils.config import StageConfig
-from mrnet_utils.training import train
+from mrnet_utils.training.loop import train
 torch.set_num_threads(int(sys.argv[4]))
 train(StageConfig.from_dict(json.loads(sys.argv[1])), sys.argv[2], sys.argv[3], progress=False)
 """
@@ -245,7 +247,7 @@ def test_same_seed_and_config_give_bitwise_identical_weights_and_samples(cache, 
     assert (run / "samples_final.png").read_bytes() == (base_run / "samples_final.png").read_bytes()
     # The grid above used DPM-Solver++; DDPM also draws fresh noise at every step, from per-seed generators.
     first, second = load_stage(base_run), load_stage(run)
-    images = [sample_stage(stage.model, stage.config, [0, 1], sampler="ddpm", steps=3, progress=False)
+    images = [sample_stage(stage.model, stage.config, [0, 1], sampler=("ddpm", 3), progress=False)
               for stage in (first, second)]
     assert torch.equal(*images)
     assert not torch.equal(images[0][0], images[0][1])  # different seeds, different images
@@ -366,13 +368,13 @@ def test_disk_full_while_training_stops_in_one_line_and_keeps_nothing_torn(cache
     def disk_full(descriptor):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoint.os, "fsync", disk_full)
+    monkeypatch.setattr(files.os, "fsync", disk_full)
     run = tmp_path / "run"
     code, err = run_cli(capsys, "train", "--stage", "base64", "--preset", "smoke", "--steps", 4,
                         "--data", cache, "--out", run)
     assert code == 2 and err == [
         f"error: cannot write checkpoint step_00000003.pt to {run}: No space left on device; free disk space there "
-        "or point the checkpoint directory at a disk with room (earlier checkpoints are untouched)"
+        "or write to a disk with room (files already there are untouched)"
     ]
     assert sorted(path.name for path in run.iterdir()) == [training.LOG_FILE]  # no torn or temporary checkpoint
 

@@ -5,17 +5,16 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler
 
-from mrnet_utils.config import SAMPLER_NAMES, DiffusionConfig
-from mrnet_utils.diffusion import NoiseSchedule, linear_betas
-from mrnet_utils.errors import MRNetError
-from mrnet_utils.samplers import (
+from mrnet_utils.config import DiffusionConfig
+from mrnet_utils.diffusion.samplers import (
     SAMPLERS,
     generators_from_seeds,
     noise_from_seeds,
-    sample_ddim,
-    sample_ddpm,
+    sample,
     trailing_timesteps,
 )
+from mrnet_utils.diffusion.schedules import NoiseSchedule, linear_betas
+from mrnet_utils.errors import MRNetError
 
 SEEDS = [3, 5, 7, 11]
 
@@ -52,14 +51,10 @@ def test_perfect_model_recovers_x0(name, prediction, schedule_name):
     oracle = Oracle(schedule, x0)
     noise = noise_from_seeds(SEEDS[:3], (1, 8, 8), "cpu")
     generators = generators_from_seeds(SEEDS[:3], "cpu")
-    out = SAMPLERS[name](oracle, schedule, noise, steps, extra_args={"cond": "passed through"}, generators=generators)
+    out = sample(name, oracle, schedule, noise, steps, extra_args={"cond": "passed through"}, generators=generators)
     assert out.shape == noise.shape and out.dtype == torch.float32
     torch.testing.assert_close(out.double(), x0, rtol=0, atol=1e-4)
     assert oracle.calls == trailing_timesteps(T, steps)  # one network evaluation per step, at trailing timesteps
-
-
-def test_config_names_every_sampler():
-    assert tuple(SAMPLERS) == SAMPLER_NAMES  # configs, the CLI and the benchmarks validate against SAMPLER_NAMES
 
 
 def test_trailing_timesteps():
@@ -79,7 +74,7 @@ def test_steps_not_dividing_T(name):
     schedule = NoiseSchedule(linear_betas(100, 1e-4, 0.02), "epsilon")
     oracle = Oracle(schedule, torch.zeros(1, 1, 4, 4, dtype=torch.float64))
     noise = noise_from_seeds([0], (1, 4, 4), "cpu")
-    out = SAMPLERS[name](oracle, schedule, noise, 29, {"cond": "passed through"}, generators_from_seeds([0], "cpu"))
+    out = sample(name, oracle, schedule, noise, 29, {"cond": "passed through"}, generators_from_seeds([0], "cpu"))
     assert oracle.calls == trailing_timesteps(100, 29) and min(oracle.calls) >= 0
     assert out.abs().max() < 1e-4
 
@@ -87,7 +82,7 @@ def test_steps_not_dividing_T(name):
 def test_full_ddpm_chain_visits_every_timestep():
     schedule = NoiseSchedule(linear_betas(30, 1e-4, 0.2), "epsilon")
     oracle = Oracle(schedule, torch.zeros(2, 1, 4, 4, dtype=torch.float64))
-    sample_ddpm(oracle, schedule, noise_from_seeds([1, 2], (1, 4, 4), "cpu"), 30, {"cond": "passed through"})
+    sample("ddpm", oracle, schedule, noise_from_seeds([1, 2], (1, 4, 4), "cpu"), 30, {"cond": "passed through"})
     assert oracle.calls == list(range(29, -1, -1))
 
 
@@ -116,7 +111,7 @@ def test_seeded_loop_matches_stored_values(name):
     schedule = NoiseSchedule(linear_betas(20, 1e-4, 0.2), "epsilon")
     steps, total, abs_total = STORED[name]
     noise = noise_from_seeds(SEEDS, (1, 8, 8), "cpu")
-    out = SAMPLERS[name](_tiny_model(schedule), schedule, noise, steps, generators=generators_from_seeds(SEEDS, "cpu"))
+    out = sample(name, _tiny_model(schedule), schedule, noise, steps, generators=generators_from_seeds(SEEDS, "cpu"))
     assert out.sum().item() == pytest.approx(total, abs=1e-4)
     assert out.abs().sum().item() == pytest.approx(abs_total, abs=1e-4)
 
@@ -130,15 +125,15 @@ def _per_pixel_model(x_t, t):
 def test_sample_depends_only_on_its_seed(name):
     schedule = NoiseSchedule(linear_betas(20, 1e-4, 0.2), "v")
 
-    def sample(seeds, stream=0):
+    def draw(seeds, stream=0):
         noise = noise_from_seeds(seeds, (1, 8, 8), "cpu")
-        return SAMPLERS[name](_per_pixel_model, schedule, noise, 10, None, generators_from_seeds(seeds, "cpu", stream))
+        return sample(name, _per_pixel_model, schedule, noise, 10, None, generators_from_seeds(seeds, "cpu", stream))
 
-    batch = sample(SEEDS)
-    assert torch.equal(batch[2:3], sample([SEEDS[2]]))
+    batch = draw(SEEDS)
+    assert torch.equal(batch[2:3], draw([SEEDS[2]]))
     assert not torch.equal(batch[0], batch[1])
     # Only the stochastic samplers draw per-step noise, so only they change with the generators' stream.
-    assert torch.equal(batch, sample(SEEDS, stream=1)) == (name not in ("ddpm", "dpmpp_sde"))
+    assert torch.equal(batch, draw(SEEDS, stream=1)) == (name not in ("ddpm", "dpmpp_sde"))
 
 
 def test_seed_streams_are_distinct():
@@ -157,17 +152,19 @@ def test_bad_arguments_raise():
     noise = noise_from_seeds([0, 1], (1, 4, 4), "cpu")
     for steps in (0, 21):
         with pytest.raises(MRNetError, match="steps"):
-            sample_ddpm(_per_pixel_model, schedule, noise, steps)
+            sample("ddpm", _per_pixel_model, schedule, noise, steps)
     with pytest.raises(MRNetError, match="divide"):
-        sample_ddim(_per_pixel_model, schedule, noise, 3)
+        sample("ddim", _per_pixel_model, schedule, noise, 3)
     with pytest.raises(MRNetError, match="one per image"):
-        sample_ddpm(_per_pixel_model, schedule, noise, 5, generators=generators_from_seeds([0], "cpu"))
+        sample("ddpm", _per_pixel_model, schedule, noise, 5, generators=generators_from_seeds([0], "cpu"))
+    with pytest.raises(MRNetError, match="unknown sampler 'euler'; choose one of ddpm, ddim, dpmpp, dpmpp_sde"):
+        sample("euler", _per_pixel_model, schedule, noise, 5)
 
 
 def test_progress_bar(capsys):
     schedule = NoiseSchedule(linear_betas(20, 1e-4, 0.2), "epsilon")
     noise = noise_from_seeds([0], (1, 4, 4), "cpu")
-    sample_ddim(_per_pixel_model, schedule, noise, 5, progress=True)
+    sample("ddim", _per_pixel_model, schedule, noise, 5, progress=True)
     assert "ddim" in capsys.readouterr().err
-    sample_ddim(_per_pixel_model, schedule, noise, 5)
+    sample("ddim", _per_pixel_model, schedule, noise, 5)
     assert capsys.readouterr().err == ""

@@ -19,11 +19,12 @@ import pytest
 import torch
 from PIL import Image
 
-from mrnet_utils import study
-from mrnet_utils.data import downsample
+from mrnet_utils.config import preset
+from mrnet_utils.data.phantom import write_phantom
+from mrnet_utils.data.preprocess import preprocess
+from mrnet_utils.data.slices import downsample
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.phantom import write_phantom
-from mrnet_utils.preprocess import preprocess
+from mrnet_utils.study import data, generation, layout, training
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINED = ["base64_swin", "base64_noswin", "sr1_swin", "sr1_noswin", "sr2_swin", "sr2_noswin", "single256_swin"]
@@ -103,8 +104,8 @@ def test_tables_hold_every_method_and_metric(smoke_study):
     )
     models = generation.loc[GENERATION_ROWS[:3]]
     assert (models["train_seconds"] > 0).all() and (models["sample_seconds_per_image"] > 0).all()
-    # how each model sampled: its stages' configured samplers, in order (smoke: DPM-Solver++ 5 steps)
-    assert list(models["samplers"]) == ["dpmpp 5 + dpmpp 5 + dpmpp 5"] * 2 + ["dpmpp 5"]
+    # how each model sampled: its stages' default samplers (stages.STAGES), in order
+    assert list(models["samplers"]) == ["dpmpp_sde 25 + dpmpp 20 + dpmpp 10"] * 2 + ["dpmpp_sde 100"]
     assert models["fid"].str.startswith("not computed:").all()
     assert np.isfinite(models["histogram_w1"]).all() and np.isfinite(models["spectrum_distance"]).all()
     # the cascade trains three stages, so its time is their sum
@@ -116,7 +117,7 @@ def test_tables_hold_every_method_and_metric(smoke_study):
     )
     assert list(pd.read_csv(results / "data.csv", index_col="split").index) == ["train", "valid"]
     pairs = pd.read_csv(results / "sr_pairs.csv")
-    assert list(pairs.columns) == ["exam_id", "slice_index"] and len(pairs) == study.STUDY_SIZES["smoke"].eval_slices
+    assert list(pairs.columns) == ["exam_id", "slice_index"] and len(pairs) == preset("smoke").study.eval_slices
 
 
 @pytest.mark.slow
@@ -125,16 +126,16 @@ def test_figures_and_samples_are_written(smoke_study):
     figures = [
         "data_planes", "data_slices", "data_histograms", "samples_side_by_side", "samples_by_resolution",
         "training_losses", "generation_metrics", "generation_histograms",
-        *(f"memorisation_{generator.folder}" for generator in study.GENERATORS),
+        *(f"memorisation_{generator.folder}" for generator in layout.GENERATORS),
         *(f"{name}_{kind}" for name in SR_ROWS for kind in ("comparison", "metrics")),
         *(f"training/{name}_{kind}" for name in TRAINED for kind in ("data", "loss", "grids")),
     ]
     for figure in figures:
         with Image.open(results / f"{figure}.png") as image:
             assert min(image.size) > 100, figure
-    for generator in study.GENERATORS:
-        generated = study.load_generated(smoke_study / "savepoints" / "smoke" / "samples" / generator.folder)
-        assert generated.images[256].shape == (study.STUDY_SIZES["smoke"].samples, 1, 256, 256)
+    for generator in layout.GENERATORS:
+        generated = generation.load_generated(smoke_study / "savepoints" / "smoke" / "samples" / generator.folder)
+        assert generated.images[256].shape == (preset("smoke").study.samples, 1, 256, 256)
     for name in TRAINED:
         run = smoke_study / "savepoints" / "smoke" / name
         assert (run / "final.pt").is_file() and (run / "samples_final.png").is_file()
@@ -174,9 +175,10 @@ def test_a_failing_notebook_stops_the_run_with_its_name(tmp_path):
 
 def test_bad_arguments_are_refused_before_anything_runs(tmp_path):
     result = run_all("--preset", "smoke", "--only", "sr3", "--out", str(tmp_path))
-    assert result.returncode == 2 and "--only sr3 is not a stage" in result.stderr
+    assert result.returncode == 2 and "--only sr3 is not a part of the study; choose from: preprocess base64" in result.stderr
     result = run_all("--preset", "huge", "--out", str(tmp_path))
-    assert result.returncode == 2 and "--preset must be smoke, demo or paper" in result.stderr
+    assert result.returncode == 2 and "--preset must be one of: smoke demo paper (not 'huge')" in result.stderr
+    assert not (tmp_path / "runs").exists()  # refused before anything was written
     assert not (tmp_path / "runs").exists()
 
 
@@ -240,41 +242,41 @@ def tiny_cache(tmp_path_factory) -> Path:
 
 
 def test_study_paths_put_each_part_in_its_place(tmp_path):
-    paths = study.StudyPaths(tmp_path, "demo")
+    paths = layout.StudyPaths(tmp_path, "demo")
     assert paths.cache("coronal") == tmp_path / "data" / "demo" / "slices_coronal.npz"
     assert paths.run("sr1", False) == tmp_path / "savepoints" / "demo" / "sr1_noswin"
-    assert paths.samples(study.GENERATORS[0]) == tmp_path / "savepoints" / "demo" / "samples" / "cascade_swin"
+    assert paths.samples(layout.GENERATORS[0]) == tmp_path / "savepoints" / "demo" / "samples" / "cascade_swin"
     assert paths.results == tmp_path / "evaluation" / "results" / "demo"
     with pytest.raises(MRNetError, match="unknown preset"):
-        study.StudyPaths(tmp_path, "tiny")
-    with pytest.raises(MRNetError, match="no final checkpoint .* --only sr2"):
-        study.find_run(paths, "sr2", True)
+        layout.StudyPaths(tmp_path, "tiny")
+    with pytest.raises(MRNetError, match=r"no final checkpoint .*: stage sr2 \(use_swin=True\) of the demo study is not trained yet"):
+        training.find_run(paths, "sr2", True)
 
 
 def test_sample_grids_fall_evenly_before_the_last_step():
-    cfg = study.training_config("base64", "demo", True, sample_grids=2)
+    cfg = training.training_config("base64", "demo", True, sample_grids=2)
     steps, every = cfg.train.steps, cfg.train.sample_every
     assert [step for step in range(1, steps + 1) if step % every == 0] == [81, 162]  # 240 steps
-    assert study.training_config("sr1", "demo", False, sample_grids=0).train.sample_every == 0
+    assert training.training_config("sr1", "demo", False, sample_grids=0).train.sample_every == 0
     with pytest.raises(MRNetError, match="sample_grids"):
-        study.training_config("sr1", "demo", False, sample_grids=-1)
+        training.training_config("sr1", "demo", False, sample_grids=-1)
 
 
 def test_held_out_pairs_match_the_training_resolution_chain(tiny_cache):
-    held = study.held_out(tiny_cache, 3)
+    held = data.held_out(tiny_cache, 3)
     assert held.images.shape == (3, 1, 256, 256)
     assert list(held.pairs().columns) == ["exam_id", "slice_index"]
     assert set(held.exam_ids) == {2, 3}  # the valid exams, both covered by the even spread
     # as training makes SR inputs: 256 -> 128 -> 64, each anti-aliased
     torch.testing.assert_close(held.at(128), downsample(held.images, 128))
     torch.testing.assert_close(held.at(64), downsample(downsample(held.images, 128), 64))
-    assert len(study.held_out(tiny_cache, None).images) == 4
+    assert len(data.held_out(tiny_cache, None).images) == 4
     with pytest.raises(MRNetError, match="256 / 2"):
         held.at(100)
 
 
 def test_slice_examples_put_the_sr_condition_above_its_target(tiny_cache):
-    images, labels = study.slice_examples(tiny_cache, 128, 2, low_resolution=64)
+    images, labels = data.slice_examples(tiny_cache, 128, 2, low_resolution=64)
     assert images.shape == (4, 1, 128, 128) and labels[:2] == ["input 64", "input 64"]
     assert labels[2].startswith("exam 0000 / ")
     # the condition is the target, downsampled and upsampled back: close, but blurred
@@ -282,8 +284,8 @@ def test_slice_examples_put_the_sr_condition_above_its_target(tiny_cache):
 
 
 def test_write_record_stores_paths_as_text_and_nan_as_null(tmp_path):
-    run = study.StageRun("sr1_swin", tmp_path / "run", False, 6, 1.5, math.nan)
-    path = study.write_record(tmp_path / "records" / "sr1_swin.json", run)
+    run = training.StageRun("sr1_swin", tmp_path / "run", False, 6, 1.5, math.nan)
+    path = layout.write_record(tmp_path / "records" / "sr1_swin.json", run)
     assert json.loads(path.read_text()) == {
         "name": "sr1_swin", "run_dir": str(tmp_path / "run"), "trained": False, "steps": 6, "seconds": 1.5,
         "images_per_second": None,
@@ -292,16 +294,16 @@ def test_write_record_stores_paths_as_text_and_nan_as_null(tmp_path):
 
 def test_generated_samples_round_trip_with_their_samplers_and_refuse_old_or_missing_records(tmp_path):
     images = torch.linspace(-1, 1, 2 * 256 * 256).reshape(2, 1, 256, 256)
-    generated = study.Generated({256: images}, 0.5, [3, 4], "dpmpp_sde 25 + dpmpp 20 + dpmpp 10")
-    folder = study.save_generated(generated, tmp_path / "cascade")
-    loaded = study.load_generated(folder)
+    generated = generation.Generated({256: images}, 0.5, [3, 4], "dpmpp_sde 25 + dpmpp 20 + dpmpp 10")
+    folder = generation.save_generated(generated, tmp_path / "cascade")
+    loaded = generation.load_generated(folder)
     assert loaded.samplers == generated.samplers and loaded.seeds == [3, 4] and loaded.seconds_per_image == 0.5
     assert torch.equal(loaded.images[256], images)
     with pytest.raises(MRNetError, match="no generated samples"):
-        study.load_generated(tmp_path / "none")
+        generation.load_generated(tmp_path / "none")
     # a record written before the samplers were recorded: an error that says what to rerun, not a KeyError
-    record = json.loads((folder / study.TIMING_FILE).read_text())
+    record = json.loads((folder / generation.TIMING_FILE).read_text())
     del record["samplers"]
-    (folder / study.TIMING_FILE).write_text(json.dumps(record))
-    with pytest.raises(MRNetError, match="before their samplers were recorded; rerun notebooks/02_pipeline"):
-        study.load_generated(folder)
+    (folder / generation.TIMING_FILE).write_text(json.dumps(record))
+    with pytest.raises(MRNetError, match="before their samplers were recorded; generate them again"):
+        generation.load_generated(folder)

@@ -5,17 +5,22 @@ import shutil
 
 import pytest
 import torch
+from torch_threads import one_thread
 
 from mrnet_utils import cli
-from mrnet_utils.checkpoint import load_checkpoint
 from mrnet_utils.config import stage_config
-from mrnet_utils.data import SliceDataset
+from mrnet_utils.data.slices import SliceDataset
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.metrics import histogram_distance
-from mrnet_utils.networks import UNet
-from mrnet_utils.pipeline import load_stage, sample_stage
-from mrnet_utils.training import FINAL_CHECKPOINT, LOG_COLUMNS, LOG_FILE, train
-from torch_threads import one_thread
+from mrnet_utils.evaluation.metrics import histogram_distance
+from mrnet_utils.networks.unet import UNet
+from mrnet_utils.pipeline import sample_stage
+from mrnet_utils.training.checkpoint import (
+    FINAL_CHECKPOINT,
+    load_checkpoint,
+    load_stage,
+)
+from mrnet_utils.training.log import LOG_COLUMNS, LOG_FILE
+from mrnet_utils.training.loop import train
 
 # The learning model: the smoke base64 UNet, thinner (4-8-16 channels, no self-attention) so that
 # 1,000-step DDPM sampling stays cheap, with the demo preset's noise process (T = 1000, cosine
@@ -74,7 +79,7 @@ def test_training_brings_samples_close_to_the_training_slices(learned, train_64)
     seeds = list(range(16))
     with one_thread():
         before, after = (
-            sample_stage(model, LEARN, seeds, sampler="dpmpp", steps=25, batch_size=16, progress=False)
+            sample_stage(model, LEARN, seeds, sampler=("dpmpp", 25), batch_size=16, progress=False)
             for model in (untrained, learned.model)
         )
     # Measures: per-pixel MSE to the nearest training slice, and the W1 distance between the
@@ -91,8 +96,8 @@ def test_dpm_solver_in_25_steps_agrees_with_ancestral_ddpm_over_all_1000_steps(l
     seeds = list(range(8))  # 8 images: their 1,000 network evaluations are the cost of this test
     with one_thread():
         fast, full = (
-            sample_stage(learned.model, LEARN, seeds, sampler=sampler, steps=steps, batch_size=8, progress=False)
-            for sampler, steps in (("dpmpp", 25), ("ddpm", LEARN.diffusion.timesteps))
+            sample_stage(learned.model, LEARN, seeds, sampler=sampler, batch_size=8, progress=False)
+            for sampler in (("dpmpp", 25), ("ddpm", LEARN.diffusion.timesteps))
         )
     # Measures: mean and standard deviation of all pixels, and the W1 distance between the two
     # intensity histograms. Tolerances from the spread between disjoint sets of 8 seeds of this
@@ -169,6 +174,6 @@ def test_a_fresh_run_refuses_a_folder_that_holds_a_run(smoke_run, tiny_cache, tm
     run = copy_run(smoke_run("base64").folder, tmp_path / "run")
     before = {path.name: path.read_bytes() for path in run.iterdir()}
     with pytest.raises(MRNetError, match=rf"run folder .*run already holds a training run \({FINAL_CHECKPOINT}\); "
-                                         r"continue or extend it with --resume"):
+                                         r"continue or extend it with resume=True, or choose a new out_dir"):
         train(stage_config("base64", "smoke"), tiny_cache, run, progress=False)
     assert {path.name: path.read_bytes() for path in run.iterdir()} == before

@@ -15,11 +15,11 @@ import math
 
 import torch
 import torch.nn.functional as F
-from monai.networks.nets.swin_unetr import SwinTransformerBlock, compute_mask
 from torch import Tensor, nn
 
 from mrnet_utils.config import UNetConfig
 from mrnet_utils.errors import MRNetError
+from mrnet_utils.networks.swin import SwinBottleneck
 
 IMAGE_CHANNELS = 1  # grey-scale MRI slices
 ATTENTION_HEAD_DIM = 32
@@ -84,35 +84,6 @@ class SelfAttention(nn.Module):
         qkv = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).transpose(-1, -2)
         out = F.scaled_dot_product_attention(qkv[:, 0], qkv[:, 1], qkv[:, 2])
         return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
-
-
-class SwinBottleneck(nn.Module):
-    """Swin-transformer blocks alternating regular and shifted windows (Liu et al. 2021), from MONAI."""
-
-    def __init__(self, channels: int, side: int, heads: int, window: int, depth: int) -> None:
-        super().__init__()
-        window_size = (window, window)
-        shift_size = (window // 2, window // 2)
-        self.blocks = nn.ModuleList(
-            SwinTransformerBlock(
-                dim=channels,
-                num_heads=heads,
-                window_size=window_size,
-                shift_size=shift_size if i % 2 else (0, 0),
-                # SDPA when autograd is off (sampling); the same numbers as MONAI's explicit path.
-                use_flash_attention=True,
-            )
-            for i in range(depth)
-        )
-        # The mask that keeps shifted windows from attending across the wrapped-around border;
-        # the bottleneck side is fixed, so it is built once. Not persistent: it is not a weight.
-        self.register_buffer("attn_mask", compute_mask([side, side], window_size, shift_size, None), persistent=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = x.permute(0, 2, 3, 1)  # MONAI's blocks work channels-last: (B, H, W, C)
-        for block in self.blocks:
-            h = block(h, self.attn_mask)
-        return h.permute(0, 3, 1, 2)
 
 
 class Downsample(nn.Module):
@@ -317,4 +288,4 @@ def _per_sample(value: Tensor, batch: int, name: str, device: torch.device) -> T
     return value
 
 
-__all__ = ["UNet", "SwinBottleneck", "ResBlock", "SelfAttention", "sinusoidal_embedding"]
+__all__ = ["UNet", "ResBlock", "SelfAttention", "sinusoidal_embedding"]

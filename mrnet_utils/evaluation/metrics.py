@@ -34,7 +34,11 @@ from PIL import Image
 from scipy.stats import wasserstein_distance
 from torch import Tensor, nn
 from torchmetrics.functional.image import peak_signal_noise_ratio
-from torchmetrics.image import FrechetInceptionDistance, InceptionScore, KernelInceptionDistance
+from torchmetrics.image import (
+    FrechetInceptionDistance,
+    InceptionScore,
+    KernelInceptionDistance,
+)
 from torchmetrics.image.fid import NoTrainInceptionV3
 
 from mrnet_utils.errors import MRNetError

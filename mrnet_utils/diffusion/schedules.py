@@ -1,4 +1,4 @@
-"""Noise schedules, forward noising and the training loss (DDPM, Ho et al. 2020).
+"""Noise schedules and the forward process q(x_t | x_0) (DDPM, Ho et al. 2020).
 
 Names in the code and the symbols they stand for:
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -75,8 +74,8 @@ class NoiseSchedule:
         return cls(betas, cfg.prediction)
 
 
-def _sqrt_abar(schedule: NoiseSchedule, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
-    """sqrt(abar_t) and sqrt(1 - abar_t) for each sample, shaped to broadcast against `like` (B, ...)."""
+def alpha_sigma(schedule: NoiseSchedule, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+    """alpha_t = sqrt(abar_t) and sigma_t = sqrt(1 - abar_t) for each sample, shaped to broadcast against `like` (B, ...)."""
     abar = schedule.alphas_cumprod.to(t.device)[t]  # float64 until the end, for the small 1 - abar_t
     shape = (-1,) + (1,) * (like.ndim - 1)
     return abar.sqrt().to(like.dtype).view(shape), (1 - abar).sqrt().to(like.dtype).view(shape)
@@ -84,16 +83,8 @@ def _sqrt_abar(schedule: NoiseSchedule, t: Tensor, like: Tensor) -> tuple[Tensor
 
 def q_sample(schedule: NoiseSchedule, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
     """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) epsilon (DDPM eq. 4, reparameterised)."""
-    sqrt_abar, sqrt_one_minus_abar = _sqrt_abar(schedule, t, x0)
-    return sqrt_abar * x0 + sqrt_one_minus_abar * noise
-
-
-def training_target(schedule: NoiseSchedule, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
-    """What the network learns to output at x_t: epsilon, or v = sqrt(abar_t) epsilon - sqrt(1 - abar_t) x_0."""
-    if schedule.prediction == "epsilon":
-        return noise
-    sqrt_abar, sqrt_one_minus_abar = _sqrt_abar(schedule, t, x0)
-    return sqrt_abar * noise - sqrt_one_minus_abar * x0
+    alpha, sigma = alpha_sigma(schedule, t, x0)
+    return alpha * x0 + sigma * noise
 
 
 def snr(schedule: NoiseSchedule, t: Tensor) -> Tensor:
@@ -102,52 +93,4 @@ def snr(schedule: NoiseSchedule, t: Tensor) -> Tensor:
     return abar / (1 - abar)
 
 
-def loss_weight(schedule: NoiseSchedule, t: Tensor, min_snr_gamma: float = 0.0) -> Tensor:
-    """Min-SNR-gamma weights (Hang et al. 2023), shape (B,); all ones when min_snr_gamma == 0.
-
-    The MSE on epsilon weighs step t by SNR(t) relative to an x_0 loss, and the MSE on v by
-    SNR(t) + 1; clipping SNR at gamma stops the nearly clean steps from dominating.
-    """
-    if min_snr_gamma <= 0:
-        return torch.ones(t.shape, dtype=torch.float64, device=t.device)
-    ratio = snr(schedule, t)
-    clipped = ratio.clamp(max=min_snr_gamma)
-    return clipped / ratio if schedule.prediction == "epsilon" else clipped / (ratio + 1)
-
-
-def diffusion_loss(
-    model: Callable[..., Tensor],
-    schedule: NoiseSchedule,
-    x0: Tensor,
-    t: Tensor,
-    noise: Tensor,
-    min_snr_gamma: float = 0.0,
-    extra_args: dict[str, Any] | None = None,
-) -> Tensor:
-    """Per-sample loss, shape (B,): weighted MSE between model(x_t, t, **extra_args) and the target (DDPM eq. 14)."""
-    x_t = q_sample(schedule, x0, t, noise)
-    prediction = model(x_t, t, **(extra_args or {}))
-    target = training_target(schedule, x0, noise, t)
-    # Upcast: under bf16 autocast the network output is bf16, and the squared error needs more bits.
-    mse = (prediction.float() - target.float()).square().mean(dim=tuple(range(1, x0.ndim)))
-    return loss_weight(schedule, t, min_snr_gamma).to(mse.dtype) * mse
-
-
-def sample_timesteps(batch: int, T: int, generator: torch.Generator | None = None) -> Tensor:
-    """t ~ Uniform{0, ..., T-1}, shape (batch,), int64, on the generator's device (CPU without one)."""
-    device = generator.device if generator is not None else None
-    return torch.randint(0, T, (batch,), generator=generator, device=device)
-
-
-__all__ = [
-    "PREDICTIONS",
-    "linear_betas",
-    "cosine_betas",
-    "NoiseSchedule",
-    "q_sample",
-    "training_target",
-    "snr",
-    "loss_weight",
-    "diffusion_loss",
-    "sample_timesteps",
-]
+__all__ = ["PREDICTIONS", "linear_betas", "cosine_betas", "NoiseSchedule", "q_sample", "snr", "alpha_sigma"]

@@ -31,7 +31,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.mrnet import PLANES, SIDE, SPLITS, TASKS, labels_path, volume_path
+from mrnet_utils.data.mrnet import PLANES, SIDE, SPLITS, TASKS, labels_path, volume_path
 
 MIN_SLICES, MAX_SLICES = 17, 61  # MRNet's range of slices per series
 GAIN = 235.0  # intensity 1.0 -> grey level; leaves headroom for the bias field

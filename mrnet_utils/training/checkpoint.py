@@ -12,10 +12,9 @@ This module reads only "format_version", "config" and "step"; the rest is the
 training loop's business. Storing the config is what lets `rebuild_config`
 recreate the model from the file alone (as nanoGPT does).
 
-Integrity. torch.load does not check the zip CRCs: with torch 2.14, every
-truncation of a small checkpoint failed to load, but 96% of single-bit flips
-loaded without an error, most with changed weights, keys or values. So `save_checkpoint` adds a SHA-256 of the payload's
-content (every tensor's bytes, dtype and shape, every plain value) under
+Integrity. torch.load does not check the zip CRCs, so a flipped bit can load as changed
+weights, keys or values without an error (docs/reliability.md). So `save_checkpoint` adds a
+SHA-256 of the payload's content (every tensor's bytes, dtype and shape, every plain value) under
 `DIGEST_KEY`, and `load_checkpoint` recomputes it over what it loaded. The digest
 lives inside the one file, so the atomic replace covers it too (a sidecar file
 could be left out of step with the checkpoint by a crash between two renames).
@@ -23,12 +22,9 @@ could be left out of step with the checkpoint by a crash between two renames).
 
 from __future__ import annotations
 
-import errno
 import hashlib
-import os
 import pickle
 import re
-import tempfile
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -38,18 +34,19 @@ import torch
 
 from mrnet_utils.config import StageConfig
 from mrnet_utils.errors import MRNetError
+from mrnet_utils.files import remove_stale_partials, write_atomically, write_failure
+from mrnet_utils.networks.unet import UNet
+from mrnet_utils.pipeline import TrainedStage
 
 FORMAT_VERSION = 1
+FINAL_CHECKPOINT = "final.pt"  # a finished run's checkpoint; step checkpoints are step_{step:08d}.pt
 DIGEST_KEY = "content_sha256"
 REQUIRED_KEYS = ("format_version", "config", "step")
 _STEP_FILE = re.compile(r"step_(\d+)\.pt")
-_TEMP_SUFFIX = ".partial"
 # Settings a run may change when it resumes: they alter neither the weights'
 # shapes nor what the network predicts, so `check_compatible` ignores them.
 _FREE_SETTINGS = (
     "preset",
-    "sampler",
-    "sample_steps",
     "train.",
     "unet.dropout",
     "diffusion.min_snr_gamma",
@@ -67,11 +64,11 @@ def save_checkpoint(directory: str | Path, payload: dict[str, Any], keep: int = 
     """Write `payload` to `directory/step_{step:08d}.pt` (or `directory/name`) atomically.
 
     The file is written to a temporary name in the same directory, flushed and
-    fsynced, then renamed over the final name, so a crash at any moment leaves
-    either the old file or the new one, never a torn one. Afterwards only the
-    newest `keep` step checkpoints stay (files saved under a custom `name`, such as
-    `final.pt`, are never removed). One process writes to a directory at a time:
-    a save deletes temporary files that an earlier, killed save left behind.
+    fsynced, then renamed over the final name (files.write_atomically), so a crash at
+    any moment leaves either the old file or the new one, never a torn one. Afterwards
+    only the newest `keep` step checkpoints stay (files saved under a custom `name`,
+    such as `final.pt`, are never removed). Temporary files of killed earlier saves are
+    removed; those of a live process are not.
     """
     _check_keys(payload, "the payload to save")
     if keep < 1:
@@ -81,16 +78,10 @@ def save_checkpoint(directory: str | Path, payload: dict[str, Any], keep: int = 
     stored = {**payload, DIGEST_KEY: _digest(payload)}
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        for leftover in directory.glob(f".*{_TEMP_SUFFIX}"):
-            leftover.unlink(missing_ok=True)
-        _write_atomically(stored, path)
-    except (OSError, RuntimeError) as error:
-        # torch.save reports a failing file write as a RuntimeError raised while
-        # handling the OSError, so look for the OSError along the chain.
-        cause = _os_error_in(error)
-        if cause is None:
-            raise
-        raise MRNetError(_write_failure(path, cause)) from error
+    except OSError as error:
+        raise MRNetError(write_failure(path, error, "checkpoint")) from None
+    remove_stale_partials(directory)
+    write_atomically(path, lambda handle: torch.save(stored, handle), "checkpoint")
     _remove_old_steps(directory, keep, path)
     return path
 
@@ -147,6 +138,31 @@ def rebuild_config(payload: dict[str, Any]) -> StageConfig:
     return StageConfig.from_dict(payload["config"])
 
 
+def load_stage(
+    path: str | Path, device: str | torch.device = "cpu", use_ema: bool = True, compile: bool = False
+) -> TrainedStage:
+    """Rebuild a stage from its checkpoint alone; a run folder means its final checkpoint.
+
+    `compile=True` wraps the network in `torch.compile`: worth it for many samples on a
+    GPU; the first batch (and a smaller last one) is slow while it compiles. Sampling keeps
+    the default memory layout (benchmarks/RESULTS.md: channels-last made SR2 slower on a GPU).
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / FINAL_CHECKPOINT
+    payload = load_checkpoint(path)
+    cfg = StageConfig.from_dict(payload["config"])
+    model = UNet(cfg.unet)
+    if use_ema and payload.get("ema") is not None:
+        # torch.optim.swa_utils.AveragedModel keeps the network under `module.` plus a step counter.
+        state = {k.removeprefix("module."): v for k, v in payload["ema"].items() if k.startswith("module.")}
+    else:
+        state = payload["model"]
+    model.load_state_dict(state)
+    model = model.to(device).eval()
+    return TrainedStage(torch.compile(model) if compile else model, cfg, payload["step"], path)
+
+
 def check_compatible(stored: dict[str, Any], expected: StageConfig, path: str | Path | None = None) -> None:
     """Raise MRNetError when checkpoint payload `stored` was trained for another stage or network than `expected`.
 
@@ -171,25 +187,6 @@ def check_compatible(stored: dict[str, Any], expected: StageConfig, path: str | 
         f"{head} (checkpoint vs expected: {'; '.join(differences)}); use the checkpoint trained for this config, "
         "or rebuild the model from the checkpoint's own config (rebuild_config)"
     )
-
-
-def _write_atomically(stored: dict[str, Any], path: Path) -> None:
-    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TEMP_SUFFIX)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            torch.save(stored, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp_name, path)
-    except BaseException:  # KeyboardInterrupt included: never leave a temporary file behind
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    # Make the rename itself durable, so a power cut cannot bring back the old file.
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def _remove_old_steps(directory: Path, keep: int, written: Path) -> None:
@@ -257,24 +254,6 @@ def _check_keys(payload: Any, what: str) -> None:
         raise MRNetError(f"{what} needs an int 'step' and a dict 'config' (StageConfig.to_dict())")
 
 
-def _os_error_in(error: BaseException | None) -> OSError | None:
-    while error is not None and not isinstance(error, OSError):
-        error = error.__cause__ or error.__context__
-    return error
-
-
-def _write_failure(path: Path, error: OSError) -> str:
-    reason = error.strerror or str(error)
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        advice = "free disk space there or point the checkpoint directory at a disk with room"
-    else:
-        advice = "make it a writable directory or choose another checkpoint directory"
-    return (
-        f"cannot write checkpoint {path.name} to {path.parent}: {reason}; {advice} "
-        "(earlier checkpoints are untouched)"
-    )
-
-
 def _flatten(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat = {}
     for key, value in settings.items():
@@ -296,8 +275,10 @@ def _first_line(error: BaseException) -> str:
 
 __all__ = [
     "FORMAT_VERSION",
+    "FINAL_CHECKPOINT",
     "save_checkpoint",
     "load_checkpoint",
+    "load_stage",
     "latest_checkpoint",
     "rebuild_config",
     "check_compatible",

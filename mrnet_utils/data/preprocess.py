@@ -16,7 +16,6 @@ source, format_version). `data.load_cache` reads and checks it.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 from pathlib import Path
@@ -26,7 +25,8 @@ import torch
 from tqdm.auto import tqdm
 
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.mrnet import PLANES, SIDE, SPLITS, TASKS, check_choice, iter_exams, read_labels, volume_path
+from mrnet_utils.files import remove_stale_partials, write_atomically
+from mrnet_utils.data.mrnet import PLANES, SIDE, SPLITS, TASKS, check_choice, iter_exams, read_labels, volume_path
 
 FORMAT_VERSION = 1
 FIELDS = ("images", "exam_ids", "slice_index", "labels")
@@ -86,32 +86,6 @@ def _split_arrays(root: Path, split: str, plane: str, task: str | None, central_
     return {f"{split}_{field}": array for field, array in arrays.items()}
 
 
-def _write_atomically(out: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write `out` through a temporary file in the same folder, then rename it into place.
-
-    A failure at any point (a full disk included) leaves no partial file behind and an
-    existing `out` untouched.
-    """
-    temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # 0o666 less the umask
-    except OSError as error:
-        raise MRNetError(
-            f"cannot write to folder {out.parent} ({error.strerror}); choose a writable output path"
-        ) from None
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **arrays)
-        os.replace(temporary, out)
-    except BaseException as error:
-        temporary.unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-            raise MRNetError(f"disk full while writing {out}; free space or choose another folder") from None
-        if isinstance(error, OSError):
-            raise MRNetError(f"cannot write {out} ({error}); choose a writable output path") from None
-        raise
-
-
 def preprocess(
     mrnet_root: Path | str,
     plane: str,
@@ -148,7 +122,8 @@ def preprocess(
     metadata = dict(plane=plane, task=task, central_slices=central_slices, source=str(root.resolve()),
                     side=SIDE, tasks=list(TASKS), format_version=FORMAT_VERSION)
     arrays["metadata"] = np.array([json.dumps(metadata)])
-    _write_atomically(out, arrays)
+    remove_stale_partials(out.parent)
+    write_atomically(out, lambda handle: np.savez(handle, **arrays), "slice cache")
     return out
 
 

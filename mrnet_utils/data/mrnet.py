@@ -57,7 +57,7 @@ def _check_root(root: Path | str) -> Path:
     if not root.is_dir():
         raise MRNetError(
             f"MRNet folder {root} does not exist; give the unzipped MRNet-v1.0 folder "
-            "or write a synthetic one with mrnet_utils.phantom.write_phantom"
+            "or write a synthetic one with mrnet_utils.data.phantom.write_phantom"
         )
     return root
 

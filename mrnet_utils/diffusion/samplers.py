@@ -1,11 +1,12 @@
-"""Samplers: ancestral DDPM, DDIM, DPM-Solver++(2M) and its SDE form, with one shared signature.
+"""Samplers: ancestral DDPM, DDIM, DPM-Solver++(2M) and its SDE form, in one table.
 
-    sample_x(model, schedule, noise, steps, extra_args=None, generators=None, progress=False) -> x_0
+    sample(name, model, schedule, noise, steps, extra_args=None, generators=None, progress=False) -> x_0
 
-as in k-diffusion: pure functions of the network, the schedule, the starting noise x_T and
-the per-image generators; nothing is stored on the network. The update rules are diffusers'
-schedulers (DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler), built fresh for each
-call from our NoiseSchedule's betas, without clipping or thresholding of the predicted x_0.
+is a pure function of the network, the schedule, the starting noise x_T and the per-image
+generators, as in k-diffusion; nothing is stored on the network. `SAMPLERS` maps each name
+to the diffusers scheduler it steps with (DDPMScheduler, DDIMScheduler,
+DPMSolverMultistepScheduler), built fresh for each call from our NoiseSchedule's betas,
+without clipping or thresholding of the predicted x_0; it is the one list of sampler names.
 
 Each sampler makes exactly `steps` network evaluations, at "trailing" timesteps
 (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample Steps are Flawed", Table 2):
@@ -22,17 +23,19 @@ the two are distinct streams of the same seed.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mrnet_utils.diffusion import NoiseSchedule
+from mrnet_utils.diffusion.schedules import NoiseSchedule
 from mrnet_utils.errors import MRNetError
+
+if TYPE_CHECKING:  # diffusers takes seconds to import; the schedulers below import it when first built
+    from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 Model = Callable[..., Tensor]
 Device = torch.device | str
@@ -129,55 +132,43 @@ def _denoise(
     return x.clamp(-1, 1)
 
 
-def sample_ddpm(
-    model: Model,
-    schedule: NoiseSchedule,
-    noise: Tensor,
-    steps: int,
-    extra_args: dict[str, Any] | None = None,
-    generators: list[torch.Generator] | None = None,
-    progress: bool = False,
-) -> Tensor:
+def _ddpm(schedule: NoiseSchedule, steps: int) -> SchedulerMixin:
     """Ancestral sampling (Ho et al. 2020, Algorithm 2) with the posterior variance beta~_t.
 
     steps == T is the full chain; fewer steps use the respaced process between the chosen
     timesteps (beta_t = 1 - abar_t / abar_t_prev), as in Nichol & Dhariwal (2021).
     """
-    _check(schedule, noise, steps, generators)
+    from diffusers import DDPMScheduler
+
     scheduler = DDPMScheduler(**_scheduler_args(schedule), variance_type="fixed_small", clip_sample=False)
     scheduler.set_timesteps(timesteps=trailing_timesteps(schedule.timesteps, steps))
-    return _denoise(scheduler, model, noise, extra_args, generators, progress, "ddpm")
+    return scheduler
 
 
-def sample_ddim(
-    model: Model,
-    schedule: NoiseSchedule,
-    noise: Tensor,
-    steps: int,
-    extra_args: dict[str, Any] | None = None,
-    generators: list[torch.Generator] | None = None,
-    progress: bool = False,
-) -> Tensor:
-    """Deterministic DDIM (Song et al. 2021, eq. 12 with eta = 0); `generators` are accepted and unused.
+def _ddim(schedule: NoiseSchedule, steps: int) -> SchedulerMixin:
+    """Deterministic DDIM (Song et al. 2021, eq. 12 with eta = 0).
 
     diffusers' DDIMScheduler always steps back by T // steps, so `steps` must divide T for
     its steps to land on the trailing timesteps and its last step on the clean image.
     """
-    _check(schedule, noise, steps, generators)
     if schedule.timesteps % steps:
         raise MRNetError(
             f"DDIM steps={steps} must divide the schedule's T={schedule.timesteps} "
             "(diffusers' DDIMScheduler strides by T // steps); choose a divisor or the 'dpmpp' sampler"
         )
+    from diffusers import DDIMScheduler
+
     scheduler = DDIMScheduler(
         **_scheduler_args(schedule), clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing"
     )
     scheduler.set_timesteps(steps)
-    return _denoise(scheduler, model, noise, extra_args, generators, progress, "ddim", eta=0.0)
+    return scheduler
 
 
-def _dpm_solver_2m(schedule: NoiseSchedule, steps: int, algorithm_type: str) -> DPMSolverMultistepScheduler:
+def _dpm_solver_2m(schedule: NoiseSchedule, steps: int, algorithm_type: str) -> SchedulerMixin:
     """diffusers' second-order multistep DPM-Solver++ (ODE or SDE form) at the trailing timesteps, down to sigma = 0."""
+    from diffusers import DPMSolverMultistepScheduler
+
     scheduler = DPMSolverMultistepScheduler(
         **_scheduler_args(schedule), algorithm_type=algorithm_type, solver_order=2, final_sigmas_type="zero"
     )
@@ -185,26 +176,45 @@ def _dpm_solver_2m(schedule: NoiseSchedule, steps: int, algorithm_type: str) -> 
     return scheduler
 
 
-def sample_dpmpp(
-    model: Model,
-    schedule: NoiseSchedule,
-    noise: Tensor,
-    steps: int,
-    extra_args: dict[str, Any] | None = None,
-    generators: list[torch.Generator] | None = None,
-    progress: bool = False,
-) -> Tensor:
-    """DPM-Solver++(2M) (Lu et al. 2022), deterministic; `generators` are accepted and unused.
+def _dpmpp(schedule: NoiseSchedule, steps: int) -> SchedulerMixin:
+    """DPM-Solver++(2M) (Lu et al. 2022), deterministic.
 
     Second-order multistep in log-SNR on the data prediction, one network evaluation per
     step; the first step (no history yet) and the last (to sigma = 0) are first order.
     """
-    _check(schedule, noise, steps, generators)
-    scheduler = _dpm_solver_2m(schedule, steps, "dpmsolver++")
-    return _denoise(scheduler, model, noise, extra_args, generators, progress, "dpmpp")
+    return _dpm_solver_2m(schedule, steps, "dpmsolver++")
 
 
-def sample_dpmpp_sde(
+def _dpmpp_sde(schedule: NoiseSchedule, steps: int) -> SchedulerMixin:
+    """SDE-DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", its solver for the diffusion SDE), stochastic.
+
+    The multistep data-prediction update of DPM-Solver++ on the reverse SDE instead of the
+    ODE: with lambda = log(alpha_t / sigma_t) and h = lambda_t - lambda_s, first order reads
+        x_t = (sigma_t / sigma_s) e^{-h} x_s + alpha_t (1 - e^{-2h}) x0_hat + sigma_t sqrt(1 - e^{-2h}) z.
+    The fresh noise z keeps the fine texture that the deterministic solvers smooth out;
+    it is drawn from the per-image generators.
+    """
+    return _dpm_solver_2m(schedule, steps, "sde-dpmsolver++")
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """A diffusers scheduler set up for `steps` steps of a schedule, and the extra arguments of its step()."""
+
+    scheduler: Callable[[NoiseSchedule, int], SchedulerMixin]
+    step_args: dict[str, Any] = field(default_factory=dict)
+
+
+SAMPLERS: dict[str, Sampler] = {
+    "ddpm": Sampler(_ddpm),
+    "ddim": Sampler(_ddim, {"eta": 0.0}),
+    "dpmpp": Sampler(_dpmpp),
+    "dpmpp_sde": Sampler(_dpmpp_sde),
+}
+
+
+def sample(
+    name: str,
     model: Model,
     schedule: NoiseSchedule,
     noise: Tensor,
@@ -213,33 +223,17 @@ def sample_dpmpp_sde(
     generators: list[torch.Generator] | None = None,
     progress: bool = False,
 ) -> Tensor:
-    """SDE-DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", its solver for the diffusion SDE), stochastic.
+    """x_0 from x_T = `noise` in exactly `steps` network evaluations of `model(x_t, t, **extra_args)`.
 
-    The multistep data-prediction update of `sample_dpmpp` on the reverse SDE instead of the
-    ODE: with lambda = log(alpha_t / sigma_t) and h = lambda_t - lambda_s, first order reads
-        x_t = (sigma_t / sigma_s) e^{-h} x_s + alpha_t (1 - e^{-2h}) x0_hat + sigma_t sqrt(1 - e^{-2h}) z.
-    The fresh noise z keeps the fine texture that the deterministic solvers smooth out;
-    it is drawn from `generators`, one per image.
+    `generators` (one per image, `generators_from_seeds`) feed the per-step noise of the
+    stochastic samplers; the deterministic ones accept and ignore them.
     """
+    if name not in SAMPLERS:
+        raise MRNetError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
     _check(schedule, noise, steps, generators)
-    scheduler = _dpm_solver_2m(schedule, steps, "sde-dpmsolver++")
-    return _denoise(scheduler, model, noise, extra_args, generators, progress, "dpmpp_sde")
+    sampler = SAMPLERS[name]
+    scheduler = sampler.scheduler(schedule, steps)
+    return _denoise(scheduler, model, noise, extra_args, generators, progress, name, **sampler.step_args)
 
 
-SAMPLERS: dict[str, Callable[..., Tensor]] = {
-    "ddpm": sample_ddpm,
-    "ddim": sample_ddim,
-    "dpmpp": sample_dpmpp,
-    "dpmpp_sde": sample_dpmpp_sde,
-}
-
-__all__ = [
-    "SAMPLERS",
-    "sample_ddpm",
-    "sample_ddim",
-    "sample_dpmpp",
-    "sample_dpmpp_sde",
-    "noise_from_seeds",
-    "generators_from_seeds",
-    "trailing_timesteps",
-]
+__all__ = ["SAMPLERS", "Sampler", "sample", "noise_from_seeds", "generators_from_seeds", "trailing_timesteps"]

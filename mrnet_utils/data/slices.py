@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.mrnet import SIDE, SPLITS, TASKS, check_choice
-from mrnet_utils.preprocess import FIELDS, FORMAT_VERSION
+from mrnet_utils.data.mrnet import SIDE, SPLITS, TASKS, check_choice
+from mrnet_utils.data.preprocess import FIELDS, FORMAT_VERSION
 
 RESOLUTIONS = (64, 128, 256)
 
@@ -33,7 +33,7 @@ def load_cache(path: Path | str) -> dict[str, Any]:
     """Read and check a cache: {'metadata': dict, 'train': {field: array}, 'valid': {field: array}}."""
     path = Path(path)
     if not path.is_file():
-        raise MRNetError(f"cache file {path} does not exist; write it with mrnet_utils.preprocess.preprocess")
+        raise MRNetError(f"cache file {path} does not exist; write it with mrnet_utils.data.preprocess.preprocess")
     try:
         archive = np.load(path, allow_pickle=False)
         if not isinstance(archive, np.lib.npyio.NpzFile):
@@ -102,6 +102,11 @@ def downsample(images: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """Model space [-1, 1] to [0, 1], the range of metrics and image files; clamped, as a sampler's output is."""
+    return ((images.float() + 1) / 2).clamp(0, 1)
+
+
 class SliceDataset(Dataset):
     """The slices of one split of a cache at one resolution, as (1, R, R) float32 tensors in [-1, 1].
 
@@ -135,4 +140,4 @@ class SliceDataset(Dataset):
         return self.images[index]
 
 
-__all__ = ["RESOLUTIONS", "load_cache", "downsample", "SliceDataset"]
+__all__ = ["RESOLUTIONS", "load_cache", "downsample", "to_unit", "SliceDataset"]

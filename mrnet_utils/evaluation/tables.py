@@ -2,7 +2,7 @@
 
 The evaluation notebooks call these functions and show or write what they return, so
 that no metric formula or bookkeeping lives in a notebook. Inputs are model-space
-images (B, 1, H, W) in [-1, 1]; metrics see them as [0, 1] (`mrnet_utils.metrics`).
+images (B, 1, H, W) in [-1, 1]; metrics see them as [0, 1] (`mrnet_utils.evaluation.metrics`).
 
 A metric whose pretrained weights are not on the machine is not computed: its cell
 holds "not computed: <which file is missing and how to supply it>" instead of a number,
@@ -22,8 +22,9 @@ import torch
 from scipy import stats
 from torch import Tensor, nn
 
-from mrnet_utils import metrics
+from mrnet_utils.data.slices import to_unit
 from mrnet_utils.errors import MRNetError
+from mrnet_utils.evaluation import metrics
 
 # Full-reference metrics of a super-resolved image against the real high-res one.
 SR_METRICS = {
@@ -54,11 +55,6 @@ def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, float]:
         return mean, math.nan, math.nan
     half_width = stats.t.ppf((1 + confidence) / 2, df=len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
     return mean, mean - half_width, mean + half_width
-
-
-def _to_unit(images: Tensor) -> Tensor:
-    """Model space [-1, 1] to metric space [0, 1]; clamped, as a sampler's output is."""
-    return ((images.float() + 1) / 2).clamp(0, 1)
 
 
 def _per_image(metric, predictions: Tensor, reference: Tensor, batch_size: int) -> Tensor:
@@ -110,10 +106,10 @@ def evaluate_super_resolution(
         lpips_network = metrics.load_lpips(lpips_weights, lpips_net)
     except metrics.MissingWeights as missing:
         lpips_network, lpips_reason = None, f"{NOT_COMPUTED} {missing}"
-    reference = _to_unit(high_res)
+    reference = to_unit(high_res)
     rows = {}
     for method, images in outputs.items():
-        images = _to_unit(images)
+        images = to_unit(images)
         row = {}
         for name, metric in SR_METRICS.items():
             values = _per_image(metric, images, reference, batch_size)
@@ -156,8 +152,8 @@ def evaluate_generation(
     for IS) or, by default, the FID Inception from `feature_weights`, the environment or
     the torch hub cache; if its weights are missing, FID/IS/KID cells hold the reason.
     """
-    real, train_images = _to_unit(real), _to_unit(train_images)
-    sets = {name: _to_unit(images) for name, images in samples.items()}
+    real, train_images = to_unit(real), to_unit(train_images)
+    sets = {name: to_unit(images) for name, images in samples.items()}
     try:
         if feature_extractor is None:
             pool_net = metrics.inception_features(feature_weights, "2048")
@@ -199,33 +195,39 @@ def _table(rows: dict[str, dict]) -> pd.DataFrame:
 
 
 def write_table(table: pd.DataFrame, out_dir: str | os.PathLike, name: str) -> tuple[Path, Path]:
-    """Write `table` as `<name>.csv` and `<name>.md` in `out_dir`; return both paths.
-
-    The Markdown is written here (pandas' to_markdown needs the optional tabulate
-    package); numbers are shown with 4 significant digits, the CSV keeps them all. A
-    "not computed: <why>" cell reads "not computed [k]" in the Markdown, with each distinct
-    reason written once under the table as "- [k] not computed: <why>".
-    """
+    """Write `table` as `<name>.csv` (every digit) and `<name>.md` (`markdown`) in `out_dir`; return both paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / f"{name}.csv", out_dir / f"{name}.md"
     table.to_csv(csv_path)
+    md_path.write_text(markdown(table) + "\n")
+    return csv_path, md_path
+
+
+def markdown(table: pd.DataFrame, index: bool = True) -> str:
+    """`table` as a Markdown table (pandas' to_markdown needs the optional tabulate package).
+
+    Numbers show 4 significant digits, NaN reads "n/a". A "not computed: <why>" cell reads
+    "not computed [k]", with each distinct reason written once under the table as
+    "- [k] not computed: <why>".
+    """
     reasons: list[str] = []
-    header = [table.index.name or "", *map(str, table.columns)]
+    header = ([table.index.name or ""] if index else []) + [str(column) for column in table.columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for index, row in table.iterrows():
-        cells = [_markdown_cell(index, reasons), *(_markdown_cell(value, reasons) for value in row)]
+    for label, row in table.iterrows():
+        cells = ([_markdown_cell(label, reasons)] if index else []) + [_markdown_cell(v, reasons) for v in row]
         lines.append("| " + " | ".join(cells) + " |")
     if reasons:
         lines += [""] + [f"- [{k}] {reason}" for k, reason in enumerate(reasons, 1)]
-    md_path.write_text("\n".join(lines) + "\n")
-    return csv_path, md_path
+    return "\n".join(lines)
 
 
 def _markdown_cell(value, reasons: list[str]) -> str:
     """A table cell; a "not computed: ..." reason goes to `reasons` and the cell points to it."""
     if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.4g}"
+        if math.isnan(value):
+            return "n/a"
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3g}"
     text = str(value)
     if text.startswith(NOT_COMPUTED):
         if text not in reasons:

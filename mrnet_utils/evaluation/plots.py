@@ -195,6 +195,12 @@ def _add_zoom_inset(
     ax.indicate_inset_zoom(inset, edgecolor="yellow", alpha=0.9)
 
 
+def centre_zoom(side: int, fraction: float = 0.25) -> tuple[int, int, int]:
+    """(y0, x0, size) of a centred square `fraction` of the side wide: the joint, in these images."""
+    size = max(1, round(side * fraction))
+    return (side - size) // 2, (side - size) // 2, size
+
+
 def plot_sr_comparison(
     low_res,
     candidates: Mapping[str, object],
@@ -316,6 +322,26 @@ def plot_metric_bars(
     if title:
         fig.suptitle(title)
     return fig
+
+
+GENERATION_CHART = {
+    "fid": "FID",
+    "kid_mean": "KID",
+    "is_mean": "IS",
+    "diversity_ms_ssim": "diversity MS-SSIM",
+    "histogram_w1": "histogram W1",
+    "spectrum_distance": "spectrum distance",
+    "nearest_train_correlation": "nearest-train correlation",
+}
+
+
+def plot_generation_metrics(table: pd.DataFrame, real_row: str) -> Figure:
+    """Bars of the generation table's metrics for each model ("not computed" where weights were missing)."""
+    models = table.drop(index=real_row, errors="ignore")
+    values = models[list(GENERATION_CHART)].rename(columns=lambda column: f"{GENERATION_CHART[column]}_mean")
+    directions = {"FID": False, "KID": False, "IS": True, "histogram W1": False, "spectrum distance": False}
+    title = "Generation (models only; the table holds the real slices' values)"
+    return plot_metric_bars(values, list(GENERATION_CHART.values()), directions, title=title)
 
 
 def plot_histograms(

@@ -1,0 +1,1 @@
+"""The diffusion process: noise schedules, the training loss, super-resolution conditioning, samplers."""

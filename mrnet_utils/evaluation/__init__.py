@@ -1,0 +1,1 @@
+"""Evaluation: image metrics, exam-level statistics, result tables and figures."""

@@ -1,0 +1,1 @@
+"""The networks: the project's UNet and its Swin-transformer bottleneck."""

@@ -1,0 +1,1 @@
+"""The study harness the notebooks call: layout, data, training, super-resolution and generation experiments."""

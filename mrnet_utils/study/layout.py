@@ -1,0 +1,111 @@
+"""What the study is made of and where each part of it lives on disk.
+
+One output folder holds the whole study of one preset (`StudyPaths`):
+
+    data/phantom/                            the synthetic MRNet folder (when no MRNet path is given)
+    data/<preset>/slices_<plane>.npz         the slice cache
+    savepoints/<preset>/<stage>_<swin|noswin>/   one training run folder each (training.loop.train)
+    savepoints/<preset>/samples/<model>/     generated images and their sampling time
+    evaluation/results/<preset>/             tables (CSV + Markdown), figures (PNG), run records (JSON)
+    runs/<preset>/                           the executed notebooks (written by run_all.sh)
+
+The models the study compares are `GENERATORS`; the runs it trains (`study_runs`) are
+the stages they use, which `run_all.sh` reads from here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mrnet_utils.config import StageConfig, preset
+from mrnet_utils.stages import CASCADE, SamplerChoice, run_name
+
+# The two network variants of every cascade stage: with and without the Swin bottleneck.
+VARIANTS = {"Swin": True, "no Swin": False}
+
+
+@dataclass(frozen=True)
+class Generator:
+    """A generative model of the study: its stages (stage, use_swin), sampled in this order."""
+
+    label: str  # row name in tables and figures
+    folder: str  # folder of its samples
+    stages: tuple[tuple[str, bool], ...]
+
+
+GENERATORS = (
+    Generator("cascade (Swin)", "cascade_swin", tuple((stage, True) for stage in CASCADE)),
+    Generator("cascade (no Swin)", "cascade_noswin", tuple((stage, False) for stage in CASCADE)),
+    Generator("single-stage 256", "single256", (("single256", True),)),
+)
+
+
+def study_runs() -> list[tuple[str, bool]]:
+    """Every (stage, use_swin) the study trains, once each, in the order the generators first use them."""
+    runs: list[tuple[str, bool]] = []
+    for stage in dict.fromkeys(stage for generator in GENERATORS for stage, _ in generator.stages):
+        runs += [(stage, use_swin) for use_swin in VARIANTS.values()
+                 if any((stage, use_swin) in generator.stages for generator in GENERATORS)]
+    return runs
+
+
+def study_sampler(cfg: StageConfig) -> SamplerChoice | None:
+    """How the study samples a stage: the full ancestral chain for presets that ask for it, else the stage's default (None)."""
+    return ("ddpm", cfg.diffusion.timesteps) if preset(cfg.preset).full_chain else None
+
+
+@dataclass(frozen=True)
+class StudyPaths:
+    """Where each part of one preset's study lives under `root` (see the module docstring)."""
+
+    root: Path
+    preset: str
+
+    def __post_init__(self) -> None:
+        preset(self.preset)  # an error listing the presets if unknown
+        object.__setattr__(self, "root", Path(self.root).resolve())
+
+    @property
+    def phantom(self) -> Path:
+        return self.root / "data" / "phantom"
+
+    def cache(self, plane: str) -> Path:
+        return self.root / "data" / self.preset / f"slices_{plane}.npz"
+
+    @property
+    def savepoints(self) -> Path:
+        return self.root / "savepoints" / self.preset
+
+    def run(self, stage: str, use_swin: bool) -> Path:
+        return self.savepoints / run_name(stage, use_swin)
+
+    def samples(self, generator: Generator) -> Path:
+        return self.savepoints / "samples" / generator.folder
+
+    @property
+    def results(self) -> Path:
+        return self.root / "evaluation" / "results" / self.preset
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    """`requested`, else the GPU when there is one."""
+    return torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def write_record(path: str | Path, record) -> Path:
+    """Write a dataclass or dict as JSON (paths as strings, NaN as null), creating the folder."""
+    values = dataclasses.asdict(record) if dataclasses.is_dataclass(record) else dict(record)
+    values = {
+        key: str(value) if isinstance(value, Path) else None if isinstance(value, float) and math.isnan(value) else value
+        for key, value in values.items()
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(values, indent=2) + "\n")
+    return path

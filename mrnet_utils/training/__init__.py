@@ -1,0 +1,1 @@
+"""Training: the loop, its batches, one or many processes, the log and checkpoints."""

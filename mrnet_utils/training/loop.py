@@ -1,0 +1,330 @@
+"""One training loop for every stage (DDPM, Ho et al. 2020; SR conditioning after Saharia et al. 2021).
+
+`train` builds the training state, restores it when resuming, then repeats one step,
+logging and checkpointing as the config says. It runs in one process or many (torchrun /
+DDP) without change: every random draw is a function of (seed, step) over the global
+batch (training.batches), and rank 0 alone writes the log, the sample grids and the
+checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+
+from mrnet_utils.config import StageConfig
+from mrnet_utils.data.slices import SliceDataset, downsample
+from mrnet_utils.diffusion import conditioning
+from mrnet_utils.diffusion.losses import diffusion_loss
+from mrnet_utils.diffusion.schedules import NoiseSchedule
+from mrnet_utils.errors import MRNetError
+from mrnet_utils.networks.unet import UNet
+from mrnet_utils.pipeline import bf16_autocast, sample_stage, save_grid
+from mrnet_utils.training import checkpoint
+from mrnet_utils.training.batches import Batch, draw_batch, to_device
+from mrnet_utils.training.checkpoint import FINAL_CHECKPOINT
+from mrnet_utils.training.distributed import init_distributed, process_device
+from mrnet_utils.training.log import LOG_FILE, append_log, truncate_log
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    checkpoint: Path  # the final checkpoint
+    steps: int
+    trained_steps: int  # steps this call trained: 0 when a resumed run was already complete
+    seconds: float  # wall-clock training time, summed over resumed segments
+    images_per_second: float  # of this call's steps; NaN when it trained none
+    skipped_batches: int
+
+
+@dataclass
+class TrainState:
+    """Everything a checkpoint holds besides the config: the network, its EMA, the optimiser and the counters."""
+
+    model: UNet
+    ema: AveragedModel | None
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler
+    step: int = 0
+    seconds_before: float = 0.0  # training time of earlier segments of a resumed run
+    skipped: int = 0  # batches skipped for non-finite gradients
+
+    def payload(self, cfg: StageConfig, step: int, seconds: float) -> dict:
+        """The checkpoint at `step`, `seconds` into training."""
+        return {
+            "format_version": checkpoint.FORMAT_VERSION,
+            "config": cfg.to_dict(),
+            "step": step,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "rng": {"torch": torch.get_rng_state()},
+            "log": {"seconds": seconds, "skipped": self.skipped},
+        }
+
+
+def build_state(cfg: StageConfig, device: torch.device, channels_last: bool) -> TrainState:
+    """A freshly initialised network (seeded by cfg.train.seed, the same on every rank), EMA, AdamW and warm-up."""
+    torch.manual_seed(cfg.train.seed)
+    model = UNet(cfg.unet).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    # Parameters only: the UNet's buffers are constants (Swin's integer relative-position index),
+    # and averaging an integer buffer truncates it (torch computes decay * index in floats).
+    ema = (
+        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay), use_buffers=False)
+        if cfg.train.ema_decay > 0
+        else None
+    )
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, fused=device.type == "cuda"
+    )
+    warmup = max(cfg.train.warmup_steps, 1)
+    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+    return TrainState(model, ema, optimizer, lr_scheduler)
+
+
+def restore(state: TrainState, cfg: StageConfig, out_dir: Path) -> Path | None:
+    """Load the newest good checkpoint of `out_dir` into `state`; its path, or None when there is none."""
+    found = _resume_point(out_dir)
+    if found is None:
+        return None
+    payload = checkpoint.load_checkpoint(found)
+    checkpoint.check_compatible(payload, cfg, path=found)
+    state.model.load_state_dict(payload["model"])
+    if state.ema is not None:
+        state.ema.load_state_dict(payload["ema"])
+    state.optimizer.load_state_dict(payload["optimizer"])
+    state.lr_scheduler.load_state_dict(payload["lr_scheduler"])
+    torch.set_rng_state(payload["rng"]["torch"])
+    state.step = payload["step"]
+    state.seconds_before = payload["log"]["seconds"]
+    state.skipped = payload["log"]["skipped"]
+    return found
+
+
+def train_step(
+    state: TrainState,
+    net: torch.nn.Module,
+    batch: Batch,
+    schedule: NoiseSchedule,
+    cfg: StageConfig,
+    autocast: AbstractContextManager,
+    last_good: Path | None,
+) -> torch.Tensor:
+    """One optimisation step on this rank's share of the batch; returns the loss (not synchronised).
+
+    A step whose gradient norm is not finite changes nothing (on_nonfinite="skip") or stops
+    training with the last good checkpoint named (on_nonfinite="stop").
+    """
+    with autocast:
+        loss = diffusion_loss(
+            net, schedule, batch.x0, batch.t, batch.noise, cfg.diffusion.min_snr_gamma, batch.extra_args
+        ).mean()
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.train.grad_clip)
+    # One host synchronisation per step: non-finite gradients must never reach the weights.
+    # The norm is taken after DDP has averaged the gradients, so it is the same on every rank
+    # and all ranks take the same branch; a non-finite loss on any rank makes it non-finite.
+    # (Testing this rank's loss instead could send the ranks down different paths: a deadlock.)
+    if not torch.isfinite(grad_norm):
+        if cfg.train.on_nonfinite != "skip":
+            raise MRNetError(
+                f"non-finite loss at step {state.step} of {cfg.name}; the last good checkpoint is "
+                f"{last_good or 'none (no checkpoint written yet)'} and is left intact. "
+                "Lower the learning rate or set on_nonfinite='skip'"
+            )
+        # Skipped: weights, optimiser, LR schedule and EMA stay as they were, but the step
+        # still counts, so the log row and checkpoint due at it are written all the same.
+        state.skipped += 1
+    else:
+        state.optimizer.step()
+        state.lr_scheduler.step()
+        if state.ema is not None:
+            state.ema.update_parameters(state.model)
+    state.step += 1
+    return loss
+
+
+def train(
+    cfg: StageConfig,
+    data_path: str | Path,
+    out_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    compile: bool = False,
+    grids: bool = True,
+) -> TrainResult:
+    """Train one stage on the cached slices at `data_path`, writing checkpoints and logs to `out_dir`.
+
+    `resume=True` continues from the newest good checkpoint in `out_dir` (or extends a finished
+    run to cfg.train.steps). `compile=True` runs the network through `torch.compile` (worth it
+    on a GPU for long runs; the first steps are slow while it compiles). Checkpoints are the
+    same either way. `grids=False` skips the sample grids (every cfg.train.sample_every steps
+    and at the end), which sample with the stage's default sampler.
+    """
+    cfg.validate()
+    out_dir = Path(out_dir)
+    device = process_device()
+    distributed = init_distributed(cfg.train.batch_size)
+    if not resume:
+        _refuse_earlier_run(out_dir)
+    if distributed.is_main:
+        _check_writable(out_dir)
+
+    dataset = SliceDataset(data_path, "train", cfg.resolution)
+    images = dataset.images
+    low_res = downsample(images, cfg.low_resolution) if cfg.is_super_resolution else None
+    schedule = NoiseSchedule.from_config(cfg.diffusion)
+    schedule_on_device = NoiseSchedule(schedule.betas.to(device), schedule.prediction)
+
+    channels_last = device.type == "cuda"
+    state = build_state(cfg, device, channels_last)
+    if resume:
+        found = restore(state, cfg, out_dir)
+        if found is not None and distributed.is_main:
+            truncate_log(out_dir / LOG_FILE, state.step)
+            print(f"resuming {cfg.name} from {found} at step {state.step}")
+    start_step = state.step
+
+    net = DistributedDataParallel(state.model) if distributed.world_size > 1 else state.model
+    if compile:
+        net = torch.compile(net)  # after DDP, so that DDP's optimizer splits the graph at its buckets
+    autocast = bf16_autocast(device, cfg.train.mixed_precision)
+
+    last_good = checkpoint.latest_checkpoint(out_dir) if distributed.is_main else None
+    bar = tqdm(
+        total=cfg.train.steps,
+        initial=start_step,
+        desc=f"train {cfg.name}",
+        disable=not (progress and distributed.is_main),
+    )
+    started = time.perf_counter()
+    window = _RateWindow(started)
+    try:  # close the bar when a step raises, so the error starts on a line of its own
+        while state.step < cfg.train.steps:
+            batch = draw_batch(cfg, state.step, images, low_res, dataset.labels, schedule.timesteps)
+            batch = to_device(batch, distributed, device, channels_last)
+            loss = train_step(state, net, batch, schedule_on_device, cfg, autocast, last_good)
+            done = state.step
+            window.images += cfg.train.batch_size
+            bar.update(1)
+            elapsed = state.seconds_before + time.perf_counter() - started
+            if done % cfg.train.log_every == 0 or done == cfg.train.steps:
+                loss = distributed.mean(loss.detach())  # the global batch's loss, as one process would log it
+                if distributed.is_main:
+                    row = _log_row(state, loss, window, elapsed)
+                    append_log(out_dir / LOG_FILE, row)
+                    bar.set_postfix(loss=row["loss"], img_s=row["images_per_s"])
+            if distributed.is_main and grids and cfg.train.sample_every and done % cfg.train.sample_every == 0:
+                _write_sample_grid(state, cfg, low_res, out_dir / f"samples_step_{done:08d}.png")
+            if distributed.is_main and done % cfg.train.checkpoint_every == 0 and done < cfg.train.steps:
+                last_good = checkpoint.save_checkpoint(
+                    out_dir, state.payload(cfg, done, elapsed), keep=cfg.train.keep_checkpoints
+                )
+    finally:
+        bar.close()
+
+    seconds = state.seconds_before + time.perf_counter() - started
+    final = out_dir / FINAL_CHECKPOINT
+    trained_steps = max(cfg.train.steps - start_step, 0)
+    if distributed.is_main and trained_steps:
+        checkpoint.save_checkpoint(out_dir, state.payload(cfg, cfg.train.steps, seconds), name=FINAL_CHECKPOINT)
+        if grids:
+            _write_sample_grid(state, cfg, low_res, out_dir / "samples_final.png")
+    distributed.barrier()
+    training_seconds = seconds - state.seconds_before
+    rate = trained_steps * cfg.train.batch_size / max(training_seconds, 1e-9) if trained_steps else math.nan
+    return TrainResult(final, max(cfg.train.steps, start_step), trained_steps, seconds, rate, state.skipped)
+
+
+class _RateWindow:
+    """Images trained since the last log row, and when that row was written: the logged images/s."""
+
+    def __init__(self, start: float) -> None:
+        self.start, self.images = start, 0
+
+    def rate(self) -> float:
+        now = time.perf_counter()
+        rate = self.images / max(now - self.start, 1e-9)
+        self.start, self.images = now, 0
+        return rate
+
+
+def _log_row(state: TrainState, loss: torch.Tensor, window: _RateWindow, elapsed: float) -> dict:
+    return {
+        "step": state.step,
+        "loss": f"{loss.item():.6f}",
+        "lr": f"{state.lr_scheduler.get_last_lr()[0]:.3e}",
+        "images_per_s": f"{window.rate():.2f}",
+        "elapsed_s": f"{elapsed:.1f}",
+        "skipped": state.skipped,
+    }
+
+
+def _check_writable(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise MRNetError(
+            f"output folder {out_dir} is not writable ({error.strerror}); choose another out_dir", parameter="out_dir"
+        ) from None
+
+
+def _refuse_earlier_run(out_dir: Path) -> None:
+    """A fresh run may not share its folder with an earlier one: its log would continue the earlier
+    run's, and a later resume could pick up the earlier run's newer step checkpoints."""
+    earlier = sorted(out_dir.glob("step_*.pt")) + sorted(out_dir.glob(FINAL_CHECKPOINT))
+    if earlier:
+        raise MRNetError(
+            f"run folder {out_dir} already holds a training run ({earlier[-1].name}); continue or extend it "
+            "with resume=True, or choose a new out_dir to start afresh",
+            parameter="resume",
+        )
+
+
+def _resume_point(out_dir: Path) -> Path | None:
+    """The newest good checkpoint: the final one (a finished run, perhaps to be extended) or the latest step."""
+    latest = checkpoint.latest_checkpoint(out_dir)
+    final = out_dir / FINAL_CHECKPOINT
+    if final.exists():
+        try:
+            final_step = checkpoint.load_checkpoint(final)["step"]
+        except MRNetError as error:
+            warnings.warn(f"skipping {final}: {error}", stacklevel=2)
+        else:
+            if latest is None or final_step >= checkpoint.load_checkpoint(latest)["step"]:
+                return final
+    return latest
+
+
+def _write_sample_grid(state: TrainState, cfg: StageConfig, low_res: torch.Tensor | None, path: Path) -> None:
+    """A small grid of samples from the EMA weights with the stage's default sampler, for watching training.
+
+    Super-resolution stages show the upsampled inputs (top row) above their samples.
+    """
+    network = state.ema.module if state.ema is not None else state.model
+    network.eval()
+    condition = low_res[:4] if low_res is not None else None
+    samples = sample_stage(
+        network, cfg, seeds=list(range(4)), low_res=condition, mixed_precision=cfg.train.mixed_precision,
+        progress=False,
+    )
+    network.train()
+    if condition is not None:
+        samples = torch.cat([conditioning.upsample(condition, cfg.resolution), samples.cpu()])
+    save_grid(samples, path, nrow=4)
