@@ -55,7 +55,7 @@ from benchmarks.common import (
     strict_fp32,
     update_section,
 )
-from mrnet_utils.data.slices import SliceDataset, downsample, to_unit
+from mrnet_utils.data.slices import SliceDataset, degrade, to_unit
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.evaluation import metrics
 from mrnet_utils.pipeline import TrainedStage, sample_stage
@@ -98,7 +98,7 @@ def compare_super_resolution(
     """Rows of PSNR/SSIM against the real slice per sampler; the first sampler is the reference."""
     cfg = stage.config
     truth = _held_out(data, cfg.resolution, count)
-    low_res = downsample(truth, cfg.low_resolution)
+    low_res = degrade(truth, cfg.low_resolution)
     seeds = list(range(count))
     rows = []
     for sampler in samplers:

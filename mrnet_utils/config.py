@@ -215,6 +215,7 @@ class StudySize:
     eval_slices: int | None  # held-out slices for super-resolution vs interpolation (None: all)
     samples: int  # generated images per model for the generation table
     batch_size: int  # images per sampling batch
+    tuning_exams: int = 0  # valid exams set aside for tuning (benchmarks/bench_samplers.py), never reported
 
 
 @dataclass(frozen=True)
@@ -331,8 +332,10 @@ def _paper(spec: StageSpec, use_swin: bool) -> StageConfig:
 PRESETS: dict[str, Preset] = {
     "smoke": Preset(_smoke, StudySize(4, 2, 2, eval_slices=2, samples=2, batch_size=2)),
     # Small enough that sampling and metrics take a few minutes of the CPU study (README, "Results").
-    "demo": Preset(_demo, StudySize(48, 12, 5, eval_slices=16, samples=16, batch_size=8)),
-    "paper": Preset(_paper, StudySize(80, 20, 5, eval_slices=None, samples=1000, batch_size=32), full_chain=True),
+    "demo": Preset(_demo, StudySize(48, 12, 5, eval_slices=None, samples=16, batch_size=8, tuning_exams=6)),
+    "paper": Preset(
+        _paper, StudySize(80, 20, 5, eval_slices=None, samples=1000, batch_size=32, tuning_exams=10), full_chain=True
+    ),
 }
 
 

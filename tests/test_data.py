@@ -10,8 +10,9 @@ from torch.utils.data import DataLoader
 
 from mrnet_utils.data.phantom import write_phantom
 from mrnet_utils.data.preprocess import FORMAT_VERSION, preprocess
-from mrnet_utils.data.slices import SliceDataset, downsample, load_cache
+from mrnet_utils.data.slices import SliceDataset, degrade, downsample, load_cache
 from mrnet_utils.errors import MRNetError
+from mrnet_utils.study.data import held_out
 
 
 @pytest.fixture(scope="module")
@@ -109,11 +110,29 @@ def test_slice_dataset(cache_path, resolution):
     assert dataset.images.dtype == torch.float32 and dataset[4].shape == (1, resolution, resolution)
     assert dataset.images.min() >= -1 and dataset.images.max() <= 1
     full = torch.from_numpy(cache["images"].astype(np.float32))[:, None]
-    torch.testing.assert_close(dataset.images, downsample(full, resolution))
+    halved = [full]
+    while halved[-1].shape[-1] > resolution:  # 256 -> 128 -> 64, one halving at a time
+        halved.append(downsample(halved[-1], halved[-1].shape[-1] // 2))
+    torch.testing.assert_close(dataset.images, halved[-1])
     np.testing.assert_array_equal(dataset.labels.numpy(), cache["labels"])
     np.testing.assert_array_equal(dataset.exam_ids.numpy(), cache["exam_ids"])
     np.testing.assert_array_equal(dataset.slice_index.numpy(), cache["slice_index"])
     assert next(iter(DataLoader(dataset, batch_size=4))).shape == (4, 1, resolution, resolution)
+
+
+def test_the_base_models_64x64_images_are_sr1s_64x64_inputs(cache_path):
+    """One degradation chain: the 64x64 slice the base model learns is the input SR1 is trained on."""
+    base64, sr1_targets = SliceDataset(cache_path, "train", 64), SliceDataset(cache_path, "train", 128)
+    assert torch.equal(base64.images, degrade(sr1_targets.images, 64))  # what training gives SR1
+    held = held_out(cache_path, None)
+    assert torch.equal(held.at(64), SliceDataset(cache_path, "valid", 64).images)  # and the SR evaluation
+
+
+def test_degrade_refuses_what_halving_cannot_reach():
+    assert degrade(torch.zeros(2, 1, 256, 256), 64).shape == (2, 1, 64, 64)
+    for size in (96, 512):
+        with pytest.raises(MRNetError, match=f"cannot take shape \\(2, 1, 256, 256\\) to {size}"):
+            degrade(torch.zeros(2, 1, 256, 256), size)
 
 
 def test_lower_resolutions_are_blurred_versions_of_the_same_slices(cache_path):

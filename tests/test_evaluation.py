@@ -29,79 +29,135 @@ def no_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.delenv("MRNET_INCEPTION_WEIGHTS", raising=False)
     monkeypatch.delenv("MRNET_LPIPS_WEIGHTS", raising=False)
+    monkeypatch.delenv("MRNET_LPIPS_VGG_WEIGHTS", raising=False)
 
 
 def model_space(n, side, seed):
     return torch.rand(n, 1, side, side, generator=torch.Generator().manual_seed(seed)) * 2 - 1
 
 
-def test_mean_ci_matches_the_t_interval():
-    mean, low, high = evaluation.mean_ci([1, 2, 3, 4, 5])
-    # t(0.975, df=4) = 2.776445, sd = sqrt(2.5): half width 1.963243
-    assert (mean, low, high) == pytest.approx((3.0, 1.036757, 4.963243), abs=1e-6)
-    assert evaluation.mean_ci([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)
-    assert evaluation.mean_ci([1, 2, 3, 4, 5], confidence=0.5)[2] < high
-
-
-def test_mean_ci_drops_infinite_values_and_needs_two_for_an_interval():
-    assert evaluation.mean_ci([1, 2, 3, 4, 5, math.inf])[:2] == pytest.approx((3.0, 1.036757), abs=1e-6)
-    mean, low, high = evaluation.mean_ci([7.0, math.inf])
-    assert mean == 7.0 and math.isnan(low) and math.isnan(high)
-    assert all(math.isnan(v) for v in evaluation.mean_ci([math.inf]))
-
-
-def test_evaluate_super_resolution_table():
-    high_res = F.avg_pool2d(model_space(2, 128, 0), 2)  # a little smoothing, still 64x64
+def test_evaluate_super_resolution_table_with_exam_intervals():
+    high_res = F.avg_pool2d(model_space(12, 128, 0), 2)  # a little smoothing, still 64x64
     low_res = F.avg_pool2d(high_res, 2)
+    exams = [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
     predictions = {"perfect": high_res.clone(), "blurred": F.avg_pool2d(high_res, 3, stride=1, padding=1)}
-    table = evaluation.evaluate_super_resolution(low_res, high_res, predictions, timings={"perfect": 0.5})
+    scores = evaluation.evaluate_super_resolution(low_res, high_res, predictions, exams, timings={"perfect": 0.5})
+    table = scores.table
 
     assert list(table.index) == [*metrics.INTERPOLATIONS, "perfect", "blurred", evaluation.REFERENCE_ROW]
-    for name in ("psnr", "ssim", "ms_ssim", "fsim", "vif", "lpips", "ag"):
+    for name in ("psnr", "ssim", "ms_ssim", "fsim", "vif", "lpips", "lpips_vgg", "ag", "ag_sobel", "ag_error",
+                 "spectrum_error"):
         assert {f"{name}_mean", f"{name}_ci_low", f"{name}_ci_high"} <= set(table.columns)
+    assert (table["exams"] == 6).all() and (table["slices"] == 12).all()
     perfect = table.loc["perfect"]
-    assert perfect["psnr_n_inf"] == 2 and math.isnan(perfect["psnr_mean"])  # every pair identical
+    assert perfect["psnr_n_inf"] == 12 and math.isnan(perfect["psnr_mean"])  # every pair identical
     assert perfect["ssim_mean"] == pytest.approx(1.0, abs=1e-5) and perfect["vif_mean"] == pytest.approx(1.0, abs=1e-5)
     assert perfect["ag_mean"] == pytest.approx(table.loc[evaluation.REFERENCE_ROW, "ag_mean"])
+    assert perfect["ag_error_mean"] == 0 and perfect["spectrum_error_mean"] == pytest.approx(0, abs=1e-6)
     assert perfect["seconds_per_image"] == 0.5 and math.isnan(table.loc["blurred", "seconds_per_image"])
     assert (table.loc[list(metrics.INTERPOLATIONS), "seconds_per_image"] > 0).all()
     assert table.loc["blurred", "ssim_ci_low"] < table.loc["blurred", "ssim_mean"] < table.loc["blurred", "ssim_ci_high"]
     # No LPIPS backbone on this machine: the cell says which file is missing, no number is invented.
-    assert table.loc["perfect", "lpips_mean"].startswith("not computed:")
     assert "alexnet-owt-7be5be79.pth" in table.loc["perfect", "lpips_mean"]
+    assert "vgg16-397923af.pth" in table.loc["perfect", "lpips_vgg_mean"]
+    assert table.loc["perfect", "lpips_mean"].startswith("not computed:")
+
+    per_exam = scores.per_exam()
+    assert len(per_exam) == 6 * 6 and set(per_exam["slices"]) == {2}
+    blurred = scores.per_slice.query("method == 'blurred'")
+    first_exam = per_exam.query("method == 'blurred' and exam_id == 0")["ssim"].item()
+    assert first_exam == pytest.approx(blurred["ssim"].iloc[:2].mean())
+    comparison = scores.compare("blurred", "nearest", "spectrum_error")
+    assert comparison.difference.exams == 6 and comparison.b == "nearest"
+    assert scores.compare("blurred", "perfect", "ssim").verdict == "perfect better than blurred"
+    with pytest.raises(MRNetError, match="not scored on the same slices"):
+        SRScores = type(scores)
+        SRScores(scores.table, scores.per_slice.drop(index=scores.per_slice.index[-1])).compare(
+            "blurred", "perfect", "ssim")
 
 
-def test_evaluate_super_resolution_rejects_unmatched_predictions():
+def test_psnr_of_a_known_offset_through_the_table_is_20_db():
+    """A constant offset of 0.1 on [0, 1] (0.2 in model space) has MSE 0.01: PSNR 20 dB, exactly."""
+    truth = model_space(6, 64, 4) * 0.5  # model space [-0.5, 0.5]: [0.25, 0.75] on the metric scale
+    shifted = truth + 0.2
+    scores = evaluation.evaluate_super_resolution(F.avg_pool2d(truth, 2), truth, {"shifted": shifted}, range(6))
+    assert scores.table.loc["shifted", "psnr_mean"] == pytest.approx(20.0, abs=1e-4)
+    assert scores.table.loc["shifted", "psnr_ci_low"] == pytest.approx(20.0, abs=1e-4)
+    assert scores.table.loc["shifted", "ag_error_mean"] == pytest.approx(0, abs=1e-6)  # a shift keeps gradients
+
+
+def test_evaluate_super_resolution_rejects_unmatched_inputs():
     high_res = model_space(2, 16, 0)
     with pytest.raises(MRNetError, match="predictions\\['short'\\]"):
-        evaluation.evaluate_super_resolution(F.avg_pool2d(high_res, 2), high_res, {"short": high_res[:1]})
+        evaluation.evaluate_super_resolution(F.avg_pool2d(high_res, 2), high_res, {"short": high_res[:1]}, [0, 1])
+    with pytest.raises(MRNetError, match="one exam id and slice index per image"):
+        evaluation.evaluate_super_resolution(F.avg_pool2d(high_res, 2), high_res, {}, [0])
 
 
-def test_evaluate_generation_with_a_stand_in_feature_network():
+def test_evaluate_generation_refuses_feature_metrics_on_too_few_samples():
     real = F.avg_pool2d(model_space(12, 128, 1), 2)
     train = F.avg_pool2d(model_space(10, 128, 2), 2)
-    samples = {"copies": train[:6].clone(), "darker": (real * 0.5 - 0.5)}
-    table = evaluation.evaluate_generation(
-        samples, real, train, feature_extractor=PooledFeatures(), is_splits=2, diversity_pairs=10
-    )
+    exams = [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    samples = {"copies": train[:6].clone(), "darker": (real[:6] * 0.5 - 0.5)}
+    table = evaluation.evaluate_generation(samples, real, exams, train, feature_extractor=PooledFeatures(),
+                                           diversity_pairs=10)
 
     assert list(table.index) == ["copies", "darker", evaluation.REAL_ROW]
+    assert table.loc["copies", "fid"] == "not computed: FID needs at least 2048 samples and real slices (its feature width); 6 here"
+    assert table.loc["copies", "kid_mean"] == "not computed: KID needs at least 100 samples; 6 here"
+    assert table.loc["copies", "is_mean"] == "not computed: IS needs at least 50 images (one split); 6 here"
+    assert table.loc["copies", "fid_note"].startswith("biased upward below 10000 samples")
+    assert (table.loc["copies", "samples"], table.loc[evaluation.REAL_ROW, "exams"]) == (6, 4)
     assert table.loc["copies", "near_copy_share"] == 1.0 and table.loc["darker", "near_copy_share"] == 0.0
     assert table.loc["darker", "histogram_w1"] > table.loc["copies", "histogram_w1"]
     assert table.loc["darker", "spectrum_distance"] > 0
-    assert table.loc["darker", "fid"] > table.loc["copies", "fid"] > 0
-    assert table.loc["darker", "kid_mean"] > 0
-    assert math.isnan(table.loc[evaluation.REAL_ROW, "fid"]) and table.loc[evaluation.REAL_ROW, "is_mean"] >= 1
     assert 0 < table.loc["copies", "diversity_ms_ssim"] < 1
 
 
+def test_real_diversity_counts_only_pairs_from_different_exams():
+    """Two exams, each two identical slices: all pairs give MS-SSIM 1 within an exam, less across."""
+    a, b = model_space(1, 64, 5), model_space(1, 64, 6)
+    real = (torch.cat([a, a, b, b]) + 1) / 2
+    across = metrics.diversity_ms_ssim(real, groups=[0, 0, 1, 1])
+    every_pair = metrics.diversity_ms_ssim(real)
+    assert across == pytest.approx(float(metrics.ms_ssim(real[:1], real[2:3])), abs=1e-6)
+    assert every_pair > across  # the two same-exam pairs (MS-SSIM 1) pull it up
+    with pytest.raises(MRNetError, match="different groups"):
+        metrics.diversity_ms_ssim(real, groups=[0, 0, 0, 0])
+
+
+def test_evaluate_generation_with_enough_samples_computes_fid_kid_and_is():
+    real = model_space(2100, 16, 1) * 0.5
+    darker = real * 0.5 - 0.5
+    train = model_space(4, 16, 2)
+    table = evaluation.evaluate_generation({"darker": darker}, real, torch.arange(2100) // 5, train,
+                                           feature_extractor=PooledFeatures(), diversity_pairs=10)
+    assert table.loc["darker", "fid"] > 0 and table.loc["darker", "kid_mean"] > 0
+    assert table.loc["darker", "kid_std"] >= 0 and table.loc[evaluation.REAL_ROW, "is_mean"] >= 1
+    assert table.loc["darker", "fid_note"].startswith("biased upward")
+
+
 def test_evaluate_generation_without_inception_weights_reports_the_missing_file():
-    real, train = model_space(6, 64, 1), model_space(6, 64, 2)
-    table = evaluation.evaluate_generation({"model": model_space(6, 64, 3)}, real, train)
-    for column in ("fid", "is_mean", "kid_mean"):
+    real, train = model_space(120, 32, 1), model_space(6, 32, 2)
+    table = evaluation.evaluate_generation({"model": model_space(120, 32, 3)}, real, range(120), train)
+    for column in ("is_mean", "kid_mean"):
         assert table.loc["model", column].startswith("not computed:")
         assert "weights-inception-2015-12-05-6726825d.pth" in table.loc["model", column]
+    assert "needs at least 2048" in table.loc["model", "fid"]  # too few samples is said before missing weights
     assert table.loc["model", "histogram_w1"] >= 0 and 0 <= table.loc["model", "near_copy_share"] <= 1
+
+
+def test_generation_comparisons_pair_seeds_and_resample_exams():
+    real = model_space(30, 32, 1) * 0.5
+    exams = torch.arange(30) // 3
+    samples = {"close": real[:12] + 0.01 * model_space(12, 32, 2), "far": real[:12] * 0.3 - 0.6}
+    comparisons = evaluation.generation_comparisons(samples, real, exams, [("close", "far")], bootstrap=200)
+    assert [c.metric for c in comparisons] == ["histogram_w1", "spectrum_distance"]
+    w1 = comparisons[0]
+    assert w1.difference.mean < 0 and w1.difference.high < 0 and w1.verdict == "close better than far"
+    assert w1.difference.exams == 10
+    with pytest.raises(MRNetError, match="one seed each"):
+        evaluation.generation_comparisons({"a": real[:3], "b": real[:4]}, real, exams, [("a", "b")])
 
 
 def test_write_table_round_trip(tmp_path):

@@ -161,6 +161,25 @@ def test_metric_bars_skip_non_numeric_cells():
         plots.plot_metric_bars(table, ["SSIM"])
 
 
+def test_comparison_forest_plot_colours_only_clear_differences():
+    index = pd.MultiIndex.from_tuples(
+        [("SR1", "lanczos", "psnr"), ("SR1", "lanczos", "ssim"), ("SR1", "bicubic", "psnr")], names=["a", "b", "metric"]
+    )
+    table = pd.DataFrame(
+        {"difference": [2.0, 0.01, 1.5], "ci_low": [1.5, -0.02, np.nan], "ci_high": [2.5, 0.04, np.nan]}, index=index
+    )
+    fig = plots.plot_comparisons(table, title="paired")
+    psnr, ssim = fig.axes
+    assert (psnr.get_title(), ssim.get_title()) == ("psnr", "ssim")
+    assert [label.get_text() for label in psnr.get_yticklabels()] == ["SR1 - lanczos", "SR1 - bicubic"]
+    interval, point = psnr.lines[0], psnr.lines[1]
+    assert list(interval.get_xdata()) == [1.5, 2.5] and interval.get_color() == "C3"  # excludes zero: coloured
+    assert ssim.lines[0].get_color() == "0.55"  # straddles zero: grey
+    assert len(psnr.lines) == 2 + 1 + 1  # SR1 - bicubic has no interval: its point only, then the zero line
+    with pytest.raises(MRNetError, match="empty"):
+        plots.plot_comparisons(table.iloc[:0])
+
+
 def test_histograms_share_bins_and_integrate_to_one(rng):
     real = rng.uniform(-1, 1, (4, 1, 8, 8))
     samples = {"cascade": torch.from_numpy(rng.normal(0, 0.5, (4, 1, 8, 8))), "single": rng.uniform(-1, 0, 256)}

@@ -85,19 +85,33 @@ def test_tables_hold_every_method_and_metric(smoke_study):
     for name, models in SR_ROWS.items():
         table = pd.read_csv(results / f"{name}.csv", index_col="method")
         assert list(table.index) == [*INTERPOLATIONS, *models, "high-res (reference)"], name
-        for metric in ("psnr", "ssim", "ms_ssim", "fsim", "vif", "lpips", "ag"):
+        for metric in ("psnr", "ssim", "ms_ssim", "fsim", "vif", "lpips", "lpips_vgg", "ag", "ag_sobel", "ag_error",
+                       "spectrum_error"):
             assert {f"{metric}_mean", f"{metric}_ci_low", f"{metric}_ci_high"} <= set(table.columns)
         rows = table.loc[[*INTERPOLATIONS, *models]]
         assert np.isfinite(rows["psnr_mean"]).all() and np.isfinite(rows["vif_mean"]).all()
         assert (rows["seconds_per_image"] > 0).all()
+        assert (table["exams"] == 2).all() and (table["slices"] == 2).all()  # smoke: 2 valid exams, 1 slice each
+        assert rows["psnr_ci_low"].isna().all()  # 2 exams are too few for an interval
         # LPIPS has no backbone weights here: a reason, never a number
         assert table.loc["nearest", "lpips_mean"].startswith("not computed:")
         markdown = (results / f"{name}.md").read_text().splitlines()
         assert markdown[2].startswith("| nearest |") and markdown[2 + len(table)] == ""
-        assert markdown[3 + len(table):] == ["- [1] " + table.loc["nearest", "lpips_mean"]]  # the reason, once
+        reasons = [table.loc["nearest", "lpips_mean"], table.loc["nearest", "lpips_vgg_mean"]]
+        assert markdown[3 + len(table):5 + len(table)] == [f"- [{k}] {reason}" for k, reason in enumerate(reasons, 1)]
+        assert any(line.startswith("- `ag_sobel`: ") for line in markdown)  # the legend names each variant
+        per_exam = pd.read_csv(results / f"{name}_per_exam.csv")
+        assert {"method", "exam_id", "slices", "psnr"} <= set(per_exam.columns) and len(per_exam) == 2 * (4 + 2)
+        comparisons = pd.read_csv(results / f"{name}_comparisons.csv")
+        assert set(comparisons["b"]) >= {"lanczos", "bicubic"} and {"psnr", "spectrum_error"} <= set(comparisons["metric"])
+        assert comparisons["verdict"].str.startswith("no interval: 2 exams < 5").all()
 
     generation = pd.read_csv(results / "generation.csv", index_col="method")
     assert list(generation.index) == GENERATION_ROWS
+    assert generation.loc["cascade (Swin)", "fid"].startswith("not computed: FID needs at least 2048 samples")
+    generation_comparisons = pd.read_csv(results / "generation_comparisons.csv")
+    assert list(generation_comparisons["metric"]) == ["histogram_w1", "spectrum_distance"] * 2
+    assert generation_comparisons["verdict"].str.startswith("no interval").all()  # 2 samples, 2 real exams
     assert {"fid", "is_mean", "kid_mean", "diversity_ms_ssim", "histogram_w1", "spectrum_distance",
             "near_copy_share", "nearest_train_correlation", "train_seconds", "sample_seconds_per_image"} <= set(
         generation.columns
@@ -127,7 +141,8 @@ def test_figures_and_samples_are_written(smoke_study):
         "data_planes", "data_slices", "data_histograms", "samples_side_by_side", "samples_by_resolution",
         "training_losses", "generation_metrics", "generation_histograms",
         *(f"memorisation_{generator.folder}" for generator in layout.GENERATORS),
-        *(f"{name}_{kind}" for name in SR_ROWS for kind in ("comparison", "metrics")),
+        *(f"{name}_{kind}" for name in SR_ROWS for kind in ("comparison", "metrics", "differences")),
+        "generation_differences",
         *(f"training/{name}_{kind}" for name in TRAINED for kind in ("data", "loss", "grids")),
     ]
     for figure in figures:

@@ -102,6 +102,24 @@ def downsample(images: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
+def degrade(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The one degradation chain of the project: halve with `downsample` until the side is `size`.
+
+    Every lower resolution of a slice comes from here (256 -> 128 -> 64): the base model's
+    training images, the super-resolution stages' inputs in training and evaluation, and
+    the interpolation baselines' inputs, so the 64x64 image the base model learns is the
+    64x64 image SR1 is given.
+    """
+    side = images.shape[-1]
+    if images.ndim != 4 or size > side or side % size or (side // size) & (side // size - 1):
+        raise MRNetError(
+            f"degrade takes (B, C, S, S) images to S / 2**k; cannot take shape {tuple(images.shape)} to {size}"
+        )
+    while images.shape[-1] > size:
+        images = downsample(images, images.shape[-1] // 2)
+    return images
+
+
 def to_unit(images: torch.Tensor) -> torch.Tensor:
     """Model space [-1, 1] to [0, 1], the range of metrics and image files; clamped, as a sampler's output is."""
     return ((images.float() + 1) / 2).clamp(0, 1)
@@ -110,7 +128,7 @@ def to_unit(images: torch.Tensor) -> torch.Tensor:
 class SliceDataset(Dataset):
     """The slices of one split of a cache at one resolution, as (1, R, R) float32 tensors in [-1, 1].
 
-    All slices are downsampled once here. `labels` (N, 3) float (TASKS order),
+    All slices are degraded once here (`degrade`: 256 -> 128 -> 64). `labels` (N, 3) float (TASKS order),
     `exam_ids` and `slice_index` (N,) say where item i came from.
     """
 
@@ -123,10 +141,10 @@ class SliceDataset(Dataset):
         if not len(arrays["images"]):
             raise MRNetError(f"the {split} split of {cache_path} holds no slices; run preprocess with more exams")
         chunks = [
-            downsample(torch.from_numpy(chunk.astype(np.float32))[:, None], resolution)
+            degrade(torch.from_numpy(chunk.astype(np.float32))[:, None], resolution)
             for chunk in np.array_split(arrays["images"], -(-len(arrays["images"]) // 512))  # bounded memory
         ]
-        self.images = torch.cat(chunks).clamp_(-1.0, 1.0)  # float rounding only: the filter is convex
+        self.images = torch.cat(chunks).clamp_(-1.0, 1.0)  # float rounding only: the filters are convex
         self.labels = torch.from_numpy(arrays["labels"].astype(np.float32))
         self.exam_ids = torch.from_numpy(arrays["exam_ids"].astype(np.int64))
         self.slice_index = torch.from_numpy(arrays["slice_index"].astype(np.int64))
@@ -140,4 +158,4 @@ class SliceDataset(Dataset):
         return self.images[index]
 
 
-__all__ = ["RESOLUTIONS", "load_cache", "downsample", "to_unit", "SliceDataset"]
+__all__ = ["RESOLUTIONS", "load_cache", "downsample", "degrade", "to_unit", "SliceDataset"]

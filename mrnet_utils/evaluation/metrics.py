@@ -31,6 +31,7 @@ import piq
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from scipy import ndimage
 from scipy.stats import wasserstein_distance
 from torch import Tensor, nn
 from torchmetrics.functional.image import peak_signal_noise_ratio
@@ -83,7 +84,7 @@ WEIGHT_FILES = {
     ),
     "vgg": WeightFile(
         files=("vgg16-397923af.pth",),
-        env="MRNET_LPIPS_WEIGHTS",
+        env="MRNET_LPIPS_VGG_WEIGHTS",
         url="https://download.pytorch.org/models/vgg16-397923af.pth",
         used_by="LPIPS (torchvision VGG16 backbone)",
     ),
@@ -194,6 +195,34 @@ def average_gradient(images: Tensor) -> Tensor:
     dx = images[..., :-1, 1:] - top_left
     dy = images[..., 1:, :-1] - top_left
     return torch.sqrt((dx**2 + dy**2) / 2).mean(dim=(1, 2, 3))
+
+
+def average_gradient_sobel(images: Tensor) -> Tensor:
+    """The reference study's average gradient, per image: the mean Sobel gradient magnitude.
+
+    mean sqrt(gx^2 + gy^2) with gx, gy from scipy.ndimage.sobel along each axis (the
+    reference's Evaluate_SR notebook), on [0, 1] intensities. The Sobel kernel weighs
+    three rows of central differences (1, 2, 1), so this is about 8 times a per-pixel
+    difference: not comparable with `average_gradient`.
+    """
+    _check_images(images)
+    pixels = images.detach().double().cpu().numpy()[:, 0]
+    gx, gy = ndimage.sobel(pixels, axis=1), ndimage.sobel(pixels, axis=2)
+    return torch.from_numpy(np.sqrt(gx**2 + gy**2).mean(axis=(1, 2))).float()
+
+
+def spectrum_error(prediction: Tensor, reference: Tensor) -> Tensor:
+    """Per image: mean absolute log10 ratio of its radial power spectrum to its reference's, radii >= 1.
+
+    0 when an image has its ground truth's spectrum; a smoothed image falls short at high
+    frequencies, a grainy one overshoots. The per-image form of `power_spectrum_distance`.
+    """
+    _check_images(prediction, reference)
+    eps = 1e-12
+    ratio = torch.log10(radial_power_spectrum(prediction)[:, 1:] + eps) - torch.log10(
+        radial_power_spectrum(reference)[:, 1:] + eps
+    )
+    return ratio.abs().mean(dim=1).float()
 
 
 def load_lpips(weights: str | os.PathLike | None = None, net: str = "alex") -> nn.Module:
@@ -395,22 +424,25 @@ def kid(
 # ---------------------------------------------------------------------------
 
 
-def diversity_ms_ssim(samples: Tensor, max_pairs: int = 1000, batch_size: int = 64, seed: int = 0) -> float:
+def diversity_ms_ssim(
+    samples: Tensor, max_pairs: int = 1000, batch_size: int = 64, seed: int = 0, groups=None
+) -> float:
     """Mean MS-SSIM over pairs of distinct samples; lower means more diverse.
 
     All pairs when there are at most `max_pairs`, else `max_pairs` random pairs (seeded),
-    as in the medical diffusion literature (e.g. Pinaya et al. 2022).
+    as in the medical diffusion literature (e.g. Pinaya et al. 2022). `groups` (one id per
+    image, e.g. the exam of a real slice) keeps only pairs from different groups: two
+    slices of one knee look alike, which would understate real diversity.
     """
     _check_images(samples)
     n = len(samples)
-    if n < 2:
-        raise MRNetError(f"diversity needs at least 2 samples; got {n}")
-    if n * (n - 1) // 2 <= max_pairs:
-        first, second = torch.tensor(list(itertools.combinations(range(n), 2))).T
-    else:
-        generator = torch.Generator().manual_seed(seed)
-        first = torch.randint(n, (max_pairs,), generator=generator)
-        second = (first + torch.randint(1, n, (max_pairs,), generator=generator)) % n  # never the same sample
+    groups = np.zeros(n, dtype=int) - np.arange(n) if groups is None else np.asarray(groups)
+    pairs = np.array([(i, j) for i, j in itertools.combinations(range(n), 2) if groups[i] != groups[j]])
+    if not len(pairs):
+        raise MRNetError(f"diversity needs at least 2 samples from different groups; got {n} in {len(set(groups))}")
+    if len(pairs) > max_pairs:
+        pairs = pairs[np.random.default_rng(seed).choice(len(pairs), max_pairs, replace=False)]
+    first, second = torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1])
     values = [ms_ssim(samples[i], samples[j]) for i, j in zip(first.split(batch_size), second.split(batch_size))]
     return float(torch.cat(values).mean())
 
@@ -423,10 +455,18 @@ def histogram_distance(samples: Tensor, real: Tensor, bins: int = 256) -> float:
     """
     _check_images(samples)
     _check_images(real)
-    centres = (np.arange(bins) + 0.5) / bins
-    hist_samples = torch.histc(samples.float(), bins=bins, min=0, max=1).cpu().numpy()
-    hist_real = torch.histc(real.float(), bins=bins, min=0, max=1).cpu().numpy()
-    return float(wasserstein_distance(centres, centres, hist_samples, hist_real))
+    return histogram_w1(intensity_histograms(samples, bins).sum(0), intensity_histograms(real, bins).sum(0))
+
+
+def intensity_histograms(images: Tensor, bins: int = 256) -> np.ndarray:
+    """Per image, the counts of its intensities in `bins` equal bins on [0, 1]: (B, bins)."""
+    return np.stack([torch.histc(image.float(), bins=bins, min=0, max=1).cpu().numpy() for image in images])
+
+
+def histogram_w1(counts_a: np.ndarray, counts_b: np.ndarray) -> float:
+    """Wasserstein-1 distance between two intensity histograms of equal bins on [0, 1]."""
+    centres = (np.arange(len(counts_a)) + 0.5) / len(counts_a)
+    return float(wasserstein_distance(centres, centres, counts_a, counts_b))
 
 
 def radial_power_spectrum(images: Tensor) -> Tensor:
@@ -459,10 +499,13 @@ def power_spectrum_distance(samples: Tensor, real: Tensor) -> float:
     _check_images(real)
     if samples.shape[-2:] != real.shape[-2:]:
         raise MRNetError(f"spectrum distance needs equal image sizes; got {tuple(samples.shape[-2:])} and {tuple(real.shape[-2:])}")
+    return spectrum_log_distance(radial_power_spectrum(samples).mean(0), radial_power_spectrum(real).mean(0))
+
+
+def spectrum_log_distance(spectrum_a: Tensor, spectrum_b: Tensor) -> float:
+    """Mean absolute log10 ratio of two radial power spectra over radii >= 1."""
     eps = 1e-12  # keeps log finite for a flat image
-    log_samples = torch.log10(radial_power_spectrum(samples).mean(0)[1:] + eps)
-    log_real = torch.log10(radial_power_spectrum(real).mean(0)[1:] + eps)
-    return float((log_samples - log_real).abs().mean())
+    return float((torch.log10(spectrum_a[1:] + eps) - torch.log10(spectrum_b[1:] + eps)).abs().mean())
 
 
 class Memorisation(NamedTuple):

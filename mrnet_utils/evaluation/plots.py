@@ -324,6 +324,41 @@ def plot_metric_bars(
     return fig
 
 
+def plot_comparisons(table: pd.DataFrame, title: str | None = None) -> Figure:
+    """A forest plot: one panel per metric, one row per pair "A - B", the difference and its interval.
+
+    Reads a comparison table (tables.comparison_table: index (a, b, metric), columns
+    `difference`, `ci_low`, `ci_high`). The dashed line is no difference; a row whose
+    interval misses it is drawn in colour, one that straddles it in grey.
+    """
+    if table.empty:
+        raise MRNetError("the comparison table is empty; there is nothing to plot")
+    metrics = list(dict.fromkeys(table.index.get_level_values("metric")))
+    pairs = list(dict.fromkeys(zip(table.index.get_level_values("a"), table.index.get_level_values("b"))))
+    fig = Figure(figsize=(3.2 * len(metrics) + 2.5, 0.4 * len(pairs) + 1.6 + 0.3 * (title is not None)),
+                 layout="constrained")
+    axes = fig.subplots(1, len(metrics), squeeze=False, sharey=True)[0]
+    rows = np.arange(len(pairs))[::-1]
+    for ax, metric in zip(axes, metrics):
+        for row, (a, b) in zip(rows, pairs):
+            if (a, b, metric) not in table.index:
+                continue
+            entry = table.loc[(a, b, metric)]
+            low, high, difference = entry["ci_low"], entry["ci_high"], entry["difference"]
+            clear = np.isfinite(low) and (low > 0 or high < 0)
+            colour = "C3" if clear else "0.55"
+            if np.isfinite(low):
+                ax.plot([low, high], [row, row], color=colour, linewidth=2)
+            ax.plot([difference], [row], "o", color=colour)
+        ax.axvline(0, color="black", linestyle="--", linewidth=1)
+        ax.set_title(metric)
+        ax.grid(True, axis="x", alpha=0.3)
+    axes[0].set_yticks(rows, [f"{a} - {b}" for a, b in pairs])
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 GENERATION_CHART = {
     "fid": "FID",
     "kid_mean": "KID",

@@ -14,83 +14,121 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 from torch import Tensor, nn
 
 from mrnet_utils.data.slices import to_unit
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.evaluation import metrics
+from mrnet_utils.evaluation import metrics, statistics
 
-# Full-reference metrics of a super-resolved image against the real high-res one.
+# Per-slice metrics of a super-resolved image against its real high-res slice ([0, 1], data range 1),
+# and whether a higher value is better (None: no better direction).
 SR_METRICS = {
-    "psnr": metrics.psnr,
-    "ssim": metrics.ssim,
-    "ms_ssim": metrics.ms_ssim,
-    "fsim": metrics.fsim,
-    "vif": metrics.vif,
+    "psnr": (metrics.psnr, True),
+    "ssim": (metrics.ssim, True),
+    "ms_ssim": (metrics.ms_ssim, True),
+    "fsim": (metrics.fsim, True),
+    "vif": (metrics.vif, True),
+    "spectrum_error": (metrics.spectrum_error, False),
+}
+# Column meanings, written under each SR table.
+SR_LEGEND = {
+    "psnr, ssim, ms_ssim, fsim, vif": "fidelity to the real slice (higher is better; data range 1 on [0, 1])",
+    "lpips": "LPIPS with the AlexNet backbone (the project's; lower is better)",
+    "lpips_vgg": "LPIPS with the VGG16 backbone (the reference study's; lower is better)",
+    "ag": "average gradient, forward differences (the project's; the real slices' value is the target)",
+    "ag_sobel": "average gradient as the reference study computed it: mean Sobel magnitude (about 8x `ag`)",
+    "ag_error": "|ag of the output - ag of its real slice| (lower is closer in sharpness)",
+    "spectrum_error": "mean |log10 ratio| of the output's radial power spectrum to its real slice's (lower is closer)",
+    "_mean, _ci_low, _ci_high": "mean over slices and its 95% interval from resampling exams (statistics.py)",
 }
 REFERENCE_ROW = "high-res (reference)"
 REAL_ROW = "real (held-out)"
 NOT_COMPUTED = "not computed:"  # how a cell without a number starts; the reason follows
 
 
-def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean and two-sided Student-t confidence interval over images: (mean, low, high).
-
-    Non-finite values are dropped first: PSNR is +inf for a pixel-identical pair, which
-    has no place in a mean; callers report how many were dropped (see `psnr_n_inf` in
-    `evaluate_super_resolution`). With fewer than two finite values the interval is NaN.
-    """
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(values.mean())
-    if len(values) < 2:
-        return mean, math.nan, math.nan
-    half_width = stats.t.ppf((1 + confidence) / 2, df=len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
-    return mean, mean - half_width, mean + half_width
-
-
 def _per_image(metric, predictions: Tensor, reference: Tensor, batch_size: int) -> Tensor:
     return torch.cat([metric(p, r) for p, r in zip(predictions.split(batch_size), reference.split(batch_size))]).cpu()
 
 
-def _summary(name: str, values: Tensor) -> dict[str, float]:
-    mean, low, high = mean_ci(values.numpy())
-    return {f"{name}_mean": mean, f"{name}_ci_low": low, f"{name}_ci_high": high}
+def _lpips_networks(weights: dict[str, str | os.PathLike | None]) -> dict[str, nn.Module | str]:
+    """{column: LPIPS network, or the "not computed: ..." reason when its backbone is missing}."""
+    networks = {}
+    for column, net in (("lpips", "alex"), ("lpips_vgg", "vgg")):
+        try:
+            networks[column] = metrics.load_lpips(weights.get(net), net)
+        except metrics.MissingWeights as missing:
+            networks[column] = f"{NOT_COMPUTED} {missing}"
+    return networks
+
+
+@dataclass(frozen=True)
+class SRScores:
+    """The SR table (one row per method) and the per-slice values it summarises."""
+
+    table: pd.DataFrame
+    per_slice: pd.DataFrame  # method, exam_id, slice_index, one column per metric
+
+    def per_exam(self) -> pd.DataFrame:
+        """Per method and exam: the slice count and the mean of every metric (what the bootstrap resamples)."""
+        grouped = self.per_slice.drop(columns="slice_index").groupby(["method", "exam_id"], sort=False)
+        return grouped.mean().join(grouped.size().rename("slices")).reset_index()
+
+    def compare(self, a: str, b: str, metric: str, seed: int = 0) -> statistics.Comparison:
+        """The paired, exam-bootstrapped difference `a - b` in `metric` over the same slices."""
+        values = self.per_slice.set_index("method")
+        first, second = values.loc[a], values.loc[b]
+        if not np.array_equal(first["slice_index"].to_numpy(), second["slice_index"].to_numpy()):
+            raise MRNetError(f"{a} and {b} were not scored on the same slices; they cannot be paired")
+        better = SR_HIGHER_IS_BETTER[metric]
+        return statistics.paired_comparison(
+            a, b, metric, first[metric].to_numpy(), second[metric].to_numpy(), first["exam_id"].to_numpy(),
+            higher_is_better=better, seed=seed,
+        )
+
+
+SR_HIGHER_IS_BETTER = {
+    **{name: better for name, (_, better) in SR_METRICS.items()},
+    "lpips": False, "lpips_vgg": False, "ag_error": False,
+}
 
 
 def evaluate_super_resolution(
     low_res: Tensor,
     high_res: Tensor,
     predictions: dict[str, Tensor],
-    lpips_weights: str | os.PathLike | None = None,
+    exam_ids,
+    slice_index=None,
+    lpips_weights: dict[str, str | os.PathLike | None] | None = None,
     timings: dict[str, float] | None = None,
-    lpips_net: str = "alex",
     batch_size: int = 32,
-) -> pd.DataFrame:
-    """One row per method: each interpolation baseline (computed here from `low_res`) and
-    each model in `predictions`; columns `<metric>_mean`, `_ci_low`, `_ci_high` for PSNR,
-    SSIM, MS-SSIM, FSIM, VIF, LPIPS and the average gradient (AG), `psnr_n_inf` (pairs
-    left out of the PSNR mean because they are identical) and `seconds_per_image`.
+) -> SRScores:
+    """Score each interpolation baseline (computed here from `low_res`) and each model in `predictions`.
 
     Images are paired by index: `predictions[name][i]` is the super-resolution of
-    `low_res[i]`, whose ground truth is `high_res[i]`. `timings` gives the models'
-    seconds per image (NaN when absent); the baselines are timed here. A last row,
-    "high-res (reference)", holds only the AG of the ground truth, the value a sharp but
-    faithful method should approach. LPIPS cells hold the reason when the backbone's
-    weights are missing. All images are in model space [-1, 1] and are clamped to it, as
-    a sampler's output is.
+    `low_res[i]`, whose ground truth `high_res[i]` comes from exam `exam_ids[i]`. The table
+    has one row per method with `<metric>_mean`, `_ci_low`, `_ci_high` (mean over slices,
+    95% interval from resampling exams: statistics.exam_bootstrap) for every metric of
+    SR_LEGEND, `exams` and `slices`, `psnr_n_inf` (identical pairs, left out of the PSNR
+    mean) and `seconds_per_image` (`timings` for the models; the baselines are timed
+    here). A last row, "high-res (reference)", holds the ground truth's average gradients,
+    the values a sharp but faithful method should approach. LPIPS cells hold the reason
+    when a backbone's weights are missing (`lpips_weights` maps "alex"/"vgg" to a file,
+    else metrics.find_weights looks in the usual places). All images are in model space
+    [-1, 1] and are clamped to it, as a sampler's output is.
     """
     size = tuple(high_res.shape[-2:])
+    exam_ids = np.asarray(exam_ids)
+    slice_index = np.arange(len(high_res)) if slice_index is None else np.asarray(slice_index)
     if low_res.dim() != 4 or high_res.dim() != 4 or len(low_res) != len(high_res):
         raise MRNetError(f"low_res and high_res must be (B, 1, H, W) with the same B; got {tuple(low_res.shape)} and {tuple(high_res.shape)}")
+    if exam_ids.shape != (len(high_res),) or slice_index.shape != (len(high_res),):
+        raise MRNetError(f"give one exam id and slice index per image: {len(high_res)} images, {exam_ids.shape} ids")
     for name, images in predictions.items():
         if images.shape != high_res.shape:
             raise MRNetError(f"predictions[{name!r}] has shape {tuple(images.shape)}; it must match high_res {tuple(high_res.shape)}")
@@ -102,34 +140,80 @@ def evaluate_super_resolution(
         timings.setdefault(method, (time.perf_counter() - start) / len(low_res))
     outputs.update(predictions)
 
-    try:
-        lpips_network = metrics.load_lpips(lpips_weights, lpips_net)
-    except metrics.MissingWeights as missing:
-        lpips_network, lpips_reason = None, f"{NOT_COMPUTED} {missing}"
+    lpips_networks = _lpips_networks(lpips_weights or {})
     reference = to_unit(high_res)
-    rows = {}
+    reference_ag = metrics.average_gradient(reference).cpu()
+    frames, rows = [], {}
     for method, images in outputs.items():
         images = to_unit(images)
-        row = {}
-        for name, metric in SR_METRICS.items():
-            values = _per_image(metric, images, reference, batch_size)
-            row.update(_summary(name, values))
-            if name == "psnr":
-                row["psnr_n_inf"] = int(torch.isinf(values).sum())
-        if lpips_network is None:
-            row.update({"lpips_mean": lpips_reason, "lpips_ci_low": math.nan, "lpips_ci_high": math.nan})
-        else:
-            row.update(_summary("lpips", _per_image(lambda p, r: metrics.lpips(p, r, lpips_network), images, reference, batch_size)))
-        row.update(_summary("ag", metrics.average_gradient(images).cpu()))
+        values = {name: _per_image(metric, images, reference, batch_size) for name, (metric, _) in SR_METRICS.items()}
+        for column, network in lpips_networks.items():
+            if not isinstance(network, str):
+                values[column] = _per_image(lambda p, r: metrics.lpips(p, r, network), images, reference, batch_size)
+        values["ag"] = metrics.average_gradient(images).cpu()
+        values["ag_sobel"] = metrics.average_gradient_sobel(images)
+        values["ag_error"] = (values["ag"] - reference_ag).abs()
+        frame = pd.DataFrame({name: value.numpy() for name, value in values.items()})
+        frame.insert(0, "slice_index", slice_index)
+        frame.insert(0, "exam_id", exam_ids)
+        frame.insert(0, "method", method)
+        frames.append(frame)
+        row = {"exams": len(np.unique(exam_ids)), "slices": len(exam_ids)}
+        for name, value in values.items():
+            row.update(_summary(name, value.numpy(), exam_ids))
+        for column, network in lpips_networks.items():
+            if isinstance(network, str):
+                row.update({f"{column}_mean": network, f"{column}_ci_low": math.nan, f"{column}_ci_high": math.nan})
+        row["psnr_n_inf"] = int(np.isinf(values["psnr"].numpy()).sum())
         row["seconds_per_image"] = timings.get(method, math.nan)
         rows[method] = row
-    rows[REFERENCE_ROW] = _summary("ag", metrics.average_gradient(reference).cpu())
-    return _table(rows)
+    rows[REFERENCE_ROW] = {
+        "exams": len(np.unique(exam_ids)), "slices": len(exam_ids),
+        **_summary("ag", reference_ag.numpy(), exam_ids),
+        **_summary("ag_sobel", metrics.average_gradient_sobel(reference).numpy(), exam_ids),
+    }
+    return SRScores(_table(rows), pd.concat(frames, ignore_index=True))
+
+
+def _summary(name: str, values: np.ndarray, exam_ids: np.ndarray) -> dict[str, float]:
+    estimate = statistics.exam_bootstrap(values, exam_ids)
+    return {f"{name}_mean": estimate.mean, f"{name}_ci_low": estimate.low, f"{name}_ci_high": estimate.high}
+
+
+def comparison_table(comparisons: list[statistics.Comparison]) -> pd.DataFrame:
+    """One row per paired comparison: the mean difference A - B, its exam-bootstrap interval, sizes and verdict."""
+    rows = [
+        {
+            "a": c.a, "b": c.b, "metric": c.metric, "difference": c.difference.mean,
+            "ci_low": c.difference.low, "ci_high": c.difference.high, "detectable": c.detectable,
+            "exams": c.difference.exams, "slices": c.difference.slices, "verdict": c.verdict,
+        }
+        for c in comparisons
+    ]
+    return pd.DataFrame(rows).set_index(["a", "b", "metric"])
+
+
+# Sample sizes (per set) below which a feature-based generation metric is not computed.
+# FID: with fewer samples than the 2048 Inception features the covariance estimate is
+# singular, and Heusel et al. (2017, sec. "Fréchet Inception Distance") recommend at least
+# 10,000 samples, as FID is biased upward at small sizes (Chong & Forsyth 2020). KID is
+# unbiased at any size (Binkowski et al. 2018, sec. 3); below 100 samples we do not report it
+# (a project choice: its spread over subsets, reported beside it, grows as 1/sqrt(n)). IS: at
+# least 50 images per split, so that each split's marginal class distribution means something.
+MIN_FID_SAMPLES = 2048
+RECOMMENDED_FID_SAMPLES = 10_000
+MIN_KID_SAMPLES = 100
+MIN_IS_PER_SPLIT = 50
+
+
+def _too_few(metric: str, have: int, need: int, why: str) -> str:
+    return f"{NOT_COMPUTED} {metric} needs at least {need} {why}; {have} here"
 
 
 def evaluate_generation(
     samples: dict[str, Tensor],
     real: Tensor,
+    real_exams,
     train_images: Tensor,
     feature_weights: str | os.PathLike | None = None,
     feature_extractor: nn.Module | None = None,
@@ -141,17 +225,23 @@ def evaluate_generation(
 ) -> pd.DataFrame:
     """One row per generative model in `samples`, plus a "real (held-out)" row.
 
-    Columns: `fid`; `is_mean`, `is_std` (over `is_splits` splits); `kid_mean`, `kid_std`;
-    `diversity_ms_ssim` (mean pairwise MS-SSIM, lower = more diverse);
-    `histogram_w1` and `spectrum_distance` against `real`; `near_copy_share` and
-    `nearest_train_correlation` (mean correlation with the nearest of `train_images`).
-    The real row holds the values that have a meaning for real images (IS, diversity,
-    memorisation against the training set), as the target for the models.
+    Columns: `samples` (and `exams` for the real set); `fid` and `fid_note`; `is_mean`,
+    `is_std` (over at most `is_splits` splits of at least MIN_IS_PER_SPLIT images);
+    `kid_mean`, `kid_std` (over random subsets); `diversity_ms_ssim` (mean pairwise
+    MS-SSIM, lower = more diverse; real pairs only across exams); `histogram_w1` and
+    `spectrum_distance` against `real`; `near_copy_share` and `nearest_train_correlation`
+    (mean correlation with the nearest of `train_images`). The real row holds what has a
+    meaning for real images (IS, diversity, memorisation against the training set), the
+    target for the models.
 
-    The feature network is `feature_extractor` (pooled features for FID/KID and logits
-    for IS) or, by default, the FID Inception from `feature_weights`, the environment or
-    the torch hub cache; if its weights are missing, FID/IS/KID cells hold the reason.
+    FID, KID and IS below the sizes above are not computed: the cell says so and why. The
+    feature network is `feature_extractor` (pooled features for FID/KID and logits for IS)
+    or, by default, the FID Inception from `feature_weights`, the environment or the torch
+    hub cache; if its weights are missing, the cells hold that reason instead.
     """
+    real_exams = np.asarray(real_exams)
+    if real_exams.shape != (len(real),):
+        raise MRNetError(f"give one exam id per real slice: {len(real)} slices, {real_exams.shape} ids")
     real, train_images = to_unit(real), to_unit(train_images)
     sets = {name: to_unit(images) for name, images in samples.items()}
     try:
@@ -160,24 +250,40 @@ def evaluate_generation(
             logit_net = metrics.inception_features(feature_weights, "logits_unbiased")
         else:
             pool_net = logit_net = feature_extractor
-        reason = None
-    except metrics.MissingWeights as missing:
-        reason = f"{NOT_COMPUTED} {missing}"
+        missing = None
+    except metrics.MissingWeights as error:
+        missing = f"{NOT_COMPUTED} {error}"
 
     rows = {}
     for name, images in {**sets, REAL_ROW: real}.items():
-        row = {}
         is_real = name == REAL_ROW
+        n = len(images)
+        row = {"samples": n, "exams": len(np.unique(real_exams)) if is_real else math.nan}
         if not is_real:  # FID and KID compare a model's samples with the real set
-            row["fid"] = reason or metrics.fid(images, real, pool_net)
-        row["is_mean"], row["is_std"] = (
-            (reason, math.nan) if reason else metrics.inception_score(images, logit_net, splits=is_splits, seed=seed)
-        )
-        if not is_real:
-            row["kid_mean"], row["kid_std"] = (
-                (reason, math.nan) if reason else metrics.kid(images, real, pool_net, subset_size=kid_subset_size, seed=seed)
+            smallest = min(n, len(real))
+            if smallest < MIN_FID_SAMPLES:
+                row["fid"] = _too_few("FID", smallest, MIN_FID_SAMPLES, "samples and real slices (its feature width)")
+            else:
+                row["fid"] = missing or metrics.fid(images, real, pool_net)
+            row["fid_note"] = (
+                f"biased upward below {RECOMMENDED_FID_SAMPLES} samples (Heusel et al. 2017)"
+                if smallest < RECOMMENDED_FID_SAMPLES else ""
             )
-        row["diversity_ms_ssim"] = metrics.diversity_ms_ssim(images, max_pairs=diversity_pairs, seed=seed)
+            if smallest < MIN_KID_SAMPLES:
+                row["kid_mean"], row["kid_std"] = _too_few("KID", smallest, MIN_KID_SAMPLES, "samples"), math.nan
+            else:
+                row["kid_mean"], row["kid_std"] = (missing, math.nan) if missing else metrics.kid(
+                    images, real, pool_net, subset_size=kid_subset_size, seed=seed
+                )
+        splits = min(is_splits, n // MIN_IS_PER_SPLIT)
+        if splits < 1:
+            row["is_mean"], row["is_std"] = _too_few("IS", n, MIN_IS_PER_SPLIT, "images (one split)"), math.nan
+        else:
+            row["is_mean"], row["is_std"] = (missing, math.nan) if missing else metrics.inception_score(
+                images, logit_net, splits=splits, seed=seed
+            )
+        groups = real_exams if is_real else None
+        row["diversity_ms_ssim"] = metrics.diversity_ms_ssim(images, diversity_pairs, seed=seed, groups=groups)
         if not is_real:
             row["histogram_w1"] = metrics.histogram_distance(images, real)
             row["spectrum_distance"] = metrics.power_spectrum_distance(images, real)
@@ -188,19 +294,85 @@ def evaluate_generation(
     return _table(rows)
 
 
+# Set-level distances to the real slices that the generation comparisons bootstrap (lower is better).
+GENERATION_DISTANCES = ("histogram_w1", "spectrum_distance")
+
+
+def generation_comparisons(
+    samples: dict[str, Tensor], real: Tensor, real_exams, pairs: list[tuple[str, str]],
+    bootstrap: int = 500, seed: int = 0,
+) -> list[statistics.Comparison]:
+    """Paired differences A - B of each distance to the real slices, for each (A, B) in `pairs`.
+
+    A and B were sampled from the same seeds, so seed i of A is paired with seed i of B;
+    the bootstrap resamples seeds (the same draw for both) and, independently, real exams
+    (each bringing all its slices). Both distances are functions of per-image summaries
+    (intensity histograms, radial power spectra), computed once. With fewer than
+    statistics.MIN_EXAMS seeds or real exams there is no interval.
+    """
+    real_exams = np.asarray(real_exams)
+    exams, exam_index = np.unique(real_exams, return_inverse=True)
+    features = {name: _set_features(to_unit(images)) for name, images in samples.items()}
+    real_features = _set_features(to_unit(real))
+    rng = np.random.default_rng(seed)
+    comparisons = []
+    for a, b in pairs:
+        n = len(samples[a])
+        if len(samples[b]) != n:
+            raise MRNetError(f"{a} and {b} hold {n} and {len(samples[b])} samples; paired comparisons need one seed each")
+        point = {m: _distance(m, features[a], real_features) - _distance(m, features[b], real_features)
+                 for m in GENERATION_DISTANCES}
+        draws = {m: [] for m in GENERATION_DISTANCES}
+        for _ in range(bootstrap):
+            seeds = rng.integers(0, n, n)
+            rows = np.concatenate([np.flatnonzero(exam_index == e) for e in rng.integers(0, len(exams), len(exams))])
+            for m in GENERATION_DISTANCES:
+                draws[m].append(
+                    _distance(m, features[a], real_features, seeds, rows)
+                    - _distance(m, features[b], real_features, seeds, rows)
+                )
+        for m in GENERATION_DISTANCES:
+            values = np.asarray(draws[m])
+            low, high = np.quantile(values, [0.025, 0.975])
+            if min(n, len(exams)) < statistics.MIN_EXAMS:  # too few seeds or exams to resample
+                low = high = math.nan
+            estimate = statistics.Estimate(point[m], float(low), float(high), float(values.std(ddof=1)),
+                                           len(exams), len(real))
+            comparisons.append(statistics.Comparison(a, b, m, estimate, higher_is_better=False))
+    return comparisons
+
+
+def _set_features(images: Tensor) -> dict[str, np.ndarray]:
+    """Per-image intensity histograms and radial power spectra: what the set-level distances average."""
+    return {"histogram": metrics.intensity_histograms(images), "spectrum": metrics.radial_power_spectrum(images).numpy()}
+
+
+def _distance(metric: str, samples: dict, real: dict, seeds=slice(None), rows=slice(None)) -> float:
+    """A set-level distance to the real slices, over the chosen samples (`seeds`) and real slices (`rows`)."""
+    if metric == "histogram_w1":
+        return metrics.histogram_w1(samples["histogram"][seeds].sum(0), real["histogram"][rows].sum(0))
+    mean_spectrum = {name: torch.from_numpy(part["spectrum"][index].mean(0))
+                     for name, part, index in (("samples", samples, seeds), ("real", real, rows))}
+    return metrics.spectrum_log_distance(mean_spectrum["samples"], mean_spectrum["real"])
+
+
 def _table(rows: dict[str, dict]) -> pd.DataFrame:
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "method"
     return table
 
 
-def write_table(table: pd.DataFrame, out_dir: str | os.PathLike, name: str) -> tuple[Path, Path]:
-    """Write `table` as `<name>.csv` (every digit) and `<name>.md` (`markdown`) in `out_dir`; return both paths."""
+def write_table(
+    table: pd.DataFrame, out_dir: str | os.PathLike, name: str, legend: dict[str, str] | None = None
+) -> tuple[Path, Path]:
+    """Write `table` as `<name>.csv` (every digit) and `<name>.md` (`markdown`, then `legend`: what each
+    column means, one line each) in `out_dir`; return both paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / f"{name}.csv", out_dir / f"{name}.md"
     table.to_csv(csv_path)
-    md_path.write_text(markdown(table) + "\n")
+    lines = [markdown(table)] + ([""] + [f"- `{column}`: {meaning}" for column, meaning in legend.items()] if legend else [])
+    md_path.write_text("\n".join(lines) + "\n")
     return csv_path, md_path
 
 

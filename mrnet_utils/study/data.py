@@ -11,7 +11,7 @@ import torch
 
 from mrnet_utils.config import StudySize
 from mrnet_utils.data import mrnet, phantom
-from mrnet_utils.data.slices import SliceDataset, downsample, load_cache
+from mrnet_utils.data.slices import SliceDataset, degrade, load_cache
 from mrnet_utils.diffusion import conditioning
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.study.layout import StudyPaths
@@ -80,7 +80,7 @@ def slice_examples(
     labels = [f"exam {int(dataset.exam_ids[i]):04d} / {int(dataset.slice_index[i])}" for i in index]
     if low_resolution is None:
         return targets, labels
-    condition = conditioning.upsample(downsample(targets, low_resolution), resolution)
+    condition = conditioning.upsample(degrade(targets, low_resolution), resolution)
     return torch.cat([condition, targets]), [f"input {low_resolution}" for _ in index] + labels
 
 
@@ -88,8 +88,8 @@ def slice_examples(
 class HeldOut:
     """Valid-split slices at 256 with their exam ids and slice indices: the ground truth of the SR tables.
 
-    Lower resolutions are made as training makes a stage's inputs: 256 -> 128 -> 64, each
-    an anti-aliased downsampling of the one above, so that pairs match by exam and slice.
+    Lower resolutions come from the same degradation chain as training's (data.slices.degrade),
+    so that pairs match by exam and slice.
     """
 
     images: torch.Tensor  # (N, 1, 256, 256) in [-1, 1]
@@ -97,19 +97,33 @@ class HeldOut:
     slice_index: np.ndarray
 
     def at(self, resolution: int) -> torch.Tensor:
-        images = self.images
-        while images.shape[-1] > resolution:
-            images = downsample(images, images.shape[-1] // 2)
-        if images.shape[-1] != resolution:
-            raise MRNetError(f"resolution {resolution} is not 256 / 2**k; use 64, 128 or 256")
-        return images
+        return degrade(self.images, resolution)
 
     def pairs(self) -> pd.DataFrame:
         return pd.DataFrame({"exam_id": self.exam_ids, "slice_index": self.slice_index})
 
 
-def held_out(cache_path: str | Path, count: int | None) -> HeldOut:
-    """`count` valid slices spread over the valid split (None: all of them)."""
+def tuning_exams(cache_path: str | Path, count: int) -> np.ndarray:
+    """The valid exams set aside for tuning (sampler steps, thresholds): `count` of them, spread over the ids.
+
+    Nothing reported is measured on them (`held_out` leaves them out), so that no reported
+    number was chosen on the slices it is reported for.
+    """
+    ids = np.unique(load_cache(cache_path)["valid"]["exam_ids"])
+    if not 0 <= count < len(ids):
+        raise MRNetError(f"tuning_exams={count} must leave some of the {len(ids)} valid exams to report on")
+    return ids[_evenly_spaced(len(ids), count)] if count else ids[:0]
+
+
+def held_out(cache_path: str | Path, count: int | None, exams: str = "report", tuning: int = 0) -> HeldOut:
+    """`count` valid slices (None: all) spread over the `tuning` exams set aside for tuning
+    (`exams="tune"`) or over the others (`exams="report"`, what the tables report)."""
     dataset = SliceDataset(cache_path, "valid", 256)
-    index = _evenly_spaced(len(dataset), count)
+    tune = np.isin(dataset.exam_ids.numpy(), tuning_exams(cache_path, tuning))
+    if exams not in ("tune", "report"):
+        raise MRNetError(f"exams must be 'tune' or 'report', not {exams!r}")
+    rows = np.flatnonzero(tune if exams == "tune" else ~tune)
+    if not len(rows):
+        raise MRNetError(f"no valid slices to {exams} on: {tuning} of the valid exams are set aside for tuning")
+    index = rows[_evenly_spaced(len(rows), count)]
     return HeldOut(dataset.images[index], dataset.exam_ids[index].numpy(), dataset.slice_index[index].numpy())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 import torch
@@ -108,15 +107,30 @@ def super_resolution_outputs(
 
 
 def evaluate_sr_task(
-    held: HeldOut, outputs: dict[str, dict[str, Timed]], task: str, lpips_weights: str | Path | None = None
-) -> pd.DataFrame:
+    held: HeldOut, outputs: dict[str, dict[str, Timed]], task: str, lpips_weights: dict | None = None
+) -> tables.SRScores:
     """tables.evaluate_super_resolution for one of SR_TASKS; `outputs` maps a variant to its super_resolution_outputs."""
     spec = SR_TASKS[task]
     predictions = {f"{spec.model} ({variant})": timed[task].images for variant, timed in outputs.items()}
     timings = {f"{spec.model} ({variant})": timed[task].seconds_per_image for variant, timed in outputs.items()}
     return tables.evaluate_super_resolution(
-        held.at(spec.low_resolution), held.at(spec.resolution), predictions, lpips_weights, timings
+        held.at(spec.low_resolution), held.at(spec.resolution), predictions, held.exam_ids, held.slice_index,
+        lpips_weights, timings,
     )
+
+
+# What the SR comparisons test: fidelity to the real slice and closeness to its sharpness and spectrum.
+COMPARED_METRICS = ("psnr", "ssim", "spectrum_error", "ag_error")
+BASELINES = ("lanczos", "bicubic")
+
+
+def sr_comparisons(scores: tables.SRScores) -> pd.DataFrame:
+    """Paired, exam-bootstrapped comparisons: every model against Lanczos and bicubic, and the models
+    against each other (e.g. Swin against no Swin), on COMPARED_METRICS."""
+    models = [name for name in scores.table.index if name not in (*metrics.INTERPOLATIONS, tables.REFERENCE_ROW)]
+    pairs = [(model, baseline) for model in models for baseline in BASELINES]
+    pairs += [(a, b) for index, a in enumerate(models) for b in models[index + 1:]]
+    return tables.comparison_table([scores.compare(a, b, metric) for a, b in pairs for metric in COMPARED_METRICS])
 
 
 def sr_candidates(low_res: torch.Tensor, predictions: dict[str, torch.Tensor], size: int) -> dict[str, torch.Tensor]:

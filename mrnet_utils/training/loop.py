@@ -22,7 +22,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from mrnet_utils.config import StageConfig
-from mrnet_utils.data.slices import SliceDataset, downsample
+from mrnet_utils.data.slices import SliceDataset, degrade
 from mrnet_utils.diffusion import conditioning
 from mrnet_utils.diffusion.losses import diffusion_loss
 from mrnet_utils.diffusion.schedules import NoiseSchedule
@@ -185,7 +185,7 @@ def train(
 
     dataset = SliceDataset(data_path, "train", cfg.resolution)
     images = dataset.images
-    low_res = downsample(images, cfg.low_resolution) if cfg.is_super_resolution else None
+    low_res = degrade(images, cfg.low_resolution) if cfg.is_super_resolution else None
     schedule = NoiseSchedule.from_config(cfg.diffusion)
     schedule_on_device = NoiseSchedule(schedule.betas.to(device), schedule.prediction)
 
