@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.common import (
@@ -49,7 +50,7 @@ from benchmarks.common import (
 from mrnet_utils.config import PRESETS, StageConfig, stage_config
 from mrnet_utils.data.phantom import write_phantom
 from mrnet_utils.data.preprocess import preprocess
-from mrnet_utils.networks.unet import UNet
+from mrnet_utils.networks import build_network
 from mrnet_utils.pipeline import (
     TrainedStage,
     bf16_autocast,
@@ -63,11 +64,13 @@ from mrnet_utils.training.loop import train
 PIPELINES = {"cascade": CASCADE, "single256": ("single256",)}
 
 
-def build_network(cfg: StageConfig, device: torch.device) -> UNet:
-    """The stage's network, seeded; its zero-initialised output layer re-drawn so that it predicts something."""
+def seeded_network(cfg: StageConfig, device: torch.device) -> nn.Module:
+    """The stage's network, seeded; its output layer re-drawn so that it predicts something (the
+    project UNet zero-initialises it)."""
     torch.manual_seed(0)
-    model = UNet(cfg.unet)
-    model.output[-1].reset_parameters()
+    model = build_network(cfg.unet)
+    last = model.output[-1] if isinstance(model.output, nn.Sequential) else model.output
+    last.reset_parameters()
     return model.to(device).eval()  # the default memory format, as load_stage leaves it
 
 
@@ -84,7 +87,7 @@ def network_inputs(cfg: StageConfig, batch: int, device: torch.device) -> tuple[
 
 
 @torch.inference_mode()
-def forward_ms(model: UNet, cfg: StageConfig, device: torch.device, batch: int, repeats: int) -> float:
+def forward_ms(model: nn.Module, cfg: StageConfig, device: torch.device, batch: int, repeats: int) -> float:
     """Median wall-clock ms of one forward pass, after a warm-up pass."""
     x, t, extra = network_inputs(cfg, batch, device)
     times = []
@@ -97,7 +100,7 @@ def forward_ms(model: UNet, cfg: StageConfig, device: torch.device, batch: int, 
 
 
 @torch.inference_mode()
-def forward_gflops(model: UNet, cfg: StageConfig, device: torch.device) -> float:
+def forward_gflops(model: nn.Module, cfg: StageConfig, device: torch.device) -> float:
     """GFLOPs of one forward pass of one image (matrix products and convolutions, as torch counts them)."""
     x, t, extra = network_inputs(cfg, 1, device)
     with FlopCounterMode(display=False) as counter:
@@ -115,7 +118,7 @@ class SamplingCost:
 
 def sample_pipeline(
     pipeline: str,
-    networks: dict[str, tuple[UNet, StageConfig]],
+    networks: dict[str, tuple[nn.Module, StageConfig]],
     device: torch.device,
     images: int,
     batch_size: int,
@@ -132,7 +135,7 @@ def sample_pipeline(
 
 
 def reference_seconds_per_image(
-    pipeline: str, networks: dict[str, tuple[UNet, StageConfig]], device: torch.device, probe_steps: int
+    pipeline: str, networks: dict[str, tuple[nn.Module, StageConfig]], device: torch.device, probe_steps: int
 ) -> tuple[float, bool]:
     """The reference's path: ancestral DDPM over its whole T (stages.STAGES), batch 1. Returns (seconds, extrapolated).
 
@@ -191,7 +194,7 @@ def run(args: argparse.Namespace) -> str:
     device = torch.device(args.device)
     use_swin = args.variant == "swin"
     configs = {name: stage_config(name, args.preset, use_swin) for name in STAGES}
-    networks = {name: (build_network(cfg, device), cfg) for name, cfg in configs.items()}
+    networks = {name: (seeded_network(cfg, device), cfg) for name, cfg in configs.items()}
     full = args.parts == "all"
     report = [machine_lines(machine_info(device), command_line("benchmarks.bench_efficiency", args.argv))]
 

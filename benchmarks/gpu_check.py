@@ -46,7 +46,7 @@ import torch
 
 from benchmarks.bench_efficiency import (
     PIPELINES,
-    build_network,
+    seeded_network,
     forward_ms,
     network_inputs,
     reference_seconds_per_image,
@@ -128,7 +128,7 @@ def check_bf16(configs: dict[str, StageConfig], device: torch.device, settings: 
     rows = []
     for name in settings.check_stages:
         cfg = configs[name]
-        model = build_network(cfg, device)
+        model = seeded_network(cfg, device)
         torch.manual_seed(1)
         x, t, extra = network_inputs(cfg, settings.check_batch, device)
         bf16 = torch.autocast(device.type, dtype=torch.bfloat16)
@@ -187,7 +187,7 @@ def check_host_syncs(configs: dict[str, StageConfig], device: torch.device, sett
     if device.type != "cuda":
         return [{"sampler": "all", "host syncs in the loop": "not checked: needs CUDA"}]
     cfg = configs["sr1"]  # a super-resolution stage: the condition and the Swin bottleneck are exercised too
-    model = build_network(cfg, device)
+    model = seeded_network(cfg, device)
     schedule = NoiseSchedule.from_config(cfg.diffusion)  # betas stay on the CPU, as the samplers read them there
     seeds = list(range(settings.check_batch))
     noise = noise_from_seeds(seeds, (1, cfg.resolution, cfg.resolution), device)
@@ -216,7 +216,7 @@ def check_memory_format(configs: dict[str, StageConfig], device: torch.device, s
     batch = settings.batch_sizes[0]
     for name in settings.check_stages:
         cfg = configs[name]
-        model = build_network(cfg, device)
+        model = seeded_network(cfg, device)
         forward, step = {}, {}
         for layout, memory_format in (("default", torch.contiguous_format), ("channels_last", torch.channels_last)):
             model = model.to(memory_format=memory_format)
@@ -265,7 +265,7 @@ def measure_training(configs, device, settings: Settings, cache: Path, compile: 
 
 
 def measure_sampling(configs, device, settings: Settings) -> list[dict]:
-    networks = {name: (build_network(cfg, device), cfg) for name, cfg in configs.items()}
+    networks = {name: (seeded_network(cfg, device), cfg) for name, cfg in configs.items()}
     rows = []
     for pipeline in PIPELINES:
         reference, extrapolated = reference_seconds_per_image(pipeline, networks, device, settings.reference_steps)

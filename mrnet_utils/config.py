@@ -24,6 +24,9 @@ from typing import Any, Callable
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.stages import StageSpec, run_name, stage_spec
 
+UNET_FAMILIES = ("project", "reference")  # networks.FAMILIES
+SWIN_TOKEN_ORDERS = ("spatial", "reference")
+
 
 @dataclass(frozen=True)
 class UNetConfig:
@@ -43,6 +46,11 @@ class UNetConfig:
     num_labels: int = 0  # >0: embed the MRNet labels (abnormal, acl, meniscus); off by default
     norm_groups: int = 32
     dropout: float = 0.0
+    # "project": networks.unet.UNet; "reference": the reference study's networks (networks/reference.py).
+    family: str = "project"
+    # Swin token order of the reference family: "spatial" (true windows over the feature map) or
+    # "reference" (the notebooks' scrambled order, reproduced exactly; see networks/reference.py).
+    swin_token_order: str = "spatial"
 
     @property
     def bottleneck_resolution(self) -> int:
@@ -50,6 +58,17 @@ class UNetConfig:
 
     def validate(self) -> None:
         """Raise MRNetError naming the parameter when the network cannot be built."""
+        if self.family not in UNET_FAMILIES:
+            raise MRNetError(f"family must be one of {', '.join(UNET_FAMILIES)}, not {self.family!r}")
+        if self.swin_token_order not in SWIN_TOKEN_ORDERS:
+            raise MRNetError(
+                f"swin_token_order must be one of {', '.join(SWIN_TOKEN_ORDERS)}, not {self.swin_token_order!r}"
+            )
+        if self.swin_token_order == "reference" and self.family != "reference":
+            raise MRNetError(
+                "swin_token_order='reference' reproduces the reference study's Swin block and exists only in "
+                "family='reference'; the project UNet's Swin bottleneck is always spatial"
+            )
         levels = len(self.channels)
         if self.resolution % 2**levels:
             raise MRNetError(
@@ -63,9 +82,10 @@ class UNetConfig:
                     f"attention_resolutions holds {side}, but the encoder levels are {level_sides}; "
                     "self-attention can only sit at one of those sides"
                 )
-        for width in (*self.channels, self.bottleneck_channels):
-            if width % self.norm_groups:
-                raise MRNetError(f"channel width {width} is not divisible by norm_groups={self.norm_groups}")
+        if self.family == "project":  # the reference family has no group normalisation
+            for width in (*self.channels, self.bottleneck_channels):
+                if width % self.norm_groups:
+                    raise MRNetError(f"channel width {width} is not divisible by norm_groups={self.norm_groups}")
         if self.use_swin:
             side = self.bottleneck_resolution
             if side % self.swin_window:
@@ -172,6 +192,11 @@ class StageConfig:
             )
         self.unet.validate()
         self.diffusion.validate()
+        if self.unet.family == "reference" and self.is_super_resolution and self.conditioning.enabled:
+            raise MRNetError(
+                "unet.family='reference' has no input for the conditioning-augmentation level (the reference "
+                "trained its SR stages on clean low-res images); set conditioning.enabled=False"
+            )
         return self
 
     def replace(self, **changes: Any) -> "StageConfig":

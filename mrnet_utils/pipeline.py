@@ -30,7 +30,6 @@ from mrnet_utils.diffusion.samplers import (
 from mrnet_utils.diffusion.schedules import NoiseSchedule
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.files import write_atomically
-from mrnet_utils.networks.unet import UNet
 from mrnet_utils.stages import SamplerChoice, check_chain
 
 
@@ -38,7 +37,7 @@ from mrnet_utils.stages import SamplerChoice, check_chain
 class TrainedStage:
     """A trained stage: its network (EMA weights where stored), its config and where it came from."""
 
-    model: UNet  # or its torch.compile wrapper (checkpoint.load_stage(compile=True)), which calls the same way
+    model: torch.nn.Module  # a networks.build_network network, or its torch.compile wrapper (checkpoint.load_stage(compile=True)), which calls the same way
     config: StageConfig
     step: int
     path: Path | None  # the checkpoint it was loaded from
@@ -50,7 +49,7 @@ def bf16_autocast(device: torch.device, enabled: bool = True) -> torch.autocast:
 
 
 def sample_stage(
-    model: UNet,
+    model: torch.nn.Module,
     cfg: StageConfig,
     seeds: list[int],
     low_res: torch.Tensor | None = None,

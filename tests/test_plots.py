@@ -173,6 +173,7 @@ def test_comparison_forest_plot_colours_only_clear_differences():
     assert (psnr.get_title(), ssim.get_title()) == ("psnr", "ssim")
     assert [label.get_text() for label in psnr.get_yticklabels()] == ["SR1 - lanczos", "SR1 - bicubic"]
     interval, point = psnr.lines[0], psnr.lines[1]
+    assert list(point.get_xdata()) == [2.0]
     assert list(interval.get_xdata()) == [1.5, 2.5] and interval.get_color() == "C3"  # excludes zero: coloured
     assert ssim.lines[0].get_color() == "0.55"  # straddles zero: grey
     assert len(psnr.lines) == 2 + 1 + 1  # SR1 - bicubic has no interval: its point only, then the zero line

@@ -14,7 +14,7 @@ from PIL import Image
 
 from mrnet_utils.config import StageConfig, stage_config
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.networks.unet import UNet
+from mrnet_utils.networks import build_network
 from mrnet_utils.study.layout import StudyPaths
 from mrnet_utils.training import checkpoint
 from mrnet_utils.training.checkpoint import FINAL_CHECKPOINT
@@ -111,7 +111,7 @@ def training_table(paths: StudyPaths) -> pd.DataFrame:
         cfg = StageConfig.from_dict(payload["config"])
         seconds = payload["log"]["seconds"]
         rows[name] = {
-            "parameters": sum(p.numel() for p in UNet(cfg.unet).parameters()),
+            "parameters": sum(p.numel() for p in build_network(cfg.unet).parameters()),
             "steps": payload["step"],
             "batch_size": cfg.train.batch_size,
             "train_seconds": seconds,

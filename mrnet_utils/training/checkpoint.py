@@ -35,7 +35,7 @@ import torch
 from mrnet_utils.config import StageConfig
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.files import remove_stale_partials, write_atomically, write_failure
-from mrnet_utils.networks.unet import UNet
+from mrnet_utils.networks import build_network
 from mrnet_utils.pipeline import TrainedStage
 
 FORMAT_VERSION = 1
@@ -152,7 +152,7 @@ def load_stage(
         path = path / FINAL_CHECKPOINT
     payload = load_checkpoint(path)
     cfg = StageConfig.from_dict(payload["config"])
-    model = UNet(cfg.unet)
+    model = build_network(cfg.unet)
     if use_ema and payload.get("ema") is not None:
         # torch.optim.swa_utils.AveragedModel keeps the network under `module.` plus a step counter.
         state = {k.removeprefix("module."): v for k, v in payload["ema"].items() if k.startswith("module.")}

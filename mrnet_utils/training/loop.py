@@ -27,7 +27,7 @@ from mrnet_utils.diffusion import conditioning
 from mrnet_utils.diffusion.losses import diffusion_loss
 from mrnet_utils.diffusion.schedules import NoiseSchedule
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.networks.unet import UNet
+from mrnet_utils.networks import build_network
 from mrnet_utils.pipeline import bf16_autocast, sample_stage, save_grid
 from mrnet_utils.training import checkpoint
 from mrnet_utils.training.batches import Batch, draw_batch, to_device
@@ -50,7 +50,7 @@ class TrainResult:
 class TrainState:
     """Everything a checkpoint holds besides the config: the network, its EMA, the optimiser and the counters."""
 
-    model: UNet
+    model: torch.nn.Module
     ema: AveragedModel | None
     optimizer: torch.optim.Optimizer
     lr_scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -76,7 +76,7 @@ class TrainState:
 def build_state(cfg: StageConfig, device: torch.device, channels_last: bool) -> TrainState:
     """A freshly initialised network (seeded by cfg.train.seed, the same on every rank), EMA, AdamW and warm-up."""
     torch.manual_seed(cfg.train.seed)
-    model = UNet(cfg.unet).to(device)
+    model = build_network(cfg.unet).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     # Parameters only: the UNet's buffers are constants (Swin's integer relative-position index),
