@@ -106,6 +106,24 @@ def _sample(args: argparse.Namespace) -> None:
     print(f"wrote {len(seeds)} samples to {out}")
 
 
+def _score(args: argparse.Namespace) -> None:
+    from mrnet_utils.data.samples import read_samples
+    from mrnet_utils.evaluation.tables import write_table
+    from mrnet_utils.study.generation import score_samples
+
+    samples = {name: read_samples(path) for name, path in args.samples}
+    table = score_samples(samples, args.cache, args.train_cache, args.tuning_exams, args.inception_weights)
+    csv_path, md_path = write_table(table, args.out, args.name)
+    print(f"wrote {csv_path} and {md_path}")
+
+
+def _named_path(text: str) -> tuple[str, Path]:
+    name, separator, path = text.partition("=")
+    if not separator or not name or not path:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=PATH (a folder of PNGs or an .npy/.npz file)")
+    return name, Path(path)
+
+
 def _study_runs(args: argparse.Namespace) -> None:
     from mrnet_utils.study.layout import study_runs
 
@@ -159,6 +177,19 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", type=Path, required=True)
     sample.add_argument("--compile", action="store_true", help="torch.compile the networks (GPU; slow first batch)")
     sample.set_defaults(run=_sample)
+
+    score = commands.add_parser("score", help="score generated images (PNG folders or arrays) on a slice cache's real slices")
+    score.add_argument("--samples", type=_named_path, nargs="+", required=True, metavar="NAME=PATH",
+                       help="a folder of PNGs or an .npy/.npz array per model; grey or RGB, any square size")
+    score.add_argument("--cache", type=Path, required=True, help="slice cache whose valid slices are the real set")
+    score.add_argument("--train-cache", type=Path, help="slice cache of the training slices, for memorisation "
+                       "(default: --cache)")
+    score.add_argument("--tuning-exams", type=_non_negative, default=0,
+                       help="valid exams set aside for tuning, left out as the study leaves them out")
+    score.add_argument("--inception-weights", type=Path, help="weights-inception-2015-12-05-6726825d.pth")
+    score.add_argument("--out", type=Path, required=True, help="folder for the table")
+    score.add_argument("--name", default="generation_scored", help="table file name (without extension)")
+    score.set_defaults(run=_score)
 
     presets = commands.add_parser("presets", help="list the presets (config.PRESETS), one per line")
     presets.set_defaults(run=lambda args: print("\n".join(PRESETS)))

@@ -99,7 +99,16 @@ def downsample(images: torch.Tensor, size: int) -> torch.Tensor:
         raise MRNetError(f"downsample size {size} must be between 1 and the image side {min(images.shape[-2:])}")
     if images.shape[-2:] == (size, size):
         return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return resize(images, size)
+
+
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, C, H, W) images to (B, C, size, size) by the same bilinear filter as `downsample`, either way:
+    anti-aliased when it shrinks, plain bilinear when it enlarges. For images from elsewhere (scoring
+    another model's samples); the study's own resolutions come from `degrade`."""
+    if images.ndim != 4:
+        raise MRNetError(f"resize expects images of shape (B, C, H, W), not {tuple(images.shape)}")
+    return F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
 def degrade(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -158,4 +167,4 @@ class SliceDataset(Dataset):
         return self.images[index]
 
 
-__all__ = ["RESOLUTIONS", "load_cache", "downsample", "degrade", "to_unit", "SliceDataset"]
+__all__ = ["RESOLUTIONS", "load_cache", "downsample", "degrade", "resize", "to_unit", "SliceDataset"]

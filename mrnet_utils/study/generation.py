@@ -12,9 +12,11 @@ import pandas as pd
 import torch
 
 from mrnet_utils import pipeline
-from mrnet_utils.data.slices import to_unit
+from mrnet_utils.data.samples import SIDE, Samples
+from mrnet_utils.data.slices import SliceDataset, to_unit
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.evaluation import metrics
+from mrnet_utils.evaluation import metrics, tables
+from mrnet_utils.study.data import held_out
 from mrnet_utils.study.layout import (
     GENERATORS,
     Generator,
@@ -114,3 +116,19 @@ def memorisation_examples(samples: torch.Tensor, train_images: torch.Tensor, cou
     labels = [f"sample {i}" for i in range(len(nearest.correlation))]
     labels += [f"train #{int(j)}, r={float(r):.3f}" for j, r in zip(nearest.nearest_index, nearest.correlation)]
     return torch.cat([samples[:count], train_images[nearest.nearest_index]]), labels
+
+
+def score_samples(
+    samples: dict[str, Samples], cache_path: str | Path, train_cache: str | Path | None = None,
+    tuning_exams: int = 0, feature_weights: str | Path | None = None,
+) -> pd.DataFrame:
+    """The generation table for each named set of samples, against the real held-out slices of `cache_path`
+    (its valid exams less `tuning_exams`), memorisation against the train slices of `train_cache`
+    (default: the same cache). A `conversion` column says how each set was read."""
+    real = held_out(cache_path, None, tuning=tuning_exams)
+    train = SliceDataset(train_cache or cache_path, "train", SIDE).images
+    table = tables.evaluate_generation(
+        {name: s.images for name, s in samples.items()}, real.images, real.exam_ids, train, feature_weights
+    )
+    table["conversion"] = pd.Series({name: s.conversion for name, s in samples.items()})
+    return table
