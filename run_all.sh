@@ -2,14 +2,15 @@
 # Run the whole study with papermill, in order: preprocess; base 64, SR1 and SR2 with and without
 # Swin; single-stage 256; the pipeline (generation); the evaluation notebooks.
 #
-#   bash run_all.sh [--preset PRESET] [--mrnet-root DIR] [--only STAGE[,STAGE...]]
-#                   [--retrain] [--out DIR]
+#   bash run_all.sh [--preset PRESET] [--mrnet-root DIR] [--all-slices] [--only PART[,PART...]]
+#                   [--retrain] [--out DIR] [--results DIR]
 #
 # Parts: preprocess, each stage the study trains (base64, sr1, sr2, single256: the library's
 # `python -m mrnet_utils study-runs`), pipeline, evaluation.
 # With no --mrnet-root (or $MRNET_ROOT) the study runs on the synthetic phantom.
 # Under --out (default: this folder): executed notebooks in runs/<preset>/, tables and figures in
-# evaluation/results/<preset>/, checkpoints in savepoints/<preset>/, data in data/.
+# evaluation/results/<preset>/ (or --results DIR), checkpoints in savepoints/<preset>/, data in data/.
+# --all-slices keeps every slice of each series instead of the preset's central ones (few real exams).
 # A model whose final checkpoint exists is not retrained unless --retrain is given.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -24,6 +25,8 @@ mrnet_root="${MRNET_ROOT:-}"
 only=""
 retrain=False
 out="$root"
+results=""
+all_slices=False
 while [ $# -gt 0 ]; do
     case "$1" in
         --preset) preset="${2:?--preset needs a value}"; shift 2 ;;
@@ -31,6 +34,8 @@ while [ $# -gt 0 ]; do
         --only) only="${2:?--only needs a stage}"; shift 2 ;;
         --retrain) retrain=True; shift ;;
         --out) out="${2:?--out needs a folder}"; shift 2 ;;
+        --results) results="${2:?--results needs a folder}"; shift 2 ;;
+        --all-slices) all_slices=True; shift ;;
         -h|--help) usage ;;
         *) echo "error: unknown argument $1" >&2; usage ;;
     esac
@@ -68,6 +73,7 @@ mkdir -p "$runs"
 
 # Parameters every notebook takes; paths are passed raw (-r) so that papermill never reads them as numbers.
 common=(-p PRESET "$preset" -r OUT_DIR "$out")
+[ -n "$results" ] && common+=(-r RESULTS_DIR "$(absolute "$results")")
 quiet=(-p PROGRESS False)  # no progress bars in the rendered notebooks
 
 wanted() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
@@ -105,7 +111,8 @@ EOF
 if wanted preprocess; then
     data_options=()
     [ -n "$mrnet_root" ] && data_options=(-r MRNET_ROOT "$(absolute "$mrnet_root")")
-    run_notebook notebooks/00_preprocess.ipynb 00_preprocess.ipynb "${quiet[@]}" "${data_options[@]}"
+    run_notebook notebooks/00_preprocess.ipynb 00_preprocess.ipynb "${quiet[@]}" "${data_options[@]}" \
+        -p ALL_SLICES "$all_slices"
 fi
 for run in "${study_runs[@]}"; do
     stage="${run% *}" use_swin="${run#* }"
@@ -121,4 +128,4 @@ if wanted evaluation; then
     run_notebook evaluation/sr_vs_interpolation.ipynb 03_sr_vs_interpolation.ipynb "${quiet[@]}"
     run_notebook evaluation/generation.ipynb 04_generation.ipynb
 fi
-echo "study ($preset) finished in $((SECONDS / 60)) min $((SECONDS % 60)) s; notebooks in $runs, results in $out/evaluation/results/$preset"
+echo "study ($preset) finished in $((SECONDS / 60)) min $((SECONDS % 60)) s; notebooks in $runs, results in ${results:-$out/evaluation/results/$preset}"

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from mrnet_utils.config import PRESETS, stage_config
-from mrnet_utils.data.mrnet import PLANES, TASKS
+from mrnet_utils.data.mrnet import PLANES
+from mrnet_utils.data.preprocess import NORMALISATIONS, SELECTIONS
 from mrnet_utils.diffusion.samplers import SAMPLERS
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.stages import STAGES
@@ -65,7 +66,8 @@ def _preprocess(args: argparse.Namespace) -> None:
     from mrnet_utils.data.preprocess import preprocess
 
     central = None if args.all_slices else args.central_slices
-    out = preprocess(args.mrnet_root, args.plane, args.out, args.task, central, args.max_exams)
+    out = preprocess(args.mrnet_root, args.plane, args.out, args.selection, central, args.max_exams,
+                     normalisation=args.normalisation)
     print(f"wrote slice cache {out}")
 
 
@@ -147,7 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--mrnet-root", type=Path, required=True, help="MRNet-v1.0 folder (or the phantom)")
     prep.add_argument("--plane", choices=PLANES, default="coronal")
     prep.add_argument("--out", type=Path, required=True, help="the cache file to write (.npz)")
-    prep.add_argument("--task", choices=TASKS, help="keep only exams positive for this task (the reference's choice)")
+    prep.add_argument("--selection", choices=SELECTIONS, default="all",
+                      help="all exams, one task's positives, or 'positives': each task's in turn, as the reference")
+    prep.add_argument("--normalisation", choices=NORMALISATIONS, default="series",
+                      help="'series': percentiles of the whole series; 'slice': each slice min-max (the reference's)")
     prep.add_argument("--central-slices", type=_positive, default=5)
     prep.add_argument("--all-slices", action="store_true", help="keep every slice, not only the central ones")
     prep.add_argument("--max-exams", type=_positive, help="at most this many exams per split")

@@ -8,7 +8,7 @@ rebuilds it with no other input. What a stage is (its resolution, its input, its
 default sampler) is the stage table's (`mrnet_utils.stages`), not the config's.
 
 Presets are named constructors in one registry (`PRESETS`), as in DiT; each also says
-how large a study it runs (`StudySize`):
+how large a study it runs (`StudySettings`):
 - `smoke`: tiny networks, a few steps; what the tests run, seconds on a CPU.
 - `demo`: small networks that learn something in minutes on a 2-core CPU; used by
   `run_all.sh` on the synthetic phantom.
@@ -25,6 +25,8 @@ from mrnet_utils.errors import MRNetError
 from mrnet_utils.stages import StageSpec, run_name, stage_spec
 
 UNET_FAMILIES = ("project", "reference")  # networks.FAMILIES
+DATA_RANGES = ("symmetric", "unit")
+LR_SCHEDULES = ("warmup", "plateau")
 SWIN_TOKEN_ORDERS = ("spatial", "reference")
 
 
@@ -109,8 +111,13 @@ class DiffusionConfig:
     beta_end: float = 0.012
     prediction: str = "epsilon"  # "epsilon" or "v" (Salimans & Ho 2022)
     min_snr_gamma: float = 0.0  # >0: min-SNR-gamma loss weighting (Hang et al. 2023); 0 = plain MSE
+    # The range of x_0 in the noise process: "symmetric" [-1, 1] (the project's), or "unit" [0, 1]
+    # (the reference study's ToTensor images; at a given abar_t the signal is half as strong).
+    data_range: str = "symmetric"
 
     def validate(self) -> None:
+        if self.data_range not in DATA_RANGES:
+            raise MRNetError(f"data_range must be one of {', '.join(DATA_RANGES)}, not {self.data_range!r}")
         if self.schedule not in ("linear", "cosine"):
             raise MRNetError(f"schedule must be 'linear' or 'cosine', not {self.schedule!r}")
         if self.prediction not in ("epsilon", "v"):
@@ -138,11 +145,19 @@ class TrainConfig:
     """Optimisation, logging and checkpointing (see training.py)."""
 
     steps: int = 1000
+    epochs: int = 0  # >0: train this many passes over the training slices instead (steps are derived)
     batch_size: int = 16  # global batch; split across ranks under torchrun
     lr: float = 1e-4
     weight_decay: float = 1e-2
+    # "warmup": linear warm-up over warmup_steps, then constant; "plateau": ReduceLROnPlateau on the
+    # validation loss once per epoch (factor, patience in epochs), as the reference study trained.
+    lr_schedule: str = "warmup"
     warmup_steps: int = 100
-    grad_clip: float = 1.0
+    plateau_factor: float = 0.5
+    plateau_patience: int = 15
+    grad_clip: float = 1.0  # 0: no clipping
+    # (low, high): skip a step whose gradient norm lies outside (the reference's rule); () keeps every step
+    grad_norm_window: tuple[float, ...] = ()
     ema_decay: float = 0.999  # 0 disables EMA
     mixed_precision: bool = True  # bf16 autocast, used on CUDA only
     label_dropout: float = 0.1  # classifier-free guidance: share of labels dropped (label-conditional only)
@@ -152,6 +167,12 @@ class TrainConfig:
     keep_checkpoints: int = 3
     on_nonfinite: str = "stop"  # "stop" or "skip" the batch
     seed: int = 0
+
+    def validate(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise MRNetError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, not {self.lr_schedule!r}")
+        if self.grad_norm_window and (len(self.grad_norm_window) != 2 or not 0 <= self.grad_norm_window[0] < self.grad_norm_window[1]):
+            raise MRNetError(f"grad_norm_window={self.grad_norm_window} must be (low, high) with 0 <= low < high, or ()")
 
 
 @dataclass(frozen=True)
@@ -192,6 +213,7 @@ class StageConfig:
             )
         self.unet.validate()
         self.diffusion.validate()
+        self.train.validate()
         if self.unet.family == "reference" and self.is_super_resolution and self.conditioning.enabled:
             raise MRNetError(
                 "unet.family='reference' has no input for the conditioning-augmentation level (the reference "
@@ -218,29 +240,33 @@ class StageConfig:
             unet = dict(data["unet"])
             for key in ("channels", "attention_resolutions"):
                 unet[key] = tuple(unet[key])
+            train = dict(data["train"])
+            train["grad_norm_window"] = tuple(train.get("grad_norm_window", ()))
             return cls(
                 stage=data["stage"],
                 preset=data["preset"],
                 unet=UNetConfig(**unet),
                 diffusion=DiffusionConfig(**data["diffusion"]),
                 conditioning=ConditioningConfig(**data["conditioning"]),
-                train=TrainConfig(**data["train"]),
+                train=TrainConfig(**train),
             ).validate()
         except (KeyError, TypeError) as error:
             raise MRNetError(f"stored config is not a StageConfig of this version: {error}") from None
 
 
 @dataclass(frozen=True)
-class StudySize:
-    """How much data, evaluation and sampling a preset's study uses."""
+class StudySettings:
+    """Which data, and how much data, evaluation and sampling a preset's study uses."""
 
     phantom_train_exams: int  # exams of the synthetic phantom (ignored with real MRNet)
     phantom_valid_exams: int
-    central_slices: int  # slices kept per series, around its centre
+    central_slices: int | None  # slices kept per series, around its centre (None: all)
     eval_slices: int | None  # held-out slices for super-resolution vs interpolation (None: all)
     samples: int  # generated images per model for the generation table
     batch_size: int  # images per sampling batch
     tuning_exams: int = 0  # valid exams set aside for tuning (benchmarks/bench_samplers.py), never reported
+    selection: str = "all"  # exams kept (data.preprocess.SELECTIONS): all, one task's positives, or their union
+    normalisation: str = "series"  # data.preprocess.NORMALISATIONS: per series (percentiles) or per slice (min-max)
 
 
 @dataclass(frozen=True)
@@ -248,10 +274,10 @@ class Preset:
     """A named preset: the config of every stage, and the size of the study run with it."""
 
     stage: Callable[[StageSpec, bool], StageConfig]  # (stage, use_swin) -> its config
-    study: StudySize
-    # True: the study samples every stage with the ancestral chain over all T steps, as the
-    # reference did, instead of the stage's default sampler.
-    full_chain: bool = False
+    study: StudySettings
+    # A sampler name: the study samples every stage with it over all T steps, as the reference
+    # did, instead of the stage's default sampler (None).
+    full_chain: str | None = None
 
 
 def _smoke(spec: StageSpec, use_swin: bool) -> StageConfig:
@@ -354,12 +380,79 @@ def _paper(spec: StageSpec, use_swin: bool) -> StageConfig:
     )
 
 
+# The reference study's runs, from its notebooks (REFERENCE.md; notebook and cell for each value in
+# README, "Presets"): (stage, use_swin) -> (epochs, learning rate, ReduceLROnPlateau patience in epochs).
+# Ambiguous ones: SR1 with Swin ran in resumed sessions (50 -> 200 epochs, the LR restarting at each);
+# SR2 with Swin: the pipeline loads an epoch-225 checkpoint of a T = 1000 run that is not in the
+# repository (the run shown used T = 2000 and lr 5e-5); base 64 without Swin resumed at epoch 110.
+_REFERENCE_RUNS = {
+    ("base64", True): (600, 1e-4, 15),
+    ("base64", False): (400, 1e-4, 15),
+    ("sr1", True): (200, 1e-4, 10),
+    ("sr1", False): (100, 1e-4, 10),
+    ("sr2", True): (225, 5e-5, 15),
+    ("sr2", False): (100, 1e-5, 10),
+    ("single256", True): (200, 1e-4, 15),
+    ("single256", False): (200, 1e-4, 15),  # no such run in the notebooks; the Swin run's settings
+}
+
+
+def _reference(spec: StageSpec, use_swin: bool) -> StageConfig:
+    """The reference study's experiment as its notebooks ran it (README, "Presets", lists every setting)."""
+    epochs, lr, patience = _REFERENCE_RUNS[spec.name, use_swin]
+    sides = [spec.resolution // 2**level for level in range(3)]
+    return StageConfig(
+        stage=spec.name,
+        preset="reference",
+        unet=UNetConfig(
+            resolution=spec.resolution,
+            channels=(64, 128, 256),
+            bottleneck_channels=512,
+            attention_resolutions=tuple(sides) if spec.self_attention else (),
+            use_swin=use_swin,
+            swin_heads=8,
+            swin_window=4,
+            swin_depth=1,
+            time_embed_dim=128,
+            cond_channels=1 if spec.is_super_resolution else 0,
+            family="reference",
+            swin_token_order="reference",
+        ),
+        diffusion=DiffusionConfig(
+            timesteps=spec.reference_steps, schedule="linear", beta_start=0.00085, beta_end=0.012, data_range="unit"
+        ),
+        conditioning=ConditioningConfig(enabled=False),
+        train=TrainConfig(
+            epochs=epochs,
+            batch_size=16,
+            lr=lr,
+            weight_decay=1e-2,
+            lr_schedule="plateau",
+            plateau_factor=0.5,
+            plateau_patience=patience,
+            grad_clip=0.0,
+            grad_norm_window=(1e-3, 1e3),
+            ema_decay=0.0,
+            mixed_precision=False,
+            checkpoint_every=5000,
+        ),
+    )
+
+
 PRESETS: dict[str, Preset] = {
-    "smoke": Preset(_smoke, StudySize(4, 2, 2, eval_slices=2, samples=2, batch_size=2)),
+    "smoke": Preset(_smoke, StudySettings(4, 2, 2, eval_slices=2, samples=2, batch_size=2)),
     # Small enough that sampling and metrics take a few minutes of the CPU study (README, "Results").
-    "demo": Preset(_demo, StudySize(48, 12, 5, eval_slices=None, samples=16, batch_size=8, tuning_exams=6)),
+    "demo": Preset(_demo, StudySettings(48, 12, 5, eval_slices=None, samples=16, batch_size=8, tuning_exams=6)),
     "paper": Preset(
-        _paper, StudySize(80, 20, 5, eval_slices=None, samples=1000, batch_size=32, tuning_exams=10), full_chain=True
+        _paper, StudySettings(80, 20, 5, eval_slices=None, samples=1000, batch_size=32, tuning_exams=10), full_chain="ddpm"
+    ),
+    # The reference's data: the positives of each task (exams repeated across tasks), 5 central slices,
+    # each slice min-max scaled; its sampler: the ancestral chain with variance beta_t over all T steps.
+    "reference": Preset(
+        _reference,
+        StudySettings(80, 20, 5, eval_slices=None, samples=1000, batch_size=32, tuning_exams=10,
+                      selection="positives", normalisation="slice"),
+        full_chain="ddpm_large",
     ),
 }
 

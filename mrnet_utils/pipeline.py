@@ -27,7 +27,7 @@ from mrnet_utils.diffusion.samplers import (
     noise_from_seeds,
     sample,
 )
-from mrnet_utils.diffusion.schedules import NoiseSchedule
+from mrnet_utils.diffusion.schedules import NoiseSchedule, from_process, to_process
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.files import write_atomically
 from mrnet_utils.stages import SamplerChoice, check_chain
@@ -90,14 +90,13 @@ def sample_stage(
         if low_res is not None:
             level = torch.full((len(chunk),), level_value, device=device)
             aug_noise = noise_from_seeds(chunk, shape, device, stream=spec.condition_stream)
-            cond, level = conditioning.make_condition(
-                low_res[start : start + batch_size].to(device), cfg.resolution, level, aug_noise
-            )
+            low = to_process(low_res[start : start + batch_size].to(device), cfg.diffusion.data_range)
+            cond, level = conditioning.make_condition(low, cfg.resolution, level, aug_noise)
             extra_args = {"cond": cond, "aug_level": level}
         generators = generators_from_seeds(chunk, device, stream=spec.noise_stream)
         with bf16_autocast(device, mixed_precision):
             images = sample(name, model, schedule, noise, steps, extra_args=extra_args, generators=generators)
-        chunks.append(images.float().clamp(-1, 1).cpu())
+        chunks.append(from_process(images.float(), cfg.diffusion.data_range).clamp(-1, 1).cpu())
     return torch.cat(chunks)
 
 

@@ -140,3 +140,13 @@ def test_sample_timesteps():
     t = sample_timesteps(10_000, 100, torch.Generator().manual_seed(0))
     assert t.dtype == torch.int64 and t.min() == 0 and t.max() == 99
     assert torch.equal(t, sample_timesteps(10_000, 100, torch.Generator().manual_seed(0)))
+
+
+def test_the_unit_data_range_is_the_references_zero_to_one():
+    from mrnet_utils.diffusion.schedules import from_process, to_process
+
+    images = torch.linspace(-1, 1, 9).view(1, 1, 3, 3)
+    assert torch.equal(to_process(images, "symmetric"), images)
+    unit = to_process(images, "unit")
+    assert unit.min() == 0 and unit.max() == 1
+    torch.testing.assert_close(from_process(unit, "unit"), images)

@@ -13,7 +13,7 @@ import torchio as tio
 from mrnet_utils.data import preprocess as preprocess_module
 from mrnet_utils.data.mrnet import TASKS, read_labels
 from mrnet_utils.data.phantom import write_phantom
-from mrnet_utils.data.preprocess import central_slice_indices, normalise, preprocess
+from mrnet_utils.data.preprocess import central_slice_indices, normalise, normalise_slices, preprocess
 from mrnet_utils.errors import MRNetError
 
 # Seed 0 with 4 train + 2 valid exams: meniscus positives are {0, 2} and {4}; no valid ACL positive.
@@ -73,12 +73,13 @@ def test_central_slice_indices():
 
 def test_metadata(root, cache):
     metadata = json.loads(str(cache["metadata"][0]))
-    assert metadata["plane"] == "coronal" and metadata["task"] is None and metadata["central_slices"] == 5
+    assert metadata["plane"] == "coronal" and metadata["selection"] == "all" and metadata["central_slices"] == 5
+    assert metadata["normalisation"] == "series"
     assert metadata["source"] == str(root.resolve()) and metadata["format_version"] == preprocess_module.FORMAT_VERSION
 
 
 def test_task_keeps_only_its_positives_and_all_slices(root, tmp_path):
-    path = preprocess(root, "sagittal", tmp_path / "meniscus.npz", task="meniscus", central_slices=None, progress=False)
+    path = preprocess(root, "sagittal", tmp_path / "meniscus.npz", "meniscus", central_slices=None, progress=False)
     with np.load(path) as archive:
         assert set(archive["train_exam_ids"].tolist()) == {0, 2} and set(archive["valid_exam_ids"].tolist()) == {4}
         assert np.all(archive["train_labels"][:, TASKS.index("meniscus")] == 1)
@@ -88,6 +89,32 @@ def test_task_keeps_only_its_positives_and_all_slices(root, tmp_path):
             range(len(np.load(root / "train" / "sagittal" / "0000.npy"))))
 
 
+def test_the_references_selection_repeats_an_exam_for_each_task_it_is_positive_for(root, tmp_path):
+    """The reference's training set: the positives of abnormal, then of acl, then of meniscus."""
+    labels = read_labels(root, "train")
+    expected = [exam for task in TASKS for exam, exam_labels in labels.items() if exam_labels[task]]
+    path = preprocess(root, "coronal", tmp_path / "union.npz", "positives", central_slices=2, progress=False)
+    with np.load(path) as archive:
+        ids = archive["train_exam_ids"].tolist()
+    assert ids == [exam for exam in expected for _ in range(2)]  # 2 central slices each, in that order
+    assert len(ids) > 2 * len(set(ids))  # some exams are positive for more than one task: repeated
+
+
+def test_slice_normalisation_is_per_slice_min_max_to_8_bits(root, tmp_path):
+    path = preprocess(root, "coronal", tmp_path / "slice.npz", central_slices=3, max_exams=1, progress=False,
+                      normalisation="slice")
+    volume = np.load(root / "train" / "coronal" / "0000.npy").astype(np.float64)
+    keep = central_slice_indices(len(volume), 3)
+    with np.load(path) as archive:
+        images = archive["train_images"].astype(np.float64)
+    for image, index in zip(images, keep):
+        source = volume[index]
+        expected = np.round((source - source.min()) / (source.max() - source.min()) * 255) / 127.5 - 1
+        np.testing.assert_allclose(image, expected, atol=1e-3)  # float16 storage
+        assert image.min() == -1 and image.max() == 1
+    assert np.array_equal(normalise_slices(np.full((1, 4, 4), 7, np.uint8)), np.full((1, 4, 4), -1.0))
+
+
 def test_max_exams(root, tmp_path):
     path = preprocess(root, "axial", tmp_path / "few.npz", central_slices=1, max_exams=1, progress=False)
     with np.load(path) as archive:
@@ -95,14 +122,15 @@ def test_max_exams(root, tmp_path):
 
 
 def test_selection_without_slices_names_split_and_task(root, tmp_path):
-    with pytest.raises(MRNetError, match="no valid exam .* positive for task 'acl'"):
-        preprocess(root, "coronal", tmp_path / "acl.npz", task="acl", progress=False)
+    with pytest.raises(MRNetError, match="no valid exam .* positive for 'acl'"):
+        preprocess(root, "coronal", tmp_path / "acl.npz", "acl", progress=False)
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(plane="oblique"), "plane must be one of"),
-    (dict(task="cartilage"), "task must be one of"),
+    (dict(selection="cartilage"), "selection must be one of all, abnormal, acl, meniscus, positives"),
+    (dict(normalisation="global"), "normalisation must be one of series, slice"),
     (dict(central_slices=0), "central_slices must be at least 1"),
     (dict(max_exams=0), "max_exams must be at least 1"),
 ])

@@ -387,3 +387,12 @@ def test_a_reference_sr_stage_refuses_conditioning_augmentation():
     assert cfg.replace(unet=reference, conditioning={"enabled": False}).unet.family == "reference"
     # generating stages have no condition, whatever the conditioning section says
     stage_config("base64", "smoke").replace(unet=reference, conditioning={"enabled": True})
+
+
+@pytest.mark.parametrize(("stage", "use_swin"), sorted(REFERENCE_SIZES))
+def test_the_reference_preset_builds_the_reference_networks(stage, use_swin):
+    cfg = stage_config(stage, "reference", use_swin)
+    net = build_network(cfg.unet)
+    assert isinstance(net, ReferenceUNet) and cfg.unet.swin_token_order == "reference"
+    assert sum(p.numel() for p in net.parameters()) == REFERENCE_SIZES[stage, use_swin][0]
+    assert (cfg.diffusion.data_range, cfg.train.lr_schedule, cfg.train.ema_decay) == ("unit", "plateau", 0.0)

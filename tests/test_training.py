@@ -1,6 +1,7 @@
 """Training: a tiny model really learns, its fast and full samplers agree, logs, resume and extension."""
 
 import csv
+import math
 import shutil
 
 import pytest
@@ -177,3 +178,52 @@ def test_a_fresh_run_refuses_a_folder_that_holds_a_run(smoke_run, tiny_cache, tm
                                          r"continue or extend it with resume=True, or choose a new out_dir"):
         train(stage_config("base64", "smoke"), tiny_cache, run, progress=False)
     assert {path.name: path.read_bytes() for path in run.iterdir()} == before
+
+
+def test_epochs_set_the_steps_from_the_training_set(tiny_cache, tmp_path):
+    """8 training slices at batch 4: an epoch is 2 steps."""
+    cfg = stage_config("base64", "smoke").replace(train=dict(epochs=3, batch_size=4))
+    result = train(cfg, tiny_cache, tmp_path / "run", progress=False, grids=False)
+    assert result.steps == 6 and load_checkpoint(result.checkpoint)["config"]["train"]["steps"] == 6
+
+
+def test_plateau_schedule_measures_the_validation_loss_each_epoch_and_halves_the_lr(tiny_cache, tmp_path):
+    # A learning rate too small to learn: the validation loss only moves with its fresh draws of t
+    # and noise, so with patience 0 every epoch that is not a new best halves the rate.
+    cfg = stage_config("base64", "smoke").replace(
+        train=dict(epochs=6, batch_size=4, lr=1e-6, lr_schedule="plateau", plateau_patience=0, log_every=2)
+    )
+    train(cfg, tiny_cache, tmp_path / "run", progress=False, grids=False)
+    rows = read_log(tmp_path / "run")
+    assert [int(row["step"]) for row in rows] == [2, 4, 6, 8, 10, 12]  # one row per epoch (log_every = an epoch)
+    val_losses = [float(row["val_loss"]) for row in rows]
+    rates = [float(row["lr"]) for row in rows]
+    best, expected = math.inf, 1e-6
+    for loss, rate in zip(val_losses, rates):
+        if loss < best * (1 - 1e-4):  # ReduceLROnPlateau's default relative threshold
+            best = loss
+        else:
+            expected /= 2
+        assert rate == pytest.approx(expected)
+    assert rates[-1] < rates[0]
+
+
+def test_steps_outside_the_gradient_norm_window_leave_the_weights_alone(tiny_cache, tmp_path):
+    cfg = stage_config("base64", "smoke").replace(train=dict(steps=3, grad_norm_window=(0.0, 1e-12), ema_decay=0.0))
+    result = train(cfg, tiny_cache, tmp_path / "run", progress=False, grids=False)
+    assert result.skipped_batches == 3
+    torch.manual_seed(cfg.train.seed)
+    untouched = UNet(cfg.unet).state_dict()
+    trained = load_checkpoint(result.checkpoint)["model"]
+    assert all(torch.equal(untouched[key], trained[key]) for key in untouched)
+
+
+def test_a_unit_range_stage_trains_on_zero_to_one_images(tiny_cache):
+    from mrnet_utils.training.batches import draw_batch
+
+    images = SliceDataset(tiny_cache, "train", 128).images
+    low = SliceDataset(tiny_cache, "train", 64).images
+    cfg = stage_config("sr1", "smoke").replace(diffusion=dict(data_range="unit"), conditioning=dict(enabled=False))
+    batch = draw_batch(cfg, 0, images, low, torch.zeros(len(images), 3), 100)
+    assert batch.x0.min() >= 0 and batch.x0.max() <= 1 and batch.x0.min() < 0.2
+    assert batch.extra_args["cond"].min() >= 0  # the condition too, upsampled from [0, 1] images

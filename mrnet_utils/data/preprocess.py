@@ -10,8 +10,8 @@ folders and are never mixed.
 The cache is one `.npz` readable with `allow_pickle=False`, holding for each split
 `{split}_images` float16 (N, 256, 256) in [-1, 1], `{split}_exam_ids` int32 (N,),
 `{split}_slice_index` int16 (N,), `{split}_labels` uint8 (N, 3) in TASKS order, and
-`metadata`: a one-element string array holding JSON (plane, task, central_slices,
-source, format_version). `data.load_cache` reads and checks it.
+`metadata`: a one-element string array holding JSON (plane, selection, normalisation,
+central_slices, source, format_version). `data.load_cache` reads and checks it.
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ from mrnet_utils.data.mrnet import PLANES, SIDE, SPLITS, TASKS, check_choice, it
 FORMAT_VERSION = 1
 FIELDS = ("images", "exam_ids", "slice_index", "labels")
 PERCENTILES = (0.5, 99.5)  # robust to a few very bright or dark voxels, as nnU-Net does
+# Which exams a cache keeps: every exam, the positives of one task, or the positives of each task
+# in turn (an exam positive for two tasks is kept twice, as the reference study's data had it).
+SELECTIONS = ("all", *TASKS, "positives")
+NORMALISATIONS = ("series", "slice")  # see `normalise` and `normalise_slices`
 
 
 def central_slice_indices(slices: int, count: int | None) -> np.ndarray:
@@ -59,24 +63,40 @@ def normalise(volume: np.ndarray, source: Path) -> np.ndarray:
     return np.clip(scaled, -1.0, 1.0)
 
 
-def _select(labels: dict[int, dict[str, int]], task: str | None, max_exams: int | None) -> list[int]:
-    """Exam ids to keep: positives for `task` (all when None), the first `max_exams`."""
-    chosen = [exam_id for exam_id, exam in labels.items() if task is None or exam[task] == 1]
-    return chosen if max_exams is None else chosen[:max_exams]
+def normalise_slices(volume: np.ndarray) -> np.ndarray:
+    """The reference study's normalisation: each slice min-max scaled on its own, to 8 bits (its PNG
+    round trip), then to [-1, 1] (float32). A constant slice maps to -1."""
+    low = volume.min(axis=(1, 2), keepdims=True).astype(np.float32)
+    span = volume.max(axis=(1, 2), keepdims=True).astype(np.float32) - low
+    unit = np.divide(volume - low, span, out=np.zeros(volume.shape, np.float32), where=span > 0)
+    return np.round(unit * 255) / 127.5 - 1
 
 
-def _split_arrays(root: Path, split: str, plane: str, task: str | None, central_slices: int | None,
-                  max_exams: int | None, progress: bool) -> dict[str, np.ndarray]:
-    exam_ids = _select(read_labels(root, split), task, max_exams)
+def _select(labels: dict[int, dict[str, int]], selection: str, max_exams: int | None) -> list[int]:
+    """Exam ids to keep, in order (repeated for "positives"); at most `max_exams` per task or in all."""
+    groups = TASKS if selection == "positives" else [None if selection == "all" else selection]
+    chosen = []
+    for task in groups:
+        ids = [exam_id for exam_id, exam in labels.items() if task is None or exam[task] == 1]
+        chosen += ids if max_exams is None else ids[:max_exams]
+    return chosen
+
+
+def _split_arrays(root: Path, split: str, plane: str, selection: str, central_slices: int | None,
+                  max_exams: int | None, normalisation: str, progress: bool) -> dict[str, np.ndarray]:
+    exam_ids = _select(read_labels(root, split), selection, max_exams)
     if not exam_ids:
         raise MRNetError(
-            f"no {split} exam of {root} is positive for task {task!r}; choose another task, or task=None for all"
+            f"no {split} exam of {root} is positive for {selection!r}; choose another selection, or 'all'"
         )
     images, ids, indices, labels = [], [], [], []
     exams = iter_exams(root, split, plane, exam_ids)
     for exam in tqdm(exams, total=len(exam_ids), desc=f"{split} {plane}", unit="exam", disable=not progress):
         keep = central_slice_indices(len(exam.volume), central_slices)
-        normalised = normalise(exam.volume, volume_path(root, split, plane, exam.exam_id))
+        if normalisation == "slice":
+            normalised = normalise_slices(exam.volume)
+        else:
+            normalised = normalise(exam.volume, volume_path(root, split, plane, exam.exam_id))
         images.append(normalised[keep].astype(np.float16))
         ids.append(np.full(len(keep), exam.exam_id, np.int32))
         indices.append(keep.astype(np.int16))
@@ -90,21 +110,25 @@ def preprocess(
     mrnet_root: Path | str,
     plane: str,
     out: Path | str,
-    task: str | None = None,
+    selection: str = "all",
     central_slices: int | None = 5,
     max_exams: int | None = None,
     progress: bool = True,
+    normalisation: str = "series",
 ) -> Path:
     """Write the slice cache for one plane and return its path.
 
-    task: keep only exams positive for 'abnormal', 'acl' or 'meniscus' (None: all exams).
+    selection: "all" exams, the positives of "abnormal", "acl" or "meniscus", or "positives":
+        the positives of each task in turn, an exam repeated for each task it is positive for
+        (the reference study's data).
     central_slices: how many central slices of each series to keep (None: all).
-    max_exams: keep at most this many exams per split (the lowest ids), for quick runs.
+    max_exams: keep at most this many exams per split (the lowest ids; per task for "positives").
+    normalisation: "series" (`normalise`, the project's) or "slice" (`normalise_slices`, the reference's).
     """
     root = Path(mrnet_root)
     check_choice(plane, PLANES, "plane")
-    if task is not None:
-        check_choice(task, TASKS, "task")
+    check_choice(selection, SELECTIONS, "selection")
+    check_choice(normalisation, NORMALISATIONS, "normalisation")
     if central_slices is not None and central_slices < 1:
         raise MRNetError(f"central_slices must be at least 1, or None for all slices, not {central_slices}")
     if max_exams is not None and max_exams < 1:
@@ -118,13 +142,16 @@ def preprocess(
         raise MRNetError(f"cannot write to folder {out.parent}; choose a writable output path")
     arrays: dict[str, np.ndarray] = {}
     for split in SPLITS:
-        arrays.update(_split_arrays(root, split, plane, task, central_slices, max_exams, progress))
-    metadata = dict(plane=plane, task=task, central_slices=central_slices, source=str(root.resolve()),
-                    side=SIDE, tasks=list(TASKS), format_version=FORMAT_VERSION)
+        arrays.update(
+            _split_arrays(root, split, plane, selection, central_slices, max_exams, normalisation, progress)
+        )
+    metadata = dict(plane=plane, selection=selection, normalisation=normalisation, central_slices=central_slices,
+                    source=str(root.resolve()), side=SIDE, tasks=list(TASKS), format_version=FORMAT_VERSION)
     arrays["metadata"] = np.array([json.dumps(metadata)])
     remove_stale_partials(out.parent)
     write_atomically(out, lambda handle: np.savez(handle, **arrays), "slice cache")
     return out
 
 
-__all__ = ["FORMAT_VERSION", "FIELDS", "central_slice_indices", "normalise", "preprocess"]
+__all__ = ["FORMAT_VERSION", "FIELDS", "SELECTIONS", "NORMALISATIONS", "central_slice_indices", "normalise",
+           "normalise_slices", "preprocess"]

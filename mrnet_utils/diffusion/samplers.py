@@ -1,4 +1,4 @@
-"""Samplers: ancestral DDPM, DDIM, DPM-Solver++(2M) and its SDE form, in one table.
+"""Samplers: ancestral DDPM (both variances), DDIM, DPM-Solver++(2M) and its SDE form, in one table.
 
     sample(name, model, schedule, noise, steps, extra_args=None, generators=None, progress=False) -> x_0
 
@@ -145,6 +145,16 @@ def _ddpm(schedule: NoiseSchedule, steps: int) -> SchedulerMixin:
     return scheduler
 
 
+def _ddpm_large(schedule: NoiseSchedule, steps: int) -> SchedulerMixin:
+    """Ancestral sampling with the variance beta_t instead of beta~_t (Ho et al. 2020, sec. 3.2: the other
+    of the two choices they found to work alike at T = 1000), as the reference study sampled."""
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler(**_scheduler_args(schedule), variance_type="fixed_large", clip_sample=False)
+    scheduler.set_timesteps(timesteps=trailing_timesteps(schedule.timesteps, steps))
+    return scheduler
+
+
 def _ddim(schedule: NoiseSchedule, steps: int) -> SchedulerMixin:
     """Deterministic DDIM (Song et al. 2021, eq. 12 with eta = 0).
 
@@ -207,6 +217,7 @@ class Sampler:
 
 SAMPLERS: dict[str, Sampler] = {
     "ddpm": Sampler(_ddpm),
+    "ddpm_large": Sampler(_ddpm_large),
     "ddim": Sampler(_ddim, {"eta": 0.0}),
     "dpmpp": Sampler(_dpmpp),
     "dpmpp_sde": Sampler(_dpmpp_sde),

@@ -93,4 +93,14 @@ def snr(schedule: NoiseSchedule, t: Tensor) -> Tensor:
     return abar / (1 - abar)
 
 
-__all__ = ["PREDICTIONS", "linear_betas", "cosine_betas", "NoiseSchedule", "q_sample", "snr", "alpha_sigma"]
+def to_process(images: Tensor, data_range: str) -> Tensor:
+    """Model-space images in [-1, 1] as the noise process's x_0: unchanged ("symmetric") or in [0, 1] ("unit")."""
+    return images if data_range == "symmetric" else (images + 1) / 2
+
+
+def from_process(x0: Tensor, data_range: str) -> Tensor:
+    """The inverse of `to_process`: the process's x_0 back in model space [-1, 1]."""
+    return x0 if data_range == "symmetric" else x0 * 2 - 1
+
+
+__all__ = ["PREDICTIONS", "linear_betas", "cosine_betas", "NoiseSchedule", "q_sample", "snr", "alpha_sigma", "to_process", "from_process"]

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mrnet_utils.config import StudySize
+from mrnet_utils.config import StudySettings
 from mrnet_utils.data import mrnet, phantom
 from mrnet_utils.data.slices import SliceDataset, degrade, load_cache
 from mrnet_utils.diffusion import conditioning
@@ -17,7 +17,7 @@ from mrnet_utils.errors import MRNetError
 from mrnet_utils.study.layout import StudyPaths
 
 
-def data_source(paths: StudyPaths, mrnet_root: str | Path | None, size: StudySize, progress: bool = True) -> Path:
+def data_source(paths: StudyPaths, mrnet_root: str | Path | None, size: StudySettings, progress: bool = True) -> Path:
     """The MRNet folder to read: `mrnet_root` when given, else the synthetic phantom.
 
     The phantom is written once and reused while it holds the exams `size` asks for;

@@ -56,8 +56,9 @@ def study_runs() -> list[tuple[str, bool]]:
 
 
 def study_sampler(cfg: StageConfig) -> SamplerChoice | None:
-    """How the study samples a stage: the full ancestral chain for presets that ask for it, else the stage's default (None)."""
-    return ("ddpm", cfg.diffusion.timesteps) if preset(cfg.preset).full_chain else None
+    """How the study samples a stage: the full chain for presets that name one, else the stage's default (None)."""
+    full_chain = preset(cfg.preset).full_chain
+    return (full_chain, cfg.diffusion.timesteps) if full_chain else None
 
 
 @dataclass(frozen=True)
@@ -66,10 +67,13 @@ class StudyPaths:
 
     root: Path
     preset: str
+    results_dir: Path | None = None  # where tables and figures go; None: root/evaluation/results/<preset>
 
     def __post_init__(self) -> None:
         preset(self.preset)  # an error listing the presets if unknown
         object.__setattr__(self, "root", Path(self.root).resolve())
+        if self.results_dir is not None:
+            object.__setattr__(self, "results_dir", Path(self.results_dir).resolve())
 
     @property
     def phantom(self) -> Path:
@@ -90,7 +94,7 @@ class StudyPaths:
 
     @property
     def results(self) -> Path:
-        return self.root / "evaluation" / "results" / self.preset
+        return self.results_dir or self.root / "evaluation" / "results" / self.preset
 
 
 def pick_device(requested: str | None = None) -> torch.device:

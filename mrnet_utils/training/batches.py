@@ -16,6 +16,7 @@ import torch
 from mrnet_utils.config import StageConfig
 from mrnet_utils.diffusion import conditioning
 from mrnet_utils.diffusion.losses import sample_timesteps
+from mrnet_utils.diffusion.schedules import to_process
 from mrnet_utils.training.distributed import Distributed
 
 
@@ -54,7 +55,7 @@ def draw_batch(
     generator = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + step)
     batch = cfg.train.batch_size
     index = global_batch_indices(step, batch, len(images), cfg.train.seed)
-    x0 = images[index]
+    x0 = to_process(images[index], cfg.diffusion.data_range)
     t = sample_timesteps(batch, timesteps, generator)
     noise = torch.randn(x0.shape, generator=generator)
     extra_args = {}
@@ -64,7 +65,8 @@ def draw_batch(
             conditioning.sample_aug_levels(batch, aug.max_level, generator) if aug.enabled else torch.zeros(batch)
         )
         aug_noise = torch.randn(x0.shape, generator=generator)
-        cond, level = conditioning.make_condition(low_res[index], cfg.resolution, level, aug_noise)
+        low = to_process(low_res[index], cfg.diffusion.data_range)
+        cond, level = conditioning.make_condition(low, cfg.resolution, level, aug_noise)
         extra_args = {"cond": cond, "aug_level": level}
     if cfg.unet.num_labels:
         # Classifier-free guidance (Ho & Salimans 2022): a share of rows trains the null label (-1).

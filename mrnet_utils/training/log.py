@@ -10,7 +10,7 @@ import pandas as pd
 from mrnet_utils.errors import MRNetError
 
 LOG_FILE = "train_log.csv"
-LOG_COLUMNS = ("step", "loss", "lr", "images_per_s", "elapsed_s", "skipped")
+LOG_COLUMNS = ("step", "loss", "lr", "images_per_s", "elapsed_s", "skipped", "val_loss")
 
 
 def append_log(path: Path, row: dict) -> None:

@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 from mrnet_utils.config import StageConfig
 from mrnet_utils.data.slices import SliceDataset, degrade
 from mrnet_utils.diffusion import conditioning
-from mrnet_utils.diffusion.losses import diffusion_loss
-from mrnet_utils.diffusion.schedules import NoiseSchedule
+from mrnet_utils.diffusion.losses import diffusion_loss, sample_timesteps
+from mrnet_utils.diffusion.schedules import NoiseSchedule, to_process
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.networks import build_network
 from mrnet_utils.pipeline import bf16_autocast, sample_stage, save_grid
@@ -56,7 +56,8 @@ class TrainState:
     lr_scheduler: torch.optim.lr_scheduler.LRScheduler
     step: int = 0
     seconds_before: float = 0.0  # training time of earlier segments of a resumed run
-    skipped: int = 0  # batches skipped for non-finite gradients
+    skipped: int = 0  # batches skipped for non-finite gradients (or outside grad_norm_window)
+    val_loss: float = math.nan  # the last validation loss (lr_schedule="plateau")
 
     def payload(self, cfg: StageConfig, step: int, seconds: float) -> dict:
         """The checkpoint at `step`, `seconds` into training."""
@@ -69,7 +70,7 @@ class TrainState:
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": self.lr_scheduler.state_dict(),
             "rng": {"torch": torch.get_rng_state()},
-            "log": {"seconds": seconds, "skipped": self.skipped},
+            "log": {"seconds": seconds, "skipped": self.skipped, "val_loss": self.val_loss},
         }
 
 
@@ -89,8 +90,13 @@ def build_state(cfg: StageConfig, device: torch.device, channels_last: bool) -> 
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, fused=device.type == "cuda"
     )
-    warmup = max(cfg.train.warmup_steps, 1)
-    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+    if cfg.train.lr_schedule == "plateau":  # stepped once per epoch on the validation loss (`validation_loss`)
+        lr_scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=cfg.train.plateau_factor, patience=cfg.train.plateau_patience
+        )
+    else:
+        warmup = max(cfg.train.warmup_steps, 1)
+        lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
     return TrainState(model, ema, optimizer, lr_scheduler)
 
 
@@ -110,6 +116,7 @@ def restore(state: TrainState, cfg: StageConfig, out_dir: Path) -> Path | None:
     state.step = payload["step"]
     state.seconds_before = payload["log"]["seconds"]
     state.skipped = payload["log"]["skipped"]
+    state.val_loss = payload["log"].get("val_loss", math.nan)  # absent from checkpoints before 2026-11-30
     return found
 
 
@@ -125,7 +132,8 @@ def train_step(
     """One optimisation step on this rank's share of the batch; returns the loss (not synchronised).
 
     A step whose gradient norm is not finite changes nothing (on_nonfinite="skip") or stops
-    training with the last good checkpoint named (on_nonfinite="stop").
+    training with the last good checkpoint named (on_nonfinite="stop"); one whose norm lies
+    outside cfg.train.grad_norm_window (when set) changes nothing either.
     """
     with autocast:
         loss = diffusion_loss(
@@ -133,7 +141,8 @@ def train_step(
         ).mean()
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.train.grad_clip)
+    clip = cfg.train.grad_clip if cfg.train.grad_clip > 0 else math.inf  # the norm is measured either way
+    grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), clip)
     # One host synchronisation per step: non-finite gradients must never reach the weights.
     # The norm is taken after DDP has averaged the gradients, so it is the same on every rank
     # and all ranks take the same branch; a non-finite loss on any rank makes it non-finite.
@@ -148,13 +157,50 @@ def train_step(
         # Skipped: weights, optimiser, LR schedule and EMA stay as they were, but the step
         # still counts, so the log row and checkpoint due at it are written all the same.
         state.skipped += 1
+    elif cfg.train.grad_norm_window and not _inside(float(grad_norm), cfg.train.grad_norm_window):
+        state.skipped += 1
     else:
         state.optimizer.step()
-        state.lr_scheduler.step()
+        if cfg.train.lr_schedule == "warmup":
+            state.lr_scheduler.step()
         if state.ema is not None:
             state.ema.update_parameters(state.model)
     state.step += 1
     return loss
+
+
+def _inside(value: float, window: tuple[float, ...]) -> bool:
+    low, high = window
+    return low <= value <= high
+
+
+@torch.no_grad()
+def validation_loss(
+    model: torch.nn.Module, cfg: StageConfig, images: torch.Tensor, low_res: torch.Tensor | None, epoch: int,
+    device: torch.device,
+) -> float:
+    """The mean diffusion loss over the valid slices, with timesteps and noise drawn afresh for each
+    epoch (seeded by seed and epoch), as the reference study measured it for its LR schedule.
+    Conditioning is clean (level 0): the loss measures the network, not the augmentation."""
+    generator = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + 10**9 + epoch)
+    schedule = NoiseSchedule.from_config(cfg.diffusion)
+    schedule = NoiseSchedule(schedule.betas.to(device), schedule.prediction)
+    model.eval()
+    total = 0.0
+    for start in range(0, len(images), cfg.train.batch_size):
+        x0 = to_process(images[start : start + cfg.train.batch_size], cfg.diffusion.data_range)
+        t = sample_timesteps(len(x0), schedule.timesteps, generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        extra = {}
+        if low_res is not None:
+            low = to_process(low_res[start : start + cfg.train.batch_size], cfg.diffusion.data_range)
+            cond, level = conditioning.make_condition(low, cfg.resolution, 0.0, torch.zeros_like(x0))
+            extra = {"cond": cond.to(device), "aug_level": level.to(device)}
+        losses = diffusion_loss(model, schedule, x0.to(device), t.to(device), noise.to(device),
+                                cfg.diffusion.min_snr_gamma, extra)
+        total += float(losses.sum())
+    model.train()
+    return total / len(images)
 
 
 def train(
@@ -172,7 +218,8 @@ def train(
     run to cfg.train.steps). `compile=True` runs the network through `torch.compile` (worth it
     on a GPU for long runs; the first steps are slow while it compiles). Checkpoints are the
     same either way. `grids=False` skips the sample grids (every cfg.train.sample_every steps
-    and at the end), which sample with the stage's default sampler.
+    and at the end), which sample with the stage's default sampler. With cfg.train.epochs, the
+    run's steps are that many passes over the training slices.
     """
     cfg.validate()
     out_dir = Path(out_dir)
@@ -186,6 +233,12 @@ def train(
     dataset = SliceDataset(data_path, "train", cfg.resolution)
     images = dataset.images
     low_res = degrade(images, cfg.low_resolution) if cfg.is_super_resolution else None
+    steps_per_epoch = -(-len(images) // cfg.train.batch_size)
+    if cfg.train.epochs:
+        cfg = cfg.replace(train={"steps": cfg.train.epochs * steps_per_epoch})
+    if cfg.train.lr_schedule == "plateau":
+        valid = SliceDataset(data_path, "valid", cfg.resolution).images
+        valid_low = degrade(valid, cfg.low_resolution) if cfg.is_super_resolution else None
     schedule = NoiseSchedule.from_config(cfg.diffusion)
     schedule_on_device = NoiseSchedule(schedule.betas.to(device), schedule.prediction)
 
@@ -220,6 +273,9 @@ def train(
             done = state.step
             window.images += cfg.train.batch_size
             bar.update(1)
+            if cfg.train.lr_schedule == "plateau" and done % steps_per_epoch == 0:
+                state.val_loss = validation_loss(state.model, cfg, valid, valid_low, done // steps_per_epoch, device)
+                state.lr_scheduler.step(state.val_loss)
             elapsed = state.seconds_before + time.perf_counter() - started
             if done % cfg.train.log_every == 0 or done == cfg.train.steps:
                 loss = distributed.mean(loss.detach())  # the global batch's loss, as one process would log it
@@ -270,6 +326,7 @@ def _log_row(state: TrainState, loss: torch.Tensor, window: _RateWindow, elapsed
         "images_per_s": f"{window.rate():.2f}",
         "elapsed_s": f"{elapsed:.1f}",
         "skipped": state.skipped,
+        "val_loss": "" if math.isnan(state.val_loss) else f"{state.val_loss:.6f}",
     }
 
 
