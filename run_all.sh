@@ -40,8 +40,8 @@ while [ $# -gt 0 ]; do
         *) echo "error: unknown argument $1" >&2; usage ;;
     esac
 done
-if [ "$preset" = paper ] && [ -z "$mrnet_root" ]; then
-    echo "warning: the paper preset is meant for real MRNet on a GPU (days of training); running it on the phantom" >&2
+if [[ "$preset" == full || "$preset" == reference ]] && [ -z "$mrnet_root" ]; then
+    echo "warning: the $preset preset is meant for real MRNet on a GPU (hours of training); running it on the phantom" >&2
 fi
 
 absolute() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }

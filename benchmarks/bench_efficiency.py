@@ -1,7 +1,7 @@
 """Speed and memory of the networks, the samplers and training, against the reference's sampling path.
 
     python -m benchmarks.bench_efficiency                  # demo preset, this machine's device
-    python -m benchmarks.bench_efficiency --preset paper   # on a CPU: per-forward cost only
+    python -m benchmarks.bench_efficiency --preset full    # on a CPU: per-forward cost only
 
 Measures, for one preset (network cost does not depend on the weights, so the networks
 are built from the preset, untrained):
@@ -286,7 +286,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.argv = argv
     if args.parts is None:
-        args.parts = "forward" if args.preset == "paper" and args.device == "cpu" else "all"
+        args.parts = "forward" if args.preset in ("full", "reference") and args.device == "cpu" else "all"
     return args
 
 

@@ -13,7 +13,7 @@ next one runs; the report is rewritten after every phase, so a killed run keeps 
    (torch.cuda.set_sync_debug_mode("error"): any sync raises);
 4. channels_last against the default memory format: ms per forward pass (sampling) and
    per training step, for every stage;
-5. training images/s for every `paper` stage (the real training loop, on a few synthetic
+5. training images/s for every `full` stage (the real training loop, on a few synthetic
    phantom exams) and what the preset's steps would take at that rate;
 6. cascade and single-stage sampling with each stage's default sampler (stages.STAGES;
    `--samplers STAGE=SAMPLER:STEPS` to try others) on the paper networks against the
@@ -103,7 +103,7 @@ class Settings:
 
 
 GPU = Settings(
-    "paper", 10, tuple(STAGES), 16, (8, 32), 100, {name: spec.sampler for name, spec in STAGES.items()},
+    "full", 10, tuple(STAGES), 16, (8, 32), 100, {name: spec.sampler for name, spec in STAGES.items()},
     tuple(STAGES), 10, 4, 10,
 )
 # bf16 on a CPU without bf16 instructions is emulated and slow: one stage is enough to test the path.

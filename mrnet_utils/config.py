@@ -12,7 +12,8 @@ how large a study it runs (`StudySettings`):
 - `smoke`: tiny networks, a few steps; what the tests run, seconds on a CPU.
 - `demo`: small networks that learn something in minutes on a 2-core CPU; used by
   `run_all.sh` on the synthetic phantom.
-- `paper`: the project's recipe at the reference study's scale (../shared/REFERENCE.md), for a GPU.
+- `reference`: the reference study's experiment as its notebooks ran it (../shared/REFERENCE.md), for a GPU.
+- `full`: the project's recipe at the reference study's scale, for a GPU.
 """
 
 from __future__ import annotations
@@ -338,43 +339,37 @@ def _demo(spec: StageSpec, use_swin: bool) -> StageConfig:
     )
 
 
-# The reference trained at batch 16 on 7,590 coronal slices (the positives of three tasks x 5
-# central slices): 475 steps per epoch.
-_PAPER_STEPS_PER_EPOCH = 475
+# An epoch of the reference's data: 7,590 coronal slices (the positives of three tasks x 5 central
+# slices) at batch 16.
+_REFERENCE_STEPS_PER_EPOCH = 475
 
 
-def _paper(spec: StageSpec, use_swin: bool) -> StageConfig:
-    sides = [spec.resolution // 2**level for level in range(3)]
+def _full(spec: StageSpec, use_swin: bool) -> StageConfig:
+    """The project's recipe at the reference's scale: the demo's choices on the reference's network widths."""
     return StageConfig(
         stage=spec.name,
-        preset="paper",
+        preset="full",
         unet=UNetConfig(
             resolution=spec.resolution,
             channels=(64, 128, 256),
             bottleneck_channels=512,
-            # full-resolution self-attention after every encoder stage, in the base model only
-            attention_resolutions=tuple(sides) if spec.self_attention else (),
+            attention_resolutions=(32, 16) if spec.self_attention else (),
             use_swin=use_swin,
             swin_heads=8,
             swin_window=4,
-            swin_depth=1,  # one block, no shift
+            swin_depth=2,
             time_embed_dim=128,
             cond_channels=1 if spec.is_super_resolution else 0,
         ),
-        diffusion=DiffusionConfig(
-            timesteps=spec.reference_steps,
-            schedule="linear",
-            beta_start=0.00085,
-            beta_end=0.012,
-        ),
-        conditioning=ConditioningConfig(enabled=False),
+        diffusion=DiffusionConfig(timesteps=1000, schedule="cosine", prediction="v", min_snr_gamma=5.0),
+        conditioning=ConditioningConfig(enabled=spec.is_super_resolution),
         train=TrainConfig(
-            steps=spec.paper_epochs * _PAPER_STEPS_PER_EPOCH,
+            steps=spec.full_epochs * _REFERENCE_STEPS_PER_EPOCH,
             batch_size=16,
             lr=1e-4,
             weight_decay=1e-2,
-            warmup_steps=0,
-            ema_decay=0.0,
+            warmup_steps=1000,
+            ema_decay=0.9999,
             checkpoint_every=5000,
         ),
     )
@@ -399,6 +394,8 @@ _REFERENCE_RUNS = {
 
 def _reference(spec: StageSpec, use_swin: bool) -> StageConfig:
     """The reference study's experiment as its notebooks ran it (README, "Presets", lists every setting)."""
+    if (spec.name, use_swin) not in _REFERENCE_RUNS:
+        raise MRNetError(f"the reference study has no run of stage {spec.name}; the reference preset cannot build it")
     epochs, lr, patience = _REFERENCE_RUNS[spec.name, use_swin]
     sides = [spec.resolution // 2**level for level in range(3)]
     return StageConfig(
@@ -443,9 +440,8 @@ PRESETS: dict[str, Preset] = {
     "smoke": Preset(_smoke, StudySettings(4, 2, 2, eval_slices=2, samples=2, batch_size=2)),
     # Small enough that sampling and metrics take a few minutes of the CPU study (README, "Results").
     "demo": Preset(_demo, StudySettings(48, 12, 5, eval_slices=None, samples=16, batch_size=8, tuning_exams=6)),
-    "paper": Preset(
-        _paper, StudySettings(80, 20, 5, eval_slices=None, samples=1000, batch_size=32, tuning_exams=10), full_chain="ddpm"
-    ),
+    # For a GPU and real MRNet: the project's recipe at the reference's scale.
+    "full": Preset(_full, StudySettings(80, 20, 5, eval_slices=None, samples=1000, batch_size=32, tuning_exams=10)),
     # The reference's data: the positives of each task (exams repeated across tasks), 5 central slices,
     # each slice min-max scaled; its sampler: the ancestral chain with variance beta_t over all T steps.
     "reference": Preset(

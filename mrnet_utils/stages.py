@@ -31,7 +31,7 @@ class StageSpec:
     condition_stream: int | None  # super-resolution stages only
     self_attention: bool  # the presets give its network self-attention (the reference's base model has it)
     reference_steps: int  # the reference study's T, which its ancestral sampler ran in full
-    paper_epochs: int  # epochs of the project's full-scale recipe (config._paper)
+    full_epochs: int  # epochs of the reference's data that the `full` preset trains (config._full)
 
     @property
     def is_super_resolution(self) -> bool:

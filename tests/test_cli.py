@@ -89,7 +89,7 @@ def test_study_runs_and_presets_list_what_run_all_sh_reads(capsys):
     assert runs[0] == ["base64", "True"] and ["single256", "True"] in runs and ["single256", "False"] not in runs
     assert len(runs) == 7
     code, out, _ = run_cli(capsys, "presets")
-    assert code == 0 and out.split() == ["smoke", "demo", "paper"]
+    assert code == 0 and out.split() == ["smoke", "demo", "full", "reference"]
 
 
 # Each case: the arguments, and a piece of the message that names the parameter at fault.

@@ -18,16 +18,27 @@ def test_every_preset_round_trips_through_plain_data(preset):
             assert cfg.unet.cond_channels == (1 if cfg.is_super_resolution else 0)
 
 
-def test_paper_preset_follows_the_reference_settings():
-    base = stage_config("base64", "paper")
+def test_reference_preset_follows_the_notebooks():
+    base = stage_config("base64", "reference")
     assert base.unet.channels == (64, 128, 256) and base.unet.bottleneck_channels == 512
     assert base.unet.bottleneck_resolution == 8 and base.unet.swin_heads == 8 and base.unet.swin_window == 4
     assert (base.diffusion.timesteps, base.diffusion.beta_start, base.diffusion.beta_end) == (2000, 0.00085, 0.012)
-    assert (base.train.lr, base.train.weight_decay, base.train.batch_size) == (1e-4, 1e-2, 16)
-    assert stage_config("sr1", "paper").unet.bottleneck_resolution == 16
-    assert stage_config("sr2", "paper").unet.bottleneck_resolution == 32
-    assert stage_config("sr2", "paper").diffusion.timesteps == 1000
-    assert not stage_config("sr2", "paper").conditioning.enabled  # the reference had no conditioning augmentation
+    assert (base.train.lr, base.train.weight_decay, base.train.batch_size, base.train.epochs) == (1e-4, 1e-2, 16, 600)
+    assert stage_config("base64", "reference", use_swin=False).train.epochs == 400
+    assert stage_config("sr1", "reference").unet.bottleneck_resolution == 16
+    assert stage_config("sr2", "reference").unet.bottleneck_resolution == 32
+    assert stage_config("sr2", "reference").diffusion.timesteps == 1000
+    assert stage_config("sr2", "reference").train.lr == 5e-5
+    assert not stage_config("sr2", "reference").conditioning.enabled  # the reference had no conditioning augmentation
+    study = PRESETS["reference"]
+    assert (study.full_chain, study.study.selection, study.study.normalisation) == ("ddpm_large", "positives", "slice")
+
+
+def test_full_preset_is_the_projects_recipe_at_the_references_scale():
+    sr1 = stage_config("sr1", "full")
+    assert sr1.unet.family == "project" and sr1.unet.channels == (64, 128, 256) and sr1.conditioning.enabled
+    assert (sr1.diffusion.schedule, sr1.diffusion.prediction, sr1.train.ema_decay) == ("cosine", "v", 0.9999)
+    assert PRESETS["full"].full_chain is None  # the stage defaults
 
 
 def test_replace_changes_nested_fields_and_validates():

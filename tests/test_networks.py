@@ -60,8 +60,8 @@ def test_demo_preset_output_shape(stage, use_swin):
         assert net(**args).shape == args["x"].shape
 
 
-def test_paper_base64_forward():
-    net = _net("base64", "paper")
+def test_full_base64_forward():
+    net = _net("base64", "full")
     assert 20_000_000 < sum(p.numel() for p in net.parameters()) < 30_000_000
     args = _inputs(net, batch=1)
     with torch.no_grad():

@@ -371,7 +371,7 @@ def test_config_validates_the_family_and_token_order(changes, message):
 
 def test_existing_configs_and_stored_ones_keep_the_project_family():
     for stage in STAGES:
-        cfg = stage_config(stage, "paper")
+        cfg = stage_config(stage, "full")
         assert (cfg.unet.family, cfg.unet.swin_token_order) == ("project", "spatial")
     stored = stage_config("sr1", "smoke").to_dict()
     for key in ("family", "swin_token_order"):  # a checkpoint written before these fields existed

@@ -76,6 +76,8 @@ def test_a_new_stage_is_one_row_of_the_table(with_a_512_stage):
     assert (cfg.resolution, cfg.low_resolution, cfg.unet.cond_channels, cfg.name) == (512, 256, 1, "sr3_swin")
     assert {"sr3_256_to_512", "cascade_64_to_512"} <= set(super_resolution._sr_tasks())
     assert ("sr3", True) in layout.study_runs() and ("sr3", False) in layout.study_runs()
+    with pytest.raises(MRNetError, match="the reference study has no run of stage sr3"):
+        stage_config("sr3", "reference")
     stages = [_untrained(name) for name in (*CASCADE, "sr3")]
     images = sample_cascade(stages, [0, 1], progress=False)
     assert sorted(images) == [64, 128, 256, 512] and images[512].shape == (2, 1, 512, 512)
