@@ -55,3 +55,10 @@ def test_a_number_that_disagrees_with_its_file_is_found_and_rewritten(tmp_path, 
         for path in results.iterdir():
             path.unlink()
         results.rmdir()
+
+
+def test_the_preset_table_in_docs_is_current(capsys):
+    spec = importlib.util.spec_from_file_location("preset_table", ROOT / "scripts" / "preset_table.py")
+    preset_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(preset_table)
+    assert preset_table.main(["--check"]) == 0, capsys.readouterr().err
