@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.mrnet import PLANES, SIDE, SPLITS, TASKS, check_choice, iter_exams, read_labels, volume_path
+from mrnet_utils.mrnet import PLANES, SIDE, SPLITS, TASKS, check_choice, iter_exams, labels_path, read_labels, volume_path
 
 FORMAT_VERSION = 1
 FIELDS = ("images", "exam_ids", "slice_index", "labels")
@@ -70,7 +70,8 @@ def _split_arrays(root: Path, split: str, plane: str, task: str | None, central_
     exam_ids = _select(read_labels(root, split), task, max_exams)
     if not exam_ids:
         raise MRNetError(
-            f"no {split} exam of {root} is positive for task {task!r}; choose another task, or task=None for all"
+            f"no {split} exam of {root} is positive for task {task!r} ({labels_path(root, split, task)} has no "
+            "label 1); choose another task, or task=None for all"
         )
     images, ids, indices, labels = [], [], [], []
     exams = iter_exams(root, split, plane, exam_ids)

@@ -95,7 +95,7 @@ def test_max_exams(root, tmp_path):
 
 
 def test_selection_without_slices_names_split_and_task(root, tmp_path):
-    with pytest.raises(MRNetError, match="no valid exam .* positive for task 'acl'"):
+    with pytest.raises(MRNetError, match="no valid exam .* positive for task 'acl' .*valid-acl.csv has no label 1"):
         preprocess(root, "coronal", tmp_path / "acl.npz", task="acl", progress=False)
     assert list(tmp_path.iterdir()) == []
 
