@@ -118,26 +118,37 @@ def diversity_indices(slices: int) -> np.ndarray:
     return np.unique(np.round(np.multiply(DIVERSITY_POSITIONS, slices - 1)).astype(int))
 
 
-def cross_exam_pairs(exam_ids: Sequence[int], max_pairs: int | None = None, seed: int = 0) -> np.ndarray:
-    """Index pairs (P, 2), i < j, of images from different exams: all, or `max_pairs` drawn without replacement.
+def cross_exam_pairs(exam_ids: Sequence[int], per_exam_pair: int | None = None, max_exam_pairs: int | None = None,
+                     seed: int = 0) -> np.ndarray:
+    """Index pairs (P, 2), i < j, of images from different exams.
 
-    Two slices of one exam are near-copies of the same anatomy, so they would make a
-    set look less diverse than its exams are; this leaves them out.
+    For each pair of exams (all of them, or `max_exam_pairs` drawn at random), all pairs
+    of their images, or `per_exam_pair` of them drawn without replacement. Two slices of
+    one exam are near-copies of the same anatomy, so they would make a set look less
+    diverse than its exams are; they are left out. Every pair of exams contributes the
+    same number of pairs (when they have the images), so that any subset of exams can be
+    scored from the same pairs (`diversity`). Seeded: the same arguments give the same pairs.
     """
     exam_ids = np.asarray(exam_ids)
-    first, second = np.triu_indices(len(exam_ids), k=1)
-    keep = exam_ids[first] != exam_ids[second]
-    pairs = np.stack([first[keep], second[keep]], axis=1)
-    if not len(pairs):
+    exams = np.unique(exam_ids)
+    if len(exams) < 2:
         raise MRNetError("diversity needs images from at least two exams")
-    if max_pairs is not None and len(pairs) > max_pairs:
-        chosen = np.random.default_rng(seed).choice(len(pairs), max_pairs, replace=False)
-        pairs = pairs[np.sort(chosen)]
-    return pairs
+    rng = np.random.default_rng(seed)
+    exam_pairs = list(zip(*np.triu_indices(len(exams), k=1)))
+    if max_exam_pairs is not None and len(exam_pairs) > max_exam_pairs:
+        exam_pairs = [exam_pairs[k] for k in np.sort(rng.choice(len(exam_pairs), max_exam_pairs, replace=False))]
+    members = {exam: np.flatnonzero(exam_ids == exam) for exam in exams}
+    pairs = []
+    for a, b in exam_pairs:
+        both = np.stack(np.meshgrid(members[exams[a]], members[exams[b]], indexing="ij"), axis=-1).reshape(-1, 2)
+        if per_exam_pair is not None and len(both) > per_exam_pair:
+            both = both[np.sort(rng.choice(len(both), per_exam_pair, replace=False))]
+        pairs.append(np.sort(both, axis=1))
+    return np.concatenate(pairs)
 
 
-def cross_exam_ms_ssim(images: torch.Tensor, exam_ids: Sequence[int], max_pairs: int | None = None,
-                       batch_size: int = 32, seed: int = 0) -> pd.DataFrame:
+def cross_exam_ms_ssim(images: torch.Tensor, exam_ids: Sequence[int], per_exam_pair: int | None = None,
+                       max_exam_pairs: int | None = None, batch_size: int = 32, seed: int = 0) -> pd.DataFrame:
     """MS-SSIM (`metrics.ms_ssim`) of each pair of `cross_exam_pairs`: columns exam_a, exam_b, ms_ssim.
 
     `images` (N, 1, H, W) in [0, 1]. The mean of the ms_ssim column is the project's
@@ -145,7 +156,7 @@ def cross_exam_ms_ssim(images: torch.Tensor, exam_ids: Sequence[int], max_pairs:
     images, lower = more diverse) without same-exam pairs; keeping the table lets
     subsets of exams be scored without computing MS-SSIM again (`diversity`).
     """
-    pairs = cross_exam_pairs(exam_ids, max_pairs, seed)
+    pairs = cross_exam_pairs(exam_ids, per_exam_pair, max_exam_pairs, seed)
     values = []
     for chunk in np.array_split(pairs, -(-len(pairs) // batch_size)):
         first, second = torch.from_numpy(chunk[:, 0]), torch.from_numpy(chunk[:, 1])
@@ -226,11 +237,12 @@ def summarise_folder(root: Path | str, normalise: Normalise, plane: str = "coron
     return summaries, split_of
 
 
-def diversity_pairs(summaries: Sequence[ExamSummary], max_pairs: int | None = None, seed: int = 0) -> pd.DataFrame:
-    """`cross_exam_ms_ssim` over the diversity slices of `summaries`."""
+def diversity_pairs(summaries: Sequence[ExamSummary], per_exam_pair: int | None = None,
+                    max_exam_pairs: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """`cross_exam_ms_ssim` over the diversity slices of `summaries` (by default all slice pairs of each exam pair)."""
     images = torch.from_numpy(np.concatenate([s.diversity_slices for s in summaries]))[:, None]
-    keys = np.concatenate([[s.exam_id] * len(s.diversity_slices) for s in summaries])
-    return cross_exam_ms_ssim(images, keys, max_pairs=max_pairs, seed=seed)
+    exam_ids = np.concatenate([[s.exam_id] * len(s.diversity_slices) for s in summaries])
+    return cross_exam_ms_ssim(images, exam_ids, per_exam_pair, max_exam_pairs, seed=seed)
 
 
 # ---------------------------------------------------------------------------

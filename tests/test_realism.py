@@ -65,10 +65,13 @@ def test_cross_exam_pairs_never_pair_an_exam_with_itself():
     pairs = realism.cross_exam_pairs(exam_ids)
     assert len(pairs) == 15 - 3 - 1  # all pairs less those within exam 7 (3) and exam 8 (1)
     assert all(exam_ids[i] != exam_ids[j] and i < j for i, j in pairs)
-    some = realism.cross_exam_pairs(exam_ids, max_pairs=4, seed=1)
-    assert len(some) == 4 and len({tuple(p) for p in some}) == 4
-    assert {tuple(p) for p in some} <= {tuple(p) for p in pairs}
-    np.testing.assert_array_equal(some, realism.cross_exam_pairs(exam_ids, max_pairs=4, seed=1))
+    some = realism.cross_exam_pairs(exam_ids, per_exam_pair=2, seed=1)
+    exams = [(exam_ids[i], exam_ids[j]) for i, j in some]
+    assert sorted(exams) == [(7, 8)] * 2 + [(7, 9)] * 2 + [(8, 9)] * 2  # two per pair of exams
+    assert len({tuple(p) for p in some}) == 6 and {tuple(p) for p in some} <= {tuple(p) for p in pairs}
+    np.testing.assert_array_equal(some, realism.cross_exam_pairs(exam_ids, per_exam_pair=2, seed=1))
+    fewer = realism.cross_exam_pairs(exam_ids, per_exam_pair=1, max_exam_pairs=2, seed=0)
+    assert len({(exam_ids[i], exam_ids[j]) for i, j in fewer}) == len(fewer) == 2
     with pytest.raises(MRNetError, match="at least two exams"):
         realism.cross_exam_pairs([3, 3, 3])
 
@@ -130,3 +133,33 @@ def test_a_phantom_unlike_the_real_set_is_outside_the_spread():
     table = realism.realism_table(real, split, realism.diversity_pairs(real), dark, dark_pairs, repeats=5)
     assert table.loc["background_raw", "phantom_value"] == 1.0
     assert table.loc["histogram_w1", "within_spread"] == "no" and table.loc["background_raw", "within_spread"] == "no"
+
+
+def _script():
+    """scripts/phantom_vs_real.py as a module (scripts/ is not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "phantom_vs_real.py"
+    spec = importlib.util.spec_from_file_location("phantom_vs_real", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_script_says_in_one_line_that_the_real_folder_is_absent(tmp_path, capsys):
+    assert _script().main(["--mrnet-root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "nowhere is absent" in error and not (tmp_path / "out").exists()
+
+
+def test_script_writes_the_table_and_a_small_figure(tiny_phantom, tmp_path, capsys):
+    """Run on the tiny phantom standing in for both sets (the real sample is not needed)."""
+    out = tmp_path / "out"
+    argv = ["--mrnet-root", str(tiny_phantom), "--phantom-root", str(tiny_phantom), "--out", str(out),
+            "--repeats", "5"]
+    assert _script().main(argv) == 0
+    table = pd.read_csv(out / "phantom_vs_real.csv", index_col="statistic")
+    assert list(table.index) == list(realism.STATISTICS) and (table["within_spread"] == "yes").all()
+    assert "| histogram_w1 |" in (out / "phantom_vs_real.md").read_text()
+    assert 0 < (out / "phantom_vs_real.png").stat().st_size < 300_000
