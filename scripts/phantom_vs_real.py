@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phantom-valid", type=int, default=12, help="valid exams of the written phantom (the demo's 12)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the written phantom")
     parser.add_argument("--repeats", type=int, default=200, help="random half-splits of the real exams")
+    parser.add_argument("--slice-pairs", type=int, help="diversity: slice pairs scored per pair of exams (default: all)")
     parser.add_argument("--out", type=Path, default=Path("evaluation/results"), help="folder for the table and figure")
     args = parser.parse_args(argv)
     if not args.mrnet_root.is_dir():
@@ -73,16 +74,17 @@ def main(argv: list[str] | None = None) -> int:
                 started = time.perf_counter()
                 phantom_root = write_phantom(Path(temporary) / "phantom", args.phantom_train, args.phantom_valid,
                                              seed=args.seed, progress=False)
-                source = (f"seed {args.seed}, written in {time.perf_counter() - started:.1f} s")
+                source = f"seed {args.seed}, written in {time.perf_counter() - started:.1f} s"
             else:
                 phantom_root, source = args.phantom_root, f"from `{args.phantom_root.name}`"
             real, real_split = realism.summarise_folder(args.mrnet_root, normalise, PLANE)
             phantom, _ = realism.summarise_folder(phantom_root, normalise, PLANE)
             # Diversity: every pair of diversity slices from two different exams; the phantom, with
             # more exams, scores as many exam pairs as the real set has, so both means are equally precise.
-            real_pairs = realism.diversity_pairs(real, seed=args.seed)
+            real_pairs = realism.diversity_pairs(real, per_exam_pair=args.slice_pairs, seed=args.seed)
             exam_pairs = len(real) * (len(real) - 1) // 2
-            phantom_pairs = realism.diversity_pairs(phantom, max_exam_pairs=exam_pairs, seed=args.seed)
+            phantom_pairs = realism.diversity_pairs(phantom, per_exam_pair=args.slice_pairs, max_exam_pairs=exam_pairs,
+                                                    seed=args.seed)
             table = realism.realism_table(real, real_split, real_pairs, phantom, phantom_pairs, args.repeats)
             figure_slices = {"phantom": _figure_slices(phantom_root), "real MRNet": _figure_slices(args.mrnet_root)}
     except MRNetError as error:

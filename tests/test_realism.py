@@ -157,7 +157,7 @@ def test_script_writes_the_table_and_a_small_figure(tiny_phantom, tmp_path, caps
     """Run on the tiny phantom standing in for both sets (the real sample is not needed)."""
     out = tmp_path / "out"
     argv = ["--mrnet-root", str(tiny_phantom), "--phantom-root", str(tiny_phantom), "--out", str(out),
-            "--repeats", "5"]
+            "--repeats", "5", "--slice-pairs", "1"]
     assert _script().main(argv) == 0
     table = pd.read_csv(out / "phantom_vs_real.csv", index_col="statistic")
     assert list(table.index) == list(realism.STATISTICS) and (table["within_spread"] == "yes").all()
