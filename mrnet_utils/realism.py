@@ -28,9 +28,10 @@ The statistics, each defined where it is computed:
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -110,7 +111,7 @@ def slice_change(series: np.ndarray) -> float:
     series = np.asarray(series, np.float32)
     if series.ndim != 3 or len(series) < 2:
         raise MRNetError(f"slice_change needs a series (S, H, W) of at least 2 slices, not shape {series.shape}")
-    return float(np.mean([np.abs(b - a).mean() for a, b in zip(series[:-1], series[1:])]))
+    return float(np.mean([np.abs(b - a).mean() for a, b in itertools.pairwise(series)]))
 
 
 def diversity_indices(slices: int) -> np.ndarray:
@@ -280,6 +281,11 @@ def set_values(summaries: Sequence[ExamSummary], pairs: pd.DataFrame | None = No
     return values
 
 
+def _mean_spectrum(summaries: Sequence[ExamSummary]) -> np.ndarray:
+    """The radial power spectrum averaged over every slice of a set."""
+    return sum(s.spectrum for s in summaries) / sum(s.slices for s in summaries)
+
+
 def distances(a: Sequence[ExamSummary], b: Sequence[ExamSummary], pairs_a: pd.DataFrame,
               pairs_b: pd.DataFrame | None = None) -> dict[str, float]:
     """Every statistic of `STATISTICS` between sets `a` and `b` (0 = alike).
@@ -290,10 +296,9 @@ def distances(a: Sequence[ExamSummary], b: Sequence[ExamSummary], pairs_a: pd.Da
     of the two sets' `set_values`. `pairs_b` defaults to `pairs_a` (one table for both).
     """
     pairs_b = pairs_a if pairs_b is None else pairs_b
-    mean_spectrum = lambda s: sum(x.spectrum for x in s) / sum(x.slices for x in s)  # noqa: E731
     result = {
         "histogram_w1": histogram_w1(sum(x.histogram for x in a), sum(x.histogram for x in b)),
-        "spectrum_distance": spectrum_distance(mean_spectrum(a), mean_spectrum(b)),
+        "spectrum_distance": spectrum_distance(_mean_spectrum(a), _mean_spectrum(b)),
     }
     values_a, values_b = set_values(a, pairs_a), set_values(b, pairs_b)
     result.update({name: abs(values_a[name] - values_b[name]) for name in values_a})

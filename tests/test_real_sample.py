@@ -81,7 +81,7 @@ def test_central_slices_labels_and_normalisation(central):
     for split in SPLITS:
         images, exam_ids = cache[f"{split}_images"], cache[f"{split}_exam_ids"]
         assert images.dtype == np.float16 and images.shape == (5 * FEW, 256, 256)
-        assert exam_ids.tolist() == sum(([exam_id] * 5 for exam_id in EXAM_IDS[split][:FEW]), [])
+        assert exam_ids.tolist() == np.repeat(EXAM_IDS[split][:FEW], 5).tolist()
         rows = _csv_rows(split)
         np.testing.assert_array_equal(cache[f"{split}_labels"], [[rows[i][t] for t in TASKS] for i in exam_ids])
         assert images.min() >= -1 and images.max() <= 1
