@@ -42,15 +42,66 @@ def test_layout_is_mrnet(root):
             assert [int(line[:4]) for line in lines] == list(expected_ids[split])
 
 
-def test_volumes_are_uint8_series_with_mrnet_slice_counts(root):
+def test_volumes_are_uint8_series_windowed_like_mrnet(root):
     counts = []
     for path in root.rglob("*.npy"):
         volume = np.load(path, allow_pickle=False)
         assert volume.dtype == np.uint8 and volume.shape[1:] == (256, 256)
         assert phantom.MIN_SLICES <= volume.shape[0] <= phantom.MAX_SLICES
-        assert volume.max() > 120 and (volume == 255).mean() < 0.01  # bright tissue, hardly any clipping
+        # MRNet windows every slice: its minimum at 0, its brightest 1 % at 255.
+        flat = volume.reshape(len(volume), -1)
+        assert (flat.min(axis=1) == 0).all() and (flat.max(axis=1) == 255).all()
+        saturated = (flat == 255).mean(axis=1)
+        assert ((saturated > 0.005) & (saturated < 0.015)).all()
         counts.append(volume.shape[0])
     assert len(set(counts)) > 3  # slice counts vary per exam and plane
+
+
+def test_slice_counts_are_drawn_like_mrnet_per_plane():
+    rng = np.random.default_rng(0)
+    knees = [phantom.draw_knee(rng) for _ in range(400)]
+    for plane, (mean, spread) in phantom.SLICES.items():
+        counts = np.array([knee.views[plane].slices for knee in knees])
+        assert abs(counts.mean() - mean) < 1 and abs(counts.std() - spread) < 1
+        assert counts.min() >= phantom.MIN_SLICES and counts.max() <= phantom.MAX_SLICES
+
+
+def _coronal(root):
+    return [np.load(path).astype(float) for path in sorted(root.glob("*/coronal/*.npy"))]
+
+
+def test_the_leg_lies_in_black_air_inside_a_bright_fat_rim(root):
+    for volume in _coronal(root):
+        central = volume[len(volume) // 2]
+        assert np.median(central[:, :10]) <= 15 and np.median(central[:, -10:]) <= 15  # air both sides
+        assert np.median(central[:, 118:138]) > 15
+        profile = central[30:80].mean(axis=0)  # across the thigh, above the joint
+        for side in (profile, profile[::-1]):
+            edge = int(np.argmax(side > 30))  # the skin
+            assert side[edge:edge + 5].max() > 1.5 * side[edge + 14:edge + 24].mean()  # fat, then muscle
+
+
+def test_coronal_anatomy_changes_along_the_series_to_a_nearly_empty_front(root):
+    for volume in _coronal(root):
+        air = (volume <= 15).mean(axis=(1, 2))
+        middle = len(volume) // 2
+        # Past the kneecap little is left: much more air than the centre, or so little tissue
+        # that the window stretched the noise over the whole slice (as in some MRNet series),
+        # which shows as neighbouring pixels that hardly correlate.
+        last = volume[-1]
+        neighbours = np.corrcoef(last[:, 1:].ravel(), last[:, :-1].ravel())[0, 1]
+        assert air[-1] > air[middle] + 0.2 or neighbours < 0.8
+        # Posterior, central and anterior slices differ far more than neighbouring ones
+        # (8x8 block means, so that the noise does not hide the anatomy).
+        coarse = volume.reshape(len(volume), 32, 8, 32, 8).mean(axis=(2, 4))
+        step = np.abs(coarse[middle + 1] - coarse[middle]).mean()
+        assert np.abs(coarse[2] - coarse[middle]).mean() > 1.5 * step
+        assert np.abs(coarse[-3] - coarse[middle]).mean() > 1.5 * step
+
+
+def test_brightness_varies_between_exams(root):
+    medians = [np.median(volume[volume > 15]) for volume in _coronal(root)]
+    assert max(medians) - min(medians) > 10
 
 
 def test_same_seed_same_bytes_whatever_the_workers(root, tmp_path):
@@ -90,13 +141,23 @@ def test_labels_in_the_files_are_consistent(root):
                 assert table["abnormal"][exam] == "1"
 
 
+# A bright finding can move its slice's window (MRNet's per-slice 99th percentile), which
+# shifts the rest of that slice by a few grey levels; the finding itself changes by more.
+WINDOW_SHIFT = 15
+
+
 def _finding(knee, plane, task):
-    """Voxels that change when `task` turns positive (same knee, same noise), with their coordinates."""
+    """Voxels that change by more than WINDOW_SHIFT when `task` turns positive (same knee, same noise).
+
+    Returns them (a mask), their changes, and their coordinates; checks that everything
+    else changes by about a grey level on average (the window shift, nothing more).
+    """
     normal = {"abnormal": 1, "acl": 0, "meniscus": 0} if task != "abnormal" else dict.fromkeys(TASKS, 0)
     finding = dict(normal, **{task: 1})
     before = phantom.render_series(knee, normal, plane, np.random.default_rng(7)).astype(int)
     after = phantom.render_series(knee, finding, plane, np.random.default_rng(7)).astype(int)
-    changed = after != before
+    changed = np.abs(after - before) > WINDOW_SHIFT
+    assert np.abs(after - before)[~changed].mean() < 2
     grid = phantom._Grid(knee, plane)
     x, y, z = (np.broadcast_to(c, changed.shape)[changed] for c in (grid.x, grid.y, grid.z))
     return changed, (after - before)[changed], x, y, z

@@ -122,7 +122,7 @@ def test_max_exams(root, tmp_path):
 
 
 def test_selection_without_slices_names_split_and_task(root, tmp_path):
-    with pytest.raises(MRNetError, match="no valid exam .* positive for 'acl'"):
+    with pytest.raises(MRNetError, match="no valid exam .* positive for 'acl' .*valid-acl.csv has no label 1"):
         preprocess(root, "coronal", tmp_path / "acl.npz", "acl", progress=False)
     assert list(tmp_path.iterdir()) == []
 

@@ -2,13 +2,23 @@
 
 MRNet (Bien et al., PLoS Medicine 2018) may not be redistributed, so the project runs on
 this stand-in unless it is given the real folder. Each exam is one analytic 3D knee:
-femur, tibia, fibula and patella (textured marrow, dark cortex, a physeal scar),
+femur, tibia, fibula and patella (trabecular marrow, dark cortex, a physeal scar),
 articular cartilage, wedge-shaped menisci, cruciate and collateral ligaments, the
-patellar and quadriceps tendons, muscle, fat pads and popliteal vessels. Each series
-samples that knee along its own axis with its own prescription (slice count, zoom,
-in-plane rotation, shift) and contrast: coronal T1-like (bright fat and marrow, dark
+patellar and quadriceps tendons, muscle, fat pads and popliteal vessels, inside a leg
+wrapped in subcutaneous fat and surrounded by air. Each series samples that knee along
+its own axis with its own prescription (slice count drawn like MRNet's for that plane,
+zoom, rotation, shift, slab) and contrast: coronal T1-like (bright fat and marrow, dark
 fluid), sagittal proton-density-like with bright fluid, axial with partial fat
-suppression. A smooth bias field and magnitude noise finish the image.
+suppression. The coronal series runs from the posterior muscles through the condyles
+and the whole joint to the kneecap, its last slices nearly empty as MRNet's often are.
+The coil's sensitivity (a smooth bias field with patches), magnitude noise and a
+slight blur finish the image, and each slice is windowed to uint8 as MRNet's are
+(minimum 0, 99th percentile 255).
+
+Calibrated against 18 real exams (scripts/phantom_vs_real.py, mrnet_utils/realism.py):
+on coronal intensity histograms, power spectra, background fraction, per-exam contrast,
+slice-to-slice change and cross-exam diversity the phantom differs from them by no more
+than two halves of the real sample differ from each other.
 
 Labels are drawn near MRNet's training rates and change what a radiologist looks at:
 a torn ACL is interrupted by bright oedema; a meniscal tear is a bright line through
@@ -28,25 +38,35 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.ndimage import gaussian_filter1d
 from tqdm.auto import tqdm
 
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.data.mrnet import PLANES, SIDE, SPLITS, TASKS, labels_path, volume_path
 
 MIN_SLICES, MAX_SLICES = 17, 61  # MRNet's range of slices per series
-GAIN = 235.0  # intensity 1.0 -> grey level; leaves headroom for the bias field
+# Slices per series, mean and standard deviation per plane: those of the 18 real exams of
+# ../shared/mrnet-sample (coronal 17-35, sagittal 21-34, axial 23-52).
+SLICES = {"coronal": (26.4, 5.7), "sagittal": (27.4, 3.9), "axial": (31.8, 7.2)}
+# MRNet's volumes are windowed slice by slice: each slice's minimum becomes 0 and its 99th
+# percentile 255, so that 1 % of every slice is saturated (true of all 18 real exams).
+WINDOW_PERCENTILE = 99.0
+COIL, COIL_SIZE = 0.2, 10.0  # the receive coil's patchy sensitivity: log-intensity std, patch size (pixels)
+BLUR = 0.55  # in-plane Gaussian blur, pixels: MRNet's spectra fall off above about half the Nyquist frequency
 
-# Tissue intensities per plane (1.0 = bright); each exam jitters them by +-10 %.
+# Tissue intensities per plane (1.0 = bright); each exam jitters them by +-6 %.
 CONTRAST = {
-    "coronal": dict(fat=0.88, muscle=0.36, marrow=0.80, cortex=0.05, cartilage=0.45, fluid=0.25,
-                    meniscus=0.05, ligament=0.10, oedema=0.30, vessel=0.05),
+    "coronal": dict(fat=0.9, muscle=0.21, marrow=0.55, cortex=0.07, cartilage=0.38, fluid=0.18,
+                    meniscus=0.07, ligament=0.09, oedema=0.25, vessel=0.08),
     "sagittal": dict(fat=0.62, muscle=0.32, marrow=0.60, cortex=0.05, cartilage=0.60, fluid=0.92,
                      meniscus=0.05, ligament=0.10, oedema=0.95, vessel=0.05),
     "axial": dict(fat=0.40, muscle=0.34, marrow=0.50, cortex=0.05, cartilage=0.62, fluid=0.95,
                   meniscus=0.06, ligament=0.10, oedema=0.95, vessel=0.05),
 }
-# Through-plane coverage of each series: (centre, half extent) along its slice axis.
-COVERAGE = {"coronal": (0.0, 0.48), "sagittal": (0.0, 0.52), "axial": (0.2, 0.5)}
+# Through-plane coverage of each series: (centre, half extent) along its slice axis. The
+# coronal series runs from the posterior muscles to just past the skin over the kneecap,
+# so that its last slices can be nearly empty, as MRNet's are.
+COVERAGE = {"coronal": (0.04, 0.55), "sagittal": (0.0, 0.55), "axial": (0.2, 0.5)}
 # Slice-axis and in-plane axes of each series: rows of P map (a, b, depth) to (x, y, z),
 # where a runs along image columns, b down the rows and depth across slices.
 ORIENTATION = {
@@ -54,9 +74,17 @@ ORIENTATION = {
     "sagittal": ((0, 0, 1), (-1, 0, 0), (0, -1, 0)),  # anterior to the left
     "axial": ((1, 0, 0), (0, -1, 0), (0, 0, 1)),
 }
-# Fat instead of muscle around the joint, in front of the knee and in the popliteal fossa.
-FAT_PADS = (((0.0, -0.05, 0.04), (0.5, 0.42, 0.13)), ((0.0, 0.45, 0.05), (0.45, 0.32, 0.4)),
-            ((0.0, -0.42, 0.1), (0.2, 0.17, 0.5)))
+# The leg: a rounded-square cylinder centred behind the joint (the calf and hamstring muscles),
+# and the soft tissue over the kneecap, an ellipsoid bulging in front of it.
+LEG_CENTRE_Y = -0.12
+KNEECAP_BULGE = ((0.0, 0.3, 0.2), (0.42, 0.32, 0.5))
+# Fat instead of muscle: in front of the kneecap (the bulge's front), behind the patellar
+# tendon (Hoffa's pad) and in the popliteal fossa.
+FAT_PADS = (((0.0, 0.47, 0.2), (0.3, 0.15, 0.4)), ((0.0, 0.34, -0.1), (0.3, 0.14, 0.16)),
+            ((0.0, -0.42, 0.1), (0.14, 0.12, 0.45)))
+MUSCLE_TEXTURE = 0.3  # relative intensity variation of muscle: fibres and the fat between them
+# Trabecular bone: marrow crossed by thin dark lines, the zero crossings of a fine texture.
+TRABECULAR_WIDTH, TRABECULAR_DEPTH = 0.3, 0.35
 # Marrow-oedema sites: lateral / medial femoral condyle, lateral / medial tibial plateau.
 OEDEMA_SITES = ((0.24, -0.05, 0.1), (-0.24, -0.05, 0.1), (0.24, -0.1, -0.12), (-0.24, -0.05, -0.12))
 
@@ -70,6 +98,7 @@ class View:
     angle: float  # in-plane rotation, radians
     shift: tuple[float, float]  # in-plane offset of the knee
     depth: float  # offset of the slab centre along the slice axis
+    extent: float  # half the slab's thickness, relative to COVERAGE
     bias: tuple[float, float, float, float]  # smooth coil-sensitivity field (see _acquire)
 
 
@@ -105,29 +134,30 @@ def draw_knee(rng: np.random.Generator) -> Knee:
     u = rng.uniform
     views = {}
     for plane in PLANES:
-        slices = int(np.clip(round(rng.normal(32, 7)), MIN_SLICES, MAX_SLICES))
+        mean, spread = SLICES[plane]
         views[plane] = View(
-            slices=slices,
+            slices=int(np.clip(round(rng.normal(mean, spread)), MIN_SLICES, MAX_SLICES)),
             zoom=u(0.78, 0.95),
-            angle=u(-0.12, 0.12),
-            shift=(u(-0.08, 0.08), u(-0.08, 0.08)),
-            depth=u(-0.04, 0.04),
-            bias=(u(-0.2, 0.2), u(-0.2, 0.2), u(-0.1, 0.1), u(0.0, 0.25)),
+            angle=u(-0.04, 0.04),
+            shift=(u(-0.04, 0.04), u(-0.1, 0.1)),
+            depth=u(-0.06, 0.06),
+            extent=u(0.9, 1.1),
+            bias=(u(-0.3, 0.3), u(-0.6, 0.6), u(-0.2, 0.2), u(0.3, 0.4)),
         )
-    contrast = {plane: {tissue: value * u(0.9, 1.1) for tissue, value in CONTRAST[plane].items()}
+    contrast = {plane: {tissue: value * u(0.94, 1.06) for tissue, value in CONTRAST[plane].items()}
                 for plane in PLANES}
     site = OEDEMA_SITES[rng.integers(len(OEDEMA_SITES))]
     oedema = (tuple(c + u(-0.04, 0.04) for c in site), u(0.06, 0.12))
     return Knee(
         width=u(0.9, 1.1),
-        leg=(u(0.74, 0.9), u(0.66, 0.8)),
-        fat=u(0.04, 0.12),
+        leg=(u(0.64, 0.72), u(0.52, 0.6)),
+        fat=u(0.035, 0.07),
         cartilage=u(0.02, 0.032),
         meniscus_height=u(0.06, 0.08),
         mirror=float(rng.choice([-1.0, 1.0])),
         contrast=contrast,
         views=views,
-        noise=u(0.012, 0.04),
+        noise=u(0.03, 0.04),
         acl_tear_at=u(0.35, 0.65),
         meniscus_tear=(-1.0 if rng.random() < 0.7 else 1.0, u(0.35, 0.6), u(-1.0, 1.0)),
         oedema=oedema if rng.random() < 0.8 else None,
@@ -149,6 +179,7 @@ class _Grid:
         step, first = 2 / SIDE, 1 / SIDE - 1  # image coordinates run over [-1, 1]
         cos, sin = view.zoom * np.cos(view.angle), view.zoom * np.sin(view.angle)
         centre, extent = COVERAGE[plane]
+        extent *= view.extent
         # rows: a, b, depth as functions of (slice, row, column) (see ORIENTATION)
         matrix = np.array([[0, -sin * step, cos * step], [0, cos * step, sin * step],
                            [2 * extent / (view.slices - 1), 0, 0]])
@@ -236,8 +267,8 @@ def _condyles(x, y, z, knee: Knee):
 
 def _femur(x, y, z, knee: Knee):
     """Condyles plus a shaft that flares towards the joint."""
-    flare = np.clip((0.7 - z) / 0.4, 0.0, 1.0) ** 2  # the metaphysis widens to the epicondyles
-    across, front_back = (0.17 + 0.3 * flare) * knee.width, 0.15 + 0.15 * flare
+    flare = np.clip((1.1 - z) / 0.8, 0.0, 1.0) ** 2  # the metaphysis widens to the epicondyles
+    across, front_back = (0.28 + 0.19 * flare) * knee.width, 0.15 + 0.15 * flare
     shaft = (np.sqrt(_sum((x / across) ** 2, ((y + 0.05) / front_back) ** 2)) - 1) * front_back
     shaft = np.maximum(shaft, 0.2 - 0.45 * (y + 0.05) - z)  # the notch roof (Blumensaat's line)
     return np.minimum(shaft, _condyles(x, y, z, knee))
@@ -251,7 +282,7 @@ def _tibial_top(x, y, knee: Knee):
 
 def _tibia(x, y, z, knee: Knee):
     """A plateau on a shaft that narrows away from the joint."""
-    radius = 0.17 + 0.32 * np.clip(1 + (z + 0.03) / 0.55, 0.0, 1.0) ** 2
+    radius = 0.3 + 0.19 * np.clip(1 + (z + 0.03) / 1.0, 0.0, 1.0) ** 2
     body = (np.sqrt(_sum((x / knee.width) ** 2, ((y + 0.06) / 0.68) ** 2)) - radius) * 0.68
     return np.maximum(body, z - _tibial_top(x, y, knee))
 
@@ -270,18 +301,18 @@ class _Texture:
     """Zero-mean, unit-variance band-limited noise that changes smoothly from slice to slice.
 
     Two independent 2D tiles (white noise through a Gaussian filter in Fourier space)
-    are mixed as cos/sin of a phase that advances with the slice, which keeps the
-    variance at one and costs no 3D noise.
+    are mixed as cos/sin of a phase that advances by `step` radians a slice, which keeps
+    the variance at one and costs no 3D noise.
     """
 
-    def __init__(self, rng: np.random.Generator, sigmas: tuple[float, float], slices: int):
+    def __init__(self, rng: np.random.Generator, sigmas: tuple[float, float], slices: int, step: float = 0.8):
         freq_y, freq_x = np.fft.fftfreq(SIDE)[:, None], np.fft.rfftfreq(SIDE)[None, :]
         gain = np.exp(-2 * np.pi**2 * ((freq_y * sigmas[0]) ** 2 + (freq_x * sigmas[1]) ** 2))
         tiles = []
         for _ in range(2):
             tile = np.fft.irfft2(np.fft.rfft2(rng.standard_normal((SIDE, SIDE))) * gain, s=(SIDE, SIDE))
             tiles.append(((tile - tile.mean()) / tile.std()).astype(np.float32)[None])
-        phase = rng.uniform(0, 2 * np.pi) + 0.8 * np.arange(slices)
+        phase = rng.uniform(0, 2 * np.pi) + step * np.arange(slices)
         self.tiles = tiles
         self.weights = [f(phase).astype(np.float32)[:, None, None] for f in (np.cos, np.sin)]
 
@@ -290,19 +321,34 @@ class _Texture:
         return self.tiles[0][rows_cols] * self.weights[0][box[0]] + self.tiles[1][rows_cols] * self.weights[1][box[0]]
 
 
+def _skin(grid: _Grid, knee: Knee) -> np.ndarray:
+    """Signed distance to the skin (full size): the leg's cylinder, and the bulge over the kneecap."""
+    (half_x, half_y), (centre, radii) = knee.leg, KNEECAP_BULGE
+    # A superellipse, square-shouldered behind (exponent 3: the muscle bulk), round in front (2).
+    power = np.where(grid.y > LEG_CENTRE_Y, np.float32(2), np.float32(3))
+    square = _sum(np.abs(grid.x / half_x) ** power, np.abs((grid.y - LEG_CENTRE_Y) / half_y) ** power)
+    leg = (square ** (1 / power) - 1) * min(half_x, half_y)
+    leg = leg if leg.shape == grid.shape else np.broadcast_to(leg, grid.shape).copy()
+    radii = (radii[0] * knee.width, *radii[1:])
+    found = grid.region(np.subtract(centre, radii), np.add(centre, radii))
+    if found:
+        box, (x, y, z) = found
+        np.minimum(leg[box], _ellipsoid(x, y, z, centre, radii), out=leg[box])
+    return leg
+
+
 def _soft_tissue(img, grid: _Grid, knee: Knee, tone, muscle_texture: _Texture, effusion: float) -> None:
     """Subcutaneous fat, muscle with fat pads, popliteal vessels, joint effusion."""
-    x, y = grid.x, grid.y
-    leg = (np.sqrt(_sum((x / knee.leg[0]) ** 2, (y / knee.leg[1]) ** 2)) - 1) * min(knee.leg)
+    leg = _skin(grid, knee)
     img[...] = tone["fat"] * _inside(leg, grid.pixel)
-    muscle = np.broadcast_to(_inside(leg + knee.fat, grid.pixel), grid.shape).copy()  # edited per box below
+    muscle = _inside(leg + knee.fat, grid.pixel)  # edited per box below
     for centre, radii in FAT_PADS:
         found = grid.region(np.subtract(centre, radii), np.add(centre, radii))
         if found:
             box, (xb, yb, zb) = found
             muscle[box] *= 1 - _inside(_ellipsoid(xb, yb, zb, centre, radii), grid.pixel)
     value = muscle_texture[tuple(slice(0, n) for n in grid.shape)]
-    value *= 0.12 * tone["muscle"]
+    value *= MUSCLE_TEXTURE * tone["muscle"]
     value += tone["muscle"]
     _blend(img, muscle, value)
     for centre, radius, value in (((0.02, -0.36), 0.03, tone["vessel"]), ((0.09, -0.41), 0.04, 0.7 * tone["fluid"])):
@@ -320,8 +366,16 @@ def _soft_tissue(img, grid: _Grid, knee: Knee, tone, muscle_texture: _Texture, e
 
 
 def _cartilage(img, grid: _Grid, knee: Knee, tone) -> None:
-    """Femoral, tibial and patellar cartilage: bands just outside the articular bone."""
+    """The joint space (filled with cartilage-like tissue), then femoral, tibial and patellar cartilage."""
     w, thick, pixel = knee.width, knee.cartilage, grid.pixel
+    found = grid.region((-0.6 * w, -0.45, -0.06), (0.6 * w, 0.35, 0.12))
+    if found:
+        box, (x, y, z) = found
+        rim = np.sqrt(_sum((x / w) ** 2, ((y + 0.06) / 0.68) ** 2)) - 0.48
+        above = z - _tibial_top(x, y, knee)
+        joint = _inside(rim, pixel) * _inside(-above, pixel) * _inside(above - 0.12, pixel)
+        joint *= _inside(-_condyles(x, y, z, knee), pixel)
+        _blend(img[box], joint, tone["cartilage"])
     found = grid.region((-0.7 * w, -0.5, -0.05), (0.7 * w, 0.45, 0.3))
     if found:
         box, (x, y, z) = found
@@ -394,16 +448,16 @@ def _ligaments(img, grid: _Grid, knee: Knee, tone, acl_torn: bool) -> None:
         _blend(img[box], band, tone["ligament"])
 
 
-def _bones(img, grid: _Grid, knee: Knee, tone, marrow_texture: _Texture) -> None:
-    """Each bone: textured marrow inside a dark cortex, long bones with a physeal scar."""
+def _bones(img, grid: _Grid, knee: Knee, tone, marrow_texture: _Texture, trabeculae: _Texture) -> None:
+    """Each bone: trabecular marrow inside a dark cortex, long bones with a physeal scar."""
     w, pixel = knee.width, grid.pixel
     # Long bones in two boxes, a wide one at the joint and a narrow one along the shaft,
     # so that the shaft does not cost the width of the condyles.
     bones = (
         (_femur, (-0.55 * w, -0.45, -0.02), (0.55 * w, 0.4, 0.6), 0.32),
-        (_femur, (-0.22 * w, -0.25, 0.6), (0.22 * w, 0.15, 9.0), None),
+        (_femur, (-0.36 * w, -0.3, 0.6), (0.36 * w, 0.2, 9.0), None),
         (_tibia, (-0.55 * w, -0.42, -0.4), (0.55 * w, 0.3, 0.08), -0.22),
-        (_tibia, (-0.25 * w, -0.25, -9.0), (0.25 * w, 0.12, -0.4), None),
+        (_tibia, (-0.38 * w, -0.32, -9.0), (0.38 * w, 0.2, -0.4), None),
         (_fibula, (0.3 * w, -0.4, -9.0), (0.56 * w, -0.12, -0.08), None),
         (_patella, (-0.22 * w, 0.36, 0.06), (0.22 * w, 0.52, 0.46), None),
     )
@@ -413,7 +467,11 @@ def _bones(img, grid: _Grid, knee: Knee, tone, marrow_texture: _Texture) -> None
             continue
         box, (x, y, z) = found
         distance = shape(x, y, z, knee)
-        value = tone["marrow"] * (1 + 0.06 * marrow_texture[box])
+        mesh = trabeculae[box]  # dark lines where the fine texture crosses zero
+        mesh *= mesh
+        mesh *= np.float32(-1 / TRABECULAR_WIDTH**2)
+        np.exp(mesh, out=mesh)
+        value = tone["marrow"] * (1 + 0.06 * marrow_texture[box]) * (1 - TRABECULAR_DEPTH * mesh)
         if physis is not None:  # the fused growth plate leaves a faint wavy dark line
             scar = np.abs(z - physis - 0.015 * np.sin(9 * x)) < 0.006
             value = np.where(scar, 0.6 * value, value)
@@ -435,23 +493,38 @@ def _marrow_oedema(img, grid: _Grid, knee: Knee, tone) -> None:
     _blend(img[box], blob * marrow, tone["oedema"])
 
 
-def _acquire(img, view: View, noise: float, rng: np.random.Generator) -> np.ndarray:
-    """Multiply by a smooth bias field, add magnitude noise, quantise to uint8.
+def _acquire(img, view: View, noise: float, coil: _Texture, rng: np.random.Generator) -> np.ndarray:
+    """Multiply by the coil's sensitivity, add magnitude noise, blur, window each slice to uint8 as MRNet does.
 
-    The noise is the difference of two uniforms scaled to the wanted standard deviation:
-    four times cheaper to draw than Gaussian noise and indistinguishable at these levels.
+    The sensitivity is a smooth bias field (tilts, a fall-off from the centre, a drift
+    across slices) times patches of `coil`, applied as one exponential. The noise is the
+    difference of two uniforms scaled to the wanted standard deviation: four times cheaper
+    to draw than Gaussian noise and indistinguishable at these levels. The window maps
+    each slice's minimum to 0 and its WINDOW_PERCENTILE (estimated on every 4th pixel,
+    four times cheaper) to 255.
     """
     side = (np.arange(SIDE, dtype=np.float32) + 0.5) / (SIDE / 2) - 1
     across, down = side[None, None, :], side[None, :, None]
     slab = np.linspace(-1, 1, view.slices, dtype=np.float32)[:, None, None]
     tilt_x, tilt_y, tilt_z, falloff = view.bias
-    img *= np.exp(tilt_x * across + tilt_y * down - falloff * (across**2 + down**2)) * np.exp(tilt_z * slab)
+    log_gain = coil[tuple(slice(0, n) for n in img.shape)]
+    log_gain *= np.float32(COIL)
+    log_gain += tilt_x * across + tilt_y * down - falloff * (across**2 + down**2)
+    log_gain += tilt_z * slab
+    img *= np.exp(log_gain, out=log_gain)
     jitter = rng.random(img.shape, dtype=np.float32)
     jitter -= rng.random(img.shape, dtype=np.float32)
     jitter *= np.float32(noise * np.sqrt(6.0))
     img += jitter
     np.abs(img, out=img)  # magnitude images: the noise floor is positive, as in MRI
-    img *= GAIN
+    for axis in (1, 2):  # the acquisition's resolution is coarser than 256 pixels: a slight blur
+        gaussian_filter1d(img, BLUR, axis=axis, output=img, truncate=2.0)  # 3 taps
+    flat = img.reshape(len(img), -1)
+    sample = flat[:, ::4]
+    rank = round(WINDOW_PERCENTILE / 100 * (sample.shape[1] - 1))
+    low, high = flat.min(axis=1), np.partition(sample, rank, axis=1)[:, rank]
+    img -= low[:, None, None]
+    img *= (255 / np.maximum(high - low, 1e-6))[:, None, None]
     return np.clip(img, 0, 255, out=img).astype(np.uint8)
 
 
@@ -459,21 +532,25 @@ def render_series(knee: Knee, labels: dict[str, int], plane: str, rng: np.random
     """One series of one exam: uint8 (slices, 256, 256).
 
     `rng` supplies only textures and noise, consumed identically whatever the labels,
-    so the same knee rendered with other labels differs only where the findings are.
+    so the same knee rendered with other labels differs where the findings are, and
+    elsewhere only by the few grey levels a bright finding moves its slice's window.
     """
     grid, view, tone = _Grid(knee, plane), knee.views[plane], knee.contrast[plane]
     marrow_texture = _Texture(rng, (1.5, 1.5), view.slices)
-    fibres = (6.0, 0.8) if plane != "axial" else (1.5, 1.5)  # muscle fibres run along the leg
+    # Trabeculae run along the leg: streaks down the rows of coronal and sagittal slices.
+    trabeculae = _Texture(rng, (2.5, 0.9) if plane != "axial" else (1.0, 1.0), view.slices, step=1.3)
+    fibres = (8.0, 1.5) if plane != "axial" else (2.0, 2.0)  # muscle fibres run along the leg
     muscle_texture = _Texture(rng, fibres, view.slices)
+    coil = _Texture(rng, (COIL_SIZE, COIL_SIZE), view.slices, step=0.45)
     img = np.zeros(grid.shape, np.float32)
     _soft_tissue(img, grid, knee, tone, muscle_texture, knee.effusion if labels["abnormal"] else 0.0)
     _cartilage(img, grid, knee, tone)
     _menisci(img, grid, knee, tone, torn=bool(labels["meniscus"]))
     _ligaments(img, grid, knee, tone, acl_torn=bool(labels["acl"]))
-    _bones(img, grid, knee, tone, marrow_texture)
+    _bones(img, grid, knee, tone, marrow_texture, trabeculae)
     if labels["abnormal"] and knee.oedema is not None:
         _marrow_oedema(img, grid, knee, tone)
-    return _acquire(img, view, knee.noise, rng)
+    return _acquire(img, view, knee.noise, coil, rng)
 
 
 def write_exam(out: Path, split: str, exam_id: int, seed: int) -> dict[str, int]:

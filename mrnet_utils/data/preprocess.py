@@ -25,8 +25,10 @@ import torch
 from tqdm.auto import tqdm
 
 from mrnet_utils.errors import MRNetError
+from mrnet_utils.data.mrnet import (
+    PLANES, SIDE, SPLITS, TASKS, check_choice, iter_exams, labels_path, read_labels, volume_path,
+)
 from mrnet_utils.files import remove_stale_partials, write_atomically
-from mrnet_utils.data.mrnet import PLANES, SIDE, SPLITS, TASKS, check_choice, iter_exams, read_labels, volume_path
 
 FORMAT_VERSION = 1
 FIELDS = ("images", "exam_ids", "slice_index", "labels")
@@ -85,9 +87,12 @@ def _select(labels: dict[int, dict[str, int]], selection: str, max_exams: int | 
 def _split_arrays(root: Path, split: str, plane: str, selection: str, central_slices: int | None,
                   max_exams: int | None, normalisation: str, progress: bool) -> dict[str, np.ndarray]:
     exam_ids = _select(read_labels(root, split), selection, max_exams)
+    tasks = TASKS if selection == "positives" else [selection]
     if not exam_ids:
         raise MRNetError(
-            f"no {split} exam of {root} is positive for {selection!r}; choose another selection, or 'all'"
+            f"no {split} exam of {root} is positive for {selection!r} "
+            f"({', '.join(str(labels_path(root, split, task)) for task in tasks)} has no label 1); "
+            "choose another selection, or 'all'"
         )
     images, ids, indices, labels = [], [], [], []
     exams = iter_exams(root, split, plane, exam_ids)

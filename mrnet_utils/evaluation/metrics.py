@@ -502,10 +502,11 @@ def power_spectrum_distance(samples: Tensor, real: Tensor) -> float:
     return spectrum_log_distance(radial_power_spectrum(samples).mean(0), radial_power_spectrum(real).mean(0))
 
 
-def spectrum_log_distance(spectrum_a: Tensor, spectrum_b: Tensor) -> float:
-    """Mean absolute log10 ratio of two radial power spectra over radii >= 1."""
+def spectrum_log_distance(spectrum_a, spectrum_b) -> float:
+    """Mean absolute log10 ratio of two radial power spectra (tensors or arrays) over radii >= 1."""
     eps = 1e-12  # keeps log finite for a flat image
-    return float((torch.log10(spectrum_a[1:] + eps) - torch.log10(spectrum_b[1:] + eps)).abs().mean())
+    a, b = torch.as_tensor(spectrum_a, dtype=torch.float64), torch.as_tensor(spectrum_b, dtype=torch.float64)
+    return float((torch.log10(a[1:] + eps) - torch.log10(b[1:] + eps)).abs().mean())
 
 
 class Memorisation(NamedTuple):
