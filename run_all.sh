@@ -55,11 +55,11 @@ grep -qx "$preset" <<<"$presets" || {
     echo "error: --preset must be one of: $(tr '\n' ' ' <<<"$presets")(not '$preset')" >&2
     exit 2
 }
-# The runs the study trains, "stage use_swin" per line, from the library (study.layout.study_runs).
+# The runs the study trains, "stage use_swin process run_name" per line, from the library (study.layout.study_runs).
 mapfile -t study_runs < <(python -m mrnet_utils study-runs)
 trained_stages=()
 for run in "${study_runs[@]}"; do
-    stage="${run% *}"
+    stage="${run%% *}"
     [[ " ${trained_stages[*]} " == *" $stage "* ]] || trained_stages+=("$stage")
 done
 parts=(preprocess "${trained_stages[@]}" pipeline evaluation)
@@ -115,11 +115,10 @@ if wanted preprocess; then
         -p ALL_SLICES "$all_slices"
 fi
 for run in "${study_runs[@]}"; do
-    stage="${run% *}" use_swin="${run#* }"
+    read -r stage use_swin process name <<<"$run"
     wanted "$stage" || continue
-    name="${stage}_$([ "$use_swin" = True ] && echo swin || echo noswin)"
     run_notebook notebooks/01_train_stage.ipynb "01_train_$name.ipynb" \
-        "${quiet[@]}" -p STAGE "$stage" -p USE_SWIN "$use_swin" -p RETRAIN "$retrain"
+        "${quiet[@]}" -p STAGE "$stage" -p USE_SWIN "$use_swin" -p PROCESS "$process" -p RETRAIN "$retrain"
 done
 if wanted pipeline; then
     run_notebook notebooks/02_pipeline.ipynb 02_pipeline.ipynb "${quiet[@]}"

@@ -13,6 +13,7 @@ from pathlib import Path
 from mrnet_utils.config import PRESETS, stage_config
 from mrnet_utils.data.mrnet import PLANES
 from mrnet_utils.data.preprocess import NORMALISATIONS, SELECTIONS
+from mrnet_utils.diffusion.processes import OWN_SAMPLER
 from mrnet_utils.diffusion.samplers import SAMPLERS
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.stages import STAGES
@@ -88,6 +89,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _sample(args: argparse.Namespace) -> None:
+    from mrnet_utils.diffusion.processes import takes_sampler
     from mrnet_utils.pipeline import sample_cascade, write_samples
     from mrnet_utils.stages import CASCADE
     from mrnet_utils.training.checkpoint import load_stage
@@ -102,7 +104,12 @@ def _sample(args: argparse.Namespace) -> None:
     for stage, name in zip(stages, expected):
         if stage.config.stage != name:
             raise MRNetError(f"{stage.path} holds stage {stage.config.stage}, but --pipeline {args.pipeline} needs {name} there")
-    samplers = {name: (args.sampler, args.steps) for name in expected} if args.sampler else None
+    samplers = None
+    if args.sampler:  # for each stage that samples with it (a residual stage has its own sampler)
+        samplers = {stage.config.stage: (args.sampler, args.steps) for stage in stages
+                    if takes_sampler(stage.config.diffusion, args.sampler)}
+        if not samplers:
+            raise MRNetError(f"no stage of --pipeline {args.pipeline} samples with --sampler {args.sampler}")
     images = sample_cascade(stages, seeds, samplers, batch_size=args.batch_size)[stages[-1].config.resolution]
     out = write_samples(images, args.out, seeds)
     print(f"wrote {len(seeds)} samples to {out}")
@@ -127,10 +134,11 @@ def _named_path(text: str) -> tuple[str, Path]:
 
 
 def _study_runs(args: argparse.Namespace) -> None:
+    from mrnet_utils.stages import run_name
     from mrnet_utils.study.layout import study_runs
 
-    for stage, use_swin in study_runs():
-        print(stage, use_swin)
+    for stage, use_swin, process in study_runs():
+        print(stage, use_swin, process, run_name(stage, use_swin, process))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,8 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--checkpoints", type=Path, nargs="+", required=True, help="checkpoint files or run folders")
     sample.add_argument("--n", type=_positive, default=16)
     sample.add_argument("--seed", type=_non_negative, default=0, help="image i uses seed SEED + i")
-    sample.add_argument("--sampler", choices=tuple(SAMPLERS),
-                        help="one sampler for every stage (default: each stage's own, stages.STAGES)")
+    sample.add_argument("--sampler", choices=(*SAMPLERS, *OWN_SAMPLER.values()),
+                        help="a sampler for every stage that takes it (default: each stage's own)")
     sample.add_argument("--steps", type=_positive, help="sampler steps (with --sampler)")
     sample.add_argument("--batch-size", type=_positive, default=8)
     sample.add_argument("--device", type=_device, default="cuda" if _cuda_available() else "cpu")

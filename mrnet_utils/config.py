@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.stages import StageSpec, run_name, stage_spec
+from mrnet_utils.stages import BASELINE_PROCESS, StageSpec, run_name, stage_spec
 
 UNET_FAMILIES = ("project", "reference")  # networks.FAMILIES
 DATA_RANGES = ("symmetric", "unit")
+PROCESSES = ("ddpm", "resshift", "regression")
 LR_SCHEDULES = ("warmup", "plateau")
 SWIN_TOKEN_ORDERS = ("spatial", "reference")
 
@@ -104,27 +105,46 @@ class UNetConfig:
 
 @dataclass(frozen=True)
 class DiffusionConfig:
-    """The forward noise process and the training objective (see diffusion.py)."""
+    """The noise process and the training objective (diffusion/processes.py)."""
 
-    timesteps: int = 1000
+    # "ddpm": Ho et al. 2020 (SR stages conditioned as in SR3); "resshift": residual shifting (Yue et al.
+    # 2023), super-resolution only; "regression": no noise, one forward pass (the learned SR baseline).
+    process: str = "ddpm"
+    timesteps: int = 1000  # T: the chain's length (resshift: a handful; regression: 1)
     schedule: str = "linear"  # "linear" (beta_start..beta_end) or "cosine" (Nichol & Dhariwal 2021)
     beta_start: float = 0.00085
     beta_end: float = 0.012
-    prediction: str = "epsilon"  # "epsilon" or "v" (Salimans & Ho 2022)
-    min_snr_gamma: float = 0.0  # >0: min-SNR-gamma loss weighting (Hang et al. 2023); 0 = plain MSE
+    # ddpm: "epsilon" or "v" (Salimans & Ho 2022); resshift/regression: "residual" (x_0 = y_0 + output,
+    # y_0 the upsampled input) or "x0"
+    prediction: str = "epsilon"
+    min_snr_gamma: float = 0.0  # ddpm: >0: min-SNR-gamma loss weighting (Hang et al. 2023); 0 = plain MSE
+    kappa: float = 1.0  # resshift: the chain's noise scale
+    eta_power: float = 0.3  # resshift: p of the eta schedule (Yue et al. 2023, eq. 11)
+    loss: str = "l2"  # resshift/regression: "l2" or "l1" on x_0
     # The range of x_0 in the noise process: "symmetric" [-1, 1] (the project's), or "unit" [0, 1]
     # (the reference study's ToTensor images; at a given abar_t the signal is half as strong).
     data_range: str = "symmetric"
 
     def validate(self) -> None:
+        if self.process not in PROCESSES:
+            raise MRNetError(f"process must be one of {', '.join(PROCESSES)}, not {self.process!r}")
         if self.data_range not in DATA_RANGES:
             raise MRNetError(f"data_range must be one of {', '.join(DATA_RANGES)}, not {self.data_range!r}")
         if self.schedule not in ("linear", "cosine"):
             raise MRNetError(f"schedule must be 'linear' or 'cosine', not {self.schedule!r}")
-        if self.prediction not in ("epsilon", "v"):
-            raise MRNetError(f"prediction must be 'epsilon' or 'v', not {self.prediction!r}")
-        if self.timesteps < 2:
-            raise MRNetError(f"timesteps must be at least 2, not {self.timesteps}")
+        predictions = ("epsilon", "v") if self.process == "ddpm" else ("residual", "x0")
+        if self.prediction not in predictions:
+            raise MRNetError(
+                f"prediction must be one of {', '.join(predictions)} for process {self.process!r}, not {self.prediction!r}"
+            )
+        shortest = {"ddpm": 2, "resshift": 1, "regression": 1}[self.process]
+        if self.timesteps < shortest or (self.process == "regression" and self.timesteps != 1):
+            raise MRNetError(f"timesteps={self.timesteps} does not suit process {self.process!r} "
+                             f"({'exactly 1' if self.process == 'regression' else f'at least {shortest}'})")
+        if self.process != "ddpm" and self.data_range != "symmetric":
+            raise MRNetError(f"process {self.process!r} works in the project's [-1, 1] (data_range='symmetric')")
+        if self.loss not in ("l2", "l1"):
+            raise MRNetError(f"loss must be 'l2' or 'l1', not {self.loss!r}")
 
 
 @dataclass(frozen=True)
@@ -203,8 +223,8 @@ class StageConfig:
 
     @property
     def name(self) -> str:
-        """A run name such as `sr1_swin` or `base64_noswin`."""
-        return run_name(self.stage, self.unet.use_swin)
+        """A run name such as `sr1_swin`, `base64_noswin` or `sr1_swin_regression`."""
+        return run_name(self.stage, self.unet.use_swin, self.diffusion.process)
 
     def validate(self) -> "StageConfig":
         spec = stage_spec(self.stage)
@@ -215,6 +235,11 @@ class StageConfig:
         self.unet.validate()
         self.diffusion.validate()
         self.train.validate()
+        if self.diffusion.process != "ddpm" and not self.is_super_resolution:
+            raise MRNetError(
+                f"process {self.diffusion.process!r} turns a low-res image into a high-res one; stage {self.stage} "
+                "generates from noise: use process 'ddpm'"
+            )
         if self.unet.family == "reference" and self.is_super_resolution and self.conditioning.enabled:
             raise MRNetError(
                 "unet.family='reference' has no input for the conditioning-augmentation level (the reference "
@@ -281,6 +306,14 @@ class Preset:
     full_chain: str | None = None
 
 
+def _project_process(spec: StageSpec, generating: DiffusionConfig) -> DiffusionConfig:
+    """The project's noise process for a stage: `generating` for stages that generate from noise, and
+    for super-resolution stages residual shifting in 4 steps (Yue et al. 2023; README, "Super-resolution")."""
+    if not spec.is_super_resolution:
+        return generating
+    return DiffusionConfig(process="resshift", timesteps=4, prediction="residual", kappa=1.0, eta_power=0.3)
+
+
 def _smoke(spec: StageSpec, use_swin: bool) -> StageConfig:
     return StageConfig(
         stage=spec.name,
@@ -297,7 +330,7 @@ def _smoke(spec: StageSpec, use_swin: bool) -> StageConfig:
             cond_channels=1 if spec.is_super_resolution else 0,
             norm_groups=4,
         ),
-        diffusion=DiffusionConfig(timesteps=100),
+        diffusion=_project_process(spec, DiffusionConfig(timesteps=100)),
         conditioning=ConditioningConfig(enabled=spec.is_super_resolution),
         train=TrainConfig(
             steps=6, batch_size=4, lr=1e-3, warmup_steps=2, ema_decay=0.9, log_every=2, checkpoint_every=3
@@ -325,7 +358,9 @@ def _demo(spec: StageSpec, use_swin: bool) -> StageConfig:
             cond_channels=1 if spec.is_super_resolution else 0,
             norm_groups=8,
         ),
-        diffusion=DiffusionConfig(timesteps=1000, schedule="cosine", prediction="v", min_snr_gamma=5.0),
+        diffusion=_project_process(
+            spec, DiffusionConfig(timesteps=1000, schedule="cosine", prediction="v", min_snr_gamma=5.0)
+        ),
         conditioning=ConditioningConfig(enabled=spec.is_super_resolution),
         train=TrainConfig(
             steps=240 if resolution <= 64 else 150,
@@ -361,7 +396,9 @@ def _full(spec: StageSpec, use_swin: bool) -> StageConfig:
             time_embed_dim=128,
             cond_channels=1 if spec.is_super_resolution else 0,
         ),
-        diffusion=DiffusionConfig(timesteps=1000, schedule="cosine", prediction="v", min_snr_gamma=5.0),
+        diffusion=_project_process(
+            spec, DiffusionConfig(timesteps=1000, schedule="cosine", prediction="v", min_snr_gamma=5.0)
+        ),
         conditioning=ConditioningConfig(enabled=spec.is_super_resolution),
         train=TrainConfig(
             steps=spec.full_epochs * _REFERENCE_STEPS_PER_EPOCH,
@@ -460,6 +497,15 @@ def preset(name: str) -> Preset:
     return PRESETS[name]
 
 
-def stage_config(stage: str, preset_name: str = "demo", use_swin: bool = True) -> StageConfig:
-    """The named preset for a stage, with or without the Swin bottleneck."""
-    return preset(preset_name).stage(stage_spec(stage), use_swin).validate()
+def stage_config(
+    stage: str, preset_name: str = "demo", use_swin: bool = True, process: str | None = None
+) -> StageConfig:
+    """The named preset for a stage, with or without the Swin bottleneck; `process="regression"` gives the
+    learned baseline of a super-resolution stage: its network, data, conditioning and training budget,
+    trained without noise to predict the residual over the upsampled input."""
+    cfg = preset(preset_name).stage(stage_spec(stage), use_swin).validate()
+    if process is None or process == cfg.diffusion.process:
+        return cfg
+    if process != BASELINE_PROCESS:
+        raise MRNetError(f"process={process!r}: a stage's process is its preset's, or {BASELINE_PROCESS!r} for the baseline")
+    return cfg.replace(diffusion={"process": process, "timesteps": 1, "prediction": "residual"})

@@ -4,7 +4,8 @@ Every stage is rebuilt from its checkpoint alone (training.checkpoint.load_stage
 Sampling is batched, and image i depends only on its own seed: its starting noise,
 its per-step noise and its conditioning-augmentation noise come from generators
 seeded by (seed, the stage's random stream in stages.STAGES), never from a shared stream.
-Each stage samples with its default sampler (stages.STAGES) unless the caller names one.
+Each stage samples with its default sampler (stages.STAGES; the process's own chain for
+the residual processes) unless the caller names one.
 """
 
 from __future__ import annotations
@@ -21,13 +22,12 @@ from tqdm.auto import tqdm
 
 from mrnet_utils.config import StageConfig
 from mrnet_utils.data.slices import to_unit
-from mrnet_utils.diffusion import conditioning
+from mrnet_utils.diffusion import conditioning, processes
 from mrnet_utils.diffusion.samplers import (
     generators_from_seeds,
     noise_from_seeds,
-    sample,
 )
-from mrnet_utils.diffusion.schedules import NoiseSchedule, from_process, to_process
+from mrnet_utils.diffusion.schedules import from_process, to_process
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.files import write_atomically
 from mrnet_utils.stages import SamplerChoice, check_chain
@@ -57,16 +57,22 @@ def sample_stage(
     batch_size: int = 8,
     mixed_precision: bool = True,
     progress: bool = True,
+    draws: int = 1,
 ) -> torch.Tensor:
     """Sample one image per seed from one stage; super-resolution stages take one low-res image per seed.
 
-    `sampler` is (name, steps); None: the stage's default (stages.STAGES). `mixed_precision`
-    samples under bf16 autocast on CUDA. Returns a CPU float tensor (N, 1, R, R) in [-1, 1].
+    `sampler` is (name, steps); None: the stage's default (processes.default_sampler).
+    `mixed_precision` samples under bf16 autocast on CUDA. `draws` > 1 returns the mean of that
+    many draws per image (each from its own noise; the same condition): an estimate of the
+    posterior mean E[x_0 | low-res], at `draws` times the cost. Returns a CPU float tensor
+    (N, 1, R, R) in [-1, 1].
     """
     spec = cfg.spec
-    name, steps = sampler or spec.sampler
+    sampler = sampler or processes.default_sampler(cfg.diffusion, spec.sampler)
     if spec.is_super_resolution != (low_res is not None):
         raise MRNetError(f"stage {cfg.stage} {'needs' if spec.is_super_resolution else 'takes no'} low-res input")
+    if draws < 1:
+        raise MRNetError(f"draws={draws} must be at least 1")
     if low_res is not None:
         if len(low_res) != len(seeds):
             raise MRNetError(f"got {len(low_res)} low-res images for {len(seeds)} seeds; give one per seed")
@@ -77,26 +83,31 @@ def sample_stage(
                 f"stage {cfg.stage} takes low-res images of shape (N, 1, {side}, {side}), got {tuple(low_res.shape)}"
             )
     device = next(model.parameters()).device
-    schedule = NoiseSchedule.from_config(cfg.diffusion)
-    schedule = NoiseSchedule(schedule.betas.to(device), schedule.prediction)
+    schedule = processes.build_schedule(cfg.diffusion, device)
     shape = (1, cfg.resolution, cfg.resolution)
     level_value = cfg.conditioning.sample_level if cfg.conditioning.enabled else 0.0
+    mode = processes.UPSAMPLING[cfg.diffusion.process]
 
     chunks = []
     for start in tqdm(range(0, len(seeds), batch_size), desc=f"sample {cfg.name}", disable=not progress):
         chunk = seeds[start : start + batch_size]
-        noise = noise_from_seeds(chunk, shape, device, stream=spec.noise_stream)
-        extra_args = {}
+        extra_args, y0 = {}, None
         if low_res is not None:
             level = torch.full((len(chunk),), level_value, device=device)
             aug_noise = noise_from_seeds(chunk, shape, device, stream=spec.condition_stream)
             low = to_process(low_res[start : start + batch_size].to(device), cfg.diffusion.data_range)
-            cond, level = conditioning.make_condition(low, cfg.resolution, level, aug_noise)
+            cond, level = conditioning.make_condition(low, cfg.resolution, level, aug_noise, mode)
             extra_args = {"cond": cond, "aug_level": level}
-        generators = generators_from_seeds(chunk, device, stream=spec.noise_stream)
-        with bf16_autocast(device, mixed_precision):
-            images = sample(name, model, schedule, noise, steps, extra_args=extra_args, generators=generators)
-        chunks.append(from_process(images.float(), cfg.diffusion.data_range).clamp(-1, 1).cpu())
+            if cfg.diffusion.process != "ddpm":
+                y0 = conditioning.upsample(low, cfg.resolution, mode)
+        total = 0
+        for draw in range(draws):
+            noise = noise_from_seeds(chunk, shape, device, stream=spec.noise_stream, draw=draw)
+            generators = generators_from_seeds(chunk, device, stream=spec.noise_stream, draw=draw)
+            with bf16_autocast(device, mixed_precision):
+                images = processes.generate(model, cfg.diffusion, schedule, sampler, noise, extra_args, generators, y0)
+            total = total + from_process(images.float(), cfg.diffusion.data_range).clamp(-1, 1)
+        chunks.append((total / draws).cpu())
     return torch.cat(chunks)
 
 

@@ -60,9 +60,15 @@ def stage_spec(name: str) -> StageSpec:
     return STAGES[name]
 
 
-def run_name(stage: str, use_swin: bool) -> str:
-    """The name of a trained variant, such as `sr1_swin` or `base64_noswin`: its run folder and table row."""
-    return f"{stage}_{'swin' if use_swin else 'noswin'}"
+# The process of the learned baselines (diffusion.processes): trained like a stage, named apart from it.
+BASELINE_PROCESS = "regression"
+
+
+def run_name(stage: str, use_swin: bool, process: str | None = None) -> str:
+    """The name of a trained variant, such as `sr1_swin`, `base64_noswin` or the baseline `sr1_swin_regression`:
+    its run folder and table row."""
+    name = f"{stage}_{'swin' if use_swin else 'noswin'}"
+    return f"{name}_{process}" if process == BASELINE_PROCESS else name
 
 
 def check_chain(stages: list[str] | tuple[str, ...]) -> None:

@@ -35,9 +35,10 @@ def test_reference_preset_follows_the_notebooks():
 
 
 def test_full_preset_is_the_projects_recipe_at_the_references_scale():
-    sr1 = stage_config("sr1", "full")
+    base, sr1 = stage_config("base64", "full"), stage_config("sr1", "full")
     assert sr1.unet.family == "project" and sr1.unet.channels == (64, 128, 256) and sr1.conditioning.enabled
-    assert (sr1.diffusion.schedule, sr1.diffusion.prediction, sr1.train.ema_decay) == ("cosine", "v", 0.9999)
+    assert (base.diffusion.schedule, base.diffusion.prediction, base.train.ema_decay) == ("cosine", "v", 0.9999)
+    assert (sr1.diffusion.process, sr1.diffusion.timesteps, sr1.diffusion.prediction) == ("resshift", 4, "residual")
     assert PRESETS["full"].full_chain is None  # the stage defaults
 
 
@@ -56,7 +57,8 @@ def test_replace_changes_nested_fields_and_validates():
         ({"unet": {"swin_window": 3}}, "does not divide the 16x16 bottleneck"),
         ({"unet": {"attention_resolutions": (8,)}}, "attention_resolutions holds 8"),
         ({"unet": {"norm_groups": 3}}, "not divisible by norm_groups=3"),
-        ({"diffusion": {"prediction": "x0"}}, "prediction must be"),
+        ({"diffusion": {"prediction": "v"}}, "prediction must be one of residual, x0 for process 'resshift'"),
+        ({"diffusion": {"process": "ddpm", "timesteps": 1, "prediction": "v"}}, "timesteps=1 does not suit process 'ddpm'"),
     ],
 )
 def test_invalid_settings_name_the_parameter(changes, message):
@@ -79,3 +81,13 @@ def test_configs_of_checkpoints_from_before_the_stage_table_still_load():
     """Checkpoints written before 2026-11-30 stored the stage's sampler in its config; it is ignored now."""
     stored = stage_config("sr1", "demo").to_dict() | {"sampler": "dpmpp", "sample_steps": 20}
     assert StageConfig.from_dict(stored) == stage_config("sr1", "demo")
+
+
+def test_residual_processes_are_for_super_resolution_and_the_baseline_is_a_named_process():
+    with pytest.raises(MRNetError, match="process 'resshift' turns a low-res image into a high-res one"):
+        stage_config("base64", "smoke").replace(diffusion={"process": "resshift", "timesteps": 4, "prediction": "residual"})
+    baseline = stage_config("sr1", "demo", process="regression")
+    assert (baseline.diffusion.process, baseline.diffusion.timesteps, baseline.name) == ("regression", 1, "sr1_swin_regression")
+    assert baseline.train == stage_config("sr1", "demo").train and baseline.unet == stage_config("sr1", "demo").unet
+    with pytest.raises(MRNetError, match="process='ddpm'"):
+        stage_config("sr1", "demo", process="ddpm")

@@ -30,6 +30,7 @@ import torch
 from torch_threads import one_thread
 
 from mrnet_utils.config import stage_config
+from mrnet_utils.diffusion import processes
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.networks.unet import UNet
 from mrnet_utils.training import loop as training
@@ -57,7 +58,7 @@ def _worker(cache: Path, out: Path) -> None:
     result = training.train(CFG, cache, out / "ddp", progress=False)
     torch.save({"model": trained[-1].state_dict(), "skipped": result.skipped_batches}, out / f"rank{rank}_ddp.pt")
 
-    real_loss, calls = training.diffusion_loss, itertools.count()
+    real_loss, calls = processes.loss, itertools.count()
 
     def poisoned_loss(*args, **kwargs):
         value = real_loss(*args, **kwargs)
@@ -68,7 +69,7 @@ def _worker(cache: Path, out: Path) -> None:
             return value + float("inf")  # an overflowed loss whose gradients stay finite
         return value
 
-    training.diffusion_loss = poisoned_loss
+    processes.loss = poisoned_loss
     cfg = CFG.replace(train=dict(on_nonfinite="skip"))
     result = training.train(cfg, cache, out / "poisoned", progress=False)
     torch.save(

@@ -28,6 +28,7 @@ import pytest
 import torch
 
 from mrnet_utils import cli, files
+from mrnet_utils.diffusion import processes
 from mrnet_utils.config import stage_config
 from mrnet_utils.data.mrnet import list_exam_ids
 from mrnet_utils.data.phantom import write_phantom
@@ -123,13 +124,13 @@ def digests(folder):
 def poison_losses(monkeypatch, steps):
     """Make the training loss NaN at the given (0-based) steps of a run that starts at step 0."""
     calls = itertools.count()
-    real_loss = training.diffusion_loss
+    real_loss = processes.loss
 
     def loss(*args, **kwargs):
         value = real_loss(*args, **kwargs)
         return value * float("nan") if next(calls) in steps else value
 
-    monkeypatch.setattr(training, "diffusion_loss", loss)
+    monkeypatch.setattr(processes, "loss", loss)
 
 
 # --- exact resume ---------------------------------------------------------------------------------
@@ -336,7 +337,7 @@ def test_preprocess_refuses_bad_paths_and_empty_selections_in_one_line(phantom, 
     blocker.write_text("")
     cases = [
         (("--mrnet-root", tmp_path / "nowhere"), f"MRNet folder {tmp_path / 'nowhere'} does not exist"),
-        (("--mrnet-root", phantom, "--task", "acl"), f"no valid exam of {phantom} is positive for task 'acl'"),
+        (("--mrnet-root", phantom, "--selection", "acl"), f"no valid exam of {phantom} is positive for 'acl'"),
     ]
     for argv, expected in cases:
         code, err = run_cli(capsys, "preprocess", *argv, "--out", tmp_path / "c.npz")

@@ -7,6 +7,7 @@ import torch
 
 from mrnet_utils import stages as stage_table
 from mrnet_utils.config import PRESETS, stage_config
+from mrnet_utils.diffusion import processes
 from mrnet_utils.diffusion.samplers import SAMPLERS
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.networks.unet import UNet
@@ -32,9 +33,10 @@ def test_every_random_stream_is_used_once():
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_default_samplers_exist_and_fit_every_presets_schedule(preset):
     for name, spec in STAGES.items():
-        sampler, steps = spec.sampler
-        assert sampler in SAMPLERS
-        assert 1 <= steps <= stage_config(name, preset).diffusion.timesteps
+        assert spec.sampler[0] in SAMPLERS  # the default of a ddpm stage
+        cfg = stage_config(name, preset)
+        sampler, steps = processes.default_sampler(cfg.diffusion, spec.sampler)
+        assert processes.takes_sampler(cfg.diffusion, sampler) and 1 <= steps <= cfg.diffusion.timesteps
 
 
 def test_the_cascade_chains_and_bad_chains_are_refused():
@@ -75,7 +77,7 @@ def test_a_new_stage_is_one_row_of_the_table(with_a_512_stage):
     cfg = stage_config("sr3", "smoke")
     assert (cfg.resolution, cfg.low_resolution, cfg.unet.cond_channels, cfg.name) == (512, 256, 1, "sr3_swin")
     assert {"sr3_256_to_512", "cascade_64_to_512"} <= set(super_resolution._sr_tasks())
-    assert ("sr3", True) in layout.study_runs() and ("sr3", False) in layout.study_runs()
+    assert {("sr3", True, None), ("sr3", False, None), ("sr3", True, "regression")} <= set(layout.study_runs())
     with pytest.raises(MRNetError, match="the reference study has no run of stage sr3"):
         stage_config("sr3", "reference")
     stages = [_untrained(name) for name in (*CASCADE, "sr3")]
@@ -86,7 +88,7 @@ def test_a_new_stage_is_one_row_of_the_table(with_a_512_stage):
 def test_a_new_stage_leaves_the_noise_of_the_others_as_it_was(monkeypatch):
     sr1 = _untrained("sr1")
     low_res = torch.zeros(2, 1, 64, 64)
-    before = sample_stage(sr1.model, sr1.config, [0, 1], low_res, ("ddpm", 3), progress=False)
+    before = sample_stage(sr1.model, sr1.config, [0, 1], low_res, progress=False)
     monkeypatch.setitem(STAGES, "sr3", StageSpec("sr3", 512, 256, ("dpmpp", 3), 7, 8, False, 1000, 100))
-    after = sample_stage(sr1.model, sr1.config, [0, 1], low_res, ("ddpm", 3), progress=False)
+    after = sample_stage(sr1.model, sr1.config, [0, 1], low_res, progress=False)
     assert torch.equal(before, after)

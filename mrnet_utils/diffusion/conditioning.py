@@ -18,9 +18,16 @@ from torch import Tensor
 from mrnet_utils.errors import MRNetError
 
 
-def upsample(low_res: Tensor, size: int) -> Tensor:
-    """Bilinear upsampling of (B, C, h, w) to (B, C, size, size), half-pixel centres (align_corners=False)."""
-    return F.interpolate(low_res, size=(size, size), mode="bilinear", align_corners=False)
+def upsample(low_res: Tensor, size: int, mode: str = "bilinear") -> Tensor:
+    """Upsampling of (B, C, h, w) to (B, C, size, size), half-pixel centres (align_corners=False).
+
+    "bilinear" (SR3's, and the reference's) or "bicubic", a better starting point for the residual
+    formulations (diffusion.processes); bicubic overshoots at edges, so it is clamped to [-1, 1].
+    """
+    if mode not in ("bilinear", "bicubic"):
+        raise MRNetError(f"upsampling mode must be 'bilinear' or 'bicubic', not {mode!r}")
+    upsampled = F.interpolate(low_res, size=(size, size), mode=mode, align_corners=False)
+    return upsampled if mode == "bilinear" else upsampled.clamp(-1, 1)
 
 
 def sample_aug_levels(
@@ -39,14 +46,16 @@ def augment(cond: Tensor, level: Tensor, noise: Tensor) -> Tensor:
     return (1 - level.square()).sqrt() * cond + level * noise
 
 
-def make_condition(low_res: Tensor, size: int, level: Tensor | float, noise: Tensor) -> tuple[Tensor, Tensor]:
-    """The network's condition and level: augment(upsample(low_res, size), level, noise), level as (B,)."""
+def make_condition(
+    low_res: Tensor, size: int, level: Tensor | float, noise: Tensor, mode: str = "bilinear"
+) -> tuple[Tensor, Tensor]:
+    """The network's condition and level: augment(upsample(low_res, size, mode), level, noise), level as (B,)."""
     if isinstance(level, float | int):
         if not 0 <= level <= 1:
             raise MRNetError(f"conditioning level={level} must lie in [0, 1]")
         level = torch.full((len(low_res),), float(level), device=low_res.device)
     level = level.to(device=low_res.device, dtype=low_res.dtype)
-    return augment(upsample(low_res, size), level, noise), level
+    return augment(upsample(low_res, size, mode), level, noise), level
 
 
 __all__ = ["upsample", "sample_aug_levels", "augment", "make_condition"]

@@ -44,34 +44,41 @@ Device = torch.device | str
 _START_NOISE, _STEP_NOISE = 0, 1
 
 
-def _derived_seed(seed: int, stream: int, purpose: int) -> int:
-    """A 64-bit seed for (seed, stream, purpose); SeedSequence hashes them, so nearby inputs do not collide."""
+def _derived_seed(seed: int, stream: int, purpose: int, draw: int = 0) -> int:
+    """A 64-bit seed for (seed, stream, purpose, draw); SeedSequence hashes them, so nearby inputs do not collide.
+    Draw 0 hashes (seed, stream, purpose) alone, as before draws existed, so its numbers are unchanged."""
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise MRNetError(f"seeds must be non-negative integers, got {seed!r}")
-    return int(np.random.SeedSequence([int(seed), stream, purpose]).generate_state(1, np.uint64)[0])
+    entropy = [int(seed), stream, purpose] + ([draw] if draw else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0])
 
 
-def noise_from_seeds(seeds: list[int], shape_chw: tuple[int, ...], device: Device, stream: int = 0) -> Tensor:
+def noise_from_seeds(
+    seeds: list[int], shape_chw: tuple[int, ...], device: Device, stream: int = 0, draw: int = 0
+) -> Tensor:
     """x_T ~ N(0, I), one image per seed, shape (len(seeds), *shape_chw).
 
     Drawn on the CPU and then moved, so the starting noise (and with it every DDIM and
     DPM-Solver++ sample) is the same on any device. `stream` separates independent uses
-    of one seed, e.g. the stages of a cascade.
+    of one seed, e.g. the stages of a cascade; `draw` separates repeated draws for one image
+    (the draws a posterior-mean estimate averages).
     """
     draws = [
-        torch.randn((1, *shape_chw), generator=torch.Generator().manual_seed(_derived_seed(s, stream, _START_NOISE)))
+        torch.randn(
+            (1, *shape_chw), generator=torch.Generator().manual_seed(_derived_seed(s, stream, _START_NOISE, draw))
+        )
         for s in seeds
     ]
     return torch.cat(draws).to(device)
 
 
-def generators_from_seeds(seeds: list[int], device: Device, stream: int = 0) -> list[torch.Generator]:
+def generators_from_seeds(seeds: list[int], device: Device, stream: int = 0, draw: int = 0) -> list[torch.Generator]:
     """One generator per image for the per-step noise, on `device` so that drawing needs no host copy.
 
-    Distinct from the stream `noise_from_seeds` uses for the same (seed, stream). On a GPU
+    Distinct from the stream `noise_from_seeds` uses for the same (seed, stream, draw). On a GPU
     these draw different numbers than on the CPU, so DDPM and SDE-DPM-Solver++ samples differ across devices.
     """
-    return [torch.Generator(device=device).manual_seed(_derived_seed(s, stream, _STEP_NOISE)) for s in seeds]
+    return [torch.Generator(device=device).manual_seed(_derived_seed(s, stream, _STEP_NOISE, draw)) for s in seeds]
 
 
 def trailing_timesteps(T: int, steps: int) -> list[int]:

@@ -51,7 +51,7 @@ def generate(
     or the full chain for presets that ask), recorded in `samplers`.
     """
     stages = [checkpoint.load_stage(find_run(paths, stage, use_swin), device) for stage, use_swin in generator.stages]
-    samplers = {stage.config.stage: study_sampler(stage.config) or stage.config.spec.sampler for stage in stages}
+    samplers = {stage.config.stage: study_sampler(stage.config) for stage in stages}
     seeds = list(range(count))
     start = time.perf_counter()
     images = pipeline.sample_cascade(stages, seeds, samplers, batch_size=batch_size, progress=progress)

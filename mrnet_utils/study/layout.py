@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 from mrnet_utils.config import StageConfig, preset
-from mrnet_utils.stages import CASCADE, SamplerChoice, run_name
+from mrnet_utils.diffusion import processes
+from mrnet_utils.stages import BASELINE_PROCESS, CASCADE, STAGES, SamplerChoice, run_name
 
 # The two network variants of every cascade stage: with and without the Swin bottleneck.
 VARIANTS = {"Swin": True, "no Swin": False}
@@ -46,19 +47,42 @@ GENERATORS = (
 )
 
 
-def study_runs() -> list[tuple[str, bool]]:
-    """Every (stage, use_swin) the study trains, once each, in the order the generators first use them."""
-    runs: list[tuple[str, bool]] = []
+@dataclass(frozen=True)
+class SRModel:
+    """A model of the super-resolution comparison: a variant of the SR stages, or the regression baseline."""
+
+    label: str  # in row names: "SR1 (Swin), sample"
+    use_swin: bool
+    process: str | None = None  # None: the preset's; "regression": the learned baseline (diffusion.processes)
+
+
+SR_MODELS = (
+    SRModel("Swin", True),
+    SRModel("no Swin", False),
+    # The same network, data, degradation, conditioning and budget as the Swin stage, without noise.
+    SRModel("regression", True, BASELINE_PROCESS),
+)
+
+
+def study_runs() -> list[tuple[str, bool, str | None]]:
+    """Every (stage, use_swin, process) the study trains, once each: the generators' stages in the order
+    they first use them, then the regression baselines of the SR stages."""
+    runs: list[tuple[str, bool, str | None]] = []
     for stage in dict.fromkeys(stage for generator in GENERATORS for stage, _ in generator.stages):
-        runs += [(stage, use_swin) for use_swin in VARIANTS.values()
+        runs += [(stage, use_swin, None) for use_swin in VARIANTS.values()
                  if any((stage, use_swin) in generator.stages for generator in GENERATORS)]
+    sr_stages = [stage for stage in CASCADE if STAGES[stage].is_super_resolution]
+    runs += [(stage, model.use_swin, model.process) for model in SR_MODELS if model.process for stage in sr_stages]
     return runs
 
 
-def study_sampler(cfg: StageConfig) -> SamplerChoice | None:
-    """How the study samples a stage: the full chain for presets that name one, else the stage's default (None)."""
+def study_sampler(cfg: StageConfig) -> SamplerChoice:
+    """How the study samples a stage: over all T steps with the preset's full-chain sampler, for a ddpm stage
+    of a preset that names one (the reference's way), else as the stage samples by default."""
     full_chain = preset(cfg.preset).full_chain
-    return (full_chain, cfg.diffusion.timesteps) if full_chain else None
+    if full_chain and cfg.diffusion.process == "ddpm":
+        return full_chain, cfg.diffusion.timesteps
+    return processes.default_sampler(cfg.diffusion, cfg.spec.sampler)
 
 
 @dataclass(frozen=True)
@@ -86,8 +110,8 @@ class StudyPaths:
     def savepoints(self) -> Path:
         return self.root / "savepoints" / self.preset
 
-    def run(self, stage: str, use_swin: bool) -> Path:
-        return self.savepoints / run_name(stage, use_swin)
+    def run(self, stage: str, use_swin: bool, process: str | None = None) -> Path:
+        return self.savepoints / run_name(stage, use_swin, process)
 
     def samples(self, generator: Generator) -> Path:
         return self.savepoints / "samples" / generator.folder

@@ -14,7 +14,8 @@ from mrnet_utils.data.slices import to_unit
 from mrnet_utils.evaluation import metrics, plots, tables
 from mrnet_utils.stages import CASCADE, STAGES
 from mrnet_utils.study.data import HeldOut
-from mrnet_utils.study.layout import StudyPaths, study_sampler
+from mrnet_utils.stages import BASELINE_PROCESS
+from mrnet_utils.study.layout import SR_MODELS, SRModel, StudyPaths, study_sampler
 from mrnet_utils.study.training import find_run
 from mrnet_utils.training import checkpoint
 
@@ -64,58 +65,78 @@ SR_CHART_METRICS = ("psnr", "ssim", "ms_ssim", "fsim", "lpips", "ag", "vif")
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ms_ssim": True, "fsim": True, "lpips": False, "vif": True}
 
 
+# The two outputs of a diffusion SR stage: one draw, and the mean of `draws` draws (an estimate of
+# the posterior mean E[x_0 | low-res], the output to hold against interpolation for fidelity).
+# The regression baseline has one output.
+OUTPUT_KINDS = ("sample", "mean")
+MEAN_DRAWS = 4  # draws averaged for the mean: 4 times a sample's network evaluations
+
+
 def super_resolve(
-    stage: pipeline.TrainedStage, low_res: torch.Tensor, batch_size: int = 8, progress: bool = True
+    stage: pipeline.TrainedStage, low_res: torch.Tensor, batch_size: int = 8, progress: bool = True, draws: int = 1
 ) -> Timed:
-    """Super-resolve each low-res image once (image i with seed i), with the wall time per image."""
+    """Super-resolve each low-res image (image i with seed i), the mean of `draws` draws, with the wall time per image."""
     start = time.perf_counter()
     images = pipeline.sample_stage(
         stage.model, stage.config, list(range(len(low_res))), low_res, study_sampler(stage.config),
-        batch_size=batch_size, progress=progress,
+        batch_size=batch_size, progress=progress, draws=draws,
     )
     return Timed(images, (time.perf_counter() - start) / len(low_res))
+
+
+def output_kinds(model: SRModel) -> dict[str, int]:
+    """{kind: draws}: a diffusion stage's sample and posterior-mean outputs, or the baseline's one output."""
+    return {"output": 1} if model.process == BASELINE_PROCESS else {"sample": 1, "mean": MEAN_DRAWS}
+
+
+def row_name(task: str, model: SRModel, kind: str) -> str:
+    """A table row: "SR1 (Swin), sample", "SR1 + SR2 (no Swin), mean", "SR1 (regression)"."""
+    return f"{SR_TASKS[task].model} ({model.label})" + ("" if kind == "output" else f", {kind}")
 
 
 def super_resolution_outputs(
     paths: StudyPaths,
     held: HeldOut,
-    use_swin: bool,
+    model: SRModel,
     batch_size: int = 8,
     device: str | torch.device = "cpu",
     progress: bool = True,
-) -> dict[str, Timed]:
-    """The SR stages of one variant on the held-out slices, for each of SR_TASKS.
+) -> dict[str, dict[str, Timed]]:
+    """{task: {kind: output}}: the SR stages of one model on the held-out slices, for each of SR_TASKS.
 
-    A chained task feeds each stage's output to the next, as the cascade does; its time
-    is the sum of its stages'. A chain reuses the output of its first stage on the same
-    input instead of sampling it again.
+    A chained task feeds each stage's output to the next, as the cascade does (samples to a
+    sample, means to a mean); its time is the sum of its stages'. A chain reuses the output
+    of its first stage on the same input instead of sampling it again.
     """
     loaded = {
-        name: checkpoint.load_stage(find_run(paths, name, use_swin), device)
+        name: checkpoint.load_stage(find_run(paths, name, model.use_swin, model.process), device)
         for name in dict.fromkeys(stage for task in SR_TASKS.values() for stage in task.stages)
     }
-    done: dict[tuple[int, tuple[str, ...]], Timed] = {}
+    done: dict[tuple[int, tuple[str, ...], int], Timed] = {}
 
-    def chain(start: int, stages: tuple[str, ...]) -> Timed:
-        if (start, stages) not in done:
-            before = chain(start, stages[:-1]) if len(stages) > 1 else Timed(held.at(start), 0.0)
-            result = super_resolve(loaded[stages[-1]], before.images, batch_size, progress)
-            done[start, stages] = Timed(result.images, before.seconds_per_image + result.seconds_per_image)
-        return done[start, stages]
+    def chain(start: int, stages: tuple[str, ...], draws: int) -> Timed:
+        if (start, stages, draws) not in done:
+            before = chain(start, stages[:-1], draws) if len(stages) > 1 else Timed(held.at(start), 0.0)
+            result = super_resolve(loaded[stages[-1]], before.images, batch_size, progress, draws)
+            done[start, stages, draws] = Timed(result.images, before.seconds_per_image + result.seconds_per_image)
+        return done[start, stages, draws]
 
-    return {name: chain(task.low_resolution, task.stages) for name, task in SR_TASKS.items()}
+    return {
+        name: {kind: chain(task.low_resolution, task.stages, draws) for kind, draws in output_kinds(model).items()}
+        for name, task in SR_TASKS.items()
+    }
 
 
 def evaluate_sr_task(
-    held: HeldOut, outputs: dict[str, dict[str, Timed]], task: str, lpips_weights: dict | None = None
+    held: HeldOut, outputs: dict[SRModel, dict[str, dict[str, Timed]]], task: str, lpips_weights: dict | None = None
 ) -> tables.SRScores:
-    """tables.evaluate_super_resolution for one of SR_TASKS; `outputs` maps a variant to its super_resolution_outputs."""
+    """tables.evaluate_super_resolution for one of SR_TASKS; `outputs` maps each model to its super_resolution_outputs."""
     spec = SR_TASKS[task]
-    predictions = {f"{spec.model} ({variant})": timed[task].images for variant, timed in outputs.items()}
-    timings = {f"{spec.model} ({variant})": timed[task].seconds_per_image for variant, timed in outputs.items()}
+    results = {row_name(task, model, kind): timed for model, by_task in outputs.items()
+               for kind, timed in by_task[task].items()}
     return tables.evaluate_super_resolution(
-        held.at(spec.low_resolution), held.at(spec.resolution), predictions, held.exam_ids, held.slice_index,
-        lpips_weights, timings,
+        held.at(spec.low_resolution), held.at(spec.resolution), {name: r.images for name, r in results.items()},
+        held.exam_ids, held.slice_index, lpips_weights, {name: r.seconds_per_image for name, r in results.items()},
     )
 
 
@@ -124,12 +145,17 @@ COMPARED_METRICS = ("psnr", "ssim", "spectrum_error", "ag_error")
 BASELINES = ("lanczos", "bicubic")
 
 
-def sr_comparisons(scores: tables.SRScores) -> pd.DataFrame:
-    """Paired, exam-bootstrapped comparisons: every model against Lanczos and bicubic, and the models
-    against each other (e.g. Swin against no Swin), on COMPARED_METRICS."""
-    models = [name for name in scores.table.index if name not in (*metrics.INTERPOLATIONS, tables.REFERENCE_ROW)]
-    pairs = [(model, baseline) for model in models for baseline in BASELINES]
-    pairs += [(a, b) for index, a in enumerate(models) for b in models[index + 1:]]
+def sr_comparisons(scores: tables.SRScores, task: str) -> pd.DataFrame:
+    """Paired, exam-bootstrapped comparisons on COMPARED_METRICS: every model output against Lanczos and
+    bicubic, Swin against no Swin for each output, and each diffusion output against the regression baseline."""
+    rows = set(scores.table.index)
+    outputs = [row_name(task, model, kind) for model in SR_MODELS for kind in output_kinds(model)]
+    pairs = [(row, baseline) for row in outputs for baseline in BASELINES]
+    swin, no_swin, regression = SR_MODELS
+    for kind in OUTPUT_KINDS:
+        pairs.append((row_name(task, swin, kind), row_name(task, no_swin, kind)))
+        pairs += [(row_name(task, model, kind), row_name(task, regression, "output")) for model in (swin, no_swin)]
+    pairs = [(a, b) for a, b in pairs if a in rows and b in rows]
     return tables.comparison_table([scores.compare(a, b, metric) for a, b in pairs for metric in COMPARED_METRICS])
 
 
@@ -145,12 +171,14 @@ def psnr_scores(candidates: dict[str, torch.Tensor], truth: torch.Tensor) -> dic
 
 
 def sr_comparison_figure(
-    held: HeldOut, outputs: dict[str, dict[str, Timed]], task: str, count: int = 3, zoom_fraction: float = 0.25
+    held: HeldOut, outputs: dict[SRModel, dict[str, dict[str, Timed]]], task: str, count: int = 3,
+    zoom_fraction: float = 0.25,
 ) -> Figure:
-    """Low-res input | nearest | bilinear | bicubic | Lanczos | each variant | ground truth, PSNR under each panel."""
+    """Low-res input | nearest | bilinear | bicubic | Lanczos | each model output | ground truth, PSNR under each panel."""
     spec = SR_TASKS[task]
     low, truth = held.at(spec.low_resolution)[:count], held.at(spec.resolution)[:count]
-    predictions = {f"{spec.model} ({variant})": timed[task].images[:count] for variant, timed in outputs.items()}
+    predictions = {row_name(task, model, kind): timed.images[:count]
+                   for model, by_task in outputs.items() for kind, timed in by_task[task].items()}
     candidates = sr_candidates(low, predictions, spec.resolution)
     fig = plots.plot_sr_comparison(
         low, candidates, truth, zoom=plots.centre_zoom(spec.resolution, zoom_fraction), scores=psnr_scores(candidates, truth)

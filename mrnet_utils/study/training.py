@@ -22,14 +22,17 @@ from mrnet_utils.training.log import read_train_log
 from mrnet_utils.training.loop import train
 
 
-def training_config(stage: str, preset: str, use_swin: bool, sample_grids: int) -> StageConfig:
-    """The preset's config, writing `sample_grids` sample grids during training besides the final one.
+def training_config(
+    stage: str, preset: str, use_swin: bool, sample_grids: int, process: str | None = None
+) -> StageConfig:
+    """The preset's config (config.stage_config), writing `sample_grids` sample grids during training
+    besides the final one.
 
     Grids fall every steps // (sample_grids + 1) + 1 steps: evenly spaced and before the
     last step, whose grid `samples_final.png` is written anyway (runs of fewer than about
     sample_grids**2 steps get fewer grids, or one on the last step).
     """
-    cfg = stage_config(stage, preset, use_swin)
+    cfg = stage_config(stage, preset, use_swin, process)
     if sample_grids < 0:
         raise MRNetError(f"sample_grids={sample_grids} must be 0 (final grid only) or more")
     every = cfg.train.steps // (sample_grids + 1) + 1 if sample_grids else 0
@@ -86,13 +89,13 @@ def read_sample_grids(run_dir: str | Path) -> dict[int, np.ndarray]:
     return grids
 
 
-def find_run(paths: StudyPaths, stage: str, use_swin: bool) -> Path:
+def find_run(paths: StudyPaths, stage: str, use_swin: bool, process: str | None = None) -> Path:
     """The run folder of a trained stage; an error naming how to train it when its final checkpoint is missing."""
-    run_dir = paths.run(stage, use_swin)
+    run_dir = paths.run(stage, use_swin, process)
     if not (run_dir / FINAL_CHECKPOINT).is_file():
         raise MRNetError(
-            f"no final checkpoint in {run_dir}: stage {stage} (use_swin={use_swin}) of the {paths.preset} study is "
-            "not trained yet; train it first (train_stage, which notebooks/01_train_stage.ipynb runs)"
+            f"no final checkpoint in {run_dir}: {run_dir.name} of the {paths.preset} study is not trained yet; "
+            "train it first (train_stage, which notebooks/01_train_stage.ipynb runs)"
         )
     return run_dir
 

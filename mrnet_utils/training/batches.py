@@ -16,6 +16,7 @@ import torch
 from mrnet_utils.config import StageConfig
 from mrnet_utils.diffusion import conditioning
 from mrnet_utils.diffusion.losses import sample_timesteps
+from mrnet_utils.diffusion.processes import UPSAMPLING
 from mrnet_utils.diffusion.schedules import to_process
 from mrnet_utils.training.distributed import Distributed
 
@@ -37,6 +38,7 @@ class Batch:
     t: torch.Tensor  # (B,) timesteps
     noise: torch.Tensor  # (B, 1, R, R)
     extra_args: dict  # what the network takes besides (x_t, t): cond and aug_level, labels
+    y0: torch.Tensor | None = None  # the clean upsampled input of the residual processes
 
 
 def draw_batch(
@@ -58,7 +60,7 @@ def draw_batch(
     x0 = to_process(images[index], cfg.diffusion.data_range)
     t = sample_timesteps(batch, timesteps, generator)
     noise = torch.randn(x0.shape, generator=generator)
-    extra_args = {}
+    extra_args, y0 = {}, None
     if low_res is not None:
         aug = cfg.conditioning
         level = (
@@ -66,13 +68,16 @@ def draw_batch(
         )
         aug_noise = torch.randn(x0.shape, generator=generator)
         low = to_process(low_res[index], cfg.diffusion.data_range)
-        cond, level = conditioning.make_condition(low, cfg.resolution, level, aug_noise)
+        mode = UPSAMPLING[cfg.diffusion.process]
+        cond, level = conditioning.make_condition(low, cfg.resolution, level, aug_noise, mode)
         extra_args = {"cond": cond, "aug_level": level}
+        if cfg.diffusion.process != "ddpm":
+            y0 = conditioning.upsample(low, cfg.resolution, mode)
     if cfg.unet.num_labels:
         # Classifier-free guidance (Ho & Salimans 2022): a share of rows trains the null label (-1).
         dropped = torch.rand(batch, generator=generator) < cfg.train.label_dropout
         extra_args["labels"] = torch.where(dropped[:, None], -1.0, labels[index])
-    return Batch(x0, t, noise, extra_args)
+    return Batch(x0, t, noise, extra_args, y0)
 
 
 def to_device(batch: Batch, distributed: Distributed, device: torch.device, channels_last: bool) -> Batch:
@@ -84,4 +89,5 @@ def to_device(batch: Batch, distributed: Distributed, device: torch.device, chan
             tensor = tensor.contiguous(memory_format=torch.channels_last)
         return tensor
 
-    return Batch(move(batch.x0), move(batch.t), move(batch.noise), {k: move(v) for k, v in batch.extra_args.items()})
+    y0 = move(batch.y0) if batch.y0 is not None else None
+    return Batch(move(batch.x0), move(batch.t), move(batch.noise), {k: move(v) for k, v in batch.extra_args.items()}, y0)

@@ -23,9 +23,9 @@ from tqdm.auto import tqdm
 
 from mrnet_utils.config import StageConfig
 from mrnet_utils.data.slices import SliceDataset, degrade
-from mrnet_utils.diffusion import conditioning
-from mrnet_utils.diffusion.losses import diffusion_loss, sample_timesteps
-from mrnet_utils.diffusion.schedules import NoiseSchedule, to_process
+from mrnet_utils.diffusion import conditioning, processes
+from mrnet_utils.diffusion.losses import sample_timesteps
+from mrnet_utils.diffusion.schedules import to_process
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.networks import build_network
 from mrnet_utils.pipeline import bf16_autocast, sample_stage, save_grid
@@ -124,7 +124,7 @@ def train_step(
     state: TrainState,
     net: torch.nn.Module,
     batch: Batch,
-    schedule: NoiseSchedule,
+    schedule: processes.Schedule,
     cfg: StageConfig,
     autocast: AbstractContextManager,
     last_good: Path | None,
@@ -136,8 +136,8 @@ def train_step(
     outside cfg.train.grad_norm_window (when set) changes nothing either.
     """
     with autocast:
-        loss = diffusion_loss(
-            net, schedule, batch.x0, batch.t, batch.noise, cfg.diffusion.min_snr_gamma, batch.extra_args
+        loss = processes.loss(
+            net, cfg.diffusion, schedule, batch.x0, batch.t, batch.noise, batch.extra_args, batch.y0
         ).mean()
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -183,21 +183,23 @@ def validation_loss(
     epoch (seeded by seed and epoch), as the reference study measured it for its LR schedule.
     Conditioning is clean (level 0): the loss measures the network, not the augmentation."""
     generator = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + 10**9 + epoch)
-    schedule = NoiseSchedule.from_config(cfg.diffusion)
-    schedule = NoiseSchedule(schedule.betas.to(device), schedule.prediction)
+    schedule = processes.build_schedule(cfg.diffusion, device)
+    mode = processes.UPSAMPLING[cfg.diffusion.process]
     model.eval()
     total = 0.0
     for start in range(0, len(images), cfg.train.batch_size):
         x0 = to_process(images[start : start + cfg.train.batch_size], cfg.diffusion.data_range)
-        t = sample_timesteps(len(x0), schedule.timesteps, generator)
+        t = sample_timesteps(len(x0), cfg.diffusion.timesteps, generator)
         noise = torch.randn(x0.shape, generator=generator)
-        extra = {}
+        extra, y0 = {}, None
         if low_res is not None:
-            low = to_process(low_res[start : start + cfg.train.batch_size], cfg.diffusion.data_range)
-            cond, level = conditioning.make_condition(low, cfg.resolution, 0.0, torch.zeros_like(x0))
-            extra = {"cond": cond.to(device), "aug_level": level.to(device)}
-        losses = diffusion_loss(model, schedule, x0.to(device), t.to(device), noise.to(device),
-                                cfg.diffusion.min_snr_gamma, extra)
+            low = to_process(low_res[start : start + cfg.train.batch_size], cfg.diffusion.data_range).to(device)
+            clean = torch.zeros(x0.shape, device=device)  # level 0: the condition is not noised
+            cond, level = conditioning.make_condition(low, cfg.resolution, 0.0, clean, mode)
+            extra = {"cond": cond, "aug_level": level}
+            y0 = conditioning.upsample(low, cfg.resolution, mode)
+        losses = processes.loss(model, cfg.diffusion, schedule, x0.to(device), t.to(device), noise.to(device),
+                                extra, y0)
         total += float(losses.sum())
     model.train()
     return total / len(images)
@@ -239,8 +241,7 @@ def train(
     if cfg.train.lr_schedule == "plateau":
         valid = SliceDataset(data_path, "valid", cfg.resolution).images
         valid_low = degrade(valid, cfg.low_resolution) if cfg.is_super_resolution else None
-    schedule = NoiseSchedule.from_config(cfg.diffusion)
-    schedule_on_device = NoiseSchedule(schedule.betas.to(device), schedule.prediction)
+    schedule = processes.build_schedule(cfg.diffusion, device)
 
     channels_last = device.type == "cuda"
     state = build_state(cfg, device, channels_last)
@@ -267,9 +268,9 @@ def train(
     window = _RateWindow(started)
     try:  # close the bar when a step raises, so the error starts on a line of its own
         while state.step < cfg.train.steps:
-            batch = draw_batch(cfg, state.step, images, low_res, dataset.labels, schedule.timesteps)
+            batch = draw_batch(cfg, state.step, images, low_res, dataset.labels, cfg.diffusion.timesteps)
             batch = to_device(batch, distributed, device, channels_last)
-            loss = train_step(state, net, batch, schedule_on_device, cfg, autocast, last_good)
+            loss = train_step(state, net, batch, schedule, cfg, autocast, last_good)
             done = state.step
             window.images += cfg.train.batch_size
             bar.update(1)
