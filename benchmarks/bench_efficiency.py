@@ -50,6 +50,7 @@ from benchmarks.common import (
 from mrnet_utils.config import PRESETS, StageConfig, stage_config
 from mrnet_utils.data.phantom import write_phantom
 from mrnet_utils.data.preprocess import preprocess
+from mrnet_utils.diffusion import processes
 from mrnet_utils.networks import build_network
 from mrnet_utils.pipeline import (
     TrainedStage,
@@ -146,10 +147,9 @@ def reference_seconds_per_image(
     for name in PIPELINES[pipeline]:
         model, cfg = networks[name]
         steps = STAGES[name].reference_steps
-        if probe_steps and probe_steps < steps:
-            run_steps, extrapolated = probe_steps, True
-        else:
-            cfg, run_steps = cfg.replace(diffusion={"timesteps": steps}), steps
+        run_steps, extrapolated = (probe_steps, True) if probe_steps and probe_steps < steps else (steps, extrapolated)
+        # the reference's chain on this network: ancestral DDPM over T steps, whatever the stage's own process
+        cfg = cfg.replace(diffusion={"process": "ddpm", "timesteps": steps, "prediction": "epsilon"})
         low = STAGES[name].low_resolution
         low_res = torch.zeros(1, 1, low, low) if low else None
         sample_stage(model, cfg, [0], low_res, ("ddpm", 2), 1, progress=False)  # warm-up
@@ -215,9 +215,10 @@ def run(args: argparse.Namespace) -> str:
         return "\n\n".join(report)
 
     rows = []
-    chosen = {name: STAGES[name].sampler for name in configs} | dict(args.samplers)
+    chosen = {name: processes.default_sampler(cfg.diffusion, STAGES[name].sampler) for name, cfg in configs.items()}
+    chosen |= dict(args.samplers)
     for pipeline in PIPELINES:
-        warm_up = {name: ("dpmpp", 2) for name in configs}
+        warm_up = {name: (sampler, min(steps, 2)) for name, (sampler, steps) in chosen.items()}
         sample_pipeline(pipeline, networks, device, args.batch_size, args.batch_size, warm_up)
         cost = sample_pipeline(pipeline, networks, device, args.images, args.batch_size, chosen)
         reference, extrapolated = reference_seconds_per_image(pipeline, networks, device, args.reference_steps)

@@ -68,13 +68,12 @@ from benchmarks.common import (
     update_section,
 )
 from mrnet_utils.config import StageConfig, stage_config
+from mrnet_utils.diffusion import processes
 from mrnet_utils.diffusion.samplers import (
     SAMPLERS,
     generators_from_seeds,
     noise_from_seeds,
-    sample,
 )
-from mrnet_utils.diffusion.schedules import NoiseSchedule
 from mrnet_utils.pipeline import bf16_autocast
 from mrnet_utils.stages import STAGES
 
@@ -103,12 +102,15 @@ class Settings:
 
 
 GPU = Settings(
-    "full", 10, tuple(STAGES), 16, (8, 32), 100, {name: spec.sampler for name, spec in STAGES.items()},
+    "full", 10, tuple(STAGES), 16, (8, 32), 100,
+    {name: processes.default_sampler(stage_config(name, "full").diffusion, spec.sampler) for name, spec in STAGES.items()},
     tuple(STAGES), 10, 4, 10,
 )
 # bf16 on a CPU without bf16 instructions is emulated and slow: one stage is enough to test the path.
 CPU_FALLBACK = Settings(
-    "smoke", 1, ("base64",), 2, (2,), 2, {name: ("dpmpp", 3) for name in STAGES}, ("base64",), 3, 2, 1
+    "smoke", 1, ("base64",), 2, (2,), 2,
+    {name: ("dpmpp", 3) if not STAGES[name].is_super_resolution else ("resshift", 2) for name in STAGES},
+    ("base64",), 3, 2, 1,
 )
 
 
@@ -136,16 +138,15 @@ def check_bf16(configs: dict[str, StageConfig], device: torch.device, settings: 
             step_fp32 = model(x, t, **extra)
         with bf16:
             step_bf16 = model(x, t, **extra)
-        schedule = NoiseSchedule.from_config(cfg.diffusion)
         noise = noise_from_seeds(list(range(settings.check_batch)), (1, cfg.resolution, cfg.resolution), device)
-        sampler, steps = "dpmpp", settings.check_steps
+        sampler, steps = _short_chain(cfg, settings.check_steps)
         step_error = relative_error(step_fp32, step_bf16)
         with strict_fp32():
-            run_fp32 = sample(sampler, model, schedule, noise, steps, extra_args=extra)
+            run_fp32 = _run(model, cfg, noise, extra, settings.check_steps)
             perturbed = Perturbed(model, step_error, seed=2)
-            run_perturbed = sample(sampler, perturbed, schedule, noise, steps, extra_args=extra)
+            run_perturbed = _run(perturbed, cfg, noise, extra, settings.check_steps)
         with bf16:
-            run_bf16 = sample(sampler, model, schedule, noise, steps, extra_args=extra)
+            run_bf16 = _run(model, cfg, noise, extra, settings.check_steps)
         run_error, sensitivity = relative_error(run_fp32, run_bf16), relative_error(run_fp32, run_perturbed)
         within = step_error < STEP_TOLERANCE and run_error < max(RUN_TOLERANCE, 2 * sensitivity)
         rows.append({
@@ -157,6 +158,19 @@ def check_bf16(configs: dict[str, StageConfig], device: torch.device, settings: 
             "within tolerance": "yes" if within else "NO",
         })
     return rows
+
+
+def _short_chain(cfg: StageConfig, steps: int) -> tuple[str, int]:
+    """A short sampling run of the stage's own process: DPM-Solver++ for ddpm, its own chain for resshift."""
+    return ("dpmpp", steps) if cfg.diffusion.process == "ddpm" else processes.default_sampler(cfg.diffusion, ("", 0))
+
+
+def _run(model, cfg: StageConfig, noise: torch.Tensor, extra: dict, steps: int, generators=None) -> torch.Tensor:
+    """`_short_chain` from `noise`; a residual process shifts from the upsampled condition."""
+    schedule = processes.build_schedule(cfg.diffusion, noise.device)
+    return processes.generate(
+        model, cfg.diffusion, schedule, _short_chain(cfg, steps), noise, extra, generators, y0=extra.get("cond")
+    )
 
 
 class Perturbed(torch.nn.Module):
@@ -186,27 +200,37 @@ def check_host_syncs(configs: dict[str, StageConfig], device: torch.device, sett
     """Run each sampler with torch.cuda.set_sync_debug_mode('error'): a host sync inside the loop raises."""
     if device.type != "cuda":
         return [{"sampler": "all", "host syncs in the loop": "not checked: needs CUDA"}]
-    cfg = configs["sr1"]  # a super-resolution stage: the condition and the Swin bottleneck are exercised too
-    model = seeded_network(cfg, device)
-    schedule = NoiseSchedule.from_config(cfg.diffusion)  # betas stay on the CPU, as the samplers read them there
+    # A super-resolution stage: the condition and the Swin bottleneck are exercised too; the DDPM samplers
+    # run on it as if it were a ddpm stage (the network is the same), its own ResShift chain as it is.
+    sr1 = configs["sr1"]
+    as_ddpm = sr1.replace(diffusion={"process": "ddpm", "timesteps": 1000, "prediction": "epsilon"})
+    model = seeded_network(sr1, device)
     seeds = list(range(settings.check_batch))
-    noise = noise_from_seeds(seeds, (1, cfg.resolution, cfg.resolution), device)
-    extra = _extra_args(cfg, len(seeds), device)
+    noise = noise_from_seeds(seeds, (1, sr1.resolution, sr1.resolution), device)
+    extra = _extra_args(sr1, len(seeds), device)
+    runs = {name: (as_ddpm, (name, settings.check_steps)) for name in SAMPLERS}
+    if sr1.diffusion.process != "ddpm":
+        runs[sr1.diffusion.process] = (sr1, processes.default_sampler(sr1.diffusion, ("", 0)))
     rows = []
-    for name in SAMPLERS:
+    for name, (cfg, sampler) in runs.items():
+        schedule = processes.build_schedule(cfg.diffusion, "cpu")  # betas stay on the CPU, as the samplers read them
         generators = generators_from_seeds(seeds, device)
+
+        def run() -> None:
+            processes.generate(model, cfg.diffusion, schedule, sampler, noise, extra, generators, extra["cond"])
+
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            sample(name, model, schedule, noise, settings.check_steps, extra_args=extra, generators=generators)  # warm-up
+            run()  # warm-up
             torch.cuda.synchronize(device)
             torch.cuda.set_sync_debug_mode("error")
             try:
-                sample(name, model, schedule, noise, settings.check_steps, extra_args=extra, generators=generators)
+                run()
                 found = "none"
             except RuntimeError as error:
                 found = f"FOUND: {str(error).splitlines()[0]}"
             finally:
                 torch.cuda.set_sync_debug_mode("default")
-        rows.append({"sampler": f"{name} {settings.check_steps} steps", "host syncs in the loop": found})
+        rows.append({"sampler": f"{sampler[0]} {sampler[1]} steps", "host syncs in the loop": found})
     return rows
 
 

@@ -41,64 +41,65 @@ def savepoints(smoke_run):
     return folders.pop()
 
 
-def test_bench_samplers_compares_each_sampler_with_the_full_chain(tiny_cache, savepoints, tmp_path):
+def _rows(section: str) -> list[list[str]]:
+    """The table rows of one stage's section: the cells, without the leading and trailing bars."""
+    return [line.strip("| ").split(" | ") for line in section.splitlines() if line.startswith("| ") and "---" not in line][1:]
+
+
+def test_bench_samplers_tests_equivalence_with_the_full_chain_on_tuning_exams(tiny_cache, savepoints, tmp_path):
     results = tmp_path / "RESULTS.md"
     results.write_text("# Benchmark results\n\n## Other section\n\nkept\n")
     argv = ["--data", str(tiny_cache), "--checkpoints", str(savepoints), "--stages", "base64", "sr1",
-            "--reference", "ddpm:6", "--samplers", "ddim:5", "dpmpp:3", "--sr-images", "2", "--base-images", "2",
-            "--batch-size", "2", "--other-seeds", "--results", str(results)]
+            "--samplers", "ddim:5", "dpmpp:3", "resshift:2", "--tuning-exams", "1", "--base-images", "6",
+            "--batch-size", "6", "--results", str(results)]
     report = bench_samplers.main(argv)
-    lines = report.splitlines()
-    # one row per sampler and stage; the reference row differs from itself by nothing;
-    # a generating stage also runs the full chain from the next seeds (an SR stage has fixed inputs)
-    def samplers(stage):
-        return [line.split(" | ")[1] for line in lines if line.startswith(f"| {stage} |")]
-
-    assert samplers("base64_swin") == ["ddpm 6", "ddpm 6, seeds 2-3", "ddim 5", "dpmpp 3"]
-    assert samplers("sr1_swin") == ["ddpm 6", "ddim 5", "dpmpp 3"]
-    other = next(line for line in lines if line.startswith("| base64_swin | ddpm 6, seeds")).split(" | ")
-    assert float(other[4]) > 0 and float(other[5]) > 0  # other seeds, other images
-    sr_reference = next(line for line in lines if line.startswith("| sr1_swin | ddpm 6 |")).split(" | ")
-    assert sr_reference[5] == "0" and sr_reference[7] == "0"  # dPSNR, dSSIM
-    assert 5 < float(sr_reference[4]) < 60  # a PSNR in dB
-    base_reference = next(line for line in lines if line.startswith("| base64_swin | ddpm 6 |")).split(" | ")
-    assert base_reference[4] == "0" and base_reference[5] == "0"  # distances of the full chain to itself
-    assert report.count("**Fewest network evaluations within the margin: ") == 2
+    base, sr1 = report.split("## Samplers: ")[1:]
+    # the chain first, then the candidates the stage's process takes
+    assert [row[0] for row in _rows(base)] == ["ddpm 100", "ddim 5", "dpmpp 3"]
+    assert [row[0] for row in _rows(sr1)] == ["resshift 4", "resshift 2"]
+    assert "dhistogram_w1 [90% CI]" in base and "ddiversity [90% CI]" in base and "dpsnr [90% CI]" in sr1
+    chain = _rows(sr1)[0]
+    assert chain[3].startswith("+0 [") and chain[3].endswith("nan, +nan]")  # itself; 1 tuning exam: no interval
+    # with one tuning exam there is no interval, so nothing can be shown equivalent
+    assert all(row[-1] == "no" for row in _rows(base) + _rows(sr1))
+    assert report.count("**Fewest network evaluations equivalent to the chain: ") == 2
+    assert "1 tuning exams" in sr1
     written = results.read_text()
     assert "## Other section\n\nkept" in written
     for stage in ("base64_swin", "sr1_swin"):  # a section each, so that stages can be rerun one at a time
         assert f"## Samplers: {stage}, smoke checkpoints, CPU" in written
     assert "python -m benchmarks.bench_samplers --data" in written and "load average at start" in written
+    with pytest.raises(MRNetError, match="no valid slices to tune on"):
+        bench_samplers.main(argv[:-2] + ["--no-write"] + argv[-2:][:0] + ["--tuning-exams", "0"])
 
 
 def test_bench_samplers_fp32_precision_changes_nothing_on_a_cpu_and_restores_tf32(tiny_cache, savepoints):
     """--precision fp32 only turns off bf16 autocast and TF32, which a CPU never uses: same samples, same table."""
-    argv = ["--data", str(tiny_cache), "--checkpoints", str(savepoints), "--stages", "base64", "--reference",
-            "ddpm:4", "--samplers", "dpmpp:3", "--base-images", "2", "--batch-size", "2", "--no-write"]
+    argv = ["--data", str(tiny_cache), "--checkpoints", str(savepoints), "--stages", "sr1", "--samplers",
+            "resshift:2", "--tuning-exams", "1", "--batch-size", "2", "--no-write"]
     tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
 
     def table(report: str) -> list[list[str]]:  # the rows without the timing column
-        rows = [line.split(" | ") for line in report.splitlines() if line.startswith("| base64_swin |")]
-        return [row[:3] + row[4:] for row in rows]
+        return [row[:2] + row[3:] for row in _rows(report)]
 
     default, fp32 = (table(bench_samplers.main(argv + extra)) for extra in ([], ["--precision", "fp32"]))
     assert len(default) == 2 and default == fp32
     assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == tf32
 
 
-def test_the_default_is_the_fewest_evaluations_within_the_margin():
+def test_the_default_is_the_fewest_evaluations_found_equivalent():
     rows = [
-        {"sampler": "ddpm 1000", "NFE": 1000, "within margin": "yes"},
-        {"sampler": "ddim 50", "NFE": 50, "within margin": "yes"},
-        {"sampler": "dpmpp 10", "NFE": 10, "within margin": "no"},
-        {"sampler": "dpmpp 15", "NFE": 15, "within margin": "yes"},
+        {"sampler": "ddpm 1000", "NFE": 1000, "equivalent": "yes"},
+        {"sampler": "ddim 50", "NFE": 50, "equivalent": "yes"},
+        {"sampler": "dpmpp 10", "NFE": 10, "equivalent": "no"},
+        {"sampler": "dpmpp 15", "NFE": 15, "equivalent": "yes"},
     ]
     assert bench_samplers.fewest_steps(rows) == "dpmpp 15"
-    tie = [rows[0], {"sampler": "ddpm 100", "NFE": 100, "within margin": "yes"},
-           {"sampler": "dpmpp_sde 100", "NFE": 100, "within margin": "yes"}]
+    tie = [rows[0], {"sampler": "ddpm 100", "NFE": 100, "equivalent": "yes"},
+           {"sampler": "dpmpp_sde 100", "NFE": 100, "equivalent": "yes"}]
     assert bench_samplers.fewest_steps(tie) == "dpmpp_sde 100"  # how single256's default was settled
-    other_seeds = {"sampler": "ddpm 1000, seeds 16-31", "NFE": 1000, "within margin": "yes"}  # not faster
-    assert bench_samplers.fewest_steps([rows[0], other_seeds, rows[2]]).startswith("ddpm 1000 (no faster sampler")
+    assert bench_samplers.fewest_steps([rows[0], rows[2]]).startswith("ddpm 1000 (no faster sampler equivalent)")
+
 
 def test_sampler_arguments_parse_or_say_what_is_expected():
     assert parse_sampler("ddpm:T", 1000) == ("ddpm", 1000)
@@ -115,11 +116,11 @@ def test_sampler_arguments_parse_or_say_what_is_expected():
 def test_bench_efficiency_counts_network_evaluations_and_writes_its_tables(tiny_cache, tmp_path):
     results = tmp_path / "RESULTS.md"
     argv = ["--preset", "smoke", "--images", "2", "--batch-size", "2", "--reference-steps", "2",
-            "--train-window", "1", "--repeats", "1", "--train-stages", "sr1", "--samplers", "sr1=dpmpp_sde:3",
+            "--train-window", "1", "--repeats", "1", "--train-stages", "sr1", "--samplers", "sr1=resshift:3",
             "--results", str(results)]
     report = bench_efficiency.main(argv)
-    # each stage samples with its default (stages.STAGES), sr1 here with SDE-DPM-Solver++ in 3: 25 + 3 + 10 evaluations
-    assert "| cascade | dpmpp_sde 25 + dpmpp_sde 3 + dpmpp 10 | 38 |" in report
+    # each stage samples with its default (the residual SR stages: their 4-step chain), sr1 here in 3: 25 + 3 + 4
+    assert "| cascade | dpmpp_sde 25 + resshift 3 + resshift 4 | 32 |" in report
     assert "| single256 | dpmpp_sde 100 | 100 |" in report
     assert "| 2000+1000+1000 steps |" in report and "extrapolated from 2 steps per stage" in report
     assert "| sr1_swin | 4 |" in report  # the training row, at the smoke batch
@@ -166,8 +167,8 @@ def test_gpu_check_falls_back_to_the_cpu_and_says_so(tmp_path, capsys):
     assert results["host syncs in the sampling loop"][0]["host syncs in the loop"] == "not checked: needs CUDA"
     for phase in ("memory format", "training throughput", "sampling throughput"):
         assert isinstance(results[phase], list) and results[phase], phase
-    cascade = results["sampling throughput"][0]  # base64 as --samplers says, the others DPM-Solver++ 3 steps
-    assert (cascade["samplers, batch"], cascade["NFE / image"]) == ("ddpm 4 + dpmpp 3 + dpmpp 3, batch 2", 10)
+    cascade = results["sampling throughput"][0]  # base64 as --samplers says, the SR stages their chain in 2 steps
+    assert (cascade["samplers, batch"], cascade["NFE / image"]) == ("ddpm 4 + resshift 2 + resshift 2, batch 2", 8)
     # --record puts the report into a RESULTS.md as its own section
     target = tmp_path / "RESULTS.md"
     gpu_check.record(tmp_path / "gpu_check.md", target)

@@ -300,7 +300,7 @@ GENERATION_DISTANCES = ("histogram_w1", "spectrum_distance")
 
 def generation_comparisons(
     samples: dict[str, Tensor], real: Tensor, real_exams, pairs: list[tuple[str, str]],
-    bootstrap: int = 500, seed: int = 0,
+    bootstrap: int = 500, seed: int = 0, confidence: float = 0.95,
 ) -> list[statistics.Comparison]:
     """Paired differences A - B of each distance to the real slices, for each (A, B) in `pairs`.
 
@@ -333,13 +333,18 @@ def generation_comparisons(
                 )
         for m in GENERATION_DISTANCES:
             values = np.asarray(draws[m])
-            low, high = np.quantile(values, [0.025, 0.975])
+            low, high = np.quantile(values, [(1 - confidence) / 2, (1 + confidence) / 2])
             if min(n, len(exams)) < statistics.MIN_EXAMS:  # too few seeds or exams to resample
                 low = high = math.nan
             estimate = statistics.Estimate(point[m], float(low), float(high), float(values.std(ddof=1)),
                                            len(exams), len(real))
             comparisons.append(statistics.Comparison(a, b, m, estimate, higher_is_better=False))
     return comparisons
+
+
+def generation_distance(metric: str, samples: Tensor, real: Tensor) -> float:
+    """One of GENERATION_DISTANCES between two sets of [0, 1] images."""
+    return _distance(metric, _set_features(samples), _set_features(real))
 
 
 def _set_features(images: Tensor) -> dict[str, np.ndarray]:
