@@ -6,7 +6,9 @@
 #                   [--retrain] [--out DIR] [--results DIR]
 #
 # Parts: preprocess, each stage the study trains (base64, sr1, sr2, single256: the library's
-# `python -m mrnet_utils study-runs`), pipeline, evaluation.
+# `python -m mrnet_utils study-runs`), pipeline, evaluation; and, only when --only names them, swin
+# (the Swin question: SR stages in four arms x three seeds, evaluation/swin_question.ipynb) and
+# realism (the phantom against real exams, scripts/phantom_vs_real.py; needs --mrnet-root).
 # With no --mrnet-root (or $MRNET_ROOT) the study runs on the synthetic phantom.
 # Under --out (default: this folder): executed notebooks in runs/<preset>/, tables and figures in
 # evaluation/results/<preset>/ (or --results DIR), checkpoints in savepoints/<preset>/, data in data/.
@@ -63,12 +65,17 @@ for run in "${study_runs[@]}"; do
     [[ " ${trained_stages[*]} " == *" $stage "* ]] || trained_stages+=("$stage")
 done
 parts=(preprocess "${trained_stages[@]}" pipeline evaluation)
+optional=(swin realism)  # run only when --only names them
 for part in ${only//,/ }; do
-    if [[ " ${parts[*]} " != *" $part "* ]]; then
-        echo "error: --only $part is not a part of the study; choose from: ${parts[*]}" >&2
+    if [[ " ${parts[*]} ${optional[*]} " != *" $part "* ]]; then
+        echo "error: --only $part is not a part of the study; choose from: ${parts[*]} ${optional[*]}" >&2
         exit 2
     fi
 done
+if [[ ",$only," == *",realism,"* ]] && [ -z "$mrnet_root" ]; then
+    echo "error: --only realism compares the phantom with real exams: give --mrnet-root (e.g. the 18-exam sample)" >&2
+    exit 2
+fi
 mkdir -p "$runs"
 
 # Parameters every notebook takes; paths are passed raw (-r) so that papermill never reads them as numbers.
@@ -77,6 +84,7 @@ common=(-p PRESET "$preset" -r OUT_DIR "$out")
 quiet=(-p PROGRESS False)  # no progress bars in the rendered notebooks
 
 wanted() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
+named() { [[ ",$only," == *",$1,"* ]]; }
 
 # run_notebook SOURCE RENDERED [papermill parameter options...]
 run_notebook() {
@@ -126,5 +134,12 @@ fi
 if wanted evaluation; then
     run_notebook evaluation/sr_vs_interpolation.ipynb 03_sr_vs_interpolation.ipynb "${quiet[@]}"
     run_notebook evaluation/generation.ipynb 04_generation.ipynb
+fi
+if named swin; then
+    run_notebook evaluation/swin_question.ipynb 05_swin_question.ipynb "${quiet[@]}"
+fi
+if named realism; then
+    echo "[$(date +%H:%M:%S)] scripts/phantom_vs_real.py"
+    python "$root/scripts/phantom_vs_real.py" --mrnet-root "$(absolute "$mrnet_root")" --out "$out/evaluation/results"
 fi
 echo "study ($preset) finished in $((SECONDS / 60)) min $((SECONDS % 60)) s; notebooks in $runs, results in ${results:-$out/evaluation/results/$preset}"
