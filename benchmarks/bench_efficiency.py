@@ -176,7 +176,9 @@ def training_rate(
     cfg: StageConfig, cache: Path, device: torch.device, window: int, compile: bool = False
 ) -> TrainingCost:
     """Images/s of the real training loop over `window` steps, after a first window of warm-up steps."""
-    cfg = cfg.replace(train=dict(steps=2 * window, log_every=window, checkpoint_every=10**9, sample_every=0))
+    # A fixed number of steps with a constant schedule: the steady cost of a step, not of an epoch's validation.
+    cfg = cfg.replace(train=dict(steps=2 * window, epochs=0, lr_schedule="warmup", log_every=window,
+                                 checkpoint_every=10**9, sample_every=0))
     with tempfile.TemporaryDirectory() as run, peak_memory(device) as memory:
         train(cfg, cache, run, progress=False, compile=compile, grids=False)
         last = read_train_log(run).iloc[-1]

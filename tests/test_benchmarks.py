@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch_threads import one_thread
 
-from benchmarks import bench_efficiency, bench_samplers, gpu_check
+from benchmarks import bench_efficiency, bench_reference_training, bench_samplers, gpu_check
 from benchmarks.common import (
     CountingModel,
     markdown_table,
@@ -173,3 +173,11 @@ def test_gpu_check_falls_back_to_the_cpu_and_says_so(tmp_path, capsys):
     target = tmp_path / "RESULTS.md"
     gpu_check.record(tmp_path / "gpu_check.md", target)
     assert "## GPU check: CPU fallback (no CUDA)\n\nCUDA is not available" in target.read_text()
+
+
+@pytest.mark.slow
+def test_bench_reference_training_times_both_settings_on_the_reference_network(tmp_path):
+    report = bench_reference_training.main(["--stages", "sr1", "--window", "1", "--no-compile", "--no-write"])
+    row = next(line for line in report.splitlines() if line.startswith("| sr1_swin |")).strip("| ").split(" | ")
+    assert row[1] == "16" and float(row[2]) > 0 and float(row[3]) > 0
+    assert float(row[4]) == pytest.approx(float(row[3]) / float(row[2]), rel=1e-3)
