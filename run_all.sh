@@ -3,7 +3,7 @@
 # Swin; single-stage 256; the pipeline (generation); the evaluation notebooks.
 #
 #   bash run_all.sh [--preset PRESET] [--mrnet-root DIR] [--all-slices] [--only PART[,PART...]]
-#                   [--retrain] [--out DIR] [--results DIR]
+#                   [--retrain] [--out DIR] [--results DIR] [--tuning-exams N]
 #
 # Parts: preprocess, each stage the study trains (base64, sr1, sr2, single256: the library's
 # `python -m mrnet_utils study-runs`), pipeline, evaluation; and, only when --only names them, swin
@@ -12,7 +12,9 @@
 # With no --mrnet-root (or $MRNET_ROOT) the study runs on the synthetic phantom.
 # Under --out (default: this folder): executed notebooks in runs/<preset>/, tables and figures in
 # evaluation/results/<preset>/ (or --results DIR), checkpoints in savepoints/<preset>/, data in data/.
-# --all-slices keeps every slice of each series instead of the preset's central ones (few real exams).
+# --all-slices keeps every slice of each series instead of the preset's central ones (few real exams);
+# --tuning-exams N sets aside N valid exams for tuning instead of the preset's number (0 when the
+# samplers were chosen on other data, as for the 18-exam real sample).
 # A model whose final checkpoint exists is not retrained unless --retrain is given.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -29,6 +31,7 @@ retrain=False
 out="$root"
 results=""
 all_slices=False
+tuning=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --preset) preset="${2:?--preset needs a value}"; shift 2 ;;
@@ -38,6 +41,7 @@ while [ $# -gt 0 ]; do
         --out) out="${2:?--out needs a folder}"; shift 2 ;;
         --results) results="${2:?--results needs a folder}"; shift 2 ;;
         --all-slices) all_slices=True; shift ;;
+        --tuning-exams) tuning="${2:?--tuning-exams needs a number}"; shift 2 ;;
         -h|--help) usage ;;
         *) echo "error: unknown argument $1" >&2; usage ;;
     esac
@@ -82,6 +86,8 @@ mkdir -p "$runs"
 common=(-p PRESET "$preset" -r OUT_DIR "$out")
 [ -n "$results" ] && common+=(-r RESULTS_DIR "$(absolute "$results")")
 quiet=(-p PROGRESS False)  # no progress bars in the rendered notebooks
+held_out=()
+[ -n "$tuning" ] && held_out=(-p TUNING_EXAMS "$tuning")
 
 wanted() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
 named() { [[ ",$only," == *",$1,"* ]]; }
@@ -129,14 +135,14 @@ for run in "${study_runs[@]}"; do
         "${quiet[@]}" -p STAGE "$stage" -p USE_SWIN "$use_swin" -p PROCESS "$process" -p RETRAIN "$retrain"
 done
 if wanted pipeline; then
-    run_notebook notebooks/02_pipeline.ipynb 02_pipeline.ipynb "${quiet[@]}"
+    run_notebook notebooks/02_pipeline.ipynb 02_pipeline.ipynb "${quiet[@]}" "${held_out[@]}"
 fi
 if wanted evaluation; then
-    run_notebook evaluation/sr_vs_interpolation.ipynb 03_sr_vs_interpolation.ipynb "${quiet[@]}"
-    run_notebook evaluation/generation.ipynb 04_generation.ipynb
+    run_notebook evaluation/sr_vs_interpolation.ipynb 03_sr_vs_interpolation.ipynb "${quiet[@]}" "${held_out[@]}"
+    run_notebook evaluation/generation.ipynb 04_generation.ipynb "${held_out[@]}"
 fi
 if named swin; then
-    run_notebook evaluation/swin_question.ipynb 05_swin_question.ipynb "${quiet[@]}"
+    run_notebook evaluation/swin_question.ipynb 05_swin_question.ipynb "${quiet[@]}" "${held_out[@]}"
 fi
 if named realism; then
     echo "[$(date +%H:%M:%S)] scripts/phantom_vs_real.py"
