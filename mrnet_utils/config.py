@@ -258,6 +258,14 @@ class StageConfig:
         """Plain data (lists, numbers, strings) for checkpoints and logs."""
         return dataclasses.asdict(self)
 
+    def flat_settings(self) -> dict[str, Any]:
+        """Every setting under a dotted name, such as "unet.channels" or "train.lr"."""
+        return {
+            f"{section}.{key}" if isinstance(values, dict) else section: value
+            for section, values in self.to_dict().items()
+            for key, value in (values.items() if isinstance(values, dict) else [(None, values)])
+        }
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "StageConfig":
         """Rebuild a stored config; the sampler fields of checkpoints written before 2026-11-30 are ignored

@@ -22,16 +22,6 @@ OUT = ROOT / "docs" / "presets.md"
 SHOWN = ("reference", "full", "demo")  # smoke is test plumbing
 
 
-def _flat(settings: dict, prefix: str = "") -> dict[str, object]:
-    flat = {}
-    for key, value in settings.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def render() -> str:
     lines = [
         "# Every setting of the presets",
@@ -44,7 +34,7 @@ def render() -> str:
     for stage in STAGES:
         columns = {}
         for name in SHOWN:
-            settings = _flat(stage_config(stage, name, use_swin=True).to_dict())
+            settings = stage_config(stage, name, use_swin=True).flat_settings()
             columns[f"`{name}`"] = {key: str(value) for key, value in settings.items() if key not in ("stage", "preset")}
         table = pd.DataFrame(columns)
         table.index.name = "setting"

@@ -58,4 +58,24 @@ def make_condition(
     return augment(upsample(low_res, size, mode), level, noise), level
 
 
-__all__ = ["upsample", "sample_aug_levels", "augment", "make_condition"]
+def concat_condition(x: Tensor, cond: Tensor | None, cond_channels: int, network: str) -> Tensor:
+    """SR3 conditioning (Saharia et al. 2021): the upsampled low-res image concatenated to x on channels.
+
+    A network with `cond_channels` = 0 takes no condition; otherwise `cond` must match x's batch and
+    size, so that a mix-up of stages is an error here and not a silent resize.
+    """
+    if not cond_channels:
+        if cond is not None:
+            raise MRNetError("cond was given to a network with cond_channels=0; only super-resolution stages take it")
+        return x
+    expected = (x.shape[0], cond_channels, *x.shape[2:])
+    if cond is None or tuple(cond.shape) != expected:
+        got = "nothing" if cond is None else tuple(cond.shape)
+        raise MRNetError(
+            f"super-resolution {network} needs cond of shape {expected} (the low-res image upsampled to "
+            f"{x.shape[-1]}x{x.shape[-1]}), got {got}"
+        )
+    return torch.cat([x, cond.to(x.dtype)], dim=1)
+
+
+__all__ = ["upsample", "sample_aug_levels", "augment", "make_condition", "concat_condition"]

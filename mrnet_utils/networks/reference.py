@@ -36,6 +36,7 @@ from monai.networks.nets.swin_unetr import SwinTransformerBlock
 from torch import Tensor, nn
 
 from mrnet_utils.config import UNetConfig
+from mrnet_utils.diffusion.conditioning import concat_condition
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.networks.unet import IMAGE_CHANNELS
 
@@ -221,7 +222,7 @@ class ReferenceUNet(nn.Module):
         labels: Tensor | None = None,
     ) -> Tensor:
         self._check_inputs(x, aug_level, labels)
-        h = torch.cat([self._with_condition(x, cond), self._tiled_time_embedding(t, x)], dim=1)
+        h = torch.cat([concat_condition(x, cond, self.cfg.cond_channels, "ReferenceUNet"), self._tiled_time_embedding(t, x)], dim=1)
 
         skips = []
         for encode, attend in zip(self.encoder, self.self_attention):
@@ -255,24 +256,6 @@ class ReferenceUNet(nn.Module):
                 "conditioning augmentation and no input for its level: disable it (conditioning.enabled=False) "
                 "or use family='project'"
             )
-
-    def _with_condition(self, x: Tensor, cond: Tensor | None) -> Tensor:
-        """SR3 conditioning as the reference does it: the upsampled low-res image concatenated on channels."""
-        channels = self.cfg.cond_channels
-        if not channels:
-            if cond is not None:
-                raise MRNetError(
-                    "cond was given to a network with cond_channels=0; only super-resolution stages take it"
-                )
-            return x
-        expected = (x.shape[0], channels, *x.shape[2:])
-        if cond is None or tuple(cond.shape) != expected:
-            got = "nothing" if cond is None else tuple(cond.shape)
-            raise MRNetError(
-                f"super-resolution ReferenceUNet needs cond of shape {expected} (the low-res image upsampled to "
-                f"{x.shape[-1]}x{x.shape[-1]}), got {got}"
-            )
-        return torch.cat([x, cond.to(x.dtype)], dim=1)
 
     def _tiled_time_embedding(self, t: Tensor, x: Tensor) -> Tensor:
         """The time embedding repeated over every pixel: time_embed_dim extra input channels."""

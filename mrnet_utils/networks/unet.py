@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mrnet_utils.config import UNetConfig
+from mrnet_utils.diffusion.conditioning import concat_condition
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.networks.swin import SwinBottleneck
 
@@ -201,7 +202,7 @@ class UNet(nn.Module):
     ) -> Tensor:
         self._check_image(x)
         emb = self._embedding(x.shape[0], t, aug_level, labels, x.device)
-        h = self.input_conv(self._with_condition(x, cond))
+        h = self.input_conv(concat_condition(x, cond, self.cfg.cond_channels, "UNet"))
 
         skips = []
         for level, down in zip(self.encoder, self.downsamples):
@@ -223,24 +224,6 @@ class UNet(nn.Module):
                 f"UNet input has shape {tuple(x.shape)}; this network takes (B, {IMAGE_CHANNELS}, {side}, {side}) "
                 f"(UNetConfig.resolution={side})"
             )
-
-    def _with_condition(self, x: Tensor, cond: Tensor | None) -> Tensor:
-        """SR3 conditioning: concatenate the upsampled low-res image on channels."""
-        channels = self.cfg.cond_channels
-        if not channels:
-            if cond is not None:
-                raise MRNetError(
-                    "cond was given to a network with cond_channels=0; only super-resolution stages take it"
-                )
-            return x
-        expected = (x.shape[0], channels, *x.shape[2:])
-        if cond is None or tuple(cond.shape) != expected:
-            got = "nothing" if cond is None else tuple(cond.shape)
-            raise MRNetError(
-                f"super-resolution UNet needs cond of shape {expected} (the low-res image upsampled to "
-                f"{x.shape[-1]}x{x.shape[-1]}), got {got}"
-            )
-        return torch.cat([x, cond.to(x.dtype)], dim=1)
 
     def _embedding(
         self, batch: int, t: Tensor, aug_level: Tensor | None, labels: Tensor | None, device: torch.device

@@ -170,7 +170,7 @@ def check_compatible(stored: dict[str, Any], expected: StageConfig, path: str | 
     conditioning augmentation is on. Training settings (`train.*`, ...) may differ.
     """
     found = rebuild_config(stored)
-    found_settings, expected_settings = _flatten(found.to_dict()), _flatten(expected.to_dict())
+    found_settings, expected_settings = found.flat_settings(), expected.flat_settings()
     differences = [
         f"{key} {found_settings[key]} vs {expected_settings[key]}"
         for key in expected_settings
@@ -252,16 +252,6 @@ def _check_keys(payload: Any, what: str) -> None:
         )
     if type(payload["step"]) is not int or not isinstance(payload["config"], dict):
         raise MRNetError(f"{what} needs an int 'step' and a dict 'config' (StageConfig.to_dict())")
-
-
-def _flatten(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in settings.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _describe(config: StageConfig) -> str:
