@@ -10,7 +10,9 @@ stay) and SIGINT raises KeyboardInterrupt wherever the program happens to be.
   exits. The command line runs every command under it.
 - `StopRequest`: either signal is only recorded, for a loop that checks `requested` at the end
   of each step and stops there, its work saved (training.loop.train). A second signal while the
-  first is pending raises `Interrupted` at once, for a user who will not wait.
+  first is pending raises `Interrupted` at once, for a user who will not wait; one within
+  `repeat_window` seconds of the first is the same request arriving twice (Ctrl-C reaches torchrun
+  and its workers, and torchrun passes it on to them again) and is ignored.
 
 Both install their handlers only in the main thread (Python delivers signals there alone) and
 restore the previous ones on exit. The exit code of a process stopped this way is the shell's
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from contextlib import contextmanager
 from types import FrameType
 from typing import Callable, Iterator
@@ -60,9 +63,10 @@ def raise_on_stop_signals(what: str = "the work") -> Iterator[None]:
 class StopRequest:
     """Records the first SIGTERM or SIGINT (`requested`: its number, or None) for a loop to act on."""
 
-    def __init__(self, what: str = "the work") -> None:
-        self.what = what
+    def __init__(self, what: str = "the work", repeat_window: float = 5.0) -> None:
+        self.what, self.repeat_window = what, repeat_window
         self.requested: int | None = None
+        self._first = 0.0
 
     def __enter__(self) -> "StopRequest":
         self._context = _handlers(self._record)
@@ -73,9 +77,10 @@ class StopRequest:
         self._context.__exit__(*exc_info)
 
     def _record(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested is not None:
+        if self.requested is None:
+            self.requested, self._first = signum, time.monotonic()
+        elif time.monotonic() - self._first > self.repeat_window:
             raise Interrupted(signum, f"a second {signal.Signals(signum).name} stopped {self.what} at once")
-        self.requested = signum
 
 
 @contextmanager

@@ -11,6 +11,7 @@ fault to its test.
 import csv
 import dataclasses
 import errno
+import functools
 import hashlib
 import itertools
 import json
@@ -30,7 +31,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mrnet_utils import cli, files
+from mrnet_utils import cli, files, interrupts
 from mrnet_utils.diffusion import processes
 from mrnet_utils.config import stage_config
 from mrnet_utils.data.mrnet import list_exam_ids
@@ -655,7 +656,45 @@ def test_sample_checks_its_output_folder_before_loading_or_sampling_anything(tmp
     assert [path.name for path in used.iterdir()] == ["sample_000000.png"]
 
 
+def test_a_second_stop_signal_stops_training_at_once_naming_the_newest_checkpoint(cache, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    calls = itertools.count()
+    real_loss = processes.loss
+
+    def impatient(*args, **kwargs):  # Ctrl-C, and again, during the second step
+        if next(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(processes, "loss", impatient)
+    monkeypatch.setattr(training, "StopRequest", functools.partial(interrupts.StopRequest, repeat_window=-1))
+    with pytest.raises(training.TrainingStopped) as stopped:
+        train(BASE, cache, run, progress=False)
+    assert str(stopped.value) == (f"a second SIGINT stopped training base64_swin at once at step 1; the newest "
+                                  f"checkpoint is {run / 'step_00000001.pt'}: continue from it with resume=True")
+    assert (stopped.value.exit_code, stopped.value.checkpoint, stopped.value.parameter) == (
+        130, run / "step_00000001.pt", "resume")
+    assert sorted(path.name for path in run.iterdir()) == ["step_00000001.pt"]  # no lock file, no temporary
+
+
 # --- stop signals outside training: preprocess ---------------------------------------------------------
+
+
+def test_a_repeated_stop_signal_is_one_request_and_a_later_one_stops_at_once():
+    """Ctrl-C under torchrun reaches a worker twice (from the terminal, then passed on by torchrun): one request.
+    A second one later means "now"."""
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with interrupts.StopRequest("the test", repeat_window=0.5) as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.requested == signal.SIGINT
+        time.sleep(0.6)
+        with pytest.raises(interrupts.Interrupted, match="^a second SIGTERM stopped the test at once$") as stopped:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler runs before this returns
+        assert stopped.value.exit_code == 143
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 # `preprocess` in a process of its own, with a cache write that takes a while (a large cache on a slow disk).
 PREPROCESS_CHILD = """

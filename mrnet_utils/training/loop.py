@@ -331,13 +331,14 @@ def _train(
                 signum = distributed.max(stop.requested or 0, device)
                 if signum:
                     if distributed.is_main and not due:
-                        last_good = checkpoint.save_checkpoint(
+                        checkpoint.save_checkpoint(
                             out_dir, state.payload(cfg, done, elapsed), keep=cfg.train.keep_checkpoints
                         )
                     distributed.barrier()
+                    saved = out_dir / checkpoint.step_filename(done)  # by rank 0, for every rank to name
                     raise TrainingStopped(
                         signum, f"{signal.Signals(signum).name} stopped training {cfg.name} at step {done} of "
-                        f"{cfg.train.steps}, saved as {last_good}; continue it with resume=True", last_good, done, True,
+                        f"{cfg.train.steps}, saved as {saved}; continue it with resume=True", saved, done, True,
                     )
         except Interrupted as error:
             if isinstance(error, TrainingStopped):
