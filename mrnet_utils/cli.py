@@ -1,12 +1,15 @@
 """Command line: `python -m mrnet_utils {synth,preprocess,train,sample} ...`.
 
 The notebooks call the same library functions. Bad arguments or inputs give one
-line on stderr and a non-zero exit; a traceback means a bug.
+line on stderr and exit status 2; a traceback means a bug. SIGTERM and SIGINT stop any
+command with one line and the shell's status for the signal (143, 130): `train` at the end
+of its current step, with that step saved, others at once, removing what they were writing.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -16,15 +19,27 @@ from mrnet_utils.data.preprocess import NORMALISATIONS, SELECTIONS
 from mrnet_utils.diffusion.processes import OWN_SAMPLER
 from mrnet_utils.diffusion.samplers import SAMPLERS
 from mrnet_utils.errors import MRNetError
+from mrnet_utils.interrupts import Interrupted, raise_on_stop_signals
 from mrnet_utils.stages import STAGES
 
 # Library parameters and the options that set them, for errors that name a parameter.
-OPTIONS = {"out_dir": "--out", "resume": "--resume", "steps": "--steps", "sampler": "--sampler"}
+OPTIONS = {"out_dir": "--out", "resume": "--resume", "steps": "--steps", "sampler": "--sampler",
+           "data_path": "--data", "overwrite": "--overwrite"}
+CENTRAL_SLICES = 5  # preprocess's default number of central slices per series
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse prints usage and the message; we want one line
         raise MRNetError(f"{self.prog}: {message} (see --help)")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none to show (no value, or a flag that is off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _positive(text: str) -> int:
@@ -66,19 +81,21 @@ def _synth(args: argparse.Namespace) -> None:
 def _preprocess(args: argparse.Namespace) -> None:
     from mrnet_utils.data.preprocess import preprocess
 
-    central = None if args.all_slices else args.central_slices
+    central = None if args.all_slices else args.central_slices or CENTRAL_SLICES
     out = preprocess(args.mrnet_root, args.plane, args.out, args.selection, central, args.max_exams,
                      normalisation=args.normalisation)
     print(f"wrote slice cache {out}")
 
 
 def _train(args: argparse.Namespace) -> None:
+    from mrnet_utils.training.checkpoint import load_checkpoint
     from mrnet_utils.training.loop import train
 
     cfg = stage_config(args.stage, args.preset, use_swin=not args.no_swin)
-    if args.steps:
-        cfg = cfg.replace(train={"steps": args.steps})
-    result = train(cfg, args.data, args.out, resume=args.resume, compile=args.compile)
+    if args.steps:  # exactly this many, also for a preset that counts epochs
+        cfg = cfg.replace(train={"steps": args.steps, "epochs": 0})
+    result = train(cfg, args.data, args.out, resume=args.resume, compile=args.compile, grids=not args.no_grids)
+    load_checkpoint(result.checkpoint)  # success is a final checkpoint that loads, not only a return
     if not result.trained_steps:  # --resume found the run complete
         print(f"{cfg.name} ({cfg.preset}) already has its {result.steps} steps; final checkpoint {result.checkpoint}")
         return
@@ -89,17 +106,27 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _sample(args: argparse.Namespace) -> None:
-    from mrnet_utils.diffusion.processes import takes_sampler
-    from mrnet_utils.pipeline import sample_cascade, write_samples
+    from mrnet_utils.files import claim_folder
     from mrnet_utils.stages import CASCADE
-    from mrnet_utils.training.checkpoint import load_stage
 
-    seeds = list(range(args.seed, args.seed + args.n))
     expected = CASCADE if args.pipeline == "cascade" else ("single256",)
     if len(args.checkpoints) != len(expected):
         raise MRNetError(
             f"--pipeline {args.pipeline} needs {len(expected)} --checkpoints: {', '.join(expected)} (files or run folders)"
         )
+    # The output folder is this process's from here on: checked, locked, and removed again if it was
+    # created here and nothing was written, all before the first network evaluation.
+    with claim_folder(args.out):
+        _sample_into(args, expected)
+
+
+def _sample_into(args: argparse.Namespace, expected: tuple[str, ...]) -> None:
+    from mrnet_utils.diffusion.processes import takes_sampler
+    from mrnet_utils.pipeline import sample_cascade, samples_folder, write_samples
+    from mrnet_utils.training.checkpoint import load_stage
+
+    samples_folder(args.out, overwrite=args.overwrite)
+    seeds = list(range(args.seed, args.seed + args.n))
     stages = [load_stage(path, args.device, compile=args.compile) for path in args.checkpoints]
     for stage, name in zip(stages, expected):
         if stage.config.stage != name:
@@ -111,7 +138,7 @@ def _sample(args: argparse.Namespace) -> None:
         if not samplers:
             raise MRNetError(f"no stage of --pipeline {args.pipeline} samples with --sampler {args.sampler}")
     images = sample_cascade(stages, seeds, samplers, batch_size=args.batch_size)[stages[-1].config.resolution]
-    out = write_samples(images, args.out, seeds)
+    out = write_samples(images, args.out, seeds, overwrite=args.overwrite)
     print(f"wrote {len(seeds)} samples to {out}")
 
 
@@ -142,56 +169,70 @@ def _study_runs(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="mrnet_utils", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="mrnet_utils", description=__doc__.splitlines()[0], formatter_class=_HelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    synth = commands.add_parser("synth", help="write the synthetic knee phantom in MRNet's layout")
-    synth.add_argument("--out", type=Path, required=True)
-    synth.add_argument("--train-exams", type=_positive, default=80)
-    synth.add_argument("--valid-exams", type=_positive, default=20)
-    synth.add_argument("--seed", type=int, default=0)
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
+
+    synth = command("synth", "write the synthetic knee phantom in MRNet's layout")
+    synth.add_argument("--out", type=Path, required=True, help="folder to write (MRNet-v1.0 layout)")
+    synth.add_argument("--train-exams", type=_positive, default=80, help="exams in the train split")
+    synth.add_argument("--valid-exams", type=_positive, default=20, help="exams in the valid split")
+    synth.add_argument("--seed", type=int, default=0, help="the phantom's random seed")
     synth.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     synth.set_defaults(run=_synth)
 
-    prep = commands.add_parser("preprocess", help="select, normalise and cache 256x256 slices")
+    prep = command("preprocess", "select, normalise and cache 256x256 slices")
     prep.add_argument("--mrnet-root", type=Path, required=True, help="MRNet-v1.0 folder (or the phantom)")
-    prep.add_argument("--plane", choices=PLANES, default="coronal")
+    prep.add_argument("--plane", choices=PLANES, default="coronal", help="which series of each exam")
     prep.add_argument("--out", type=Path, required=True, help="the cache file to write (.npz)")
     prep.add_argument("--selection", choices=SELECTIONS, default="all",
                       help="all exams, one task's positives, or 'positives': each task's in turn, as the reference")
     prep.add_argument("--normalisation", choices=NORMALISATIONS, default="series",
                       help="'series': percentiles of the whole series; 'slice': each slice min-max (the reference's)")
-    prep.add_argument("--central-slices", type=_positive, default=5)
-    prep.add_argument("--all-slices", action="store_true", help="keep every slice, not only the central ones")
-    prep.add_argument("--max-exams", type=_positive, help="at most this many exams per split")
+    slices = prep.add_mutually_exclusive_group()
+    slices.add_argument("--central-slices", type=_positive,
+                        help=f"keep this many central slices of each series (default: {CENTRAL_SLICES})")
+    slices.add_argument("--all-slices", action="store_true", help="keep every slice, not only the central ones")
+    prep.add_argument("--max-exams", type=_positive, help="at most this many exams per split (default: all)")
     prep.set_defaults(run=_preprocess)
 
-    train = commands.add_parser("train", help="train one stage")
-    train.add_argument("--stage", choices=tuple(STAGES), required=True)
+    train = command("train", "train one stage")
+    train.add_argument("--stage", choices=tuple(STAGES), required=True, help="which stage of the study")
     train.add_argument("--no-swin", action="store_true", help="the variant without the Swin bottleneck")
-    train.add_argument("--preset", choices=tuple(PRESETS), default="demo")
+    train.add_argument("--preset", choices=tuple(PRESETS), default="demo", help="the configuration (config.PRESETS)")
     train.add_argument("--data", type=Path, required=True, help="slice cache written by `preprocess`")
     train.add_argument("--out", type=Path, required=True, help="run folder for checkpoints and logs")
-    train.add_argument("--steps", type=_positive, help="override the preset's number of steps")
-    train.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint in --out")
+    train.add_argument("--steps", type=_positive,
+                       help="train exactly this many steps (default: the preset's steps or epochs)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from the newest good checkpoint in --out (nothing there: start afresh)")
+    train.add_argument("--no-grids", action="store_true",
+                       help="draw no sample grids (they sample the network; minutes for a large one on a CPU)")
     train.add_argument("--compile", action="store_true", help="torch.compile the network (GPU; slow first steps)")
     train.set_defaults(run=_train)
 
-    sample = commands.add_parser("sample", help="generate 256x256 images from trained checkpoints")
-    sample.add_argument("--pipeline", choices=("cascade", "single256"), required=True)
-    sample.add_argument("--checkpoints", type=Path, nargs="+", required=True, help="checkpoint files or run folders")
-    sample.add_argument("--n", type=_positive, default=16)
+    sample = command("sample", "generate 256x256 images from trained checkpoints")
+    sample.add_argument("--pipeline", choices=("cascade", "single256"), required=True,
+                        help="base64 -> sr1 -> sr2, or the single-stage model")
+    sample.add_argument("--checkpoints", type=Path, nargs="+", required=True,
+                        help="checkpoint files or run folders, one per stage in order")
+    sample.add_argument("--n", type=_positive, default=16, help="number of images")
     sample.add_argument("--seed", type=_non_negative, default=0, help="image i uses seed SEED + i")
     sample.add_argument("--sampler", choices=(*SAMPLERS, *OWN_SAMPLER.values()),
                         help="a sampler for every stage that takes it (default: each stage's own)")
     sample.add_argument("--steps", type=_positive, help="sampler steps (with --sampler)")
-    sample.add_argument("--batch-size", type=_positive, default=8)
-    sample.add_argument("--device", type=_device, default="cuda" if _cuda_available() else "cpu")
-    sample.add_argument("--out", type=Path, required=True)
+    sample.add_argument("--batch-size", type=_positive, default=8, help="images per forward pass")
+    sample.add_argument("--device", type=_device, default="cuda" if _cuda_available() else "cpu",
+                        help="cpu, cuda or cuda:N")
+    sample.add_argument("--out", type=Path, required=True, help="folder for the PNGs, grid.png and samples.npy")
+    sample.add_argument("--overwrite", action="store_true",
+                        help="replace the samples of a non-empty --out folder (otherwise it is refused)")
     sample.add_argument("--compile", action="store_true", help="torch.compile the networks (GPU; slow first batch)")
     sample.set_defaults(run=_sample)
 
-    score = commands.add_parser("score", help="score generated images (PNG folders or arrays) on a slice cache's real slices")
+    score = command("score", "score generated images (PNG folders or arrays) on a slice cache's real slices")
     score.add_argument("--samples", type=_named_path, nargs="+", required=True, metavar="NAME=PATH",
                        help="a folder of PNGs or an .npy/.npz array per model; grey or RGB, any square size")
     score.add_argument("--cache", type=Path, required=True, help="slice cache whose valid slices are the real set")
@@ -204,10 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--name", default="generation_scored", help="table file name (without extension)")
     score.set_defaults(run=_score)
 
-    presets = commands.add_parser("presets", help="list the presets (config.PRESETS), one per line")
+    presets = command("presets", "list the presets (config.PRESETS), one per line")
     presets.set_defaults(run=lambda args: print("\n".join(PRESETS)))
 
-    runs = commands.add_parser("study-runs", help="list the (stage, use_swin) runs the study trains, for run_all.sh")
+    runs = command("study-runs", "list the (stage, use_swin) runs the study trains, for run_all.sh")
     runs.set_defaults(run=_study_runs)
     return parser
 
@@ -219,13 +260,27 @@ def _cuda_available() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    command = "the command"
     try:
-        args = build_parser().parse_args(argv)
-        if getattr(args, "command", "") == "sample" and bool(args.steps) != bool(args.sampler):
-            raise MRNetError("--sampler and --steps go together (without them each stage uses its own sampler)")
-        args.run(args)
+        with raise_on_stop_signals("`mrnet_utils`"):
+            args = build_parser().parse_args(argv)
+            command = args.command
+            if command == "sample" and bool(args.steps) != bool(args.sampler):
+                raise MRNetError("--sampler and --steps go together (without them each stage uses its own sampler)")
+            with raise_on_stop_signals(f"`{command}`; files it was writing were removed, finished ones kept"):
+                args.run(args)
     except MRNetError as error:
-        option = OPTIONS.get(error.parameter or "")
-        print(f"error: {error}" + (f" (option {option})" if option else ""), file=sys.stderr)
+        print(f"error: {error}{_option(error.parameter)}", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        print(f"stopped: {stop}{_option(stop.parameter)}", file=sys.stderr)
+        return stop.exit_code
+    except KeyboardInterrupt:  # SIGINT before the handlers were in place
+        print(f"stopped: SIGINT stopped {command}", file=sys.stderr)
+        return 128 + signal.SIGINT
     return 0
+
+
+def _option(parameter: str | None) -> str:
+    option = OPTIONS.get(parameter or "")
+    return f" (option {option})" if option else ""

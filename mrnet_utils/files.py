@@ -7,20 +7,33 @@ temporary file in the same folder, named after the writing process
 over the target. A process only ever removes its own temporary files, and those of
 processes that no longer run (`remove_stale_partials`), so two writers never delete
 each other's work in progress.
+
+One writer per output folder: `claim_folder` creates a run or samples folder and holds an
+exclusive advisory lock on it (`fcntl.flock` on `LOCK_FILE` inside it) while the work runs,
+so that a second process aimed at the same folder (a resubmitted job, a second `--resume`)
+is refused with the holder's process id instead of interleaving its files with the first's.
+The operating system releases the lock when the holder exits, however it exits.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import re
+import socket
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
 
 from mrnet_utils.errors import MRNetError
 
 PARTIAL_SUFFIX = ".partial"
 _PARTIAL = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)" + re.escape(PARTIAL_SUFFIX))
+LOCK_FILE = ".mrnet_utils.lock"  # in a claimed folder, while its writer runs; holds "pid@host"
+# flock is not offered here (some network file systems): the folder is used unlocked, with a warning.
+_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 
 
 def partial_path(path: Path) -> Path:
@@ -62,6 +75,111 @@ def remove_stale_partials(folder: str | os.PathLike) -> list[Path]:
             candidate.unlink(missing_ok=True)
             removed.append(candidate)
     return removed
+
+
+def is_bookkeeping(path: Path) -> bool:
+    """A lock or temporary file of this module, which says nothing about what a folder holds."""
+    return path.name == LOCK_FILE or _PARTIAL.fullmatch(path.name) is not None
+
+
+@contextmanager
+def claim_folder(folder: str | os.PathLike, parameter: str = "out_dir") -> Iterator[Path]:
+    """Create `folder` if need be, check that it is writable, and be its only writer while the block runs.
+
+    A folder another process holds is refused with one MRNetError naming the folder and that
+    process. If the block raises, the folders this call created are removed again when they are
+    still empty (a refused or failed run leaves nothing behind). `parameter` is the argument
+    that named the folder, for the error.
+    """
+    folder = Path(folder)
+    created = _make_folder(folder, parameter)
+    try:
+        with folder_lock(folder, parameter):
+            yield folder
+    except BaseException:
+        for path in created:  # deepest first; stop at the first that holds something
+            try:
+                path.rmdir()
+            except OSError:
+                break
+        raise
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, parameter: str = "out_dir") -> Iterator[Path]:
+    """Hold the exclusive lock of an existing `folder` while the block runs; refuse one another process holds."""
+    folder = Path(folder)
+    path = folder / LOCK_FILE
+    descriptor = _lock(path, folder, parameter)
+    try:
+        yield path
+    finally:
+        if descriptor is not None:
+            # Removed while still held: a process that opened the old file finds it unlinked after
+            # locking it, and starts again on a new one (`_lock`), so two never hold the folder at once.
+            path.unlink(missing_ok=True)
+            os.close(descriptor)
+
+
+def _lock(path: Path, folder: Path, parameter: str) -> int | None:
+    """A descriptor of `path` locked by this process (None where the file system offers no locks)."""
+    while True:
+        try:
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise MRNetError(
+                f"output folder {folder} is not writable ({error.strerror}); choose another {parameter}",
+                parameter=parameter,
+            ) from None
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 200, 0).decode(errors="replace").strip() or "unknown"
+            os.close(descriptor)
+            pid, _, host = holder.partition("@")
+            raise MRNetError(
+                f"{folder} is in use by process {pid}{f' on {host}' if host else ''} (it holds {path}); "
+                f"wait for it to finish or stop it, or choose another {parameter}",
+                parameter=parameter,
+            ) from None
+        except OSError as error:
+            if error.errno not in _NO_LOCKS:
+                raise
+            os.close(descriptor)
+            warnings.warn(f"cannot lock {folder} ({error.strerror}); nothing stops a second process writing there",
+                          stacklevel=3)
+            return None
+        try:
+            same = os.path.samestat(os.fstat(descriptor), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(descriptor)  # the previous holder removed this file between our open and our lock
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, f"{os.getpid()}@{socket.gethostname()}\n".encode(), 0)
+    return descriptor
+
+
+def _make_folder(folder: Path, parameter: str) -> list[Path]:
+    """Create `folder` and its missing parents, and check that files can be written there; the folders
+    created, deepest first."""
+    missing = []
+    for path in (folder, *folder.parents):
+        if path.exists():
+            break
+        missing.append(path)
+    probe = folder / f".write_test.{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise MRNetError(
+            f"output folder {folder} is not writable ({error.strerror}); choose another {parameter}",
+            parameter=parameter,
+        ) from None
+    return missing
 
 
 def os_error_in(error: BaseException | None) -> OSError | None:

@@ -29,7 +29,7 @@ from mrnet_utils.diffusion.samplers import (
 )
 from mrnet_utils.diffusion.schedules import from_process, to_process
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.files import write_atomically
+from mrnet_utils.files import is_bookkeeping, remove_stale_partials, write_atomically
 from mrnet_utils.stages import SamplerChoice, check_chain
 
 
@@ -58,17 +58,20 @@ def sample_stage(
     mixed_precision: bool = True,
     progress: bool = True,
     draws: int = 1,
+    step_progress: bool = False,
 ) -> torch.Tensor:
     """Sample one image per seed from one stage; super-resolution stages take one low-res image per seed.
 
     `sampler` is (name, steps); None: the stage's default (processes.default_sampler).
     `mixed_precision` samples under bf16 autocast on CUDA. `draws` > 1 returns the mean of that
     many draws per image (each from its own noise; the same condition): an estimate of the
-    posterior mean E[x_0 | low-res], at `draws` times the cost. Returns a CPU float tensor
-    (N, 1, R, R) in [-1, 1].
+    posterior mean E[x_0 | low-res], at `draws` times the cost. `progress` shows a bar over the
+    batches, `step_progress` one over each batch's sampler steps (for a few slow images). Returns a
+    CPU float tensor (N, 1, R, R) in [-1, 1].
     """
     spec = cfg.spec
     sampler = sampler or processes.default_sampler(cfg.diffusion, spec.sampler)
+    check_stage_sampler(cfg, sampler)
     if spec.is_super_resolution != (low_res is not None):
         raise MRNetError(f"stage {cfg.stage} {'needs' if spec.is_super_resolution else 'takes no'} low-res input")
     if draws < 1:
@@ -105,7 +108,8 @@ def sample_stage(
             noise = noise_from_seeds(chunk, shape, device, stream=spec.noise_stream, draw=draw)
             generators = generators_from_seeds(chunk, device, stream=spec.noise_stream, draw=draw)
             with bf16_autocast(device, mixed_precision):
-                images = processes.generate(model, cfg.diffusion, schedule, sampler, noise, extra_args, generators, y0)
+                images = processes.generate(model, cfg.diffusion, schedule, sampler, noise, extra_args, generators, y0,
+                                            step_progress)
             total = total + from_process(images.float(), cfg.diffusion.data_range).clamp(-1, 1)
         chunks.append((total / draws).cpu())
     return torch.cat(chunks)
@@ -122,10 +126,14 @@ def sample_cascade(
     """A generating stage, then each super-resolution stage on the output of the one before (Ho et al. 2021).
 
     Returns the images at every resolution. `samplers` maps a stage name to (sampler, steps);
-    a stage not named uses its default.
+    a stage not named uses its default. Every stage's sampler is checked before any stage samples.
     """
     check_chain([stage.config.stage for stage in stages])
     samplers = samplers or {}
+    for stage in stages:
+        spec = stage.config.spec
+        check_stage_sampler(stage.config, samplers.get(spec.name) or processes.default_sampler(stage.config.diffusion,
+                                                                                                 spec.sampler))
     images: dict[int, torch.Tensor] = {}
     low_res = None
     for stage in stages:
@@ -135,6 +143,14 @@ def sample_cascade(
         )
         images[stage.config.resolution] = low_res
     return images
+
+
+def check_stage_sampler(cfg: StageConfig, sampler: SamplerChoice) -> None:
+    """processes.check_sampler, with the stage named: the error a cascade gives before its first stage samples."""
+    try:
+        processes.check_sampler(cfg.diffusion, sampler)
+    except MRNetError as error:
+        raise MRNetError(f"stage {cfg.stage} ({sampler[0]}): {error}", parameter=error.parameter) from None
 
 
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8) -> Path:
@@ -149,15 +165,42 @@ def write_png(image: torch.Tensor, path: str | Path, what: str) -> Path:
     return write_atomically(path, lambda handle: pixels.save(handle, format="PNG"), what)
 
 
-def write_samples(images: torch.Tensor, out_dir: str | Path, seeds: list[int]) -> Path:
-    """One 8-bit PNG per image (named by seed), a grid, and `samples.npy`: the float stack in [-1, 1]."""
+SAMPLE_FILES = ("sample_*.png", "samples.npy", "grid.png")  # what write_samples writes
+
+
+def samples_folder(out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Check, before any sampling, that `out_dir` can take new samples: an empty folder (created if need
+    be), or, with `overwrite`, one whose earlier samples may be replaced. Returns it."""
     out_dir = Path(out_dir)
-    if len(images) != len(seeds):
-        raise MRNetError(f"got {len(images)} images for {len(seeds)} seeds; give one seed per image")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise MRNetError(f"cannot create the samples folder {out_dir} ({error.strerror}); choose another out_dir") from None
+        raise MRNetError(f"cannot create the samples folder {out_dir} ({error.strerror}); choose another out_dir",
+                         parameter="out_dir") from None
+    held = sorted(path.name for path in out_dir.iterdir() if not is_bookkeeping(path))
+    if held and not overwrite:
+        listed = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+        raise MRNetError(
+            f"samples folder {out_dir} is not empty ({listed}); choose an empty out_dir, or replace the samples "
+            "there with overwrite=True", parameter="overwrite",
+        )
+    return out_dir
+
+
+def write_samples(images: torch.Tensor, out_dir: str | Path, seeds: list[int], overwrite: bool = False) -> Path:
+    """One 8-bit PNG per image (named by seed), a grid, and `samples.npy`: the float stack in [-1, 1].
+
+    `out_dir` must be empty (`samples_folder`), unless `overwrite`: then the samples of an earlier
+    call there are removed first, so that the folder never mixes two sets; other files stay.
+    """
+    out_dir = Path(out_dir)
+    if len(images) != len(seeds):
+        raise MRNetError(f"got {len(images)} images for {len(seeds)} seeds; give one seed per image")
+    samples_folder(out_dir, overwrite)
+    for pattern in SAMPLE_FILES:
+        for earlier in out_dir.glob(pattern):
+            earlier.unlink()
+    remove_stale_partials(out_dir)
     images = images.float().cpu()
     for image, seed in zip(to_unit(images), seeds):
         write_png(image[0], out_dir / f"sample_{seed:06d}.png", "sample")

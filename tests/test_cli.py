@@ -60,10 +60,33 @@ def test_sample_cascade_from_the_three_run_folders(smoke_run, capsys, tmp_path):
 
 def test_sample_single256_with_a_sampler_override(smoke_run, capsys, tmp_path):
     checkpoint = smoke_run("single256", use_swin=False).folder / FINAL_CHECKPOINT
-    code, _, err = run_cli(capsys, "sample", "--pipeline", "single256", "--checkpoints", checkpoint, "--n", 2,
-                           "--sampler", "ddim", "--steps", 2, "--device", "cpu", "--out", tmp_path)
+    command = ["sample", "--pipeline", "single256", "--checkpoints", checkpoint, "--sampler", "ddim", "--steps", 2,
+               "--device", "cpu", "--out", tmp_path]
+    code, _, err = run_cli(capsys, *command, "--n", 2)
     assert code == 0, err
     check_samples(tmp_path, 2)
+    # A second set into the same folder: refused, or with --overwrite the first set is replaced, never mixed.
+    code, _, err = run_cli(capsys, *command, "--n", 1, "--seed", 1)
+    assert code == 2 and err.startswith(f"error: samples folder {tmp_path} is not empty") and "--overwrite" in err
+    code, _, err = run_cli(capsys, *command, "--n", 1, "--seed", 1, "--overwrite")
+    assert code == 0, err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["grid.png", "sample_000001.png", "samples.npy"]
+    assert np.load(tmp_path / "samples.npy").shape == (1, 1, 256, 256)
+
+
+def test_sample_checks_every_stage_steps_before_sampling_and_names_the_stage(smoke_run, capsys, tmp_path,
+                                                                               monkeypatch):
+    """`--steps` above a stage's T failed only after the stages before it had sampled, without naming it."""
+    from mrnet_utils import pipeline
+
+    runs = [smoke_run(stage).folder for stage in ("base64", "sr1", "sr2")]
+    capsys.readouterr()  # training the smoke runs, when this test is the first to need them, printed progress
+    monkeypatch.setattr(pipeline, "sample_stage", lambda *args, **kwargs: pytest.fail("sampled before checking"))
+    code, _, err = run_cli(capsys, "sample", "--pipeline", "cascade", "--checkpoints", *runs, "--sampler", "resshift",
+                           "--steps", 5, "--device", "cpu", "--out", tmp_path / "samples")
+    assert code == 2 and err == ("error: stage sr1 (resshift): steps=5 must be between 1 and the schedule's T=4 "
+                                 "(option --steps)\n")
+    assert not (tmp_path / "samples").exists()
 
 
 def test_each_stage_samples_with_its_default_unless_a_sampler_is_named(smoke_run, capsys, tmp_path):

@@ -1,10 +1,10 @@
 """Multi-process training: DDP over gloo on the CPU, launched by torchrun as a user would.
 
 One torchrun launch runs this file as a script with two processes (`_worker` below). Each
-process trains the smoke base64 stage twice in the same process group: once as is, once
-with a poisoned loss on rank 1 only. Each rank saves the weights it ended with, so the
-tests here can compare the ranks with each other and with one process on the same
-global batch.
+process trains the smoke base64 stage three times in the same process group: once as is, once
+with a poisoned loss on rank 1 only, once with a SIGTERM sent to rank 1 only. Each rank saves
+the weights it ended with, so the tests here can compare the ranks with each other and with
+one process on the same global batch.
 
 Tolerance for "matches one process": after 4 AdamW steps at lr 1e-3, every weight and EMA
 weight within 1e-4 of the single-process run (absolute; the weights themselves are O(0.1)).
@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -29,11 +31,13 @@ import pytest
 import torch
 from torch_threads import one_thread
 
+from mrnet_utils import files
 from mrnet_utils.config import stage_config
 from mrnet_utils.diffusion import processes
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.networks.unet import UNet
 from mrnet_utils.training import loop as training
+from mrnet_utils.training.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 # 4 steps of a global batch of 4 (2 per rank); a checkpoint after step 2 for the resume test.
@@ -75,6 +79,22 @@ def _worker(cache: Path, out: Path) -> None:
     torch.save(
         {"model": trained[-1].state_dict(), "skipped": result.skipped_batches}, out / f"rank{rank}_poisoned.pt"
     )
+
+    # A real SIGTERM to rank 1 alone, during the first step (as when only one node is preempted first).
+    calls = itertools.count()
+
+    def signalled_loss(*args, **kwargs):
+        if rank == 1 and next(calls) == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_loss(*args, **kwargs)
+
+    processes.loss = signalled_loss
+    try:
+        training.train(CFG, cache, out / "stopped", progress=False)
+        stopped = None
+    except training.TrainingStopped as stop:
+        stopped = {"signal": stop.signum, "step": stop.step}
+    (out / f"rank{rank}_stopped.json").write_text(json.dumps(stopped))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -162,6 +182,16 @@ def test_a_nonfinite_loss_on_one_rank_takes_the_same_branch_on_every_rank(ddp_ru
     assert rank0["skipped"] == rank1["skipped"] == 1
     assert all(torch.equal(rank0["model"][k], rank1["model"][k]) for k in rank0["model"])
     assert all(torch.isfinite(v).all() for v in rank0["model"].values())
+
+
+@pytest.mark.slow
+def test_a_stop_signal_to_one_rank_stops_every_rank_after_the_same_step_with_it_saved(ddp_run):
+    stops = [json.loads((ddp_run / f"rank{rank}_stopped.json").read_text()) for rank in (0, 1)]
+    assert stops == [{"signal": signal.SIGTERM, "step": 1}] * 2  # rank 0 got no signal, and stopped with rank 1
+    stopped = ddp_run / "stopped"
+    # Step 1 is no scheduled checkpoint (every 2): rank 0 wrote it for the stop.
+    assert load_checkpoint(stopped / "step_00000001.pt")["step"] == 1
+    assert not (stopped / training.FINAL_CHECKPOINT).exists() and not (stopped / files.LOCK_FILE).exists()
 
 
 def test_a_global_batch_that_does_not_split_evenly_is_refused(tiny_cache, tmp_path, monkeypatch):

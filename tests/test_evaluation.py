@@ -1,5 +1,6 @@
 """Evaluation tables: confidence intervals, the two study tables, missing weights, writing."""
 
+import errno
 import math
 
 import pandas as pd
@@ -8,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mrnet_utils import files
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.evaluation import metrics
 from mrnet_utils.evaluation import tables as evaluation
@@ -158,6 +160,20 @@ def test_generation_comparisons_pair_seeds_and_resample_exams():
     assert w1.difference.exams == 10
     with pytest.raises(MRNetError, match="one seed each"):
         evaluation.generation_comparisons({"a": real[:3], "b": real[:4]}, real, exams, [("a", "b")])
+
+
+def test_write_table_on_a_full_disk_is_one_line_and_keeps_the_previous_tables(tmp_path, monkeypatch):
+    folder = tmp_path / "tables"
+    folder.mkdir()
+    (folder / "sr.csv").write_text("previous")
+
+    def full(descriptor):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", full)
+    with pytest.raises(MRNetError, match=f"^cannot write table sr.csv to {folder}: No space left on device"):
+        evaluation.write_table(pd.DataFrame({"psnr": [1.0]}), folder, "sr")
+    assert [path.name for path in folder.iterdir()] == ["sr.csv"] and (folder / "sr.csv").read_text() == "previous"
 
 
 def test_write_table_round_trip(tmp_path):

@@ -1,6 +1,7 @@
 """The MRNet reader on a good phantom and on copies broken in every way it checks."""
 
 import pickle
+import re
 import shutil
 
 import numpy as np
@@ -133,6 +134,33 @@ def test_volume_without_label(root):
 def test_volume_not_named_by_id(root):
     shutil.copy(root / "train" / "axial" / "0001.npy", root / "train" / "axial" / "scan.npy")
     with pytest.raises(MRNetError, match="train/axial/scan.npy is not named like an MRNet volume"):
+        _read_all(root)
+
+
+# '²' and Arabic-Indic digits pass str.isdigit() (and int() reads the latter); five or three digits are not MRNet's.
+@pytest.mark.parametrize("name", ["0000\u00b2.npy", "\u0660\u0660\u0660\u0661.npy", "00001.npy", "001.npy",
+                                  "._0001.npy"])
+def test_volume_names_are_exactly_four_ascii_digits(root, name):
+    shutil.copy(root / "train" / "axial" / "0001.npy", root / "train" / "axial" / name)
+    with pytest.raises(MRNetError, match=f"train/axial/{re.escape(name)} is not named like an MRNet volume "
+                                         r"\(NNNN.npy, four digits\)"):
+        _read_all(root)
+
+
+def test_label_files_saved_by_excel_are_read_as_they_are(root, good):
+    """Excel writes UTF-8 CSVs with a byte-order mark and CRLF line ends; the labels read the same."""
+    for task in ("abnormal", "acl", "meniscus"):
+        path = root / f"train-{task}.csv"
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_text().replace("\n", "\r\n").encode())
+    assert read_labels(root, "train") == read_labels(good, "train")
+    assert [exam.exam_id for exam in _read_all(root)] == [0, 1]
+
+
+@pytest.mark.parametrize("row", ["\u0660\u0660\u0660\u0660,1", "0000,\u00b9"])
+def test_label_ids_and_labels_are_ascii_integers(root, row):
+    lines = (root / "train-abnormal.csv").read_text().splitlines()
+    (root / "train-abnormal.csv").write_text("\n".join([row] + lines[1:]) + "\n", encoding="utf-8")
+    with pytest.raises(MRNetError, match="train-abnormal.csv, line 1: .* is not two integers id,label"):
         _read_all(root)
 
 

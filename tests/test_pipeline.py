@@ -1,6 +1,7 @@
 """Pipelines: checkpoint round trips, batch-size independence, cascade checks, sample files."""
 
 import copy
+import errno
 import re
 
 import numpy as np
@@ -10,6 +11,8 @@ from PIL import Image
 
 from mrnet_utils.config import stage_config
 from mrnet_utils.data.slices import SliceDataset
+from mrnet_utils import pipeline
+from mrnet_utils.diffusion import processes
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.pipeline import sample_cascade, sample_stage, write_samples
 from mrnet_utils.training import loop as training
@@ -91,6 +94,22 @@ def test_cascade_refuses_stages_that_do_not_chain(smoke_run):
         sample_cascade([base, sr2], [0], progress=False)
 
 
+@pytest.mark.parametrize("samplers, message", [
+    ({"sr2": ("resshift", 5)}, r"stage sr2 \(resshift\): steps=5 must be between 1 and the schedule's T=4"),
+    ({"base64": ("dpmpp", 101)}, r"stage base64 \(dpmpp\): steps=101 must be between 1 and the schedule's T=100"),
+    ({"base64": ("ddim", 30)}, r"stage base64 \(ddim\): DDIM steps=30 must divide the schedule's T=100"),
+    ({"sr1": ("dpmpp", 5)}, r"stage sr1 \(dpmpp\): a resshift stage samples with 'resshift', not 'dpmpp'"),
+], ids=["last-stage-steps", "first-stage-steps", "ddim-divisor", "wrong-process"])
+def test_a_cascade_checks_every_stage_sampler_before_any_stage_samples(smoke_run, monkeypatch, samplers, message):
+    """A bad sampler for the last stage used to surface only after the stages before it had sampled."""
+    stages = [load_stage(smoke_run(stage).folder) for stage in ("base64", "sr1", "sr2")]
+    calls = []
+    monkeypatch.setattr(processes, "generate", lambda *args, **kwargs: calls.append(args))
+    with pytest.raises(MRNetError, match=message) as refused:
+        sample_cascade(stages, [0], samplers, progress=False)
+    assert calls == [] and refused.value.parameter in ("steps", "sampler")
+
+
 def test_sample_stage_refuses_mismatched_low_res_input(smoke_run, valid_64):
     base, sr1 = (load_stage(smoke_run(stage).folder) for stage in ("base64", "sr1"))
     with pytest.raises(MRNetError, match="got 3 low-res images for 4 seeds; give one per seed"):
@@ -103,6 +122,37 @@ def test_sample_stage_refuses_mismatched_low_res_input(smoke_run, valid_64):
         sample_stage(sr1.model, sr1.config, SEEDS, torch.zeros(4, 1, 128, 128), progress=False)
     with pytest.raises(MRNetError, match="unknown sampler 'euler'"):
         sample_stage(base.model, base.config, SEEDS, sampler=("euler", 5), progress=False)
+
+
+def test_write_samples_refuses_a_used_folder_and_overwrite_replaces_the_whole_set(tmp_path):
+    """A second set written into a folder never mixes with the first: refused, or the first removed."""
+    images = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    out = write_samples(images, tmp_path / "samples", [0, 1, 2])
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(MRNetError, match=r"samples folder .*samples is not empty \(grid.png, notes.txt, "
+                                         r"sample_000000.png and 3 more\); .* overwrite=True") as refused:
+        write_samples(images[:1], out, [5])
+    assert refused.value.parameter == "overwrite"
+    write_samples(images[:1], out, [5], overwrite=True)
+    assert sorted(path.name for path in out.iterdir()) == ["grid.png", "notes.txt", "sample_000005.png", "samples.npy"]
+    assert np.array_equal(np.load(out / "samples.npy"), images[:1].numpy())
+
+
+@pytest.mark.parametrize("target", ["png", "npy"])
+def test_disk_full_while_writing_samples_is_one_line_and_leaves_nothing_torn(tmp_path, monkeypatch, target):
+    def full(*args, **kwargs):
+        args[1 if target == "png" else 0].write(b"half a file")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if target == "png":
+        monkeypatch.setattr(Image.Image, "save", full)
+    else:
+        monkeypatch.setattr(pipeline.np, "save", full)
+    name, what = ("sample_000000.png", "sample") if target == "png" else ("samples.npy", "sample array")
+    with pytest.raises(MRNetError, match=rf"^cannot write {what} {name} to {tmp_path}: No space left on device; "
+                                         "free disk space there or write to a disk with room"):
+        write_samples(torch.zeros(2, 1, 16, 16), tmp_path, [0, 1])
+    assert not list(tmp_path.glob(".*.partial")) and not (tmp_path / name).exists()
 
 
 def test_write_samples_names_each_image_by_its_seed(tmp_path):

@@ -1,5 +1,7 @@
 """The notebook figures: panel counts, fixed grey-scale limits, and what each panel draws."""
 
+import errno
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -209,3 +211,19 @@ def test_save_figure_writes_a_150_dpi_png_and_closes(tmp_path):
     assert fig.number not in plt.get_fignums()
     with pytest.raises(MRNetError, match="png"):
         plots.save_figure(plots.plot_image_grid(np.zeros((4, 4))), tmp_path / "grid.pdf")
+
+
+def test_disk_full_while_saving_a_figure_is_one_line_and_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "line.png"
+    path.write_bytes(b"the previous figure")
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+
+    def full(self, handle, **kwargs):
+        handle.write(b"half a PNG")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", full)
+    with pytest.raises(MRNetError, match=f"^cannot write figure line.png to {tmp_path}: No space left on device"):
+        plots.save_figure(fig, path)
+    assert path.read_bytes() == b"the previous figure" and sorted(tmp_path.iterdir()) == [path]

@@ -4,6 +4,8 @@ import errno
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -185,6 +187,19 @@ def test_interrupted_write_leaves_nothing_behind(root, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         preprocess(root, "coronal", tmp_path / "cache.npz", max_exams=1, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_temporary_files_of_killed_earlier_runs_are_removed_and_live_ones_kept(root, tmp_path):
+    """A run killed by SIGKILL cannot clean up; the next run in the folder does, sparing live writers' files."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".cache.npz.{dead.pid}.partial"
+    live = tmp_path / f".cache.npz.{os.getppid()}.partial"  # this test's parent process: alive
+    for path in (stale, live):
+        path.write_bytes(b"PK torn")
+    with pytest.raises(MRNetError, match="no valid exam"):  # even a run that fails later cleans up first
+        preprocess(root, "coronal", tmp_path / "cache.npz", selection="acl", progress=False)
+    assert sorted(tmp_path.iterdir()) == [live]
 
 
 def test_unwritable_folder_is_named(root, tmp_path, monkeypatch):

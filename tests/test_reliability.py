@@ -1,5 +1,6 @@
-"""Reliability end to end: exact resume after SIGKILL, non-finite losses, checkpoint fallback,
-mismatched checkpoints, bad input through the command line, determinism and split hygiene.
+"""Reliability end to end: exact resume after SIGKILL, SIGTERM and SIGINT, one writer per run folder,
+non-finite losses, checkpoint fallback, mismatched checkpoints and caches, bad input through the
+command line, disk full while drawing, determinism and split hygiene.
 
 The unit-level checks (atomic saves, corrupt files, crafted pickles, the reader's and
 preprocessing's refusals) live in test_checkpoint.py, test_mrnet_reader.py,
@@ -10,6 +11,7 @@ fault to its test.
 import csv
 import dataclasses
 import errno
+import functools
 import hashlib
 import itertools
 import json
@@ -18,6 +20,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from mrnet_utils import cli, files
+from mrnet_utils import cli, files, interrupts
 from mrnet_utils.diffusion import processes
 from mrnet_utils.config import stage_config
 from mrnet_utils.data.mrnet import list_exam_ids
@@ -135,43 +139,82 @@ def poison_losses(monkeypatch, steps):
 
 # --- exact resume ---------------------------------------------------------------------------------
 
-# The killed run: train() in a child process with the same config and thread count as this one.
+# The killed or stopped run: the command line's `train` in a child process, with this file's SR
+# config in place of the preset's (the only change), and the same thread count as this process.
 TRAIN_CHILD = """
 import json, sys, torch
+from mrnet_utils import cli
 from mrnet_utils.config import StageConfig
-from mrnet_utils.training.loop import train
-torch.set_num_threads(int(sys.argv[4]))
-train(StageConfig.from_dict(json.loads(sys.argv[1])), sys.argv[2], sys.argv[3], progress=False)
+cfg = StageConfig.from_dict(json.loads(sys.argv[1]))
+cli.stage_config = lambda stage, preset, use_swin=True: cfg
+torch.set_num_threads(int(sys.argv[2]))
+sys.exit(cli.main(sys.argv[3:]))
 """
 
 
+def start_training_child(cfg, cache, run, stderr):
+    """`python -m mrnet_utils train --stage sr1 --data CACHE --out RUN` on `cfg`, in a process of its own."""
+    arguments = [json.dumps(cfg.to_dict()), str(torch.get_num_threads()),
+                 "train", "--stage", cfg.stage, "--data", str(cache), "--out", str(run)]
+    return subprocess.Popen([sys.executable, "-c", TRAIN_CHILD, *arguments], cwd=REPO_ROOT,
+                            env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO_ROOT)},
+                            stdout=subprocess.DEVNULL, stderr=stderr)
+
+
 @pytest.mark.slow
-def test_sigkill_then_resume_ends_bitwise_equal_to_an_uninterrupted_run(cache, sr_run, tmp_path, capsys):
-    run = tmp_path / "killed"
-    arguments = [json.dumps(SR.to_dict()), str(cache), str(run), str(torch.get_num_threads())]
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_killed_or_stopped_training_resumes_bitwise_equal_to_an_uninterrupted_run(cache, sr_run, tmp_path, capsys,
+                                                                                  signum):
+    """SIGKILL ends the child wherever it is; SIGTERM (a scheduler's stop) and SIGINT (Ctrl-C) end it at the end
+    of the current step, with that step saved and one line saying how to continue. Either way, `resume` ends
+    exactly where the uninterrupted run ends."""
+    run = tmp_path / "stopped"
     with (tmp_path / "child.err").open("w") as stderr:
-        child = subprocess.Popen([sys.executable, "-c", TRAIN_CHILD, *arguments], cwd=REPO_ROOT,
-                                 env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
-                                 stdout=subprocess.DEVNULL, stderr=stderr)
+        child = start_training_child(SR, cache, run, stderr)
         try:
             deadline = time.monotonic() + 120
             while not (run / "step_00000002.pt").exists():
                 assert child.poll() is None, f"the training child stopped: {(tmp_path / 'child.err').read_text()}"
                 assert time.monotonic() < deadline, "no step checkpoint within 120 s"
                 time.sleep(0.01)
+            # A second writer (a resubmitted job, a second --resume) is refused, naming the one at work.
+            code, err = run_cli(capsys, "train", "--stage", "sr1", "--preset", "smoke", "--data", cache, "--out", run,
+                                "--resume")
+            assert code == 2 and err == [
+                f"error: {run} is in use by process {child.pid} on {socket.gethostname()} (it holds "
+                f"{run / files.LOCK_FILE}); wait for it to finish or stop it, or choose another out_dir (option --out)"
+            ]
             # A random moment in the 8 steps left: mid-step, mid-save or between the two.
             time.sleep(random.Random(4).uniform(0.0, 0.6))
-            child.send_signal(signal.SIGKILL)
+            child.send_signal(signum)
+            child.wait(timeout=120)
         finally:
             child.kill()
             child.wait()
-    assert not (run / "final.pt").exists(), "the child finished before the kill; the test proved nothing"
+    assert not (run / "final.pt").exists(), "the child finished before the signal; the test proved nothing"
     kept = sorted(run.glob("step_*.pt"))
     assert kept and all(load_checkpoint(path)["step"] == int(path.stem[5:]) for path in kept)
+    err = (tmp_path / "child.err").read_text()
+    if signum == signal.SIGKILL:
+        assert child.returncode == -signal.SIGKILL
+    else:
+        # The conventional status (143, 130), and one line naming the checkpoint of the step it stopped at.
+        assert child.returncode == 128 + signum and "Traceback" not in err, err
+        stopped_at = int(kept[-1].stem[5:])
+        assert err.splitlines()[-1].split("\r")[-1] == (
+            f"stopped: {signum.name} stopped training sr1_swin at step {stopped_at} of 10, saved as {kept[-1]}; "
+            "continue it with resume=True (option --resume)"
+        )
+        assert max(int(step) for step, *_ in log_rows(run)) <= stopped_at
+    # A stopped run released its folder and removed the lock file; a killed one left the file, and the
+    # operating system released the lock with the process: the resume below takes it.
+    assert (run / files.LOCK_FILE).exists() == (signum == signal.SIGKILL)
 
     train(SR, cache, run, resume=True, progress=False)
     resumed_at = int(capsys.readouterr().out.split(" at step ")[1].split()[0])
     assert 2 <= resumed_at < SR.train.steps
+    if signum != signal.SIGKILL:
+        assert resumed_at == stopped_at  # from the checkpoint the stop wrote
     # Weights, EMA (with its update count), AdamW moments and step counts, the LR scheduler
     # (warm-up included) and the torch RNG (dropout) all continue exactly: bit for bit, not within a tolerance.
     assert_same_training_state(run, sr_run)
@@ -321,7 +364,13 @@ def _truncated_volume(root):
     return f"{path} is not a readable .npy volume"
 
 
-@pytest.mark.parametrize("break_folder", [_remove_plane, _malformed_labels, _truncated_volume])
+def _unicode_digit_name(root):
+    path = root / "train" / "coronal" / "0000\u00b2.npy"  # '²' passes str.isdigit(); int() refuses it
+    shutil.copy(root / "train" / "coronal" / "0000.npy", path)
+    return f"{path} is not named like an MRNet volume (NNNN.npy, four digits)"
+
+
+@pytest.mark.parametrize("break_folder", [_remove_plane, _malformed_labels, _truncated_volume, _unicode_digit_name])
 def test_preprocess_refuses_a_broken_mrnet_folder_in_one_line(phantom, tmp_path, capsys, break_folder):
     root = shutil.copytree(phantom, tmp_path / "MRNet")
     expected = break_folder(root)
@@ -355,14 +404,20 @@ def test_train_refuses_bad_data_and_output_paths_in_one_line(cache, tmp_path, ca
     np.savez(poisoned, **arrays)
     blocker = tmp_path / "a_file"
     blocker.write_text("")
+    empty = tmp_path / "empty"
+    empty.mkdir()
     cases = [
         (poisoned, tmp_path / "run", rf"{poisoned}: train_images holds NaN or infinite values \(exam 0001, slice \d+\)"),
+        (poisoned, tmp_path / "new" / "deeper" / "run", "[^ ]*nan.npz: train_images holds NaN"),
+        (poisoned, empty, "[^ ]*nan.npz: train_images holds NaN"),
         (cache, blocker / "run", f"output folder {blocker / 'run'} is not writable"),
     ]
     for data, out, expected in cases:
         code, err = run_cli(capsys, "train", "--stage", "base64", "--preset", "smoke", "--data", data, "--out", out)
         assert code == 2 and len(err) == 1 and re.match(f"error: {expected}", err[0]), err
-        assert not list(tmp_path.glob("run/*")), "a refused run wrote into its folder"
+    # The run folders the refused runs created are gone again, parents included; a folder that was there stays.
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file", "empty", "nan.npz"]
+    assert list(empty.iterdir()) == []
 
 
 def test_disk_full_while_training_stops_in_one_line_and_keeps_nothing_torn(cache, tmp_path, capsys, monkeypatch):
@@ -390,3 +445,301 @@ def test_train_refuses_a_network_it_cannot_build_before_writing(cache, tmp_path,
     with pytest.raises(MRNetError, match=message):
         train(cfg, cache, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+# --- shared clusters: one writer per folder, no false success, the right data (issue #14) ---------
+
+
+def test_one_writer_per_folder_and_a_failed_claim_leaves_nothing_behind(tmp_path):
+    run = tmp_path / "new" / "run"
+    with files.claim_folder(run):
+        assert (run / files.LOCK_FILE).read_text() == f"{os.getpid()}@{socket.gethostname()}\n"
+        # flock locks belong to an open file, so a second claim fails even from the same process.
+        with pytest.raises(MRNetError, match=rf"{run} is in use by process {os.getpid()} ") as refused:
+            with files.claim_folder(run):
+                pass
+        assert refused.value.parameter == "out_dir" and run.is_dir()  # the holder's folder is not removed
+    assert list(run.iterdir()) == []  # the lock file goes with the claim
+    with pytest.raises(RuntimeError):
+        with files.claim_folder(tmp_path / "other" / "run"):
+            raise RuntimeError
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["new"]  # what the failed claim created is gone
+
+
+def run_cli_out(capsys, *argv):
+    """Like run_cli, with the standard output too."""
+    code = cli.main([str(arg) for arg in argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err, err
+    return code, out, [line for line in err.splitlines() if line.startswith("error:")]
+
+
+def test_resume_with_fewer_steps_than_done_says_so_and_names_the_final_checkpoint(cache, base_run, tmp_path,
+                                                                                  capsys):
+    """It exited 0 naming a final.pt that did not exist; success now means a final checkpoint that loads."""
+    run = shutil.copytree(base_run, tmp_path / "run")
+    before = digests(run)
+    smoke = ("train", "--stage", "base64", "--preset", "smoke", "--data", cache, "--out", run, "--resume")
+    code, _, err = run_cli_out(capsys, *smoke, "--steps", 2)
+    assert code == 2 and err == [
+        f"error: run folder {run} has already trained 4 steps, more than steps=2: its final checkpoint is "
+        f"{run / 'final.pt'}, at step 4. Resume with at least 4 steps, or train the shorter run in a new out_dir "
+        "(option --steps)"
+    ]
+    assert digests(run) == before
+    # A run stopped at step 3 of 4 has step checkpoints only.
+    (run / "final.pt").unlink()
+    code, _, err = run_cli_out(capsys, *smoke, "--steps", 2)
+    assert code == 2 and f"its newest checkpoint is {run / 'step_00000003.pt'}; it has no final checkpoint yet" in err[0]
+    # Asked to end at step 3, it writes the final checkpoint from step 3, then names it.
+    code, out, err = run_cli_out(capsys, *smoke, "--steps", 3)
+    assert code == 0 and out.strip().endswith(f"already has its 3 steps; final checkpoint {run / 'final.pt'}"), err
+    final, step_3 = load_checkpoint(run / "final.pt"), load_checkpoint(run / "step_00000003.pt")
+    assert final["step"] == 3
+    assert_bitwise_equal(final["model"], step_3["model"]) and assert_bitwise_equal(final["ema"], step_3["ema"])
+
+
+def test_the_command_line_reports_success_only_for_a_final_checkpoint_that_loads(base_run, tmp_path, capsys,
+                                                                               monkeypatch):
+    """`--steps` is exactly that many steps (the reference preset counts epochs otherwise), `--no-grids` reaches
+    train(), and a train() that returned without a loadable final checkpoint is not a success."""
+    calls = []
+
+    def fake_train(cfg, data, out, resume, compile, grids):
+        calls.append((cfg, grids))
+        return training.TrainResult(checkpoint=final, steps=1, trained_steps=1, seconds=1.0, images_per_second=1.0,
+                                    skipped_batches=0)
+
+    monkeypatch.setattr(training, "train", fake_train)
+    argv = ("train", "--stage", "base64", "--preset", "reference", "--steps", 1, "--no-grids", "--data",
+            tmp_path / "c.npz", "--out", tmp_path / "run")
+    final = base_run / "final.pt"
+    code, out, err = run_cli_out(capsys, *argv)
+    assert code == 0 and f"final checkpoint {final}" in out
+    cfg, grids = calls[-1]
+    assert (cfg.train.steps, cfg.train.epochs, grids) == (1, 0, False)
+    final = tmp_path / "final.pt"  # never written
+    code, out, err = run_cli_out(capsys, *argv)
+    assert code == 2 and err == [f"error: no checkpoint file at {final}; check the path (savepoints/<run>/step_*.pt)"]
+    assert out == ""
+
+
+@pytest.fixture(scope="module")
+def sagittal_cache(phantom, tmp_path_factory):
+    return preprocess(phantom, "sagittal", tmp_path_factory.mktemp("sagittal") / "sagittal.npz", central_slices=2,
+                      progress=False)
+
+
+def test_resume_refuses_another_slice_cache_naming_both(cache, sagittal_cache, base_run, tmp_path, capsys):
+    run = shutil.copytree(base_run, tmp_path / "run")
+    argv = ("train", "--stage", "base64", "--preset", "smoke", "--steps", 4, "--out", run, "--resume")
+    code, _, err = run_cli_out(capsys, *argv, "--data", sagittal_cache)
+    assert code == 2 and len(err) == 1
+    assert re.fullmatch(
+        rf"error: checkpoint {run / 'final.pt'} was trained on {cache} \(plane coronal, selection all, normalisation "
+        rf"series; content [0-9a-f]{{12}}\), but data_path is {sagittal_cache} \(plane sagittal, selection all, "
+        r"normalisation series; content [0-9a-f]{12}\); resume with the cache the run was trained on, or start a "
+        r"new run in another out_dir \(option --data\)", err[0]), err[0]
+    # The same slices elsewhere (a copy on scratch, a cache written again) are the same data.
+    moved = shutil.copy(cache, tmp_path / "moved.npz")
+    code, out, _ = run_cli_out(capsys, *argv, "--data", moved)
+    assert code == 0 and "already has its 4 steps" in out
+    # A checkpoint written before the cache was recorded still loads and resumes (unchecked).
+    payload = load_checkpoint(run / "final.pt")
+    del payload["data"]
+    checkpoint.save_checkpoint(run, payload, name="final.pt")
+    code, out, _ = run_cli_out(capsys, *argv, "--data", sagittal_cache)
+    assert code == 0 and "already has its 4 steps" in out
+
+
+# --- the log: one row per step, whatever happened before ------------------------------------------
+
+
+@pytest.mark.parametrize("resume", [True, False], ids=["resumed", "started-again"])
+def test_a_restart_before_the_first_checkpoint_never_logs_a_step_twice(cache, base_run, tmp_path, monkeypatch,
+                                                                       resume):
+    run = tmp_path / "run"
+    cfg = BASE.replace(train=dict(checkpoint_every=100, log_every=1))
+    poison_losses(monkeypatch, {2})  # the run stops at step 2, before any checkpoint: rows 1 and 2 are logged
+    with pytest.raises(MRNetError, match="non-finite loss at step 2"):
+        train(cfg, cache, run, progress=False)
+    assert [row[0] for row in log_rows(run)] == ["1", "2"] and not list(run.glob("*.pt"))
+    with (run / training.LOG_FILE).open("a") as log:
+        log.write("3,0.98")  # and a row torn by a kill mid-write
+    monkeypatch.undo()
+    train(cfg, cache, run, resume=resume, progress=False)
+    rows = log_rows(run)
+    assert [row[0] for row in rows] == ["1", "2", "3", "4"]
+    assert [row for row in rows if row[0] in ("2", "4")] == log_rows(base_run)  # the rows of an unbroken run
+
+
+# --- disk full while drawing, grids and their progress ----------------------------------------------
+
+
+def test_disk_full_while_writing_the_sample_grid_is_one_line_and_leaves_no_torn_png(cache, tmp_path, capsys,
+                                                                                   monkeypatch):
+    def full(self, handle, **kwargs):
+        handle.write(b"\x89PNG half a grid")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full)
+    run = tmp_path / "run"
+    code, err = run_cli(capsys, "train", "--stage", "base64", "--preset", "smoke", "--steps", 1, "--data", cache,
+                        "--out", run)
+    assert code == 2 and err == [
+        f"error: cannot write sample grid samples_final.png to {run}: No space left on device; free disk space there "
+        "or write to a disk with room (files already there are untouched)"
+    ]
+    assert sorted(path.name for path in run.iterdir()) == ["final.pt", training.LOG_FILE]  # no PNG, no temporary
+    assert load_checkpoint(run / "final.pt")["step"] == 1
+
+
+def test_sample_grids_show_the_sampler_steps_and_can_be_turned_off(cache, tmp_path, capsys):
+    state = training.build_state(BASE, torch.device("cpu"), channels_last=False)
+    training._write_sample_grid(state, BASE, None, tmp_path / "grid.png", progress=True)
+    sampler, steps = BASE.spec.sampler
+    err = capsys.readouterr().err
+    assert f"{sampler}: 100%" in err and f"{steps}/{steps}" in err, err
+    training._write_sample_grid(state, BASE, None, tmp_path / "quiet.png", progress=False)
+    assert capsys.readouterr().err == ""
+    code, err = run_cli(capsys, "train", "--stage", "base64", "--preset", "smoke", "--steps", 1, "--no-grids",
+                        "--data", cache, "--out", tmp_path / "run")
+    assert code == 0 and not list((tmp_path / "run").glob("*.png"))
+
+
+# --- the command line: help, conflicts, the output folder of `sample` --------------------------------
+
+
+@pytest.mark.parametrize("command, defaults", [
+    ("train", ["--preset {smoke,demo,full,reference}\n", "(default: demo)"]),
+    ("sample", ["number of images (default: 16)", "images per forward pass (default: 8)"]),
+    ("preprocess", ["(default: coronal)", "(default: 5)", "(default: series)"]),
+    ("synth", ["(default: 80)", "(default: 20)"]),
+])
+def test_help_shows_the_defaults(capsys, command, defaults):
+    with pytest.raises(SystemExit) as done:
+        cli.main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert done.value.code == 0
+    assert all(" ".join(default.split()) in text for default in defaults), text
+    assert "(default: None)" not in text and "(default: False)" not in text
+
+
+@pytest.mark.parametrize("central", ["3", "5"])  # 5 is the default: argparse alone would not see it given
+def test_conflicting_options_are_refused_in_one_line(phantom, tmp_path, capsys, central):
+    code, err = run_cli(capsys, "preprocess", "--mrnet-root", phantom, "--out", tmp_path / "c.npz",
+                        "--central-slices", central, "--all-slices")
+    assert code == 2 and err == ["error: mrnet_utils preprocess: argument --all-slices: not allowed with argument "
+                                 "--central-slices (see --help)"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sample_checks_its_output_folder_before_loading_or_sampling_anything(tmp_path, capsys):
+    """A checkpoint that does not exist is never reached: the folder is refused first."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "sample_000000.png").write_bytes(b"an earlier sample")
+    sample = ("sample", "--pipeline", "single256", "--checkpoints", tmp_path / "none.pt", "--device", "cpu", "--out")
+    code, err = run_cli(capsys, *sample, blocker / "samples")
+    assert code == 2 and err == [f"error: output folder {blocker / 'samples'} is not writable (Not a directory); "
+                                 "choose another out_dir (option --out)"]
+    code, err = run_cli(capsys, *sample, used)
+    assert code == 2 and err == [f"error: samples folder {used} is not empty (sample_000000.png); choose an empty "
+                                 "out_dir, or replace the samples there with overwrite=True (option --overwrite)"]
+    # A folder `sample` created and left empty when it failed later is removed again.
+    code, err = run_cli(capsys, *sample, tmp_path / "new")
+    assert code == 2 and err == [f"error: no checkpoint file at {tmp_path / 'none.pt'}; check the path "
+                                 "(savepoints/<run>/step_*.pt)"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file", "used"]
+    assert [path.name for path in used.iterdir()] == ["sample_000000.png"]
+
+
+def test_a_second_stop_signal_stops_training_at_once_naming_the_newest_checkpoint(cache, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    calls = itertools.count()
+    real_loss = processes.loss
+
+    def impatient(*args, **kwargs):  # Ctrl-C, and again, during the second step
+        if next(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(processes, "loss", impatient)
+    monkeypatch.setattr(training, "StopRequest", functools.partial(interrupts.StopRequest, repeat_window=-1))
+    with pytest.raises(training.TrainingStopped) as stopped:
+        train(BASE, cache, run, progress=False)
+    assert str(stopped.value) == (f"a second SIGINT stopped training base64_swin at once at step 1; the newest "
+                                  f"checkpoint is {run / 'step_00000001.pt'}: continue from it with resume=True")
+    assert (stopped.value.exit_code, stopped.value.checkpoint, stopped.value.parameter) == (
+        130, run / "step_00000001.pt", "resume")
+    assert sorted(path.name for path in run.iterdir()) == ["step_00000001.pt"]  # no lock file, no temporary
+
+
+# --- stop signals outside training: preprocess ---------------------------------------------------------
+
+
+def test_a_repeated_stop_signal_is_one_request_and_a_later_one_stops_at_once():
+    """Ctrl-C under torchrun reaches a worker twice (from the terminal, then passed on by torchrun): one request.
+    A second one later means "now"."""
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with interrupts.StopRequest("the test", repeat_window=0.5) as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.requested == signal.SIGINT
+        time.sleep(0.6)
+        with pytest.raises(interrupts.Interrupted, match="^a second SIGTERM stopped the test at once$") as stopped:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler runs before this returns
+        assert stopped.value.exit_code == 143
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+# `preprocess` in a process of its own, with a cache write that takes a while (a large cache on a slow disk).
+PREPROCESS_CHILD = """
+import sys, time
+import numpy as np
+from mrnet_utils import cli
+
+def slow_savez(handle, **arrays):
+    handle.write(b"PK" + bytes(1000))
+    handle.flush()
+    time.sleep(120)
+
+np.savez = slow_savez
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_preprocess_stopped_while_writing_removes_its_temporary_file(phantom, tmp_path, signum):
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / f".c.npz.{dead.pid}.partial").write_bytes(b"PK from a run killed earlier")
+    child = subprocess.Popen(
+        [sys.executable, "-c", PREPROCESS_CHILD, "preprocess", "--mrnet-root", str(phantom), "--out", str(out / "c.npz"),
+         "--central-slices", "2"],
+        cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        temporary = out / f".c.npz.{child.pid}.partial"
+        deadline = time.monotonic() + 120
+        while not temporary.exists():
+            assert child.poll() is None, child.stderr.read()
+            assert time.monotonic() < deadline, "preprocess never started writing"
+            time.sleep(0.01)
+        child.send_signal(signum)
+        err = child.communicate(timeout=60)[1]
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode == 128 + signum
+    assert err.splitlines()[-1].split("\r")[-1] == (
+        f"stopped: {signum.name} stopped `preprocess`; files it was writing were removed, finished ones kept"
+    ) and "Traceback" not in err
+    assert list(out.iterdir()) == []  # its own temporary file, and the killed run's, are gone; no cache

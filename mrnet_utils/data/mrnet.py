@@ -8,10 +8,12 @@ The layout, as unzipped from Stanford's archive (or written by `phantom.write_ph
 Every exam of a split has one row in each of the three label files of that split and
 one volume in each plane folder. Anything else raises `MRNetError` naming the file at
 fault, so that a broken download is found here and not as a shape error hours later.
+Label files saved by Excel (UTF-8 with a byte-order mark, CRLF line ends) read as they are.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -24,6 +26,8 @@ SPLITS = ("train", "valid")
 PLANES = ("axial", "coronal", "sagittal")
 TASKS = ("abnormal", "acl", "meniscus")  # also the column order of every label array
 SIDE = 256  # MRNet slices are SIDE x SIDE
+_VOLUME_NAME = re.compile(r"[0-9]{4}\.npy")  # ASCII digits only: str.isdigit() and int() also take '²' or '٣'
+_INTEGER = re.compile(r"-?[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ def _read_label_file(path: Path) -> dict[int, int]:
     if not path.is_file():
         raise MRNetError(f"label file {path} is missing; MRNet has one CSV per split and task (id,label rows)")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: drops Excel's byte-order mark
     except (OSError, UnicodeDecodeError) as error:
         raise MRNetError(f"label file {path} cannot be read ({error}); restore it from the MRNet archive") from None
     labels: dict[int, int] = {}
@@ -78,10 +82,9 @@ def _read_label_file(path: Path) -> dict[int, int]:
         where = f"label file {path}, line {number}"
         if len(fields) != 2:
             raise MRNetError(f"{where}: {len(fields)} columns, expected 2 (id,label) without a header")
-        try:
-            exam_id, label = int(fields[0]), int(fields[1])
-        except ValueError:
-            raise MRNetError(f"{where}: {line.strip()!r} is not two integers id,label") from None
+        if not all(_INTEGER.fullmatch(field) for field in fields):
+            raise MRNetError(f"{where}: {line.strip()!r} is not two integers id,label")
+        exam_id, label = int(fields[0]), int(fields[1])
         if exam_id < 0:
             raise MRNetError(f"{where}: exam id {exam_id} is negative")
         if label not in (0, 1):
@@ -117,8 +120,8 @@ def _volume_files(root: Path, split: str, plane: str) -> dict[int, Path]:
         raise MRNetError(f"folder {folder} is missing; MRNet has {split}/{{{','.join(PLANES)}}}/NNNN.npy")
     files: dict[int, Path] = {}
     for path in sorted(folder.glob("*.npy")):
-        if not path.stem.isdigit():
-            raise MRNetError(f"{path} is not named like an MRNet volume (NNNN.npy); move it out of {folder}")
+        if not _VOLUME_NAME.fullmatch(path.name):
+            raise MRNetError(f"{path} is not named like an MRNet volume (NNNN.npy, four digits); move it out of {folder}")
         exam_id = int(path.stem)
         if exam_id in files:
             raise MRNetError(f"{path} and {files[exam_id]} are the same exam {exam_id:04d}; keep one")

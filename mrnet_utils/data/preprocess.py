@@ -145,6 +145,7 @@ def preprocess(
         raise MRNetError(f"output folder {out.parent} does not exist; create it first")
     if not os.access(out.parent, os.W_OK):  # say so now rather than after reading every exam
         raise MRNetError(f"cannot write to folder {out.parent}; choose a writable output path")
+    remove_stale_partials(out.parent)  # of earlier runs killed while writing (SIGKILL; any other stop removes its own)
     arrays: dict[str, np.ndarray] = {}
     for split in SPLITS:
         arrays.update(
@@ -153,7 +154,6 @@ def preprocess(
     metadata = dict(plane=plane, selection=selection, normalisation=normalisation, central_slices=central_slices,
                     source=str(root.resolve()), side=SIDE, tasks=list(TASKS), format_version=FORMAT_VERSION)
     arrays["metadata"] = np.array([json.dumps(metadata)])
-    remove_stale_partials(out.parent)
     write_atomically(out, lambda handle: np.savez(handle, **arrays), "slice cache")
     return out
 

@@ -8,6 +8,7 @@ targets (as in SR3, Saharia et al. 2021).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 from pathlib import Path
@@ -30,7 +31,13 @@ def _not_a_cache(path: Path, why: str) -> MRNetError:
 
 
 def load_cache(path: Path | str) -> dict[str, Any]:
-    """Read and check a cache: {'metadata': dict, 'train': {field: array}, 'valid': {field: array}}."""
+    """Read and check a cache: {'metadata': dict, 'train': {field: array}, 'valid': {field: array},
+    'digest': the SHA-256 of its slices and their ids and labels (each array's name, dtype, shape and bytes)}.
+
+    The digest identifies the data, not the file or where it came from: a cache written again
+    from the same exams with the same settings has the same digest (the file's bytes differ, by
+    the archive's time stamps), a cache of another plane or selection has another.
+    """
     path = Path(path)
     if not path.is_file():
         raise MRNetError(f"cache file {path} does not exist; write it with mrnet_utils.data.preprocess.preprocess")
@@ -51,7 +58,8 @@ def load_cache(path: Path | str) -> dict[str, Any]:
     if not isinstance(metadata, dict) or metadata.get("format_version") != FORMAT_VERSION:
         raise _not_a_cache(path, f"format {metadata.get('format_version') if isinstance(metadata, dict) else '?'}, "
                                  f"expected {FORMAT_VERSION}")
-    cache: dict[str, Any] = {"metadata": metadata}
+    cache: dict[str, Any] = {"metadata": metadata, "digest": _content_digest(
+        {name: array for name, array in contents.items() if name != "metadata"})}
     for split in SPLITS:
         missing = [f"{split}_{field}" for field in FIELDS if f"{split}_{field}" not in contents]
         if missing:
@@ -66,6 +74,15 @@ def load_cache(path: Path | str) -> dict[str, Any]:
         _check_finite(path, split, arrays)
         cache[split] = arrays
     return cache
+
+
+def _content_digest(arrays: dict[str, np.ndarray]) -> str:
+    hasher = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        hasher.update(f"{name} {array.dtype.str} {array.shape}\n".encode())
+        hasher.update(array.view(np.uint8).reshape(-1).data if array.size else b"")
+    return hasher.hexdigest()
 
 
 def _check_finite(path: Path, split: str, arrays: dict[str, np.ndarray]) -> None:
@@ -158,6 +175,7 @@ class SliceDataset(Dataset):
         self.exam_ids = torch.from_numpy(arrays["exam_ids"].astype(np.int64))
         self.slice_index = torch.from_numpy(arrays["slice_index"].astype(np.int64))
         self.metadata = cache["metadata"]
+        self.cache_digest = cache["digest"]  # of the whole cache, both splits: what a checkpoint records
         self.split, self.resolution = split, resolution
 
     def __len__(self) -> int:

@@ -23,7 +23,7 @@ from torch import Tensor
 from mrnet_utils.config import DiffusionConfig
 from mrnet_utils.diffusion import resshift
 from mrnet_utils.diffusion.losses import diffusion_loss
-from mrnet_utils.diffusion.samplers import SAMPLERS, sample
+from mrnet_utils.diffusion.samplers import SAMPLERS, check_steps, sample
 from mrnet_utils.diffusion.schedules import NoiseSchedule
 from mrnet_utils.errors import MRNetError
 
@@ -79,19 +79,34 @@ def takes_sampler(cfg: DiffusionConfig, name: str) -> bool:
     return name in SAMPLERS if cfg.process == "ddpm" else name == OWN_SAMPLER[cfg.process]
 
 
-def generate(
-    model: Model, cfg: DiffusionConfig, schedule: Schedule, sampler: tuple[str, int], noise: Tensor,
-    extra_args: dict[str, Any], generators: list[torch.Generator] | None, y0: Tensor | None = None,
-) -> Tensor:
-    """One draw of x_0 from x_T = `noise` (ddpm) or from y_0 (the residual processes), in [-1, 1]."""
+def check_sampler(cfg: DiffusionConfig, sampler: tuple[str, int]) -> None:
+    """Refuse a sampler this process cannot run, or steps its schedule does not have, before sampling anything."""
     name, steps = sampler
     if cfg.process == "ddpm":
         if name in OWN_SAMPLER.values():
-            raise MRNetError(f"sampler {name!r} samples a {name} stage; this stage's process is 'ddpm'")
-        return sample(name, model, schedule, noise, steps, extra_args=extra_args, generators=generators)
+            raise MRNetError(f"sampler {name!r} samples a {name} stage; this stage's process is 'ddpm'", parameter="sampler")
+        check_steps(name, cfg.timesteps, steps)
+        return
     if name != OWN_SAMPLER[cfg.process]:
-        raise MRNetError(f"a {cfg.process} stage samples with {OWN_SAMPLER[cfg.process]!r}, not {name!r}")
+        raise MRNetError(f"a {cfg.process} stage samples with {OWN_SAMPLER[cfg.process]!r}, not {name!r}",
+                         parameter="sampler")
+    if cfg.process == "resshift" and not 1 <= steps <= cfg.timesteps:
+        raise MRNetError(f"steps={steps} must be between 1 and the schedule's T={cfg.timesteps}", parameter="steps")
+
+
+def generate(
+    model: Model, cfg: DiffusionConfig, schedule: Schedule, sampler: tuple[str, int], noise: Tensor,
+    extra_args: dict[str, Any], generators: list[torch.Generator] | None, y0: Tensor | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """One draw of x_0 from x_T = `noise` (ddpm) or from y_0 (the residual processes), in [-1, 1];
+    `progress` shows a bar over the sampler's steps."""
+    check_sampler(cfg, sampler)
+    name, steps = sampler
+    if cfg.process == "ddpm":
+        return sample(name, model, schedule, noise, steps, extra_args=extra_args, generators=generators,
+                      progress=progress)
     if cfg.process == "resshift":
-        return resshift.sample_resshift(model, schedule, y0, noise, steps, extra_args, generators)
+        return resshift.sample_resshift(model, schedule, y0, noise, steps, extra_args, generators, progress)
     with torch.inference_mode():
         return regress(model, cfg, y0, extra_args).clamp(-1, 1)

@@ -99,9 +99,21 @@ def _scheduler_args(schedule: NoiseSchedule) -> dict[str, Any]:
     )
 
 
+def check_steps(name: str, timesteps: int, steps: int) -> None:
+    """Refuse a sampler name or a number of steps that a schedule of `timesteps` cannot take, before any sampling."""
+    if name not in SAMPLERS:
+        raise MRNetError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}", parameter="sampler")
+    if not 1 <= steps <= timesteps:
+        raise MRNetError(f"steps={steps} must be between 1 and the schedule's T={timesteps}", parameter="steps")
+    if name == "ddim" and timesteps % steps:
+        raise MRNetError(
+            f"DDIM steps={steps} must divide the schedule's T={timesteps} "
+            "(diffusers' DDIMScheduler strides by T // steps); choose a divisor or the 'dpmpp' sampler",
+            parameter="steps",
+        )
+
+
 def _check(schedule: NoiseSchedule, noise: Tensor, steps: int, generators: list[torch.Generator] | None) -> None:
-    if not 1 <= steps <= schedule.timesteps:
-        raise MRNetError(f"steps={steps} must be between 1 and the schedule's T={schedule.timesteps}")
     if noise.ndim != 4:
         raise MRNetError(f"noise must be a (B, C, H, W) tensor, got shape {tuple(noise.shape)}")
     if generators is not None:
@@ -168,11 +180,7 @@ def _ddim(schedule: NoiseSchedule, steps: int) -> SchedulerMixin:
     diffusers' DDIMScheduler always steps back by T // steps, so `steps` must divide T for
     its steps to land on the trailing timesteps and its last step on the clean image.
     """
-    if schedule.timesteps % steps:
-        raise MRNetError(
-            f"DDIM steps={steps} must divide the schedule's T={schedule.timesteps} "
-            "(diffusers' DDIMScheduler strides by T // steps); choose a divisor or the 'dpmpp' sampler"
-        )
+    check_steps("ddim", schedule.timesteps, steps)
     from diffusers import DDIMScheduler
 
     scheduler = DDIMScheduler(
@@ -246,12 +254,11 @@ def sample(
     `generators` (one per image, `generators_from_seeds`) feed the per-step noise of the
     stochastic samplers; the deterministic ones accept and ignore them.
     """
-    if name not in SAMPLERS:
-        raise MRNetError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    check_steps(name, schedule.timesteps, steps)
     _check(schedule, noise, steps, generators)
     sampler = SAMPLERS[name]
     scheduler = sampler.scheduler(schedule, steps)
     return _denoise(scheduler, model, noise, extra_args, generators, progress, name, **sampler.step_args)
 
 
-__all__ = ["SAMPLERS", "Sampler", "sample", "noise_from_seeds", "generators_from_seeds", "trailing_timesteps"]
+__all__ = ["SAMPLERS", "Sampler", "sample", "check_steps", "noise_from_seeds", "generators_from_seeds", "trailing_timesteps"]

@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.transforms import blended_transform_factory
 
 from mrnet_utils.errors import MRNetError
+from mrnet_utils.files import write_atomically
 
 MODEL_RANGE = (-1.0, 1.0)
 UINT8_RANGE = (0.0, 255.0)
@@ -419,12 +420,12 @@ def plot_histograms(
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Write `fig` as a 150-dpi PNG (creating the folder), close it, and return the path."""
+    """Write `fig` as a 150-dpi PNG (creating the folder), atomically, close it, and return the path."""
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise MRNetError(f"{path}: figures are saved as PNG; give the file a .png suffix")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150, format="png")
+    write_atomically(path, lambda handle: fig.savefig(handle, dpi=150, format="png"), "figure")
     # Only matters for figures made with pyplot (ours are not registered with it): frees them in long runs.
     plt.close(fig)
     return path

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from mrnet_utils.data.slices import to_unit
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.evaluation import metrics, statistics
+from mrnet_utils.files import write_atomically
 
 # Per-slice metrics of a super-resolved image against its real high-res slice ([0, 1], data range 1),
 # and whether a higher value is better (None: no better direction).
@@ -375,9 +376,10 @@ def write_table(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / f"{name}.csv", out_dir / f"{name}.md"
-    table.to_csv(csv_path)
+    csv_text = table.to_csv()
     lines = [markdown(table)] + ([""] + [f"- `{column}`: {meaning}" for column, meaning in legend.items()] if legend else [])
-    md_path.write_text("\n".join(lines) + "\n")
+    write_atomically(csv_path, lambda handle: handle.write(csv_text.encode()), "table")
+    write_atomically(md_path, lambda handle: handle.write(("\n".join(lines) + "\n").encode()), "table")
     return csv_path, md_path
 
 

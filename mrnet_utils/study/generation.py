@@ -64,7 +64,7 @@ TIMING_FILE = "timing.json"
 
 def save_generated(generated: Generated, folder: str | Path) -> Path:
     """The 256x256 images (pipeline.write_samples: PNGs, grid, samples.npy), their sampling time and samplers."""
-    folder = pipeline.write_samples(generated.images[256], folder, generated.seeds)
+    folder = pipeline.write_samples(generated.images[256], folder, generated.seeds, overwrite=True)
     record = {"seconds_per_image": generated.seconds_per_image, "seeds": generated.seeds, "samplers": generated.samplers}
     write_record(folder / TIMING_FILE, record)
     return folder

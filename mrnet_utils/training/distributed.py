@@ -32,6 +32,14 @@ class Distributed:
             value /= self.world_size
         return value
 
+    def max(self, value: int, device: torch.device) -> int:
+        """The largest of a per-rank integer over all ranks (a collective: every rank must call it)."""
+        if self.world_size == 1:
+            return value
+        tensor = torch.tensor([value], device=device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return int(tensor.item())
+
     def barrier(self) -> None:
         if self.world_size > 1:
             dist.barrier()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import pandas as pd
 
 from mrnet_utils.errors import MRNetError
+from mrnet_utils.files import write_atomically
 
 LOG_FILE = "train_log.csv"
 LOG_COLUMNS = ("step", "loss", "lr", "images_per_s", "elapsed_s", "skipped", "val_loss")
@@ -23,14 +25,23 @@ def append_log(path: Path, row: dict) -> None:
 
 
 def truncate_log(path: Path, step: int) -> None:
-    """Drop log rows past `step`, written after the checkpoint a resumed run starts from."""
+    """Drop log rows past `step`: those a run wrote after the checkpoint it restarts from (all of them
+    when it restarts from step 0), which the restarted run writes again. Atomic: a crash here leaves
+    the old log or the new one."""
     if not path.exists():
         return
-    with path.open() as handle:
-        rows = [row for row in csv.DictReader(handle) if int(row["step"]) <= step]
-    path.unlink()
-    for row in rows:
-        append_log(path, row)
+    with path.open(newline="") as handle:
+        # A row torn by a kill mid-append lacks fields (DictReader fills them with None): dropped.
+        rows = [row for row in csv.DictReader(handle)
+                if None not in row.values() and row["step"].isdecimal() and int(row["step"]) <= step]
+    if not rows:
+        path.unlink()
+        return
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=LOG_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomically(path, lambda handle: handle.write(text.getvalue().encode()), "training log")
 
 
 def read_train_log(run_dir: str | Path) -> pd.DataFrame:

@@ -5,14 +5,19 @@ logging and checkpointing as the config says. It runs in one process or many (to
 DDP) without change: every random draw is a function of (seed, step) over the global
 batch (training.batches), and rank 0 alone writes the log, the sample grids and the
 checkpoints.
+
+On a shared cluster: rank 0 holds the run folder's lock (files.claim_folder), so a second
+process aimed at it is refused; SIGTERM or SIGINT ends training at the end of the current
+step with that step saved (`TrainingStopped`), and a resume continues it bit for bit.
 """
 
 from __future__ import annotations
 
 import math
+import signal
 import time
 import warnings
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,12 +32,14 @@ from mrnet_utils.diffusion import conditioning, processes
 from mrnet_utils.diffusion.losses import sample_timesteps
 from mrnet_utils.diffusion.schedules import to_process
 from mrnet_utils.errors import MRNetError
+from mrnet_utils.files import claim_folder
+from mrnet_utils.interrupts import Interrupted, StopRequest
 from mrnet_utils.networks import build_network
 from mrnet_utils.pipeline import bf16_autocast, sample_stage, save_grid
 from mrnet_utils.training import checkpoint
 from mrnet_utils.training.batches import Batch, draw_batch, to_device
 from mrnet_utils.training.checkpoint import FINAL_CHECKPOINT
-from mrnet_utils.training.distributed import init_distributed, process_device
+from mrnet_utils.training.distributed import Distributed, init_distributed, process_device
 from mrnet_utils.training.log import LOG_FILE, append_log, truncate_log
 
 
@@ -44,6 +51,15 @@ class TrainResult:
     seconds: float  # wall-clock training time, summed over resumed segments
     images_per_second: float  # of this call's steps; NaN when it trained none
     skipped_batches: int
+
+
+class TrainingStopped(Interrupted):
+    """SIGTERM or SIGINT stopped training: at the end of step `step`, saved to `checkpoint` (`resume=True`
+    continues from it), or, after a second signal, at once (`checkpoint`: the newest one written before)."""
+
+    def __init__(self, signum: int, message: str, checkpoint: Path | None, step: int, resumable: bool) -> None:
+        super().__init__(signum, message, parameter="resume" if resumable else None)
+        self.checkpoint, self.step = checkpoint, step
 
 
 @dataclass
@@ -58,6 +74,7 @@ class TrainState:
     seconds_before: float = 0.0  # training time of earlier segments of a resumed run
     skipped: int = 0  # batches skipped for non-finite gradients (or outside grad_norm_window)
     val_loss: float = math.nan  # the last validation loss (lr_schedule="plateau")
+    data: dict | None = None  # the slice cache trained on (`data_record`), checked when resuming
 
     def payload(self, cfg: StageConfig, step: int, seconds: float) -> dict:
         """The checkpoint at `step`, `seconds` into training."""
@@ -71,6 +88,7 @@ class TrainState:
             "lr_scheduler": self.lr_scheduler.state_dict(),
             "rng": {"torch": torch.get_rng_state()},
             "log": {"seconds": seconds, "skipped": self.skipped, "val_loss": self.val_loss},
+            "data": self.data,
         }
 
 
@@ -107,6 +125,7 @@ def restore(state: TrainState, cfg: StageConfig, out_dir: Path) -> Path | None:
         return None
     payload = checkpoint.load_checkpoint(found)
     checkpoint.check_compatible(payload, cfg, path=found)
+    _check_same_data(payload.get("data"), state.data, found)  # absent from checkpoints before 2026-12-01
     state.model.load_state_dict(payload["model"])
     if state.ema is not None:
         state.ema.load_state_dict(payload["ema"])
@@ -217,21 +236,32 @@ def train(
     """Train one stage on the cached slices at `data_path`, writing checkpoints and logs to `out_dir`.
 
     `resume=True` continues from the newest good checkpoint in `out_dir` (or extends a finished
-    run to cfg.train.steps). `compile=True` runs the network through `torch.compile` (worth it
+    run to cfg.train.steps); it refuses a run already past cfg.train.steps and a run trained on
+    another slice cache. `compile=True` runs the network through `torch.compile` (worth it
     on a GPU for long runs; the first steps are slow while it compiles). Checkpoints are the
     same either way. `grids=False` skips the sample grids (every cfg.train.sample_every steps
     and at the end), which sample with the stage's default sampler. With cfg.train.epochs, the
     run's steps are that many passes over the training slices.
+
+    SIGTERM or SIGINT ends training at the end of the current step: that step is checkpointed and
+    `TrainingStopped` raised, naming the checkpoint; a second signal stops at once. While it runs,
+    this process is the run folder's only writer: another process's `train` there is refused, and a
+    run folder this call created is removed again if it fails before writing anything.
     """
     cfg.validate()
     out_dir = Path(out_dir)
     device = process_device()
     distributed = init_distributed(cfg.train.batch_size)
-    if not resume:
-        _refuse_earlier_run(out_dir)
-    if distributed.is_main:
-        _check_writable(out_dir)
+    with claim_folder(out_dir) if distributed.is_main else nullcontext():
+        if not resume:
+            _refuse_earlier_run(out_dir)
+        return _train(cfg, data_path, out_dir, resume, progress, compile, grids, device, distributed)
 
+
+def _train(
+    cfg: StageConfig, data_path: str | Path, out_dir: Path, resume: bool, progress: bool, compile: bool,
+    grids: bool, device: torch.device, distributed: Distributed,
+) -> TrainResult:
     dataset = SliceDataset(data_path, "train", cfg.resolution)
     images = dataset.images
     low_res = degrade(images, cfg.low_resolution) if cfg.is_super_resolution else None
@@ -245,11 +275,14 @@ def train(
 
     channels_last = device.type == "cuda"
     state = build_state(cfg, device, channels_last)
-    if resume:
-        found = restore(state, cfg, out_dir)
-        if found is not None and distributed.is_main:
-            truncate_log(out_dir / LOG_FILE, state.step)
+    state.data = data_record(data_path, dataset)
+    found = restore(state, cfg, out_dir) if resume else None
+    if found is not None:
+        _refuse_fewer_steps(state, cfg, out_dir, found)
+        if distributed.is_main:
             print(f"resuming {cfg.name} from {found} at step {state.step}")
+    if distributed.is_main:  # rows past the checkpoint (all of them when none was written) are rewritten
+        truncate_log(out_dir / LOG_FILE, state.step)
     start_step = state.step
 
     net = DistributedDataParallel(state.model) if distributed.world_size > 1 else state.model
@@ -266,44 +299,118 @@ def train(
     )
     started = time.perf_counter()
     window = _RateWindow(started)
-    try:  # close the bar when a step raises, so the error starts on a line of its own
-        while state.step < cfg.train.steps:
-            batch = draw_batch(cfg, state.step, images, low_res, dataset.labels, cfg.diffusion.timesteps)
-            batch = to_device(batch, distributed, device, channels_last)
-            loss = train_step(state, net, batch, schedule, cfg, autocast, last_good)
-            done = state.step
-            window.images += cfg.train.batch_size
-            bar.update(1)
-            if cfg.train.lr_schedule == "plateau" and done % steps_per_epoch == 0:
-                state.val_loss = validation_loss(state.model, cfg, valid, valid_low, done // steps_per_epoch, device)
-                state.lr_scheduler.step(state.val_loss)
-            elapsed = state.seconds_before + time.perf_counter() - started
-            if done % cfg.train.log_every == 0 or done == cfg.train.steps:
-                loss = distributed.mean(loss.detach())  # the global batch's loss, as one process would log it
-                if distributed.is_main:
-                    row = _log_row(state, loss, window, elapsed)
-                    append_log(out_dir / LOG_FILE, row)
-                    bar.set_postfix(loss=row["loss"], img_s=row["images_per_s"])
-            if distributed.is_main and grids and cfg.train.sample_every and done % cfg.train.sample_every == 0:
-                _write_sample_grid(state, cfg, low_res, out_dir / f"samples_step_{done:08d}.png")
-            if distributed.is_main and done % cfg.train.checkpoint_every == 0 and done < cfg.train.steps:
-                last_good = checkpoint.save_checkpoint(
-                    out_dir, state.payload(cfg, done, elapsed), keep=cfg.train.keep_checkpoints
-                )
-    finally:
-        bar.close()
+    with StopRequest(f"training {cfg.name}") as stop:
+        try:  # close the bar when a step raises, so the error starts on a line of its own
+            while state.step < cfg.train.steps:
+                batch = draw_batch(cfg, state.step, images, low_res, dataset.labels, cfg.diffusion.timesteps)
+                batch = to_device(batch, distributed, device, channels_last)
+                loss = train_step(state, net, batch, schedule, cfg, autocast, last_good)
+                done = state.step
+                window.images += cfg.train.batch_size
+                bar.update(1)
+                if cfg.train.lr_schedule == "plateau" and done % steps_per_epoch == 0:
+                    state.val_loss = validation_loss(state.model, cfg, valid, valid_low, done // steps_per_epoch, device)
+                    state.lr_scheduler.step(state.val_loss)
+                elapsed = state.seconds_before + time.perf_counter() - started
+                if done % cfg.train.log_every == 0 or done == cfg.train.steps:
+                    loss = distributed.mean(loss.detach())  # the global batch's loss, as one process would log it
+                    if distributed.is_main:
+                        row = _log_row(state, loss, window, elapsed)
+                        append_log(out_dir / LOG_FILE, row)
+                        bar.set_postfix(loss=row["loss"], img_s=row["images_per_s"])
+                if distributed.is_main and grids and cfg.train.sample_every and done % cfg.train.sample_every == 0:
+                    _write_sample_grid(state, cfg, low_res, out_dir / f"samples_step_{done:08d}.png", progress)
+                if done == cfg.train.steps:
+                    break  # the final checkpoint follows
+                due = done % cfg.train.checkpoint_every == 0
+                if distributed.is_main and due:
+                    last_good = checkpoint.save_checkpoint(
+                        out_dir, state.payload(cfg, done, elapsed), keep=cfg.train.keep_checkpoints
+                    )
+                # Every rank stops at the same step, whichever received the signal (torchrun passes it to all).
+                signum = distributed.max(stop.requested or 0, device)
+                if signum:
+                    if distributed.is_main and not due:
+                        checkpoint.save_checkpoint(
+                            out_dir, state.payload(cfg, done, elapsed), keep=cfg.train.keep_checkpoints
+                        )
+                    distributed.barrier()
+                    saved = out_dir / checkpoint.step_filename(done)  # by rank 0, for every rank to name
+                    raise TrainingStopped(
+                        signum, f"{signal.Signals(signum).name} stopped training {cfg.name} at step {done} of "
+                        f"{cfg.train.steps}, saved as {saved}; continue it with resume=True", saved, done, True,
+                    )
+        except Interrupted as error:
+            if isinstance(error, TrainingStopped):
+                raise
+            if last_good is None:
+                then = "no checkpoint was written yet: start it again"
+            else:
+                then = f"the newest checkpoint is {last_good}: continue from it with resume=True"
+            raise TrainingStopped(error.signum, f"{error} at step {state.step}; {then}", last_good, state.step,
+                                  last_good is not None) from None
+        finally:
+            bar.close()
 
-    seconds = state.seconds_before + time.perf_counter() - started
-    final = out_dir / FINAL_CHECKPOINT
-    trained_steps = max(cfg.train.steps - start_step, 0)
-    if distributed.is_main and trained_steps:
-        checkpoint.save_checkpoint(out_dir, state.payload(cfg, cfg.train.steps, seconds), name=FINAL_CHECKPOINT)
-        if grids:
-            _write_sample_grid(state, cfg, low_res, out_dir / "samples_final.png")
+        seconds = state.seconds_before + time.perf_counter() - started
+        final = out_dir / FINAL_CHECKPOINT
+        trained_steps = state.step - start_step
+        # A run resumed at exactly its last step from a step checkpoint has no final checkpoint yet.
+        if distributed.is_main and (trained_steps or found != final):
+            checkpoint.save_checkpoint(out_dir, state.payload(cfg, cfg.train.steps, seconds), name=FINAL_CHECKPOINT)
+        signum = distributed.max(stop.requested or 0, device)
+    if signum:  # the run is complete: only the sample grid is left out
+        distributed.barrier()
+        left_out = "; its sample grid is left out" if trained_steps and grids else ""
+        raise TrainingStopped(signum, f"{signal.Signals(signum).name} stopped training {cfg.name} after its last "
+                              f"step; the run is complete: {final}{left_out}", final, state.step, False)
+    if distributed.is_main and trained_steps and grids:
+        _write_sample_grid(state, cfg, low_res, out_dir / "samples_final.png", progress)
     distributed.barrier()
     training_seconds = seconds - state.seconds_before
     rate = trained_steps * cfg.train.batch_size / max(training_seconds, 1e-9) if trained_steps else math.nan
-    return TrainResult(final, max(cfg.train.steps, start_step), trained_steps, seconds, rate, state.skipped)
+    return TrainResult(final, cfg.train.steps, trained_steps, seconds, rate, state.skipped)
+
+
+def data_record(data_path: str | Path, dataset: SliceDataset) -> dict:
+    """What a checkpoint records of the slice cache it was trained on (payload "data")."""
+    metadata = dataset.metadata
+    return {
+        "path": str(Path(data_path).resolve()),
+        "content_sha256": dataset.cache_digest,
+        **{key: metadata.get(key) for key in ("plane", "selection", "normalisation", "central_slices")},
+    }
+
+
+def _check_same_data(stored: dict | None, current: dict | None, path: Path) -> None:
+    """Refuse to continue a run on slices other than those it was trained on."""
+    if stored is None or current is None or stored["content_sha256"] == current["content_sha256"]:
+        return
+    raise MRNetError(
+        f"checkpoint {path} was trained on {_describe_data(stored)}, but data_path is {_describe_data(current)}; "
+        "resume with the cache the run was trained on, or start a new run in another out_dir",
+        parameter="data_path",
+    )
+
+
+def _describe_data(record: dict) -> str:
+    settings = ", ".join(f"{key} {record[key]}" for key in ("plane", "selection", "normalisation") if record.get(key))
+    return f"{record['path']} ({settings}; content {record['content_sha256'][:12]})"
+
+
+def _refuse_fewer_steps(state: TrainState, cfg: StageConfig, out_dir: Path, found: Path) -> None:
+    """A resumed run may not end before the step it has reached (it would name a final checkpoint it never wrote)."""
+    if state.step <= cfg.train.steps:
+        return
+    if found.name == FINAL_CHECKPOINT:
+        where = f"its final checkpoint is {found}, at step {state.step}"
+    else:
+        where = f"its newest checkpoint is {found}; it has no final checkpoint yet"
+    raise MRNetError(
+        f"run folder {out_dir} has already trained {state.step} steps, more than steps={cfg.train.steps}: {where}. "
+        f"Resume with at least {state.step} steps, or train the shorter run in a new out_dir",
+        parameter="steps",
+    )
 
 
 class _RateWindow:
@@ -329,18 +436,6 @@ def _log_row(state: TrainState, loss: torch.Tensor, window: _RateWindow, elapsed
         "skipped": state.skipped,
         "val_loss": "" if math.isnan(state.val_loss) else f"{state.val_loss:.6f}",
     }
-
-
-def _check_writable(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write_test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise MRNetError(
-            f"output folder {out_dir} is not writable ({error.strerror}); choose another out_dir", parameter="out_dir"
-        ) from None
 
 
 def _refuse_earlier_run(out_dir: Path) -> None:
@@ -370,17 +465,20 @@ def _resume_point(out_dir: Path) -> Path | None:
     return latest
 
 
-def _write_sample_grid(state: TrainState, cfg: StageConfig, low_res: torch.Tensor | None, path: Path) -> None:
+def _write_sample_grid(
+    state: TrainState, cfg: StageConfig, low_res: torch.Tensor | None, path: Path, progress: bool
+) -> None:
     """A small grid of samples from the EMA weights with the stage's default sampler, for watching training.
 
-    Super-resolution stages show the upsampled inputs (top row) above their samples.
+    Super-resolution stages show the upsampled inputs (top row) above their samples. `progress` shows
+    the sampler's steps (a large network on a CPU takes minutes even for four images).
     """
     network = state.ema.module if state.ema is not None else state.model
     network.eval()
     condition = low_res[:4] if low_res is not None else None
     samples = sample_stage(
         network, cfg, seeds=list(range(4)), low_res=condition, mixed_precision=cfg.train.mixed_precision,
-        progress=False,
+        progress=False, step_progress=progress,
     )
     network.train()
     if condition is not None:
