@@ -213,6 +213,7 @@ def train(
     progress: bool = True,
     compile: bool = False,
     grids: bool = True,
+    device: str | torch.device | None = None,
 ) -> TrainResult:
     """Train one stage on the cached slices at `data_path`, writing checkpoints and logs to `out_dir`.
 
@@ -221,11 +222,12 @@ def train(
     on a GPU for long runs; the first steps are slow while it compiles). Checkpoints are the
     same either way. `grids=False` skips the sample grids (every cfg.train.sample_every steps
     and at the end), which sample with the stage's default sampler. With cfg.train.epochs, the
-    run's steps are that many passes over the training slices.
+    run's steps are that many passes over the training slices (`steps_for_epochs`). `device`: None
+    trains on the GPU if there is one (under torchrun, each process's own).
     """
     cfg.validate()
     out_dir = Path(out_dir)
-    device = process_device()
+    device = process_device(device)
     distributed = init_distributed(cfg.train.batch_size)
     if not resume:
         _refuse_earlier_run(out_dir)
@@ -236,8 +238,7 @@ def train(
     images = dataset.images
     low_res = degrade(images, cfg.low_resolution) if cfg.is_super_resolution else None
     steps_per_epoch = -(-len(images) // cfg.train.batch_size)
-    if cfg.train.epochs:
-        cfg = cfg.replace(train={"steps": cfg.train.epochs * steps_per_epoch})
+    cfg = steps_for_epochs(cfg, len(images))
     if cfg.train.lr_schedule == "plateau":
         valid = SliceDataset(data_path, "valid", cfg.resolution).images
         valid_low = degrade(valid, cfg.low_resolution) if cfg.is_super_resolution else None
@@ -304,6 +305,14 @@ def train(
     training_seconds = seconds - state.seconds_before
     rate = trained_steps * cfg.train.batch_size / max(training_seconds, 1e-9) if trained_steps else math.nan
     return TrainResult(final, max(cfg.train.steps, start_step), trained_steps, seconds, rate, state.skipped)
+
+
+def steps_for_epochs(cfg: StageConfig, train_slices: int) -> StageConfig:
+    """`cfg` with train.steps set to its epochs over `train_slices` training slices (the last batch of an
+    epoch may be short); unchanged when it counts steps (epochs = 0)."""
+    if not cfg.train.epochs:
+        return cfg
+    return cfg.replace(train={"steps": cfg.train.epochs * -(-train_slices // cfg.train.batch_size)})
 
 
 class _RateWindow:
