@@ -86,10 +86,11 @@ def test_study_runs_and_presets_list_what_run_all_sh_reads(capsys):
     code, out, _ = run_cli(capsys, "study-runs")
     assert code == 0
     runs = [line.split() for line in out.splitlines()]
-    assert runs[0] == ["base64", "True"] and ["single256", "True"] in runs and ["single256", "False"] not in runs
-    assert len(runs) == 7
+    assert runs[0] == ["base64", "True", "None", "base64_swin"]  # stage, use_swin, process, run name
+    assert ["single256", "True", "None", "single256_swin"] in runs and not any(run[:2] == ["single256", "False"] for run in runs)
+    assert len(runs) == 9  # base64, sr1, sr2 with and without Swin; single256; the two SR baselines
     code, out, _ = run_cli(capsys, "presets")
-    assert code == 0 and out.split() == ["smoke", "demo", "full", "reference"]
+    assert code == 0 and out.split() == ["smoke", "demo", "gpu", "full", "reference"]
 
 
 # Each case: the arguments, and a piece of the message that names the parameter at fault.

@@ -193,7 +193,7 @@ def test_bad_arguments_are_refused_before_anything_runs(tmp_path):
     result = run_all("--preset", "smoke", "--only", "sr3", "--out", str(tmp_path))
     assert result.returncode == 2 and "--only sr3 is not a part of the study; choose from: preprocess base64" in result.stderr
     result = run_all("--preset", "huge", "--out", str(tmp_path))
-    assert result.returncode == 2 and "--preset must be one of: smoke demo paper (not 'huge')" in result.stderr
+    assert result.returncode == 2 and "--preset must be one of: smoke demo gpu full reference (not 'huge')" in result.stderr
     assert not (tmp_path / "runs").exists()  # refused before anything was written
     assert not (tmp_path / "runs").exists()
 
