@@ -1,4 +1,4 @@
-"""Command line: `python -m mrnet_utils {synth,preprocess,train,sample} ...`.
+"""Command line: `python -m mrnet_utils {synth,preprocess,train,sample,score,export-html} ...`.
 
 The notebooks call the same library functions. Bad arguments or inputs give one
 line on stderr and a non-zero exit; a traceback means a bug.
@@ -16,7 +16,7 @@ from mrnet_utils.data.preprocess import NORMALISATIONS, SELECTIONS
 from mrnet_utils.diffusion.processes import OWN_SAMPLER
 from mrnet_utils.diffusion.samplers import SAMPLERS
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.stages import STAGES
+from mrnet_utils.stages import BASELINE_PROCESS, STAGES
 
 # Library parameters and the options that set them, for errors that name a parameter.
 OPTIONS = {"out_dir": "--out", "resume": "--resume", "steps": "--steps", "sampler": "--sampler"}
@@ -75,9 +75,9 @@ def _preprocess(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     from mrnet_utils.training.loop import train
 
-    cfg = stage_config(args.stage, args.preset, use_swin=not args.no_swin)
-    if args.steps:
-        cfg = cfg.replace(train={"steps": args.steps})
+    cfg = stage_config(args.stage, args.preset, use_swin=not args.no_swin, process=args.process)
+    if args.steps:  # a number of steps, also for presets that count epochs
+        cfg = cfg.replace(train={"steps": args.steps, "epochs": 0})
     result = train(cfg, args.data, args.out, resume=args.resume, compile=args.compile)
     if not result.trained_steps:  # --resume found the run complete
         print(f"{cfg.name} ({cfg.preset}) already has its {result.steps} steps; final checkpoint {result.checkpoint}")
@@ -133,6 +133,14 @@ def _named_path(text: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
+def _export_html(args: argparse.Namespace) -> None:
+    from mrnet_utils.study.notebooks import export_html
+
+    for notebook in args.notebooks:
+        page = export_html(notebook)
+        print(f"{page} ({page.stat().st_size / 1e6:.2f} MB)")
+
+
 def _study_runs(args: argparse.Namespace) -> None:
     from mrnet_utils.stages import run_name
     from mrnet_utils.study.layout import study_runs
@@ -172,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", choices=tuple(PRESETS), default="demo")
     train.add_argument("--data", type=Path, required=True, help="slice cache written by `preprocess`")
     train.add_argument("--out", type=Path, required=True, help="run folder for checkpoints and logs")
-    train.add_argument("--steps", type=_positive, help="override the preset's number of steps")
+    train.add_argument("--process", choices=(BASELINE_PROCESS,),
+                       help="the learned baseline of an SR stage instead of the preset's process")
+    train.add_argument("--steps", type=_positive, help="override the preset's number of steps (or epochs)")
     train.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint in --out")
     train.add_argument("--compile", action="store_true", help="torch.compile the network (GPU; slow first steps)")
     train.set_defaults(run=_train)
@@ -206,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     presets = commands.add_parser("presets", help="list the presets (config.PRESETS), one per line")
     presets.set_defaults(run=lambda args: print("\n".join(PRESETS)))
+
+    html = commands.add_parser("export-html", help="render executed notebooks to self-contained HTML next to them")
+    html.add_argument("notebooks", type=Path, nargs="+", metavar="NOTEBOOK")
+    html.set_defaults(run=_export_html)
 
     runs = commands.add_parser("study-runs", help="list the (stage, use_swin) runs the study trains, for run_all.sh")
     runs.set_defaults(run=_study_runs)
