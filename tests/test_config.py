@@ -136,3 +136,5 @@ def test_gpu_preset_trains_the_study_in_1_to_2_hours_on_an_a100_by_the_measured_
     assert round(mrnet) == 2007
     assert 60 <= 2 * mrnet / 60 and 3 * mrnet / 60 <= 120  # minutes on an A100
     assert round(h200_seconds(80 * 5)) == 142 and round(h200_seconds(268)) == 96  # the phantom, the real sample
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "multi_gpu.md").read_text()
+    assert "| all | | | | | 9 | 2,007 (33 min) |" in doc and "**67-100 minutes on one A100**" in doc
