@@ -1,4 +1,4 @@
-"""Command line: `python -m mrnet_utils {synth,preprocess,train,sample} ...`.
+"""Command line: `python -m mrnet_utils {synth,preprocess,train,sample,score,export-html} ...`.
 
 The notebooks call the same library functions. Bad arguments or inputs give one
 line on stderr and exit status 2; a traceback means a bug. SIGTERM and SIGINT stop any
@@ -20,7 +20,7 @@ from mrnet_utils.diffusion.processes import OWN_SAMPLER
 from mrnet_utils.diffusion.samplers import SAMPLERS
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.interrupts import Interrupted, raise_on_stop_signals
-from mrnet_utils.stages import STAGES
+from mrnet_utils.stages import BASELINE_PROCESS, STAGES
 
 # Library parameters and the options that set them, for errors that name a parameter.
 OPTIONS = {"out_dir": "--out", "resume": "--resume", "steps": "--steps", "sampler": "--sampler",
@@ -91,7 +91,7 @@ def _train(args: argparse.Namespace) -> None:
     from mrnet_utils.training.checkpoint import load_checkpoint
     from mrnet_utils.training.loop import train
 
-    cfg = stage_config(args.stage, args.preset, use_swin=not args.no_swin)
+    cfg = stage_config(args.stage, args.preset, use_swin=not args.no_swin, process=args.process)
     if args.steps:  # exactly this many, also for a preset that counts epochs
         cfg = cfg.replace(train={"steps": args.steps, "epochs": 0})
     result = train(cfg, args.data, args.out, resume=args.resume, compile=args.compile, grids=not args.no_grids)
@@ -160,6 +160,14 @@ def _named_path(text: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
+def _export_html(args: argparse.Namespace) -> None:
+    from mrnet_utils.study.notebooks import export_html
+
+    for notebook in args.notebooks:
+        page = export_html(notebook)
+        print(f"{page} ({page.stat().st_size / 1e6:.2f} MB)")
+
+
 def _study_runs(args: argparse.Namespace) -> None:
     from mrnet_utils.stages import run_name
     from mrnet_utils.study.layout import study_runs
@@ -204,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", choices=tuple(PRESETS), default="demo", help="the configuration (config.PRESETS)")
     train.add_argument("--data", type=Path, required=True, help="slice cache written by `preprocess`")
     train.add_argument("--out", type=Path, required=True, help="run folder for checkpoints and logs")
+    train.add_argument("--process", choices=(BASELINE_PROCESS,),
+                       help="the learned baseline of an SR stage instead of the preset's process")
     train.add_argument("--steps", type=_positive,
                        help="train exactly this many steps (default: the preset's steps or epochs)")
     train.add_argument("--resume", action="store_true",
@@ -248,7 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     presets = command("presets", "list the presets (config.PRESETS), one per line")
     presets.set_defaults(run=lambda args: print("\n".join(PRESETS)))
 
-    runs = command("study-runs", "list the (stage, use_swin) runs the study trains, for run_all.sh")
+    html = command("export-html", "render executed notebooks to self-contained HTML next to them")
+    html.add_argument("notebooks", type=Path, nargs="+", metavar="NOTEBOOK")
+    html.set_defaults(run=_export_html)
+
+    runs = command("study-runs", "list the (stage, use_swin, process) runs the study trains, for run_all.sh")
     runs.set_defaults(run=_study_runs)
     return parser
 

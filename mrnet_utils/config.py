@@ -13,6 +13,7 @@ how large a study it runs (`StudySettings`):
 - `demo`: small networks that learn something in minutes on a 2-core CPU; used by
   `run_all.sh` on the synthetic phantom.
 - `reference`: the reference study's experiment as its notebooks ran it (../shared/REFERENCE.md), for a GPU.
+- `gpu`: the project's recipe on a budget of epochs: 1-2 hours for the whole study on one GPU on MRNet.
 - `full`: the project's recipe at the reference study's scale, for a GPU.
 """
 
@@ -420,6 +421,48 @@ def _full(spec: StageSpec, use_swin: bool) -> StageConfig:
     )
 
 
+# The `gpu` preset trains each stage for a thirtieth of the `full` preset's epochs, counted over the
+# study's own training slices, so that its budget follows the data: minutes on the phantom or the real
+# sample, 1-2 hours for the whole study on full MRNet on one A100-class GPU. The estimate, from the
+# training throughput measured on an H200 for these networks (benchmarks/RESULTS.md, "GPU check: NVIDIA
+# H200", bf16, batch 16, eager: 403.5 / 436.5 / 148.6 / 166.8 images/s for base64 / sr1 / sr2 /
+# single256), on MRNet's 1,130 training exams x 5 central coronal slices = 5,650 slices = 354 steps of
+# 16 per epoch:
+#   base64     20 epochs = 7,080 steps = 113,280 images: 281 s; x 2 runs (Swin, no Swin)      =  562 s
+#   sr1         5 epochs = 1,770 steps =  28,320 images:  65 s; x 3 (Swin, no Swin, baseline) =  195 s
+#   sr2         5 epochs = 1,770 steps =  28,320 images: 191 s; x 3                           =  572 s
+#   single256  20 epochs = 7,080 steps = 113,280 images: 679 s; x 1                           =  679 s
+#   all nine runs: 2,007 s = 33 min on the H200.
+# An A100 has a third of the H200's bf16 peak (312 against 989 TFLOP/s) and two fifths of its memory
+# bandwidth (2.0 against 4.8 TB/s); taking it 2-3x slower on these batch-16 runs (not measured), the
+# study trains in 67-100 min. The phantom (80 training exams: 400 slices, 25 steps per epoch) takes
+# 142 s on the H200 by the same arithmetic, the 10 real sample exams with every slice (268 slices) 96 s.
+_GPU_EPOCH_FRACTION = 30
+_MRNET_TRAIN_SLICES = 1130 * 5  # MRNet's training exams x the study's central coronal slices
+
+
+def _gpu(spec: StageSpec, use_swin: bool) -> StageConfig:
+    """The `full` recipe on a budget of epochs that trains the whole study in 1-2 GPU hours on MRNet."""
+    full = _full(spec, use_swin)
+    epochs = max(spec.full_epochs // _GPU_EPOCH_FRACTION, 1)
+    return dataclasses.replace(
+        full,
+        preset="gpu",
+        train=dataclasses.replace(
+            full.train,
+            epochs=epochs,
+            # What the epochs make on MRNet; on other data, training counts them over its slices.
+            steps=epochs * -(-_MRNET_TRAIN_SLICES // full.train.batch_size),
+            # A short warm-up and an EMA with a half-life of 69 steps (1,100 images): the shortest run on
+            # MRNet (SR, 1,770 steps) averages over its last few percent, and the 125-step SR runs on the
+            # phantom keep about a quarter of their initial weights in the EMA (0.99**125 = 0.28).
+            warmup_steps=50,
+            ema_decay=0.99,
+            checkpoint_every=1000,  # at most 1,000 steps lost to a preemption: 40-110 s on the H200
+        ),
+    )
+
+
 # The reference study's runs, from its notebooks (REFERENCE.md; notebook and cell for each value in
 # README, "Presets"): (stage, use_swin) -> (epochs, learning rate, ReduceLROnPlateau patience in epochs).
 # Ambiguous ones: SR1 with Swin ran in resumed sessions (50 -> 200 epochs, the LR restarting at each);
@@ -485,6 +528,8 @@ PRESETS: dict[str, Preset] = {
     "smoke": Preset(_smoke, StudySettings(4, 2, 2, eval_slices=2, samples=2, batch_size=2)),
     # Small enough that sampling and metrics take a few minutes of the CPU study (README, "Results").
     "demo": Preset(_demo, StudySettings(48, 12, 5, eval_slices=None, samples=16, batch_size=8, tuning_exams=6)),
+    # The project's recipe on a budget: the whole study in 1-2 hours on one A100-class GPU on MRNet (_gpu).
+    "gpu": Preset(_gpu, StudySettings(80, 20, 5, eval_slices=None, samples=1000, batch_size=32, tuning_exams=10)),
     # For a GPU and real MRNet: the project's recipe at the reference's scale.
     "full": Preset(_full, StudySettings(80, 20, 5, eval_slices=None, samples=1000, batch_size=32, tuning_exams=10)),
     # The reference's data: the positives of each task (exams repeated across tasks), 5 central slices,
@@ -501,7 +546,7 @@ PRESETS: dict[str, Preset] = {
 def preset(name: str) -> Preset:
     """The preset called `name`, or an error listing them."""
     if name not in PRESETS:
-        raise MRNetError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        raise MRNetError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}", parameter="preset")
     return PRESETS[name]
 
 

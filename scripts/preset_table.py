@@ -19,7 +19,7 @@ from mrnet_utils.stages import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "presets.md"
-SHOWN = ("reference", "full", "demo")  # smoke is test plumbing
+SHOWN = ("reference", "full", "gpu", "demo")  # smoke is test plumbing
 
 
 def render() -> str:

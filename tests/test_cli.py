@@ -109,10 +109,31 @@ def test_study_runs_and_presets_list_what_run_all_sh_reads(capsys):
     code, out, _ = run_cli(capsys, "study-runs")
     assert code == 0
     runs = [line.split() for line in out.splitlines()]
-    assert runs[0] == ["base64", "True"] and ["single256", "True"] in runs and ["single256", "False"] not in runs
-    assert len(runs) == 7
+    assert runs[0] == ["base64", "True", "None", "base64_swin"]  # stage, use_swin, process, run name
+    assert ["single256", "True", "None", "single256_swin"] in runs and not any(run[:2] == ["single256", "False"] for run in runs)
+    assert len(runs) == 9  # base64, sr1, sr2 with and without Swin; single256; the two SR baselines
     code, out, _ = run_cli(capsys, "presets")
-    assert code == 0 and out.split() == ["smoke", "demo", "full", "reference"]
+    assert code == 0 and out.split() == ["smoke", "demo", "gpu", "full", "reference"]
+
+
+def test_train_takes_the_baseline_process_and_steps_also_for_a_preset_that_counts_epochs(capsys, monkeypatch, tmp_path):
+    """What torchrun runs for run_all.sh --gpus: the study's runs, baselines included, through `train`."""
+    from mrnet_utils.training import loop
+
+    trained = []
+
+    def fake_train(cfg, data, out, resume, compile):
+        trained.append((cfg, resume))
+        return loop.TrainResult(out / "final.pt", cfg.train.steps, cfg.train.steps, 1.0, 2.0, 0)
+
+    monkeypatch.setattr(loop, "train", fake_train)
+    base = ["train", "--data", "x.npz", "--out", str(tmp_path), "--resume"]
+    assert run_cli(capsys, *base, "--stage", "sr1", "--preset", "gpu", "--process", "regression")[0] == 0
+    cfg, resume = trained[-1]
+    assert (cfg.name, cfg.diffusion.process, cfg.train.epochs, resume) == ("sr1_swin_regression", "regression", 5, True)
+    assert run_cli(capsys, *base, "--stage", "base64", "--preset", "gpu", "--steps", "7")[0] == 0
+    cfg, _ = trained[-1]
+    assert (cfg.train.steps, cfg.train.epochs) == (7, 0)  # the steps asked for, not the preset's epochs
 
 
 # Each case: the arguments, and a piece of the message that names the parameter at fault.
@@ -152,6 +173,7 @@ BAD_ARGUMENTS = {
                         "--out", "{tmp}"], "argument --device"),
     "unavailable device": (["sample", "--pipeline", "single256", "--checkpoints", "{run}", "--device", "cuda:99",
                             "--out", "{tmp}"], "argument --device: cuda:99 is not available"),
+    "missing notebook": (["export-html", "{tmp}/none.ipynb"], "notebook {tmp}/none.ipynb does not exist; run it first"),
     "negative seed": (["sample", "--pipeline", "single256", "--checkpoints", "{tmp}", "--seed", "-3",
                        "--out", "{tmp}"], "argument --seed"),
 }

@@ -1,10 +1,15 @@
 """Presets build, round-trip through plain data, and refuse settings the network cannot take."""
 
+import re
+from pathlib import Path
+
 import pytest
 
 from mrnet_utils.config import PRESETS, StageConfig, stage_config
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.stages import STAGES
+from mrnet_utils.study.layout import study_runs
+from mrnet_utils.training.loop import steps_for_epochs
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -91,3 +96,45 @@ def test_residual_processes_are_for_super_resolution_and_the_baseline_is_a_named
     assert baseline.train == stage_config("sr1", "demo").train and baseline.unet == stage_config("sr1", "demo").unet
     with pytest.raises(MRNetError, match="process='ddpm'"):
         stage_config("sr1", "demo", process="ddpm")
+
+
+def test_gpu_preset_is_the_full_recipe_on_a_thirtieth_of_its_epochs():
+    for stage in STAGES:
+        gpu, full = stage_config(stage, "gpu"), stage_config(stage, "full")
+        assert (gpu.unet, gpu.diffusion, gpu.conditioning) == (full.unet, full.diffusion, full.conditioning)
+        assert gpu.train.epochs == STAGES[stage].full_epochs // 30 and gpu.train.steps == gpu.train.epochs * 354
+        assert (gpu.train.batch_size, gpu.train.lr, gpu.train.ema_decay, gpu.train.warmup_steps) == (16, 1e-4, 0.99, 50)
+    assert [stage_config(stage, "gpu").train.epochs for stage in STAGES] == [20, 5, 5, 20]
+    assert PRESETS["gpu"].study == PRESETS["full"].study and PRESETS["gpu"].full_chain is None
+
+
+def measured_h200_training_rates() -> dict[str, float]:
+    """images/s per stage from benchmarks/RESULTS.md, "GPU check: NVIDIA H200", training throughput (eager)."""
+    text = (Path(__file__).resolve().parents[1] / "benchmarks" / "RESULTS.md").read_text()
+    section = text[text.index("## GPU check: NVIDIA H200 (CUDA 13.0)\n"):]
+    table = section[section.index("### training throughput"):section.index("### sampling throughput")]
+    rows = re.findall(r"^\| (\w+)_swin \| 16 \| eager \| ([\d.]+) \|", table, re.M)
+    return {stage: float(rate) for stage, rate in rows}
+
+
+def test_gpu_preset_trains_the_study_in_1_to_2_hours_on_an_a100_by_the_measured_throughput():
+    """The arithmetic of config._gpu and docs/multi_gpu.md, from the measured rates: 9 runs on MRNet's 5,650
+    training slices take 33 min on the H200, 67-100 min on an A100 taken as 2-3x slower."""
+    rates = measured_h200_training_rates()
+    assert rates == {"base64": 403.5, "sr1": 436.5, "sr2": 148.6, "single256": 166.8}
+    runs = study_runs()
+    assert len(runs) == 9
+
+    def h200_seconds(train_slices: int) -> float:
+        total = 0.0
+        for stage, use_swin, process in runs:
+            cfg = steps_for_epochs(stage_config(stage, "gpu", use_swin, process), train_slices)
+            total += cfg.train.steps * cfg.train.batch_size / rates[stage]
+        return total
+
+    mrnet = h200_seconds(1130 * 5)
+    assert round(mrnet) == 2007
+    assert 60 <= 2 * mrnet / 60 and 3 * mrnet / 60 <= 120  # minutes on an A100
+    assert round(h200_seconds(80 * 5)) == 142 and round(h200_seconds(268)) == 96  # the phantom, the real sample
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "multi_gpu.md").read_text()
+    assert "| all | | | | | 9 | 2,007 (33 min) |" in doc and "**67-100 minutes on one A100**" in doc

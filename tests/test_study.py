@@ -9,6 +9,7 @@ import ast
 import json
 import math
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def error_outputs(notebook: nbformat.NotebookNode) -> list[str]:
 @pytest.fixture(scope="module")
 def smoke_study(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("study")
-    result = run_all("--preset", "smoke", "--out", str(out))
+    result = run_all("--preset", "smoke", "--out", str(out), "--device", "cpu")
     assert result.returncode == 0, f"run_all.sh failed:\n{result.stdout}\n{result.stderr}"
     assert "study (smoke) finished in" in result.stdout
     return out
@@ -78,6 +79,27 @@ def test_every_notebook_is_rendered_and_ran_without_error(smoke_study):
         assert len(injected) == 1 and "PRESET = \"smoke\"" in injected[0].source, name
     sr1 = nbformat.read(runs / "01_train_sr1_noswin.ipynb", as_version=4)
     assert "USE_SWIN = False" in next(c.source for c in sr1.cells if "injected-parameters" in c.metadata.get("tags", []))
+
+
+@pytest.mark.slow
+def test_every_notebook_is_also_a_page_to_read_with_its_figures_in_order(smoke_study):
+    runs, results = smoke_study / "runs" / "smoke", smoke_study / "evaluation" / "results" / "smoke"
+    for name in RENDERED:
+        notebook = nbformat.read(runs / f"{name}.ipynb", as_version=4)
+        code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+        assert [cell.execution_count for cell in code] == list(range(1, len(code) + 1)), name
+        figures = sum(bool({"image/png", "image/jpeg"} & set(output.get("data", {})))
+                      for cell in code for output in cell.outputs)
+        assert figures >= 3, name  # drawn inline (setup_notebook), not "<Figure size ...>"
+        page = runs / f"{name}.html"
+        assert len(re.findall(r'src="data:image/(?:png|jpeg);base64,', page.read_text())) == figures, name
+        assert page.stat().st_size < 2_500_000, f"{name}.html: {page.stat().st_size} bytes"
+        # --device reaches every notebook that trains, samples or evaluates
+        injected = next(c.source for c in code if "injected-parameters" in c.metadata.get("tags", []))
+        assert ('DEVICE = "cpu"' in injected) == name.startswith(("01_", "02_", "03_")), name
+    # the evaluation pages, beside the tables they wrote
+    for page, rendered in (("sr_vs_interpolation", "03_sr_vs_interpolation"), ("generation", "04_generation")):
+        assert (results / f"{page}.html").read_bytes() == (runs / f"{rendered}.html").read_bytes()
 
 
 @pytest.mark.slow
@@ -176,6 +198,21 @@ def test_second_run_skips_finished_training(smoke_study):
 
 
 @pytest.mark.slow
+def test_gpus_trains_each_model_with_torchrun_and_its_notebook_finds_it_trained(smoke_study):
+    """--gpus 2 on this CPU: torchrun starts two processes per model, joined by gloo (NCCL on GPUs)."""
+    result = run_all("--preset", "smoke", "--only", "base64", "--retrain", "--gpus", "2", "--device", "cpu",
+                     "--out", str(smoke_study))
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    assert result.stdout.count("torchrun on 2 processes") == 2 and "02_pipeline" not in result.stdout
+    runs, results = smoke_study / "runs" / "smoke", smoke_study / "evaluation" / "results" / "smoke"
+    for name in ("base64_swin", "base64_noswin"):
+        assert f"trained {name} (smoke) for 6 steps" in (runs / f"01_train_{name}.torchrun.log").read_text()
+        record = json.loads((results / "training" / f"{name}.json").read_text())
+        assert record["trained"] is False and record["steps"] == 6  # the notebook found the final checkpoint
+        assert "training skipped" in (runs / f"01_train_{name}.ipynb").read_text()
+
+
+@pytest.mark.slow
 def test_a_failing_notebook_stops_the_run_with_its_name(tmp_path):
     empty = tmp_path / "not_mrnet"
     empty.mkdir()
@@ -193,9 +230,12 @@ def test_bad_arguments_are_refused_before_anything_runs(tmp_path):
     result = run_all("--preset", "smoke", "--only", "sr3", "--out", str(tmp_path))
     assert result.returncode == 2 and "--only sr3 is not a part of the study; choose from: preprocess base64" in result.stderr
     result = run_all("--preset", "huge", "--out", str(tmp_path))
-    assert result.returncode == 2 and "--preset must be one of: smoke demo paper (not 'huge')" in result.stderr
+    assert result.returncode == 2 and "--preset must be one of: smoke demo gpu full reference (not 'huge')" in result.stderr
+    result = run_all("--preset", "smoke", "--device", "gpu0", "--out", str(tmp_path))
+    assert result.returncode == 2 and "--device must be cpu, cuda or cuda:N (not 'gpu0')" in result.stderr
+    result = run_all("--preset", "smoke", "--gpus", "0", "--out", str(tmp_path))
+    assert result.returncode == 2 and "--gpus must be a positive number of GPUs (not '0')" in result.stderr
     assert not (tmp_path / "runs").exists()  # refused before anything was written
-    assert not (tmp_path / "runs").exists()
 
 
 # ---------------------------------------------------------------------------
@@ -228,7 +268,7 @@ def test_committed_notebooks_carry_no_outputs():
 @pytest.mark.parametrize("path", committed_notebooks(), ids=lambda path: path.name)
 def test_notebooks_are_thin(path):
     notebook = nbformat.read(path, as_version=4)
-    assert notebook.metadata.kernelspec.name == "python3"
+    assert notebook.metadata.kernelspec.name == "mrnet-diffusion"  # scripts/setup_env.sh registers it
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     parameters = code[0]
     assert parameters.metadata.get("tags") == ["parameters"]

@@ -23,6 +23,8 @@ from mrnet_utils.training.checkpoint import (
     load_checkpoint,
     load_stage,
 )
+from mrnet_utils.study import training as study_training
+from mrnet_utils.training.distributed import process_device
 from mrnet_utils.training.log import LOG_COLUMNS, LOG_FILE
 from mrnet_utils.training.loop import train
 
@@ -189,6 +191,33 @@ def test_epochs_set_the_steps_from_the_training_set(tiny_cache, tmp_path):
     cfg = stage_config("base64", "smoke").replace(train=dict(epochs=3, batch_size=4))
     result = train(cfg, tiny_cache, tmp_path / "run", progress=False, grids=False)
     assert result.steps == 6 and load_checkpoint(result.checkpoint)["config"]["train"]["steps"] == 6
+
+
+def test_a_preset_that_counts_epochs_is_trained_once_and_then_found_trained(tiny_cache, tmp_path):
+    """train_stage compares the final checkpoint with the steps the epochs make on the cache (8 slices at
+    batch 4: 2 per epoch), not with the config's placeholder steps (6)."""
+    cfg = stage_config("base64", "smoke").replace(train=dict(epochs=2, batch_size=4))
+    run = study_training.train_stage(cfg, tiny_cache, tmp_path / "run", progress=False, device="cpu")
+    assert (run.trained, run.steps) == (True, 4)
+    again = study_training.train_stage(cfg, tiny_cache, tmp_path / "run", progress=False)
+    assert (again.trained, again.steps) == (False, 4) and math.isnan(again.images_per_second)
+    # the notebook's config, given the cache, shows those steps and spreads its sample grids over them
+    reference = study_training.training_config("base64", "reference", True, 2, cache_path=tiny_cache)
+    assert (reference.train.epochs, reference.train.steps, reference.train.sample_every) == (600, 600, 201)
+
+
+def test_a_requested_device_is_used_alone_and_checked():
+    assert process_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(MRNetError, match="this machine has no GPU; use 'cpu' or leave it unset") as error:
+            process_device("cuda")
+        assert error.value.parameter == "device"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WORLD_SIZE", "2")
+        with pytest.raises(MRNetError, match="each process takes the GPU of its LOCAL_RANK"):
+            process_device("cpu")
+        patch.setenv("WORLD_SIZE", "1")
+        assert process_device(None) == (torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu"))
 
 
 def test_plateau_schedule_measures_the_validation_loss_each_epoch_and_halves_the_lr(tiny_cache, tmp_path):

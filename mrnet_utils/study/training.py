@@ -13,26 +13,31 @@ import pandas as pd
 from PIL import Image
 
 from mrnet_utils.config import StageConfig, stage_config
+from mrnet_utils.data.slices import load_cache
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.networks import build_network
 from mrnet_utils.study.layout import StudyPaths
 from mrnet_utils.training import checkpoint
 from mrnet_utils.training.checkpoint import FINAL_CHECKPOINT
 from mrnet_utils.training.log import read_train_log
-from mrnet_utils.training.loop import train
+from mrnet_utils.training.loop import steps_for_epochs, train
 
 
 def training_config(
-    stage: str, preset: str, use_swin: bool, sample_grids: int, process: str | None = None
+    stage: str, preset: str, use_swin: bool, sample_grids: int, process: str | None = None,
+    cache_path: str | Path | None = None,
 ) -> StageConfig:
     """The preset's config (config.stage_config), writing `sample_grids` sample grids during training
     besides the final one.
 
     Grids fall every steps // (sample_grids + 1) + 1 steps: evenly spaced and before the
     last step, whose grid `samples_final.png` is written anyway (runs of fewer than about
-    sample_grids**2 steps get fewer grids, or one on the last step).
+    sample_grids**2 steps get fewer grids, or one on the last step). A preset that counts
+    epochs (train.epochs) gets its steps from the training slices of `cache_path`.
     """
     cfg = stage_config(stage, preset, use_swin, process)
+    if cache_path is not None:
+        cfg = steps_for_epochs(cfg, _train_slices(cache_path))
     if sample_grids < 0:
         raise MRNetError(f"sample_grids={sample_grids} must be 0 (final grid only) or more")
     every = cfg.train.steps // (sample_grids + 1) + 1 if sample_grids else 0
@@ -52,14 +57,18 @@ class StageRun:
 
 
 def train_stage(
-    cfg: StageConfig, cache_path: str | Path, run_dir: str | Path, retrain: bool = False, progress: bool = True
+    cfg: StageConfig, cache_path: str | Path, run_dir: str | Path, retrain: bool = False, progress: bool = True,
+    device: str | None = None,
 ) -> StageRun:
     """Train `cfg` into `run_dir`, unless its final checkpoint already holds the config's steps.
 
     An interrupted run continues from its last checkpoint (training.loop.train with resume).
     `retrain` deletes the run folder first (checkpoints, log, sample grids), so that the
-    new run's log and grids are not mixed with the old ones.
+    new run's log and grids are not mixed with the old ones. `device`: None trains on the
+    GPU if there is one.
     """
+    if cfg.train.epochs:  # the steps its epochs make on this cache, which the final checkpoint must hold
+        cfg = steps_for_epochs(cfg, _train_slices(cache_path))
     run_dir = Path(run_dir)
     if retrain and run_dir.exists():
         shutil.rmtree(run_dir)
@@ -70,8 +79,12 @@ def train_stage(
             checkpoint.check_compatible(payload, cfg, path=final)
             print(f"{cfg.name}: {final} holds step {payload['step']}; training skipped (retrain=True retrains)")
             return StageRun(cfg.name, run_dir, False, payload["step"], payload["log"]["seconds"], math.nan)
-    result = train(cfg, cache_path, run_dir, resume=True, progress=progress)
+    result = train(cfg, cache_path, run_dir, resume=True, progress=progress, device=device)
     return StageRun(cfg.name, run_dir, True, result.steps, result.seconds, result.images_per_second)
+
+
+def _train_slices(cache_path: str | Path) -> int:
+    return len(load_cache(cache_path)["train"]["images"])
 
 
 def read_sample_grids(run_dir: str | Path) -> dict[int, np.ndarray]:

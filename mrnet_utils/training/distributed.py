@@ -60,8 +60,24 @@ def init_distributed(batch_size: int) -> Distributed:
     return Distributed(rank=dist.get_rank(), world_size=dist.get_world_size())
 
 
-def process_device() -> torch.device:
-    """This process's GPU (torchrun's LOCAL_RANK), set as current before NCCL starts; else the CPU."""
+def process_device(requested: str | torch.device | None = None) -> torch.device:
+    """This process's device: `requested` when given (one process only), else its GPU (torchrun's
+    LOCAL_RANK), set as current before NCCL starts, else the CPU."""
+    if requested is not None:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise MRNetError(
+                f"device={str(requested)!r} names one device, but this is one of several processes (torchrun); "
+                "leave device unset: each process takes the GPU of its LOCAL_RANK",
+                parameter="device",
+            )
+        device = torch.device(requested)
+        if device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise MRNetError(f"device={str(requested)!r}: this machine has no GPU; use 'cpu' or leave it unset",
+                                 parameter="device")
+            device = torch.device("cuda", device.index if device.index is not None else torch.cuda.current_device())
+            torch.cuda.set_device(device)
+        return device
     if torch.cuda.is_available():
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local_rank)

@@ -232,6 +232,7 @@ def train(
     progress: bool = True,
     compile: bool = False,
     grids: bool = True,
+    device: str | torch.device | None = None,
 ) -> TrainResult:
     """Train one stage on the cached slices at `data_path`, writing checkpoints and logs to `out_dir`.
 
@@ -241,7 +242,8 @@ def train(
     on a GPU for long runs; the first steps are slow while it compiles). Checkpoints are the
     same either way. `grids=False` skips the sample grids (every cfg.train.sample_every steps
     and at the end), which sample with the stage's default sampler. With cfg.train.epochs, the
-    run's steps are that many passes over the training slices.
+    run's steps are that many passes over the training slices (`steps_for_epochs`). `device`: None
+    trains on the GPU if there is one (under torchrun, each process's own).
 
     SIGTERM or SIGINT ends training at the end of the current step: that step is checkpointed and
     `TrainingStopped` raised, naming the checkpoint; a second signal stops at once. While it runs,
@@ -250,7 +252,7 @@ def train(
     """
     cfg.validate()
     out_dir = Path(out_dir)
-    device = process_device()
+    device = process_device(device)
     distributed = init_distributed(cfg.train.batch_size)
     with claim_folder(out_dir) if distributed.is_main else nullcontext():
         if not resume:
@@ -266,8 +268,7 @@ def _train(
     images = dataset.images
     low_res = degrade(images, cfg.low_resolution) if cfg.is_super_resolution else None
     steps_per_epoch = -(-len(images) // cfg.train.batch_size)
-    if cfg.train.epochs:
-        cfg = cfg.replace(train={"steps": cfg.train.epochs * steps_per_epoch})
+    cfg = steps_for_epochs(cfg, len(images))
     if cfg.train.lr_schedule == "plateau":
         valid = SliceDataset(data_path, "valid", cfg.resolution).images
         valid_low = degrade(valid, cfg.low_resolution) if cfg.is_super_resolution else None
@@ -411,6 +412,14 @@ def _refuse_fewer_steps(state: TrainState, cfg: StageConfig, out_dir: Path, foun
         f"Resume with at least {state.step} steps, or train the shorter run in a new out_dir",
         parameter="steps",
     )
+
+
+def steps_for_epochs(cfg: StageConfig, train_slices: int) -> StageConfig:
+    """`cfg` with train.steps set to its epochs over `train_slices` training slices (the last batch of an
+    epoch may be short); unchanged when it counts steps (epochs = 0)."""
+    if not cfg.train.epochs:
+        return cfg
+    return cfg.replace(train={"steps": cfg.train.epochs * -(-train_slices // cfg.train.batch_size)})
 
 
 class _RateWindow:
