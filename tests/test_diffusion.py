@@ -100,20 +100,50 @@ def test_v_target_identities():
     assert torch.equal(training_target(_schedule(), x0, noise, t), noise)  # epsilon prediction: the noise itself
 
 
+def test_min_snr_weights_by_hand_on_a_two_step_schedule():
+    """betas (0.1, 0.5): abar = (0.9, 0.45), SNR = (9, 9/11). With gamma = 5 (Hang et al. 2023): epsilon weights
+    min(SNR, 5) / SNR = (5/9, 1); v weights min(SNR, 5) / (SNR + 1) = (5/10, (9/11) / (20/11) = 0.45)."""
+    t = torch.tensor([0, 1])
+    for prediction, expected in (("epsilon", [5 / 9, 1.0]), ("v", [0.5, 0.45])):
+        schedule = NoiseSchedule(torch.tensor([0.1, 0.5], dtype=torch.float64), prediction)
+        torch.testing.assert_close(snr(schedule, t), torch.tensor([9.0, 9 / 11], dtype=torch.float64))
+        weights = loss_weight(schedule, t, 5.0)
+        assert weights.dtype == torch.float64
+        torch.testing.assert_close(weights, torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=0)
+        torch.testing.assert_close(loss_weight(schedule, t, 0.0), torch.ones(2, dtype=torch.float64), rtol=0, atol=0)
+        # gamma above every SNR: nothing clipped, epsilon weights 1 and v weights SNR / (SNR + 1) = abar
+        unclipped = loss_weight(schedule, t, 100.0)
+        torch.testing.assert_close(unclipped, torch.tensor([1.0, 1.0] if prediction == "epsilon" else [0.9, 0.45],
+                                                           dtype=torch.float64), rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize("prediction", ["epsilon", "v"])
-def test_min_snr_weights(prediction):
-    schedule = _schedule(prediction=prediction)
-    t = torch.arange(1000)
-    gamma = 5.0
-    weights = loss_weight(schedule, t, gamma)
-    abar = schedule.alphas_cumprod
-    ratio = abar / (1 - abar)
-    torch.testing.assert_close(snr(schedule, t), ratio)
-    expected = torch.minimum(ratio, torch.tensor(gamma)) / (ratio if prediction == "epsilon" else ratio + 1)
-    torch.testing.assert_close(weights, expected)
+def test_min_snr_weights_down_weight_only_the_nearly_clean_steps(prediction):
+    weights = loss_weight(_schedule(prediction=prediction), torch.arange(1000), 5.0)
     assert (weights <= 1).all() and (weights > 0).all()
     assert weights[0] < 0.01  # the nearly clean step is down-weighted
-    assert torch.equal(loss_weight(schedule, t, 0.0), torch.ones(1000, dtype=torch.float64))
+    if prediction == "epsilon":
+        assert (weights[-500:] == 1).all()  # SNR below gamma: unchanged
+
+
+def test_forward_noising_and_targets_keep_the_images_dtype():
+    """The schedule is float64; what reaches the network must stay in the images' precision."""
+    schedule = _schedule(prediction="v")
+    x0, noise, t = torch.zeros(2, 1, 4, 4), torch.ones(2, 1, 4, 4), torch.tensor([3, 700])
+    assert q_sample(schedule, x0, t, noise).dtype == torch.float32
+    assert training_target(schedule, x0, noise, t).dtype == torch.float32
+
+
+def test_q_sample_by_hand():
+    """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) epsilon with betas (0.19, 0.5): abar = (0.81, 0.405)."""
+    schedule = NoiseSchedule(torch.tensor([0.19, 0.5], dtype=torch.float64), "v")
+    x0, noise = torch.full((2, 1, 1, 1), 1.0, dtype=torch.float64), torch.full((2, 1, 1, 1), 2.0, dtype=torch.float64)
+    x_t = q_sample(schedule, x0, torch.tensor([0, 1]), noise)
+    expected = [0.9 + 2 * math.sqrt(0.19), math.sqrt(0.405) + 2 * math.sqrt(0.595)]
+    torch.testing.assert_close(x_t.flatten(), torch.tensor(expected, dtype=torch.float64))
+    v = training_target(schedule, x0, noise, torch.tensor([0, 1]))  # sqrt(abar) epsilon - sqrt(1 - abar) x_0
+    expected_v = [0.9 * 2 - math.sqrt(0.19), math.sqrt(0.405) * 2 - math.sqrt(0.595)]
+    torch.testing.assert_close(v.flatten(), torch.tensor(expected_v, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("prediction", ["epsilon", "v"])
