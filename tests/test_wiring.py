@@ -7,19 +7,16 @@ samples, only worse. These tests need no trained model and no phantom: synthetic
 hand-written slice cache, a recording stand-in for the network.
 """
 
-import json
 import math
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from synthetic import smooth_slices, write_cache
 from torch_threads import one_thread
 
 from mrnet_utils.config import stage_config
-from mrnet_utils.data.preprocess import FORMAT_VERSION
 from mrnet_utils.data.slices import degrade
 from mrnet_utils.networks.unet import UNet
 from mrnet_utils.pipeline import sample_stage
@@ -28,13 +25,6 @@ from mrnet_utils.training.batches import draw_batch
 from mrnet_utils.training.checkpoint import FINAL_CHECKPOINT, load_checkpoint
 
 T = 100
-
-
-def smooth_slices(n: int, side: int, seed: int = 0) -> torch.Tensor:
-    """n distinct smooth images in [-0.9, 0.9]: random 8x8 grids upsampled, so that each slice's
-    low-res image differs clearly from every other's."""
-    coarse = torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed)) * 1.8 - 0.9
-    return F.interpolate(coarse, size=(side, side), mode="bilinear", align_corners=False)
 
 
 def row_of(image: torch.Tensor, images: torch.Tensor) -> int:
@@ -153,20 +143,6 @@ def test_training_timesteps_are_uniform_over_all_of_0_to_T_minus_1(tmp_path, mon
 
 
 # --- the training loop ---------------------------------------------------------------------------
-
-
-def write_cache(path: Path, count: int, seed: int = 3) -> Path:
-    """A slice cache as preprocess writes it: `count` smooth 256x256 training slices, 2 valid ones, labels 0..7."""
-    images = smooth_slices(count + 2, 256, seed).numpy()[:, 0]
-    labels = np.array([[(i >> bit) & 1 for bit in range(3)] for i in range(count + 2)], dtype=np.uint8)
-    arrays = {}
-    for split, rows in (("train", slice(0, count)), ("valid", slice(count, count + 2))):
-        n = len(images[rows])
-        arrays |= {f"{split}_images": images[rows], f"{split}_exam_ids": np.arange(n), f"{split}_slice_index": np.zeros(n),
-                   f"{split}_labels": labels[rows]}
-    arrays["metadata"] = np.array([json.dumps({"format_version": FORMAT_VERSION})])
-    np.savez(path, **arrays)
-    return path
 
 
 def test_the_ema_follows_its_recurrence_over_the_raw_weights_of_each_step(tmp_path, monkeypatch):

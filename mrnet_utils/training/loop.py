@@ -106,7 +106,7 @@ def restore(state: TrainState, cfg: StageConfig, out_dir: Path) -> Path | None:
     if found is None:
         return None
     payload = checkpoint.load_checkpoint(found)
-    checkpoint.check_compatible(payload, cfg, path=found)
+    checkpoint.check_compatible(payload, cfg, path=found, resume=True)
     state.model.load_state_dict(payload["model"])
     if state.ema is not None:
         state.ema.load_state_dict(payload["ema"])
