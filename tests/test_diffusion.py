@@ -66,6 +66,14 @@ def test_from_config_and_validation():
         NoiseSchedule(linear_betas(10, 1e-4, 0.02), "x0")
     with pytest.raises(MRNetError, match="beta_end"):
         NoiseSchedule.from_config(DiffusionConfig(timesteps=10, beta_end=1.5))
+    # betas must lie in the open interval (0, 1): beta = 0 adds no noise, beta = 1 leaves no signal
+    for start, end in ((0.0, 0.02), (1e-4, 1.0)):
+        with pytest.raises(MRNetError, match=rf"betas must lie in \(0, 1\): check beta_start={start}, beta_end={end}"):
+            NoiseSchedule.from_config(DiffusionConfig(timesteps=10, beta_start=start, beta_end=end))
+    for betas in (torch.full((1,), 0.1, dtype=torch.float64), torch.full((2, 3), 0.1, dtype=torch.float64)):
+        with pytest.raises(MRNetError, match=rf"betas must be a 1-D tensor of at least 2 steps, got shape "
+                                             rf"\{tuple(betas.shape)}".replace(",)", r",\)").replace("3)", r"3\)")):
+            NoiseSchedule(betas, "epsilon")
 
 
 @pytest.mark.parametrize("t_value", [0, 300, 999])
@@ -111,6 +119,10 @@ def test_min_snr_weights_by_hand_on_a_two_step_schedule():
         assert weights.dtype == torch.float64
         torch.testing.assert_close(weights, torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=0)
         torch.testing.assert_close(loss_weight(schedule, t, 0.0), torch.ones(2, dtype=torch.float64), rtol=0, atol=0)
+        assert torch.equal(loss_weight(schedule, t), loss_weight(schedule, t, 0.0))  # off by default
+        # gamma = 1 clips the first step's SNR of 9 to 1: epsilon weights (1/9, 1), v weights (1/10, 0.45)
+        torch.testing.assert_close(loss_weight(schedule, t, 1.0), torch.tensor(
+            [1 / 9, 1.0] if prediction == "epsilon" else [0.1, 0.45], dtype=torch.float64), rtol=1e-12, atol=0)
         # gamma above every SNR: nothing clipped, epsilon weights 1 and v weights SNR / (SNR + 1) = abar
         unclipped = loss_weight(schedule, t, 100.0)
         torch.testing.assert_close(unclipped, torch.tensor([1.0, 1.0] if prediction == "epsilon" else [0.9, 0.45],
@@ -166,7 +178,15 @@ def test_diffusion_loss(prediction):
     torch.testing.assert_close(loss, expected)
 
 
+def test_diffusion_loss_is_the_plain_mse_by_default():
+    schedule = _schedule()
+    x0, noise, t = torch.zeros(2, 1, 2, 2), torch.ones(2, 1, 2, 2), torch.tensor([0, 999])
+    loss = diffusion_loss(lambda x_t, t_in: torch.full_like(x_t, 3.0), schedule, x0, t, noise)
+    torch.testing.assert_close(loss, torch.full((2,), 4.0))  # (3 - 1)^2 at every pixel, unweighted
+
+
 def test_sample_timesteps():
+    assert sample_timesteps(5, 10).shape == (5,)  # without a generator: torch's global one, on the CPU
     t = sample_timesteps(10_000, 100, torch.Generator().manual_seed(0))
     assert t.dtype == torch.int64 and t.min() == 0 and t.max() == 99
     assert torch.equal(t, sample_timesteps(10_000, 100, torch.Generator().manual_seed(0)))
@@ -180,3 +200,4 @@ def test_the_unit_data_range_is_the_references_zero_to_one():
     unit = to_process(images, "unit")
     assert unit.min() == 0 and unit.max() == 1
     torch.testing.assert_close(from_process(unit, "unit"), images)
+    assert torch.equal(from_process(images, "symmetric"), images)
