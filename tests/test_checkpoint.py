@@ -5,6 +5,8 @@ import io
 import os
 import pickle
 import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,9 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from synthetic import write_cache
+from torch_threads import one_thread
 
 from mrnet_utils.config import stage_config
 from mrnet_utils.errors import MRNetError
+from mrnet_utils.study.training import train_stage
 from mrnet_utils.training import checkpoint
 from mrnet_utils.training.checkpoint import (
     check_compatible,
@@ -25,6 +30,7 @@ from mrnet_utils.training.checkpoint import (
     rebuild_config,
     save_checkpoint,
 )
+from mrnet_utils.training.loop import train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -345,3 +351,96 @@ def test_check_compatible_names_the_mismatch():
         check_compatible(sr1, stage_config("sr1", "smoke").replace(unet=dict(cond_channels=2)))
     # Training settings may change on resume.
     check_compatible(sr1, stage_config("sr1", "smoke").replace(train=dict(steps=50, lr=3e-4)))
+
+
+# One setting of the noise process, or the conditioning switch, changed alone: (stage, config section, change).
+# base64 is a DDPM stage (T, schedule and betas, prediction, data range); the smoke SR1 stage is ResShift.
+PROCESS_CHANGES = [
+    ("base64", "diffusion", {"prediction": "v"}),
+    ("base64", "diffusion", {"schedule": "cosine"}),
+    ("base64", "diffusion", {"timesteps": 200}),
+    ("base64", "diffusion", {"beta_start": 1e-4}),
+    ("base64", "diffusion", {"beta_end": 0.02}),
+    ("base64", "diffusion", {"data_range": "unit"}),
+    ("sr1", "diffusion", {"process": "ddpm", "timesteps": 100, "prediction": "epsilon"}),
+    ("sr1", "diffusion", {"process": "regression", "timesteps": 1}),
+    ("sr1", "diffusion", {"prediction": "x0"}),
+    ("sr1", "diffusion", {"kappa": 2.0}),
+    ("sr1", "diffusion", {"eta_power": 0.5}),
+    ("sr1", "diffusion", {"loss": "l1"}),
+    ("sr1", "conditioning", {"enabled": False}),
+]
+
+
+@pytest.mark.parametrize("stage, section, change", PROCESS_CHANGES,
+                         ids=[f"{stage}-{next(iter(change))}" for stage, _, change in PROCESS_CHANGES])
+def test_check_compatible_refuses_another_noise_process_or_conditioning_and_names_the_field(stage, section, change):
+    trained = stage_config(stage, "smoke")
+    expected = trained.replace(**{section: change})
+    field, value = next(iter(change.items()))
+    before = getattr(getattr(trained, section), field)
+    with pytest.raises(MRNetError, match=re.escape(f"{section}.{field} {before} vs {value}")):
+        check_compatible(make_payload(1, trained), expected, path="x.pt")
+
+
+def test_check_compatible_lets_training_only_settings_change():
+    trained = stage_config("sr1", "smoke")
+    payload = make_payload(1, trained)
+    for section, change in (("diffusion", {"min_snr_gamma": 5.0}), ("conditioning", {"max_level": 0.3}),
+                            ("conditioning", {"sample_level": 0.0}), ("unet", {"dropout": 0.1}),
+                            ("train", {"steps": 50, "lr": 3e-4, "batch_size": 2, "ema_decay": 0.5, "seed": 4})):
+        check_compatible(payload, trained.replace(**{section: change}), resume=True)
+    # Without resume (loading a finished run), the EMA and LR schedule are not the checkpoint's concern.
+    check_compatible(payload, trained.replace(train={"ema_decay": 0.0, "lr_schedule": "plateau"}))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"ema_decay": 0.0}, "train.ema_decay 0.9 vs 0.0 (an EMA cannot be added to or dropped from a run)"),
+    ({"lr_schedule": "plateau"}, "train.lr_schedule warmup vs plateau"),
+])
+def test_resuming_refuses_settings_whose_training_state_the_checkpoint_lacks(change, message):
+    trained = stage_config("base64", "smoke")
+    with pytest.raises(MRNetError, match=re.escape(f"holds the training state of other settings than the smoke "
+                                                   f"config's (checkpoint vs expected: {message}); resume with")):
+        check_compatible(make_payload(1, trained), trained.replace(train=change), resume=True)
+
+
+@pytest.fixture(scope="module")
+def two_step_run(tmp_path_factory):
+    """A smoke base64 run of 2 steps on a synthetic cache: (cache, run folder); copy the folder to change it."""
+    root = tmp_path_factory.mktemp("two_step")
+    cache = write_cache(root / "cache.npz", 4)
+    with one_thread():
+        train(stage_config("base64", "smoke").replace(train=dict(steps=2)), cache, root / "run", progress=False,
+              grids=False)
+    return cache, root / "run"
+
+
+@pytest.mark.parametrize("section, change, field", [
+    ("diffusion", {"prediction": "v"}, "diffusion.prediction epsilon vs v"),
+    ("diffusion", {"timesteps": 200}, "diffusion.timesteps 100 vs 200"),
+    ("train", {"ema_decay": 0.0}, "train.ema_decay 0.9 vs 0.0"),
+])
+def test_a_resume_refuses_a_checkpoint_of_another_process_and_leaves_the_run_alone(two_step_run, tmp_path, section,
+                                                                                  change, field):
+    cache, original = two_step_run
+    run = shutil.copytree(original, tmp_path / "run")
+    before = {path.name: path.read_bytes() for path in run.iterdir()}
+    changes = {"train": {"steps": 4}}
+    changes[section] = {**changes.get(section, {}), **change}
+    cfg = stage_config("base64", "smoke").replace(**changes)
+    with pytest.raises(MRNetError, match=re.escape(f"checkpoint {run / 'final.pt'} ") + ".*" + re.escape(field)):
+        train(cfg, cache, run, resume=True, progress=False, grids=False)
+    assert {path.name: path.read_bytes() for path in run.iterdir()} == before
+
+
+def test_a_finished_run_of_another_process_is_not_taken_for_the_configs(two_step_run, tmp_path):
+    """The study skips training when a run folder's final checkpoint holds the config's steps: only if it was
+    trained for that config."""
+    cache, original = two_step_run
+    run = shutil.copytree(original, tmp_path / "run")
+    cfg = stage_config("base64", "smoke").replace(diffusion={"schedule": "cosine"}, train={"steps": 2})
+    with pytest.raises(MRNetError, match=re.escape("diffusion.schedule linear vs cosine")):
+        train_stage(cfg, cache, run, progress=False)
+    assert train_stage(stage_config("base64", "smoke").replace(train={"steps": 2}), cache, run,
+                       progress=False).trained is False

@@ -85,6 +85,58 @@ def test_average_gradient_of_a_ramp_is_its_slope_over_root_two():
     assert torch.allclose(metrics.average_gradient(ramp.transpose(-1, -2)), torch.full((2,), 1 / 32 / math.sqrt(2)))
 
 
+def test_average_gradient_of_a_checkerboard_is_one():
+    """Every forward difference of a 0/1 checkerboard is +-1 in x and in y: sqrt((1 + 1) / 2) = 1 at every pixel."""
+    rows, cols = torch.meshgrid(torch.arange(9), torch.arange(12), indexing="ij")
+    board = ((rows + cols) % 2).float().expand(3, 1, 9, 12)
+    assert torch.equal(metrics.average_gradient(board), torch.ones(3))
+    assert torch.equal(metrics.average_gradient(torch.full((2, 1, 9, 12), 0.3)), torch.zeros(2))
+
+
+def test_sobel_average_gradient_of_a_ramp_by_hand_and_per_image():
+    """Sobel on a ramp of slope s: central difference 2s times the smoothing weights 1 + 2 + 1 = 8s inside, 4s on
+    the two edge columns (scipy's 'reflect' border repeats the edge pixel), 0 across: mean 8s (W - 1) / W.
+    Each image's value is its own, whatever the other images of the batch."""
+    width, s = 33, 1 / 32
+    ramp = torch.linspace(0, 1, width).expand(1, 1, 20, width).contiguous()
+    expected = 8 * s * (width - 1) / width
+    assert metrics.average_gradient_sobel(ramp).item() == pytest.approx(expected, rel=1e-6)
+    assert metrics.average_gradient_sobel(ramp.transpose(-1, -2)).item() == pytest.approx(expected, rel=1e-6)
+    others = noise_images(2, 20)
+    batch = torch.cat([others[:1], ramp[..., :20], others[1:]])  # a 20x20 piece of the ramp between noise images
+    alone = torch.cat([metrics.average_gradient_sobel(image[None]) for image in batch])
+    torch.testing.assert_close(metrics.average_gradient_sobel(batch), alone, rtol=1e-6, atol=0)
+
+
+def test_psnr_of_a_known_perturbation_by_hand():
+    """One pixel of 64 off by 0.4: MSE 0.16 / 64 = 0.0025, PSNR 10 log10(1 / 0.0025) = 26.0206 dB on the [0, 1] scale;
+    a constant offset of 0.1: MSE 0.01, 20 dB. Each image its own value."""
+    reference = torch.full((2, 1, 8, 8), 0.5)
+    prediction = reference.clone()
+    prediction[0, 0, 3, 4] = 0.9
+    prediction[1] += 0.1
+    values = metrics.psnr(prediction, reference)
+    assert values.shape == (2,)
+    assert values[0].item() == pytest.approx(10 * math.log10(1 / 0.0025), abs=1e-4)
+    assert values[1].item() == pytest.approx(20.0, abs=1e-4)
+
+
+def test_ssim_of_constant_images_by_hand():
+    """On constant images every local variance and covariance is 0, so SSIM is its luminance term alone:
+    (2ab + C1) / (a^2 + b^2 + C1) with C1 = (0.01 * data range)^2 = 1e-4 (Wang et al. 2004; piq's K1).
+    MS-SSIM: each scale's contrast-structure term is 1, so it is the coarsest scale's luminance term to the
+    power of that scale's renormalised weight, 0.3001 / (0.0448 + 0.2856 + 0.3001) at 64 pixels (3 scales).
+    Float64: in float32 the variances' cancellation leaves an error of about 2e-4."""
+    a, b = 0.5, 0.6
+    x, y = (torch.full((2, 1, 64, 64), value, dtype=torch.float64) for value in (a, b))
+    luminance = (2 * a * b + 1e-4) / (a**2 + b**2 + 1e-4)
+    torch.testing.assert_close(metrics.ssim(x, x), torch.ones(2, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(metrics.ssim(x, y), torch.full((2,), luminance, dtype=torch.float64), rtol=0, atol=1e-9)
+    weight = 0.3001 / (0.0448 + 0.2856 + 0.3001)
+    torch.testing.assert_close(metrics.ms_ssim(x, y), torch.full((2,), luminance**weight, dtype=torch.float64),
+                               rtol=0, atol=1e-9)
+
+
 def test_ms_ssim_fits_its_scales_to_64_and_128_pixel_images():
     assert [metrics.ms_ssim_scales(side) for side in (41, 64, 128, 160, 161, 256)] == [3, 3, 4, 4, 5, 5]
     for side in (64, 128):

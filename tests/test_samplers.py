@@ -1,5 +1,8 @@
 """The samplers: exact with a perfect model, seeded and batch-independent, stored full loops."""
 
+from fractions import Fraction
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,6 +20,12 @@ from mrnet_utils.diffusion.schedules import NoiseSchedule, linear_betas
 from mrnet_utils.errors import MRNetError
 
 SEEDS = [3, 5, 7, 11]
+
+
+def exact_trailing(T: int, steps: int) -> list[int]:
+    """Lin et al. (2023), Table 2, "trailing": t_k = round(T (steps - k) / steps) - 1, k = 0 .. steps-1, computed
+    with exact fractions, halves rounded up."""
+    return [math.floor(Fraction(T * (steps - k), steps) + Fraction(1, 2)) - 1 for k in range(steps)]
 
 
 class Oracle:
@@ -56,7 +65,7 @@ def test_perfect_model_recovers_x0(name, prediction, schedule_name):
     out = sample(name, oracle, schedule, noise, steps, extra_args={"cond": "passed through"}, generators=generators)
     assert out.shape == noise.shape and out.dtype == torch.float32
     torch.testing.assert_close(out.double(), x0, rtol=0, atol=1e-4)
-    assert oracle.calls == trailing_timesteps(T, steps)  # one network evaluation per step, at trailing timesteps
+    assert oracle.calls == exact_trailing(T, steps)  # one network evaluation per step, at trailing timesteps
 
 
 def test_trailing_timesteps():
@@ -70,6 +79,19 @@ def test_trailing_timesteps():
     assert len(odd) == 61 and odd[0] == 999 and odd[-1] == 15 and all(a > b for a, b in zip(odd, odd[1:]))
 
 
+def test_trailing_timesteps_match_exact_fractions_with_halves_rounded_up():
+    # By hand: T = 10, 4 steps: 10 j / 4 = 10, 7.5, 5, 2.5 -> 10, 8, 5, 3 (halves up) -> minus 1.
+    assert trailing_timesteps(10, 4) == [9, 7, 4, 2]
+    # 1000 / 3 = 333.3: 1000, 666.7, 333.3 -> 1000, 667, 333
+    assert trailing_timesteps(1000, 3) == [999, 666, 332]
+    assert trailing_timesteps(7, 1) == [6]
+    for T in range(2, 65):
+        for steps in range(1, T + 1):
+            assert trailing_timesteps(T, steps) == exact_trailing(T, steps), (T, steps)
+    for T, steps in ((1000, 61), (1000, 7), (2000, 25), (2000, 999), (1000, 1000), (4, 4)):
+        assert trailing_timesteps(T, steps) == exact_trailing(T, steps), (T, steps)
+
+
 @pytest.mark.parametrize("name", ["ddpm", "dpmpp", "dpmpp_sde"])
 def test_steps_not_dividing_T(name):
     """DDPM and both DPM-Solver++ take any steps <= T, each step one network evaluation at t >= 0."""
@@ -77,7 +99,7 @@ def test_steps_not_dividing_T(name):
     oracle = Oracle(schedule, torch.zeros(1, 1, 4, 4, dtype=torch.float64))
     noise = noise_from_seeds([0], (1, 4, 4), "cpu")
     out = sample(name, oracle, schedule, noise, 29, {"cond": "passed through"}, generators_from_seeds([0], "cpu"))
-    assert oracle.calls == trailing_timesteps(100, 29) and min(oracle.calls) >= 0
+    assert oracle.calls == exact_trailing(100, 29) and min(oracle.calls) >= 0
     assert out.abs().max() < 1e-4
 
 

@@ -206,9 +206,13 @@ def average_gradient_sobel(images: Tensor) -> Tensor:
     difference: not comparable with `average_gradient`.
     """
     _check_images(images)
-    pixels = images.detach().double().cpu().numpy()[:, 0]
-    gx, gy = ndimage.sobel(pixels, axis=1), ndimage.sobel(pixels, axis=2)
-    return torch.from_numpy(np.sqrt(gx**2 + gy**2).mean(axis=(1, 2))).float()
+    # One (H, W) image at a time: scipy's Sobel smooths along every axis but the one it differentiates,
+    # so on a (B, H, W) stack it would weigh each image with its neighbours in the batch (1, 2, 1).
+    magnitudes = [
+        np.hypot(ndimage.sobel(image, axis=0), ndimage.sobel(image, axis=1)).mean()
+        for image in images.detach().double().cpu().numpy()[:, 0]
+    ]
+    return torch.tensor(magnitudes, dtype=torch.float32)
 
 
 def spectrum_error(prediction: Tensor, reference: Tensor) -> Tensor:

@@ -163,30 +163,54 @@ def load_stage(
     return TrainedStage(torch.compile(model) if compile else model, cfg, payload["step"], path)
 
 
-def check_compatible(stored: dict[str, Any], expected: StageConfig, path: str | Path | None = None) -> None:
+def check_compatible(
+    stored: dict[str, Any], expected: StageConfig, path: str | Path | None = None, resume: bool = False
+) -> None:
     """Raise MRNetError when checkpoint payload `stored` was trained for another stage or network than `expected`.
 
-    Compared: stage, every network setting but dropout, the noise process and whether
-    conditioning augmentation is on. Training settings (`train.*`, ...) may differ.
+    Compared: stage, every network setting but dropout, the noise process (process, T, schedule and
+    betas, prediction, data range, ResShift's kappa and eta schedule, loss) and whether conditioning
+    augmentation is on. Training settings (`train.*`, ...) may differ, except, with `resume`, the two
+    that decide which training state the checkpoint holds: whether it keeps an EMA (train.ema_decay > 0)
+    and its learning-rate schedule (train.lr_schedule).
     """
     found = rebuild_config(stored)
     found_settings, expected_settings = found.flat_settings(), expected.flat_settings()
-    differences = [
+    network = [
         f"{key} {found_settings[key]} vs {expected_settings[key]}"
         for key in expected_settings
         if not key.startswith(_FREE_SETTINGS) and found_settings.get(key) != expected_settings[key]
     ]
-    if not differences:
+    state = _training_state_differences(found, expected) if resume else []
+    if not network and not state:
         return
     source = f"checkpoint {path}" if path is not None else "the checkpoint"
     if _describe(found) != _describe(expected):
         head = f"{source} is {_describe(found)}, expected {_describe(expected)}"
-    else:
+    elif network:
         head = f"{source} holds a different {expected.name} network than the {expected.preset} config expects"
-    raise MRNetError(
-        f"{head} (checkpoint vs expected: {'; '.join(differences)}); use the checkpoint trained for this config, "
-        "or rebuild the model from the checkpoint's own config (rebuild_config)"
+    else:
+        head = f"{source} holds the training state of other settings than the {expected.preset} config's"
+    advice = (
+        "use the checkpoint trained for this config, or rebuild the model from the checkpoint's own config "
+        "(rebuild_config)"
+        if network
+        else "resume with the run's own settings, or start a new run in another folder"
     )
+    raise MRNetError(f"{head} (checkpoint vs expected: {'; '.join(network + state)}); {advice}")
+
+
+def _training_state_differences(found: StageConfig, expected: StageConfig) -> list[str]:
+    """What a resumed run could not restore: an EMA it lacks (or would drop), another LR scheduler's state."""
+    differences = []
+    if (found.train.ema_decay > 0) != (expected.train.ema_decay > 0):
+        differences.append(
+            f"train.ema_decay {found.train.ema_decay} vs {expected.train.ema_decay} (an EMA cannot be added to "
+            "or dropped from a run)"
+        )
+    if found.train.lr_schedule != expected.train.lr_schedule:
+        differences.append(f"train.lr_schedule {found.train.lr_schedule} vs {expected.train.lr_schedule}")
+    return differences
 
 
 def _remove_old_steps(directory: Path, keep: int, written: Path) -> None:

@@ -124,7 +124,7 @@ def restore(state: TrainState, cfg: StageConfig, out_dir: Path) -> Path | None:
     if found is None:
         return None
     payload = checkpoint.load_checkpoint(found)
-    checkpoint.check_compatible(payload, cfg, path=found)
+    checkpoint.check_compatible(payload, cfg, path=found, resume=True)
     _check_same_data(payload.get("data"), state.data, found)  # absent from checkpoints before 2026-12-01
     state.model.load_state_dict(payload["model"])
     if state.ema is not None:

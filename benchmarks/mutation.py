@@ -1,0 +1,264 @@
+"""Mutation testing of the core modules with mutmut: how many planted one-line bugs the fast tests catch.
+
+Not a test: a measurement of the tests, recorded per module in RESULTS.md ("Mutation testing: ...")
+with its mutation score, every surviving mutant (its diff, and why it is left: an equivalent
+mutant, or one not worth a test) and the machine and time it took.
+
+Each module is mutated alone, against only the fast test files that cover it (`MODULES`), in a
+scratch copy of the committed repository (HEAD) under `--work` (mutmut writes its `mutants/` tree next to the
+code it mutates). mutmut 3 imports the code once, records which tests call each function,
+then runs, for each mutant, only those tests in a process forked from a warm one (a fork
+server here: torch is not fork-safe once it has run).
+
+    python -m benchmarks.mutation                      # the default modules (about an hour on 2 busy cores)
+    python -m benchmarks.mutation --modules schedules losses --max-children 2
+
+Needs mutmut (the `dev` extra: pip install -e '.[dev]').
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+@dataclass(frozen=True)
+class Target:
+    path: str  # the module, relative to the repository root
+    tests: tuple[str, ...]  # test files or node ids that cover it, fast ones only
+    # Surviving mutants judged not worth a test, by mutant name: why each is left.
+    # Keys are mutmut 3.8's names ("<module>.x_<function>__mutmut_<n>"), stable while the function is unchanged.
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+_DEVICE = "equivalent on the CPU: moving to t's device is a no-op when everything lives on the CPU (the GPU check runs it on CUDA)"
+
+MODULES: dict[str, Target] = {
+    "schedules": Target(
+        "mrnet_utils/diffusion/schedules.py",
+        ("tests/test_diffusion.py",),
+        {
+            "mrnet_utils.diffusion.schedules.x_alpha_sigma__mutmut_2": _DEVICE,
+            "mrnet_utils.diffusion.schedules.x_snr__mutmut_2": _DEVICE,
+        },
+    ),
+    "losses": Target("mrnet_utils/diffusion/losses.py", ("tests/test_diffusion.py",)),
+    "conditioning": Target(
+        "mrnet_utils/diffusion/conditioning.py", ("tests/test_conditioning.py", "tests/test_wiring.py")
+    ),
+    "samplers": Target("mrnet_utils/diffusion/samplers.py", ("tests/test_samplers.py",)),
+    "statistics": Target("mrnet_utils/evaluation/statistics.py", ("tests/test_statistics.py",)),
+    "checkpoint": Target("mrnet_utils/training/checkpoint.py", ("tests/test_checkpoint.py",)),
+    # Not in the default run (slower tests, or the hour was spent): run them with --modules.
+    "batches": Target("mrnet_utils/training/batches.py", ("tests/test_wiring.py",)),
+    "processes": Target("mrnet_utils/diffusion/processes.py", ("tests/test_resshift.py", "tests/test_wiring.py")),
+    "resshift": Target("mrnet_utils/diffusion/resshift.py", ("tests/test_resshift.py",)),
+    "metrics": Target("mrnet_utils/evaluation/metrics.py", ("tests/test_metrics.py",)),
+    "tables": Target("mrnet_utils/evaluation/tables.py", ("tests/test_evaluation.py",)),
+    "pipeline": Target("mrnet_utils/pipeline.py", ("tests/test_pipeline.py", "tests/test_wiring.py")),
+    "loop": Target("mrnet_utils/training/loop.py", ("tests/test_training.py", "tests/test_wiring.py")),
+}
+DEFAULT = ("schedules", "losses", "conditioning", "samplers", "statistics", "checkpoint")
+
+# mutmut's exit codes, grouped (mutmut.__main__.status_by_exit_code).
+_KILLED = {1, 3}
+_TIMEOUT = {36, -24, 24, 152, 255}
+_SURVIVED = {0}
+_NO_TESTS = {5, 33}
+
+
+@dataclass
+class Outcome:
+    name: str
+    target: Target
+    seconds: float
+    statuses: dict[str, str]  # mutant name -> killed | timeout | survived | no tests | other
+    diffs: dict[str, str]  # surviving mutant -> its diff
+    commit: str  # the commit whose code and tests were measured
+
+    def count(self, status: str) -> int:
+        return sum(value == status for value in self.statuses.values())
+
+    @property
+    def score(self) -> float:
+        """Share of mutants detected (killed, or stopped by the timeout), of all mutants."""
+        detected = self.count("killed") + self.count("timeout")
+        return detected / max(len(self.statuses), 1)
+
+
+def _status(code: int | None) -> str:
+    if code in _KILLED:
+        return "killed"
+    if code in _TIMEOUT:
+        return "timeout"
+    if code in _SURVIVED:
+        return "survived"
+    if code in _NO_TESTS:
+        return "no tests"
+    return f"other (exit code {code})"
+
+
+def _prepare(work: Path, target: Target) -> None:
+    """A scratch copy of the code and tests with mutmut's configuration for one module."""
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    # The committed code and tests (HEAD), so that a result names the commit it measured.
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "HEAD", "mrnet_utils", "tests", "pyproject.toml"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
+    tests = "\n    ".join(target.tests)
+    (work / "setup.cfg").write_text(
+        "[mutmut]\n"
+        "source_paths = mrnet_utils\n"
+        f"only_mutate = {target.path}\n"
+        f"pytest_add_cli_args_test_selection =\n    {tests}\n"
+        "pytest_add_cli_args = -p no:cacheprovider -q\n"
+        "process_isolation = forkserver\n"
+        "use_git_change_detection = false\n"
+    )
+
+
+def run_module(name: str, work_root: Path, max_children: int) -> Outcome:
+    target = MODULES[name]
+    work = work_root / name
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    _prepare(work, target)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # one thread per worker
+    log = work / "mutmut.log"
+    start = time.perf_counter()
+    with log.open("w") as handle:
+        subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)],
+                       cwd=work, env=env, stdout=handle, stderr=subprocess.STDOUT, check=False)
+    seconds = time.perf_counter() - start
+    meta = work / "mutants" / (target.path + ".meta")
+    if not meta.exists():
+        raise SystemExit(f"mutmut wrote no results for {target.path}; see {log}")
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    statuses = {mutant: _status(code) for mutant, code in codes.items()}
+    diffs = {}
+    for mutant, status in statuses.items():
+        if status == "survived":
+            shown = subprocess.run([sys.executable, "-m", "mutmut", "show", mutant], cwd=work, env=env,
+                                   capture_output=True, text=True, check=False).stdout
+            diffs[mutant] = "\n".join(line for line in shown.splitlines()
+                                      if line[:1] in "+-" and not line.startswith(("+++", "---")))
+    return Outcome(name, target, seconds, statuses, diffs, commit)
+
+
+def _machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "n/a"
+    return f"{cpu}, {os.cpu_count()} cores, load average at start {load}; Python {sys.version.split()[0]}"
+
+
+def section(outcome: Outcome, machine: str, command: str, max_children: int) -> str:
+    target = outcome.target
+    total = len(outcome.statuses)
+    rows = [
+        "| mutants | killed | timeout | survived | no tests | score | minutes |",
+        "|---|---|---|---|---|---|---|",
+        f"| {total} | {outcome.count('killed')} | {outcome.count('timeout')} | {outcome.count('survived')} "
+        f"| {outcome.count('no tests')} | {outcome.score:.1%} | {outcome.seconds / 60:.1f} |",
+    ]
+    lines = [
+        f"Date: {date.today().isoformat()}. Tool: mutmut {metadata.version('mutmut')}, {max_children} worker(s). "
+        f"Machine: {machine}.",
+        "",
+        f"Command (from the repository root): `{command}`, at commit {outcome.commit}.",
+        "",
+        f"Tests run against each mutant: {', '.join(f'`{test}`' for test in target.tests)} (those of them that "
+        "call the mutated function).",
+        "",
+        *rows,
+        "",
+    ]
+    if outcome.diffs:
+        lines.append("Surviving mutants:")
+        lines.append("")
+        for mutant, diff in sorted(outcome.diffs.items(), key=lambda item: _order(item[0])):
+            why = target.notes.get(mutant, "not yet judged")
+            lines.append(f"- `{mutant.rsplit('.', 1)[-1]}`: {why}")
+            lines.append("")
+            lines.append("  ```diff")
+            lines.extend(f"  {line}" for line in diff.splitlines())
+            lines.append("  ```")
+    else:
+        lines.append("No mutant survived.")
+    others = sorted(mutant for mutant, status in outcome.statuses.items() if status.startswith(("no tests", "other")))
+    if others:
+        lines.append("")
+        lines.append("Not run by any of these tests, or ended otherwise: "
+                     + ", ".join(f"`{m.rsplit('.', 1)[-1]}` ({outcome.statuses[m]})" for m in others) + ".")
+    return "\n".join(lines)
+
+
+def _order(mutant: str) -> tuple[str, int]:
+    function, _, number = mutant.rpartition("__mutmut_")
+    return function, int(number) if number.isdigit() else 0
+
+
+def update_section(path: Path, title: str, body: str) -> None:
+    # benchmarks.common imports torch and pandas; this script needs neither.
+    import re
+
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    heading = f"## {title}"
+    new = f"{heading}\n\n{body.strip()}\n"
+    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: new + "\n", text, count=1).rstrip() + "\n"
+    else:
+        text = text.rstrip() + "\n\n" + new
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> list[Outcome]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--modules", nargs="+", choices=list(MODULES), default=list(DEFAULT),
+                        help=f"modules to mutate (default: {' '.join(DEFAULT)})")
+    parser.add_argument("--max-children", type=int, default=2, help="mutants tested at once (default 2)")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "mutation",
+                        help="scratch folder for the mutated copies (default runs/mutation)")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--no-write", action="store_true", help="print the sections only")
+    args = parser.parse_args(argv)
+    try:
+        metadata.version("mutmut")
+    except metadata.PackageNotFoundError:
+        raise SystemExit("mutmut is not installed: pip install -e '.[dev]' (or pip install mutmut)") from None
+    command = " ".join(["python", "-m", "benchmarks.mutation", *(sys.argv[1:] if argv is None else argv)])
+    outcomes = []
+    for name in args.modules:
+        machine = _machine()
+        outcome = run_module(name, args.work, args.max_children)
+        body = section(outcome, machine, command, args.max_children)
+        print(f"## Mutation testing: {outcome.target.path}\n\n{body}\n", flush=True)
+        if not args.no_write:
+            update_section(args.results, f"Mutation testing: {outcome.target.path}", body)
+        outcomes.append(outcome)
+    return outcomes
+
+
+if __name__ == "__main__":
+    main()

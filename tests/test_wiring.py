@@ -1,0 +1,260 @@
+"""Wiring where a mistake would be silent: every check recomputes the expected value on its own.
+
+A super-resolution row trained on another slice's low-res image, a condition noised at another
+level than the one the network is told, sampling at the training range of levels, an EMA that
+never moves, timesteps that never reach 0, labels dropped on the way: each still trains and
+samples, only worse. These tests need no trained model and no phantom: synthetic slices, a
+hand-written slice cache, a recording stand-in for the network.
+"""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from synthetic import smooth_slices, write_cache
+from torch_threads import one_thread
+
+from mrnet_utils.config import stage_config
+from mrnet_utils.data.slices import degrade
+from mrnet_utils.networks.unet import UNet
+from mrnet_utils.pipeline import sample_stage
+from mrnet_utils.training import loop
+from mrnet_utils.training.batches import draw_batch
+from mrnet_utils.training.checkpoint import FINAL_CHECKPOINT, load_checkpoint
+
+T = 100
+
+
+def row_of(image: torch.Tensor, images: torch.Tensor) -> int:
+    """The index of the one slice equal to `image`."""
+    matches = [i for i, candidate in enumerate(images) if torch.equal(candidate, image)]
+    assert len(matches) == 1, f"{len(matches)} slices match"
+    return matches[0]
+
+
+def upsampled(low_res: torch.Tensor, side: int, mode: str) -> torch.Tensor:
+    """SR3's bilinear upsampling, or ResShift's bicubic one clamped to the data range, half-pixel centres."""
+    out = F.interpolate(low_res, size=(side, side), mode=mode, align_corners=False)
+    return out if mode == "bilinear" else out.clamp(-1, 1)
+
+
+def implied_noise(cond: torch.Tensor, clean: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    """The augmentation noise n of cond = sqrt(1 - l^2) clean + l n (Ho et al. 2021), row by row."""
+    level = level.double().view(-1, 1, 1, 1)
+    return (cond.double() - (1 - level**2).sqrt() * clean.double()) / level
+
+
+def assert_unit_gaussian_rows(noise: torch.Tensor) -> None:
+    """Each row a fresh N(0, I) draw: mean 0 and variance 1 within five standard errors, rows uncorrelated."""
+    pixels = noise[0].numel()
+    flat = noise.flatten(1)
+    assert (flat.mean(1).abs() < 5 / math.sqrt(pixels)).all(), flat.mean(1)
+    assert ((flat.var(1) - 1).abs() < 5 * math.sqrt(2 / pixels)).all(), flat.var(1)
+    correlation = torch.corrcoef(flat)
+    assert (correlation - torch.eye(len(flat), dtype=correlation.dtype)).abs().max() < 5 / math.sqrt(pixels)
+
+
+def sr_config(process: str, augment: bool = True):
+    """The smoke SR1 stage with `process`: its own ResShift, or DDPM with SR3 conditioning (the reference's)."""
+    cfg = stage_config("sr1", "smoke").replace(conditioning=dict(enabled=augment, max_level=0.5, sample_level=0.1))
+    if process == "ddpm":
+        cfg = cfg.replace(diffusion=dict(process="ddpm", timesteps=T, prediction="epsilon"))
+    return cfg
+
+
+# --- training batches ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("process, mode", [("ddpm", "bilinear"), ("resshift", "bicubic")])
+def test_each_training_row_is_conditioned_on_its_own_low_res_image_at_the_level_it_is_given(process, mode):
+    """Over a few steps (crossing an epoch of 6 slices), row i's condition is sqrt(1 - l^2) up(low_res[j]) + l n
+    with j the slice of row i's target, l the row's `aug_level` and n fresh unit noise; ResShift's y_0 is
+    up(low_res[j]) itself."""
+    cfg = sr_config(process)
+    images = smooth_slices(6, 128)
+    low_res = degrade(images, 64)
+    levels = []
+    for step in range(4):
+        batch = draw_batch(cfg, step, images, low_res, torch.zeros(6, 3), T)
+        rows = [row_of(x0, images) for x0 in batch.x0]
+        clean = upsampled(low_res[rows], 128, mode)
+        level = batch.extra_args["aug_level"]
+        assert level.shape == (len(rows),) and (level > 0).all() and (level <= 0.5).all()
+        noise = implied_noise(batch.extra_args["cond"], clean, level)
+        assert_unit_gaussian_rows(noise)
+        # the augmentation noise is not the diffusion noise of the same row
+        assert abs(float(torch.corrcoef(torch.stack([noise.flatten(), batch.noise.double().flatten()]))[0, 1])) < 0.02
+        if process == "ddpm":
+            assert batch.y0 is None
+        else:
+            torch.testing.assert_close(batch.y0, clean.float(), rtol=0, atol=1e-6)
+        levels.append(level)
+    levels = torch.cat(levels)
+    assert levels.std() > 0.05  # drawn per row, not one level for the batch
+
+
+def test_without_augmentation_the_condition_is_the_clean_upsampled_low_res_image_at_level_zero():
+    cfg = sr_config("ddpm", augment=False)
+    images = smooth_slices(6, 128, seed=1)
+    low_res = degrade(images, 64)
+    batch = draw_batch(cfg, 0, images, low_res, torch.zeros(6, 3), T)
+    rows = [row_of(x0, images) for x0 in batch.x0]
+    assert torch.equal(batch.extra_args["aug_level"], torch.zeros(len(rows)))
+    torch.testing.assert_close(batch.extra_args["cond"], upsampled(low_res[rows], 128, "bilinear"), rtol=0, atol=1e-6)
+
+
+def test_each_row_carries_its_own_slice_labels_or_the_null_label_at_the_dropout_rate():
+    cfg = stage_config("base64", "smoke").replace(unet=dict(num_labels=3), train=dict(label_dropout=0.25))
+    images = smooth_slices(8, 64, seed=2)
+    labels = torch.tensor([[(code >> bit) & 1 for bit in range(3)] for code in range(8)], dtype=torch.float32)
+    dropped = total = 0
+    for step in range(30):
+        batch = draw_batch(cfg, step, images, None, labels, T)
+        for x0, given in zip(batch.x0, batch.extra_args["labels"]):
+            total += 1
+            if (given == -1).all():
+                dropped += 1
+            else:
+                assert torch.equal(given, labels[row_of(x0, images)])
+    assert total == 120 and 12 <= dropped <= 48  # binomial(120, 0.25): 30 expected, sd 4.7
+
+
+def test_training_timesteps_are_uniform_over_all_of_0_to_T_minus_1(tmp_path, monkeypatch):
+    """The timesteps train() draws over a run (the steps themselves stubbed out): every t in [0, T) appears,
+    none outside, at a uniform rate."""
+    cfg = stage_config("base64", "smoke").replace(train=dict(steps=100, batch_size=16, ema_decay=0.0))
+    seen = []
+
+    def record_only(state, net, batch, *args):
+        seen.append(batch.t)
+        state.step += 1
+        return torch.zeros(())
+
+    monkeypatch.setattr(loop, "train_step", record_only)
+    loop.train(cfg, write_cache(tmp_path / "cache.npz", 4), tmp_path / "run", progress=False, grids=False)
+    t = torch.cat(seen)
+    assert len(t) == 1600 and t.dtype == torch.int64
+    counts = torch.bincount(t, minlength=T)
+    assert len(counts) == T and (counts > 0).all()  # 0 and T - 1 included, nothing past T - 1
+    # chi-square with 99 degrees of freedom: 160 is beyond its 99.99th percentile
+    assert float(((counts - 16.0) ** 2 / 16.0).sum()) < 160
+
+
+# --- the training loop ---------------------------------------------------------------------------
+
+
+def test_the_ema_follows_its_recurrence_over_the_raw_weights_of_each_step(tmp_path, monkeypatch):
+    """EMA_1 = theta_1 (torch.optim.swa_utils copies on the first update), EMA_k = d EMA_{k-1} + (1 - d) theta_k,
+    computed here in float64 from the raw weights recorded after each step and compared with the checkpoint's EMA."""
+    decay = 0.8
+    cfg = stage_config("base64", "smoke").replace(train=dict(steps=4, ema_decay=decay, lr=1e-2, warmup_steps=1))
+    raw = []
+    step = loop.train_step
+
+    def record(state, *args):
+        loss = step(state, *args)
+        raw.append({name: p.detach().double().clone() for name, p in state.model.named_parameters()})
+        return loss
+
+    monkeypatch.setattr(loop, "train_step", record)
+    with one_thread():
+        loop.train(cfg, write_cache(tmp_path / "cache.npz", 4), tmp_path / "run", progress=False, grids=False)
+    expected = raw[0]
+    for weights in raw[1:]:
+        expected = {name: decay * expected[name] + (1 - decay) * weights[name] for name in weights}
+    ema = load_checkpoint(tmp_path / "run" / FINAL_CHECKPOINT)["ema"]
+    assert len(raw) == 4
+    moved = 0.0
+    for name, value in expected.items():
+        torch.testing.assert_close(ema[f"module.{name}"].double(), value, rtol=0, atol=1e-6)
+        moved = max(moved, float((value - raw[-1][name]).abs().max()))
+    assert moved > 1e-3  # the EMA is not the last raw weights, so the check above tells them apart
+
+
+class Recording(nn.Module):
+    """The network, with what each call received besides (x_t, t)."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+        self.calls: list[dict] = []
+
+    def forward(self, x, t, **extra):
+        self.calls.append({key: value.detach().clone() for key, value in extra.items()})
+        return self.network(x, t, **extra)
+
+
+def test_labels_reach_a_label_conditional_network_in_training(tmp_path, monkeypatch):
+    cfg = stage_config("base64", "smoke").replace(
+        unet=dict(num_labels=3), train=dict(steps=2, ema_decay=0.0, label_dropout=0.0)
+    )
+    built = []
+
+    def build_recording(unet_cfg):
+        built.append(Recording(UNet(unet_cfg)))
+        return built[-1]
+
+    monkeypatch.setattr(loop, "build_network", build_recording)
+    with one_thread():
+        loop.train(cfg, write_cache(tmp_path / "cache.npz", 8), tmp_path / "run", progress=False, grids=False)
+    calls = built[0].calls
+    assert len(calls) == 2
+    given = torch.cat([call["labels"] for call in calls])
+    assert given.shape == (2 * cfg.train.batch_size, 3)
+    assert set(given.unique().tolist()) == {0.0, 1.0}  # labels 0..7 written to the cache, none dropped
+
+
+def test_a_label_conditional_network_answers_to_its_labels():
+    cfg = stage_config("base64", "smoke").replace(unet=dict(num_labels=3))
+    torch.manual_seed(0)
+    net = UNet(cfg.unet).eval()
+    with torch.no_grad():
+        net.output[-1].weight.normal_(0, 0.1)  # the output layer starts at zero
+        x, t = torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(1)), torch.tensor([10, 10])
+        outputs = [net(x, t, labels=torch.tensor([row, row], dtype=torch.float32))
+                   for row in ([0, 0, 0], [1, 0, 0], [0, 1, 1], [-1, -1, -1])]
+        assert torch.equal(net(x, t), outputs[3])  # no labels: the null label of classifier-free guidance
+    for i in range(4):
+        for j in range(i):
+            assert (outputs[i] - outputs[j]).abs().max() > 1e-4, (i, j)
+
+
+# --- sampling ------------------------------------------------------------------------------------
+
+
+class ZeroModel(nn.Module):
+    """Predicts zeros and records the condition and level of every call."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))  # sample_stage reads the device from the parameters
+        self.calls: list[dict] = []
+
+    def forward(self, x, t, **extra):
+        self.calls.append({key: value.detach().clone() for key, value in extra.items()})
+        return torch.zeros_like(x)
+
+
+@pytest.mark.parametrize("process, sampler, mode", [("ddpm", ("ddim", 2), "bilinear"),
+                                                    ("resshift", ("resshift", 4), "bicubic")])
+@pytest.mark.parametrize("augment", [True, False], ids=["augmented", "clean"])
+def test_sampling_conditions_each_image_on_its_low_res_input_at_the_configured_level(process, sampler, mode, augment):
+    """sample_level (0.1; not max_level 0.5) when augmentation is on, 0 and the clean condition when off; the same
+    condition at every step; row i from low_res[i]."""
+    cfg = sr_config(process, augment)
+    low_res = degrade(smooth_slices(3, 128, seed=4), 64)
+    model = ZeroModel()
+    sample_stage(model, cfg, [5, 6, 7], low_res, sampler, batch_size=3, progress=False)
+    assert len(model.calls) == sampler[1]
+    first = model.calls[0]
+    for call in model.calls:
+        assert torch.equal(call["cond"], first["cond"]) and torch.equal(call["aug_level"], first["aug_level"])
+    clean = upsampled(low_res, 128, mode)
+    if augment:
+        assert torch.equal(first["aug_level"], torch.full((3,), 0.1))
+        assert_unit_gaussian_rows(implied_noise(first["cond"], clean, first["aug_level"]))
+    else:
+        assert torch.equal(first["aug_level"], torch.zeros(3))
+        torch.testing.assert_close(first["cond"], clean, rtol=0, atol=1e-6)
