@@ -108,6 +108,7 @@ held_out=()
 on_device=()  # for the notebooks that train, sample or evaluate
 [ -n "$device" ] && on_device=(-r DEVICE "$device")
 executed=()  # rendered notebooks, for export_html
+timings=()  # "notebook,seconds" per notebook run, for study_times.csv
 
 wanted() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
 named() { [[ ",$only," == *",$1,"* ]]; }
@@ -142,6 +143,7 @@ EOF
         exit 1
     fi
     echo "           done in $((SECONDS - started)) s"
+    timings+=("${2%.ipynb},$((SECONDS - started))")
 }
 
 # export_html: every notebook executed so far to self-contained HTML next to it (mrnet_utils.study.notebooks).
@@ -203,5 +205,9 @@ if wanted evaluation; then  # the pages to read beside the tables they wrote
     mkdir -p "$results"
     cp "$runs/03_sr_vs_interpolation.html" "$results/sr_vs_interpolation.html"
     cp "$runs/04_generation.html" "$results/generation.html"
+fi
+if [ -z "$only" ]; then  # a whole study: its wall time per notebook, a file the README can cite
+    mkdir -p "$results"
+    printf '%s\n' "notebook,seconds" "${timings[@]}" "total,$SECONDS" > "$results/study_times.csv"
 fi
 echo "study ($preset) finished in $((SECONDS / 60)) min $((SECONDS % 60)) s; notebooks in $runs (and as HTML), results in $results"

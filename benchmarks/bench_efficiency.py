@@ -30,6 +30,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -191,8 +192,8 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.1f} min"
 
 
-def run(args: argparse.Namespace) -> str:
-    """All measurements; returns the Markdown report."""
+def run(args: argparse.Namespace) -> tuple[str, list[dict[str, object]]]:
+    """All measurements; returns the Markdown report and the sampling rows (none when only forward passes)."""
     device = torch.device(args.device)
     use_swin = args.variant == "swin"
     configs = {name: stage_config(name, args.preset, use_swin) for name in STAGES}
@@ -214,9 +215,9 @@ def run(args: argparse.Namespace) -> str:
         rows.append(row)
     report += ["### One forward pass per stage", markdown_table(rows)]
     if not full:
-        return "\n\n".join(report)
+        return "\n\n".join(report), []
 
-    rows = []
+    sampling = rows = []
     chosen = {name: processes.default_sampler(cfg.diffusion, STAGES[name].sampler) for name, cfg in configs.items()}
     chosen |= dict(args.samplers)
     for pipeline in PIPELINES:
@@ -259,7 +260,7 @@ def run(args: argparse.Namespace) -> str:
         f"{'torch.compile' if args.compile else 'eager'})",
         markdown_table(rows),
     ]
-    return "\n\n".join(report)
+    return "\n\n".join(report), sampling
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -297,11 +298,17 @@ def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = run(args) + "\n\n" + load_line()
+    report, sampling = run(args)
+    report += "\n\n" + load_line()
     print(report)
     if not args.no_write:
         where = f"CPU, {torch.get_num_threads()} thread(s)" if args.device == "cpu" else "GPU"
         update_section(args.results, f"Efficiency: {args.preset} preset, {args.variant}, {where}", report)
+        if sampling:  # the sampling rows as a file the README can cite (scripts/readme_tables.py)
+            device = f"cpu{torch.get_num_threads()}" if args.device == "cpu" else "gpu"
+            pd.DataFrame(sampling).to_csv(
+                args.results.with_name(f"efficiency_{args.preset}_{args.variant}_{device}.csv"), index=False
+            )
     return report
 
 

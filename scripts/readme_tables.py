@@ -3,14 +3,15 @@
 The README never holds a typed result: each table and number stands between markers that name
 the file it comes from, and this script fills them in.
 
-    <!-- table: evaluation/results/demo/sr_sr1_64_to_128.csv | rows: lanczos, SR1 (Swin) | columns: psnr_mean, ssim_mean -->
+    <!-- table: evaluation/results/demo/sr_sr1_64_to_128.csv | rows: lanczos; SR1 (Swin), mean | columns: psnr_mean, ssim_mean -->
     ...generated Markdown table...
     <!-- end -->
 
     <!-- value: evaluation/results/demo/sr_sr1_64_to_128_comparisons.csv | row: SR1 (Swin), lanczos, psnr | column: difference -->4.2<!-- end -->
 
-`rows` and `columns` are optional (default: all); a row of a table with a multi-column index
-(a comparisons table) is named by its index values joined with ", ". Numbers are written as the
+`rows` (separated by ";", since row names hold commas) and `columns` (separated by ",") are
+optional (default: all); a row of a table with a multi-column index (a comparisons table) is
+named by its index values joined with ", ". Numbers are written as the
 result tables write them (evaluation.tables.markdown: 4 significant digits).
 
     python scripts/readme_tables.py            # rewrite README.md in place
@@ -38,7 +39,8 @@ def _fields(spec: str) -> tuple[Path, dict[str, list[str]]]:
     options = {}
     for part in parts:
         key, _, value = part.partition(":")
-        options[key.strip()] = [item.strip() for item in value.split(",")] if key.strip() != "row" else [value.strip()]
+        separator = {"row": None, "rows": ";"}.get(key.strip(), ",")
+        options[key.strip()] = [item.strip() for item in value.split(separator)] if separator else [value.strip()]
     return ROOT / path, options
 
 

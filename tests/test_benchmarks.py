@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
+import pandas as pd
 import pytest
 import torch
 from torch_threads import one_thread
@@ -126,6 +127,9 @@ def test_bench_efficiency_counts_network_evaluations_and_writes_its_tables(tiny_
     assert "| sr1_swin | 4 |" in report  # the training row, at the smoke batch
     assert report.count("| base64_swin (64x64) |") == 1
     assert "## Efficiency: smoke preset, swin, CPU, 1 thread(s)" in results.read_text()
+    sampling = pd.read_csv(tmp_path / "efficiency_smoke_swin_cpu1.csv").set_index("pipeline")
+    assert sampling.loc["cascade", "NFE / image"] == 32 and sampling.loc["single256", "NFE / image"] == 100
+    assert sampling.loc["cascade", "speed-up"] > 0
 
 
 def test_counting_model_counts_calls_and_images():

@@ -118,15 +118,16 @@ def test_study_runs_and_presets_list_what_run_all_sh_reads(capsys):
 
 def test_train_takes_the_baseline_process_and_steps_also_for_a_preset_that_counts_epochs(capsys, monkeypatch, tmp_path):
     """What torchrun runs for run_all.sh --gpus: the study's runs, baselines included, through `train`."""
-    from mrnet_utils.training import loop
+    from mrnet_utils.training import checkpoint, loop
 
     trained = []
 
-    def fake_train(cfg, data, out, resume, compile):
+    def fake_train(cfg, data, out, resume, compile, grids):
         trained.append((cfg, resume))
         return loop.TrainResult(out / "final.pt", cfg.train.steps, cfg.train.steps, 1.0, 2.0, 0)
 
     monkeypatch.setattr(loop, "train", fake_train)
+    monkeypatch.setattr(checkpoint, "load_checkpoint", lambda path: {})  # the final checkpoint train() names
     base = ["train", "--data", "x.npz", "--out", str(tmp_path), "--resume"]
     assert run_cli(capsys, *base, "--stage", "sr1", "--preset", "gpu", "--process", "regression")[0] == 0
     cfg, resume = trained[-1]

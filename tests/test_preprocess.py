@@ -70,6 +70,9 @@ def test_central_slice_indices():
     assert central_slice_indices(10, 4).tolist() == [3, 4, 5, 6]
     assert central_slice_indices(9, 4).tolist() == [2, 3, 4, 5]
     assert central_slice_indices(3, 5).tolist() == [0, 1, 2]
+    # 5 of an even series as the reference's loader takes them: np.linspace(n//2 - 2, n//2 + 2, 5)
+    assert central_slice_indices(24, 5).tolist() == [10, 11, 12, 13, 14]
+    assert central_slice_indices(25, 5).tolist() == [10, 11, 12, 13, 14]
     assert central_slice_indices(4, None).tolist() == [0, 1, 2, 3]
 
 

@@ -32,7 +32,7 @@ def test_a_number_that_disagrees_with_its_file_is_found_and_rewritten(tmp_path, 
     results = ROOT / "evaluation" / "results" / "_readme_test"
     results.mkdir(parents=True, exist_ok=True)
     try:
-        pd.DataFrame({"method": ["lanczos", "SR1"], "psnr_mean": [26.5012, 30.1234]}).to_csv(
+        pd.DataFrame({"method": ["lanczos", "SR1", "SR1 (Swin), mean"], "psnr_mean": [26.5012, 30.1234, 31.5]}).to_csv(
             results / "sr.csv", index=False
         )
         spec = "evaluation/results/_readme_test/sr.csv"
@@ -40,13 +40,16 @@ def test_a_number_that_disagrees_with_its_file_is_found_and_rewritten(tmp_path, 
         readme.write_text(
             f"Text.\n<!-- table: {spec} | columns: psnr_mean -->\n| old |\n<!-- end -->\n"
             f"SR1 reaches <!-- value: {spec} | row: SR1 | column: psnr_mean -->31.0<!-- end --> dB.\n"
+            f"<!-- table: {spec} | rows: SR1 (Swin), mean; lanczos | columns: psnr_mean -->\n<!-- end -->\n"
         )
         check = run("--check", "--readme", str(readme), capsys=capsys)
-        assert check.returncode == 1 and check.stderr.count("disagrees with its source") == 2
+        assert check.returncode == 1 and check.stderr.count("disagrees with its source") == 3
         assert run("--readme", str(readme), capsys=capsys).returncode == 0
         text = readme.read_text()
         assert "| lanczos | 26.5 |" in text and "| SR1 | 30.12 |" in text
         assert "SR1 reaches <!-- value:" in text and "-->30.12<!-- end --> dB." in text
+        # rows named with commas, listed with ";", in the order given
+        assert "| SR1 (Swin), mean | 31.5 |\n| lanczos | 26.5 |" in text
         assert run("--check", "--readme", str(readme), capsys=capsys).returncode == 0
         readme.write_text(f"<!-- value: {spec} | row: SR9 | column: psnr_mean -->1<!-- end -->\n")
         missing = run("--check", "--readme", str(readme), capsys=capsys)

@@ -146,7 +146,7 @@ import json, sys, torch
 from mrnet_utils import cli
 from mrnet_utils.config import StageConfig
 cfg = StageConfig.from_dict(json.loads(sys.argv[1]))
-cli.stage_config = lambda stage, preset, use_swin=True: cfg
+cli.stage_config = lambda stage, preset, use_swin=True, process=None: cfg
 torch.set_num_threads(int(sys.argv[2]))
 sys.exit(cli.main(sys.argv[3:]))
 """
@@ -611,7 +611,7 @@ def test_sample_grids_show_the_sampler_steps_and_can_be_turned_off(cache, tmp_pa
 
 
 @pytest.mark.parametrize("command, defaults", [
-    ("train", ["--preset {smoke,demo,full,reference}\n", "(default: demo)"]),
+    ("train", ["--preset {smoke,demo,gpu,full,reference}", "(default: demo)"]),
     ("sample", ["number of images (default: 16)", "images per forward pass (default: 8)"]),
     ("preprocess", ["(default: coronal)", "(default: 5)", "(default: series)"]),
     ("synth", ["(default: 80)", "(default: 20)"]),

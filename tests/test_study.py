@@ -181,6 +181,11 @@ def test_figures_and_samples_are_written(smoke_study):
         assert len(list(run.glob("samples_step_*.png"))) >= 1
         record = json.loads((results / "training" / f"{name}.json").read_text())
         assert record["trained"] is True and record["steps"] == 6
+    # the wall time of each notebook and of the whole run, for the README
+    times = pd.read_csv(results / "study_times.csv").set_index("notebook")["seconds"]
+    assert {"00_preprocess", "02_pipeline", "04_generation", "total"} <= set(times.index)
+    assert all(f"01_train_{name}" in times.index for name in TRAINED)
+    assert times["total"] >= times.drop("total").sum() - len(times)  # rounding: at most 1 s per notebook
 
 
 @pytest.mark.slow

@@ -40,10 +40,14 @@ NORMALISATIONS = ("series", "slice")  # see `normalise` and `normalise_slices`
 
 
 def central_slice_indices(slices: int, count: int | None) -> np.ndarray:
-    """Indices of the `count` central slices of a series of `slices` (all when None or more)."""
+    """Indices of the `count` central slices of a series of `slices` (all when None or more).
+
+    Centred as the reference study's loader centres them: from slices // 2 - count // 2 (for 5 of an
+    even-length series, n/2 - 2 ... n/2 + 2; the older (slices - count) // 2 took one slice lower).
+    """
     if count is None or count >= slices:
         return np.arange(slices)
-    start = (slices - count) // 2
+    start = slices // 2 - count // 2
     return np.arange(start, start + count)
 
 

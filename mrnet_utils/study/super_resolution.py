@@ -12,9 +12,8 @@ from matplotlib.figure import Figure
 from mrnet_utils import pipeline
 from mrnet_utils.data.slices import to_unit
 from mrnet_utils.evaluation import metrics, plots, tables
-from mrnet_utils.stages import CASCADE, STAGES
+from mrnet_utils.stages import BASELINE_PROCESS, CASCADE, STAGES
 from mrnet_utils.study.data import HeldOut
-from mrnet_utils.stages import BASELINE_PROCESS
 from mrnet_utils.study.layout import SR_MODELS, SRModel, StudyPaths, study_sampler
 from mrnet_utils.study.training import find_run
 from mrnet_utils.training import checkpoint
