@@ -4,6 +4,7 @@
 #
 #   bash run_all.sh [--preset PRESET] [--mrnet-root DIR] [--all-slices] [--only PART[,PART...]]
 #                   [--retrain] [--device DEVICE] [--gpus N] [--out DIR] [--results DIR] [--tuning-exams N]
+#                   [--eval-slices N]
 #
 # Parts: preprocess, each stage the study trains (base64, sr1, sr2, single256: the library's
 # `python -m mrnet_utils study-runs`), pipeline, evaluation; and, only when --only names them, swin
@@ -15,7 +16,8 @@
 # DIR); checkpoints in savepoints/<preset>/; data in data/.
 # --all-slices keeps every slice of each series instead of the preset's central ones (few real exams);
 # --tuning-exams N sets aside N valid exams for tuning instead of the preset's number (0 when the
-# samplers were chosen on other data, as for the 18-exam real sample).
+# samplers were chosen on other data, as for the 18-exam real sample); --eval-slices N scores N held-out
+# slices, evenly spread over the reported exams, in the SR evaluation instead of all of them.
 # A model whose final checkpoint exists is not retrained unless --retrain is given; an interrupted one
 # continues from its newest checkpoint.
 # --device (cpu, cuda, cuda:N) is where every notebook trains, samples and evaluates; default: the GPU if
@@ -25,7 +27,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 usage() {
-    sed -n '5,6p' "$0" | sed 's/^# //' >&2
+    sed -n '5,7p' "$0" | sed 's/^# //' >&2
     exit 2
 }
 
@@ -37,6 +39,7 @@ out="$root"
 results=""
 all_slices=False
 tuning=""
+eval_slices=""
 device=""
 gpus=1
 while [ $# -gt 0 ]; do
@@ -49,6 +52,7 @@ while [ $# -gt 0 ]; do
         --results) results="${2:?--results needs a folder}"; shift 2 ;;
         --all-slices) all_slices=True; shift ;;
         --tuning-exams) tuning="${2:?--tuning-exams needs a number}"; shift 2 ;;
+        --eval-slices) eval_slices="${2:?--eval-slices needs a number}"; shift 2 ;;
         --device) device="${2:?--device needs a value}"; shift 2 ;;
         --gpus) gpus="${2:?--gpus needs a number}"; shift 2 ;;
         -h|--help) usage ;;
@@ -57,6 +61,14 @@ while [ $# -gt 0 ]; do
 done
 if [ -n "$device" ] && ! [[ "$device" =~ ^(cpu|cuda(:[0-9]+)?)$ ]]; then
     echo "error: --device must be cpu, cuda or cuda:N (not '$device')" >&2
+    exit 2
+fi
+if [ -n "$eval_slices" ] && ! [[ "$eval_slices" =~ ^[1-9][0-9]*$ ]]; then
+    echo "error: --eval-slices must be a positive number of slices (not '$eval_slices')" >&2
+    exit 2
+fi
+if [ -n "$tuning" ] && ! [[ "$tuning" =~ ^[0-9]+$ ]]; then
+    echo "error: --tuning-exams must be a number of exams (not '$tuning')" >&2
     exit 2
 fi
 if ! [[ "$gpus" =~ ^[1-9][0-9]*$ ]]; then
@@ -105,6 +117,8 @@ common=(-p PRESET "$preset" -r OUT_DIR "$out" -r RESULTS_DIR "$results")
 quiet=(-p PROGRESS False)  # no progress bars in the rendered notebooks
 held_out=()
 [ -n "$tuning" ] && held_out=(-p TUNING_EXAMS "$tuning")
+scored=()  # the SR evaluation's held-out slices
+[ -n "$eval_slices" ] && scored=(-p EVAL_SLICES "$eval_slices")
 on_device=()  # for the notebooks that train, sample or evaluate
 [ -n "$device" ] && on_device=(-r DEVICE "$device")
 executed=()  # rendered notebooks, for export_html
@@ -143,7 +157,7 @@ EOF
         exit 1
     fi
     echo "           done in $((SECONDS - started)) s"
-    timings+=("${2%.ipynb},$((SECONDS - started))")
+    timings+=("$(basename "$rendered" .ipynb),$((SECONDS - started))")
 }
 
 # export_html: every notebook executed so far to self-contained HTML next to it (mrnet_utils.study.notebooks).
@@ -190,7 +204,7 @@ if wanted pipeline; then
 fi
 if wanted evaluation; then
     run_notebook evaluation/sr_vs_interpolation.ipynb 03_sr_vs_interpolation.ipynb "${quiet[@]}" "${held_out[@]}" \
-        "${on_device[@]}"
+        "${scored[@]}" "${on_device[@]}"
     run_notebook evaluation/generation.ipynb 04_generation.ipynb "${held_out[@]}"
 fi
 if named swin; then

@@ -240,6 +240,10 @@ def test_bad_arguments_are_refused_before_anything_runs(tmp_path):
     assert result.returncode == 2 and "--device must be cpu, cuda or cuda:N (not 'gpu0')" in result.stderr
     result = run_all("--preset", "smoke", "--gpus", "0", "--out", str(tmp_path))
     assert result.returncode == 2 and "--gpus must be a positive number of GPUs (not '0')" in result.stderr
+    result = run_all("--preset", "smoke", "--eval-slices", "0", "--out", str(tmp_path))
+    assert result.returncode == 2 and "--eval-slices must be a positive number of slices (not '0')" in result.stderr
+    result = run_all("--preset", "smoke", "--tuning-exams", "two", "--out", str(tmp_path))
+    assert result.returncode == 2 and "--tuning-exams must be a number of exams (not 'two')" in result.stderr
     assert not (tmp_path / "runs").exists()  # refused before anything was written
 
 
