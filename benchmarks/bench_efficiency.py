@@ -270,7 +270,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
         "--parts", choices=("all", "forward"), default=None,
-        help="what to measure (default: all, but only the forward pass for the paper preset on a CPU)",
+        help="what to measure (default: all, but only the forward pass for the full and reference presets on a CPU)",
     )
     parser.add_argument("--batch-size", type=int, default=8, help="sampling batch")
     parser.add_argument("--images", type=int, default=8, help="images sampled per pipeline")

@@ -1,4 +1,4 @@
-"""The GPU check: bf16 against fp32, host syncs while sampling, and the paper networks' training and sampling speed.
+"""The GPU check: bf16 against fp32, host syncs while sampling, and the full networks' training and sampling speed.
 
     bash benchmarks/gpu_check.sh       # writes gpu_check.md / .json to $OUT (default runs/gpu_check)
 
@@ -16,7 +16,7 @@ next one runs; the report is rewritten after every phase, so a killed run keeps 
 5. training images/s for every `full` stage (the real training loop, on a few synthetic
    phantom exams) and what the preset's steps would take at that rate;
 6. cascade and single-stage sampling with each stage's default sampler (stages.STAGES;
-   `--samplers STAGE=SAMPLER:STEPS` to try others) on the paper networks against the
+   `--samplers STAGE=SAMPLER:STEPS` to try others) on the full networks against the
    reference's ancestral path (T = 2000 / 1000 / 1000, batch 1; per-step cost measured over
    `--reference-steps` steps per stage and scaled, as the table says);
 7. with --compile: training images/s of base64 under torch.compile.
@@ -78,7 +78,7 @@ from mrnet_utils.pipeline import bf16_autocast
 from mrnet_utils.stages import STAGES
 
 # bf16 keeps 8 bits of mantissa (relative rounding 2**-9 = 0.2% per operation); through some
-# fifty layers of a UNet about 1-2% is usual (1.3-1.7% on the paper networks on an H200,
+# fifty layers of a UNet about 1-2% is usual (1.3-1.7% on the full (then "paper") networks on an H200,
 # 1.4% on the smoke network on a CPU). Beyond STEP_TOLERANCE something runs in bf16 that
 # should not. A sampling run passes below RUN_TOLERANCE, or below twice the error that a
 # random perturbation of the one-step size causes in the same run.

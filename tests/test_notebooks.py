@@ -132,7 +132,7 @@ def test_figures_display_at_screen_resolution_charts_as_png_and_slices_as_jpeg(s
     assert set(formats) == {"text/plain", "image/png"}
     width, height = Image.open(io.BytesIO(base64.b64decode(formats["image/png"]))).size
     # a 7 x 4.5 inch chart at 80 dpi, cut to its contents with a 0.1-inch margin: screen-sized, not the
-    # 150-dpi file (1,050 pixels wide)
+    # saved file (plots.save_figure: 100 dpi, 700 pixels wide)
     assert 400 < width <= 7.2 * notebooks.SCREEN_DPI and 250 < height <= 4.7 * notebooks.SCREEN_DPI
     # a figure 25 inches wide (the SR comparison panels) is drawn at most SCREEN_WIDTH pixels wide
     wide = plots.plot_image_grid(torch.rand(12, 1, 64, 64) * 2 - 1, nrow=12)

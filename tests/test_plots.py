@@ -1,6 +1,7 @@
 """The notebook figures: panel counts, fixed grey-scale limits, and what each panel draws."""
 
 import errno
+import io
 
 import matplotlib
 
@@ -199,18 +200,35 @@ def test_histograms_share_bins_and_integrate_to_one(rng):
     assert labels[0] == "real" and labels[1] == f"cascade ({outside:.1%} clipped)" and labels[2] == "single"
 
 
-def test_save_figure_writes_a_150_dpi_png_and_closes(tmp_path):
+def test_save_figure_writes_a_screen_resolution_png_and_closes(tmp_path):
     fig, ax = plt.subplots()
     ax.plot([0, 1], [1, 0])
     path = plots.save_figure(fig, tmp_path / "new" / "folder" / "line.png")
     assert path == tmp_path / "new" / "folder" / "line.png"
     assert path.stat().st_size > 0
     with Image.open(path) as image:
-        assert image.format == "PNG"
-        assert image.info["dpi"] == pytest.approx((150, 150), abs=0.1)
+        assert image.format == "PNG" and image.mode == "RGB"  # a blue line: colour, opaque
+        assert image.info["dpi"] == pytest.approx((100, 100), abs=0.1)
+        assert image.size == (640, 480)  # matplotlib's default 6.4 x 4.8 inches
     assert fig.number not in plt.get_fignums()
     with pytest.raises(MRNetError, match="png"):
         plots.save_figure(plots.plot_image_grid(np.zeros((4, 4))), tmp_path / "grid.pdf")
+
+
+def test_a_figure_without_colour_is_saved_as_the_same_pixels_in_grey(tmp_path):
+    images = np.random.default_rng(0).uniform(-1, 1, (3, 1, 32, 32))
+    fig = plots.plot_image_grid(images, labels=["a", "b", "c"])
+    rendered = io.BytesIO()
+    fig.savefig(rendered, dpi=100, format="png")
+    with Image.open(rendered) as image:
+        expected = np.asarray(image.convert("RGBA"))
+    with Image.open(plots.save_figure(fig, tmp_path / "grid.png")) as saved:
+        assert saved.mode == "L"
+        assert np.array_equal(np.asarray(saved), expected[..., 0]) and (expected[..., 3] == 255).all()
+        assert (expected[..., 0] == expected[..., 2]).all()
+    wide = plt.figure(figsize=(25, 4))
+    with Image.open(plots.save_figure(wide, tmp_path / "wide.png")) as saved:
+        assert saved.size[0] == 2000  # at most SAVE_WIDTH pixels wide
 
 
 def test_disk_full_while_saving_a_figure_is_one_line_and_keeps_the_previous_file(tmp_path, monkeypatch):

@@ -22,7 +22,7 @@ from mrnet_utils.files import write_atomically
 # Inline figures are drawn at this many dots per inch (a 7 x 4.5 inch chart is 560 x 360 pixels), and
 # at most SCREEN_WIDTH pixels wide: wider figures (the SR comparison panels are 25 inches) are drawn at
 # a lower resolution, as the browser would shrink them to the page anyway. The PNG files the notebooks
-# save are 150 dpi (plots.save_figure); these are for reading on a screen and keep an executed
+# save are at most 100 dpi (plots.save_figure); these are for reading on a screen and keep an executed
 # notebook, and the HTML made from it, small.
 SCREEN_DPI = 80
 SCREEN_WIDTH = 1400
