@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_efficiency                  # demo preset, this machine's device
     python -m benchmarks.bench_efficiency --preset full    # on a CPU: per-forward cost only
+    python -m benchmarks.bench_efficiency --samplers base64=ddpm:1000 --pipelines cascade --parts sampling
 
 Measures, for one preset (network cost does not depend on the weights, so the networks
 are built from the preset, untrained):
@@ -18,7 +19,9 @@ are built from the preset, untrained):
   the first window of steps left out as warm-up) and the time the preset's steps would take.
 
 Prints Markdown tables and writes them, with the machine and the command, to a section
-of benchmarks/RESULTS.md (`--no-write` to skip).
+of benchmarks/RESULTS.md (`--no-write` to skip), and the sampling rows to
+efficiency_<preset>_<variant>_<device>[_<stage>-<sampler><steps>...].csv beside it; a run
+with `--samplers` has its own section and file, so it never replaces the defaults' figures.
 """
 
 from __future__ import annotations
@@ -198,7 +201,7 @@ def run(args: argparse.Namespace) -> tuple[str, list[dict[str, object]]]:
     use_swin = args.variant == "swin"
     configs = {name: stage_config(name, args.preset, use_swin) for name in STAGES}
     networks = {name: (seeded_network(cfg, device), cfg) for name, cfg in configs.items()}
-    full = args.parts == "all"
+    sampled = args.parts != "forward"
     report = [machine_lines(machine_info(device), command_line("benchmarks.bench_efficiency", args.argv))]
 
     rows = []
@@ -209,18 +212,18 @@ def run(args: argparse.Namespace) -> tuple[str, list[dict[str, object]]]:
             "GFLOPs / image": forward_gflops(model, cfg, device),
             "ms / forward, batch 1": forward_ms(model, cfg, device, 1, args.repeats),
         }
-        if full:
+        if sampled:
             batched = forward_ms(model, cfg, device, args.batch_size, args.repeats)
             row[f"ms / forward, batch {args.batch_size}"] = batched
         rows.append(row)
     report += ["### One forward pass per stage", markdown_table(rows)]
-    if not full:
+    if not sampled:
         return "\n\n".join(report), []
 
     sampling = rows = []
-    chosen = {name: processes.default_sampler(cfg.diffusion, STAGES[name].sampler) for name, cfg in configs.items()}
+    chosen = {name: processes.default_sampler(cfg) for name, cfg in configs.items()}
     chosen |= dict(args.samplers)
-    for pipeline in PIPELINES:
+    for pipeline in args.pipelines:
         warm_up = {name: (sampler, min(steps, 2)) for name, (sampler, steps) in chosen.items()}
         sample_pipeline(pipeline, networks, device, args.batch_size, args.batch_size, warm_up)
         cost = sample_pipeline(pipeline, networks, device, args.images, args.batch_size, chosen)
@@ -239,6 +242,8 @@ def run(args: argparse.Namespace) -> tuple[str, list[dict[str, object]]]:
             "speed-up": reference / cost.seconds_per_image,
         })
     report += [f"### Sampling 256x256 images ({args.images} images)", markdown_table(rows)]
+    if args.parts == "sampling":
+        return "\n\n".join(report), sampling
 
     rows = []
     with tempfile.TemporaryDirectory() as folder:
@@ -269,9 +274,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--variant", choices=("swin", "noswin"), default="swin")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
-        "--parts", choices=("all", "forward"), default=None,
-        help="what to measure (default: all, but only the forward pass for the full and reference presets on a CPU)",
+        "--parts", choices=("all", "sampling", "forward"), default=None,
+        help="what to measure: all; forward passes and sampling (no training); forward passes only "
+             "(default: all, but only the forward pass for the full and reference presets on a CPU)",
     )
+    parser.add_argument("--pipelines", nargs="+", choices=tuple(PIPELINES), default=list(PIPELINES),
+                        help="the pipelines sampled (default: all)")
     parser.add_argument("--batch-size", type=int, default=8, help="sampling batch")
     parser.add_argument("--images", type=int, default=8, help="images sampled per pipeline")
     parser.add_argument("--samplers", nargs="+", type=stage_sampler, default=[], metavar="STAGE=SAMPLER:STEPS",
@@ -303,11 +311,13 @@ def main(argv: list[str] | None = None) -> str:
     print(report)
     if not args.no_write:
         where = f"CPU, {torch.get_num_threads()} thread(s)" if args.device == "cpu" else "GPU"
-        update_section(args.results, f"Efficiency: {args.preset} preset, {args.variant}, {where}", report)
+        chosen = "".join(f", {stage}={name}:{steps}" for stage, (name, steps) in args.samplers)
+        update_section(args.results, f"Efficiency: {args.preset} preset, {args.variant}, {where}{chosen}", report)
         if sampling:  # the sampling rows as a file the README can cite (scripts/readme_tables.py)
             device = f"cpu{torch.get_num_threads()}" if args.device == "cpu" else "gpu"
+            chosen = "".join(f"_{stage}-{name}{steps}" for stage, (name, steps) in args.samplers)
             pd.DataFrame(sampling).to_csv(
-                args.results.with_name(f"efficiency_{args.preset}_{args.variant}_{device}.csv"), index=False
+                args.results.with_name(f"efficiency_{args.preset}_{args.variant}_{device}{chosen}.csv"), index=False
             )
     return report
 

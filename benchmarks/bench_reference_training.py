@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_reference_training                 # every stage, on the GPU if there is one
 
-The same network (the `reference` preset: networks/reference.py) and batch (16), trained by the
+The same network (the `reference` preset: networks/reference.py) and batch (16, or `--batch`), trained by the
 project's loop (training.loop.train) two ways, on a few synthetic exams:
 - "reference settings": fp32, eager, as the reference's notebooks trained;
 - "project loop": bf16 autocast, channels-last tensors (both on CUDA only) and torch.compile.
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> str:
     with tempfile.TemporaryDirectory() as folder:
         cache = synthetic_cache(Path(folder))
         for name in args.stages:
-            cfg = stage_config(name, "reference", use_swin=True)
+            cfg = stage_config(name, "reference", use_swin=True).replace(train=dict(batch_size=args.batch))
             reference = training_rate(cfg.replace(train=dict(mixed_precision=False)), cache, device, args.window)
             project = training_rate(cfg.replace(train=dict(mixed_precision=True)), cache, device, args.window,
                                     compile=args.compile)
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> str:
             })
     return "\n\n".join([
         machine_lines(machine_info(device), command_line("benchmarks.bench_reference_training", args.argv)),
-        f"The reference's networks (`reference` preset), batch 16, images/s over steps {args.window + 1}-"
+        f"The reference's networks (`reference` preset), batch {args.batch}, images/s over steps {args.window + 1}-"
         f"{2 * args.window} of a run on {device_name(device)}.",
         markdown_table(rows),
         load_line(),
@@ -67,6 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--stages", nargs="+", choices=tuple(STAGES), default=list(STAGES))
     parser.add_argument("--window", type=int, default=5, help="training steps timed (after as many warm-up)")
+    parser.add_argument("--batch", type=int, default=16, help="images per training step (the reference's: 16)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="torch.compile the project loop's network (default: on CUDA only)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="Markdown file to update")

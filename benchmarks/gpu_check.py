@@ -103,7 +103,7 @@ class Settings:
 
 GPU = Settings(
     "full", 10, tuple(STAGES), 16, (8, 32), 100,
-    {name: processes.default_sampler(stage_config(name, "full").diffusion, spec.sampler) for name, spec in STAGES.items()},
+    {name: processes.default_sampler(stage_config(name, "full")) for name in STAGES},
     tuple(STAGES), 10, 4, 10,
 )
 # bf16 on a CPU without bf16 instructions is emulated and slow: one stage is enough to test the path.
@@ -162,7 +162,7 @@ def check_bf16(configs: dict[str, StageConfig], device: torch.device, settings: 
 
 def _short_chain(cfg: StageConfig, steps: int) -> tuple[str, int]:
     """A short sampling run of the stage's own process: DPM-Solver++ for ddpm, its own chain for resshift."""
-    return ("dpmpp", steps) if cfg.diffusion.process == "ddpm" else processes.default_sampler(cfg.diffusion, ("", 0))
+    return ("dpmpp", steps) if cfg.diffusion.process == "ddpm" else processes.default_sampler(cfg)
 
 
 def _run(model, cfg: StageConfig, noise: torch.Tensor, extra: dict, steps: int, generators=None) -> torch.Tensor:
@@ -210,7 +210,7 @@ def check_host_syncs(configs: dict[str, StageConfig], device: torch.device, sett
     extra = _extra_args(sr1, len(seeds), device)
     runs = {name: (as_ddpm, (name, settings.check_steps)) for name in SAMPLERS}
     if sr1.diffusion.process != "ddpm":
-        runs[sr1.diffusion.process] = (sr1, processes.default_sampler(sr1.diffusion, ("", 0)))
+        runs[sr1.diffusion.process] = (sr1, processes.default_sampler(sr1))
     rows = []
     for name, (cfg, sampler) in runs.items():
         schedule = processes.build_schedule(cfg.diffusion, "cpu")  # betas stay on the CPU, as the samplers read them

@@ -310,9 +310,9 @@ class Preset:
 
     stage: Callable[[StageSpec, bool], StageConfig]  # (stage, use_swin) -> its config
     study: StudySettings
-    # A sampler name: the study samples every stage with it over all T steps, as the reference
-    # did, instead of the stage's default sampler (None).
-    full_chain: str | None = None
+    # How the preset's ddpm stages sample unless a caller names a sampler (diffusion.processes.default_sampler):
+    # None, each stage's default (stages.STAGES); else (sampler name, steps), no steps meaning all T steps.
+    sampler: tuple[str, int | None] | None = None
 
 
 def _project_process(spec: StageSpec, generating: DiffusionConfig) -> DiffusionConfig:
@@ -525,7 +525,8 @@ def _reference(spec: StageSpec, use_swin: bool) -> StageConfig:
 
 
 PRESETS: dict[str, Preset] = {
-    "smoke": Preset(_smoke, StudySettings(4, 2, 2, eval_slices=2, samples=2, batch_size=2)),
+    # The SDE solver of the generating stages' defaults, in a few steps: sampling at 256x256 stays cheap.
+    "smoke": Preset(_smoke, StudySettings(4, 2, 2, eval_slices=2, samples=2, batch_size=2), sampler=("dpmpp_sde", 5)),
     # Small enough that sampling and metrics take a few minutes of the CPU study (README, "Results").
     "demo": Preset(_demo, StudySettings(48, 12, 5, eval_slices=None, samples=16, batch_size=8, tuning_exams=6)),
     # The project's recipe on a budget: the whole study in 1-2 hours on one A100-class GPU on MRNet (_gpu).
@@ -538,7 +539,7 @@ PRESETS: dict[str, Preset] = {
         _reference,
         StudySettings(80, 20, 5, eval_slices=None, samples=1000, batch_size=32, tuning_exams=10,
                       selection="positives", normalisation="slice"),
-        full_chain="ddpm_large",
+        sampler=("ddpm_large", None),
     ),
 }
 

@@ -70,7 +70,7 @@ def sample_stage(
     CPU float tensor (N, 1, R, R) in [-1, 1].
     """
     spec = cfg.spec
-    sampler = sampler or processes.default_sampler(cfg.diffusion, spec.sampler)
+    sampler = sampler or processes.default_sampler(cfg)
     check_stage_sampler(cfg, sampler)
     if spec.is_super_resolution != (low_res is not None):
         raise MRNetError(f"stage {cfg.stage} {'needs' if spec.is_super_resolution else 'takes no'} low-res input")
@@ -131,9 +131,7 @@ def sample_cascade(
     check_chain([stage.config.stage for stage in stages])
     samplers = samplers or {}
     for stage in stages:
-        spec = stage.config.spec
-        check_stage_sampler(stage.config, samplers.get(spec.name) or processes.default_sampler(stage.config.diffusion,
-                                                                                                 spec.sampler))
+        check_stage_sampler(stage.config, samplers.get(stage.config.stage) or processes.default_sampler(stage.config))
     images: dict[int, torch.Tensor] = {}
     low_res = None
     for stage in stages:

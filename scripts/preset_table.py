@@ -40,7 +40,7 @@ def render() -> str:
         table.index.name = "setting"
         lines += ["", f"## {stage}", "", markdown(table)]
     study = pd.DataFrame({f"`{name}`": {key: str(value) for key, value in dataclasses.asdict(PRESETS[name].study).items()}
-                          | {"full_chain": str(PRESETS[name].full_chain)} for name in SHOWN})
+                          | {"sampler": str(PRESETS[name].sampler)} for name in SHOWN})
     study.index.name = "study setting"
     lines += ["", "## The study each preset runs", "", markdown(study)]
     return "\n".join(lines) + "\n"

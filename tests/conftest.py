@@ -4,10 +4,13 @@ All are session-scoped and built on first use, so a test file that needs none of
 pays nothing, and files that share one build it once.
 """
 
+import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 from torch_threads import one_thread
 
 from mrnet_utils import cli
@@ -17,6 +20,24 @@ from mrnet_utils.data.preprocess import preprocess
 # Smoke runs are trained for 4 steps instead of the preset's 6: still one step checkpoint
 # (checkpoint_every=3), two log rows (log_every=2), and EMA weights that differ from the raw ones.
 SMOKE_STEPS = 4
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (scripts/test.sh runs two workers) the workers share the cores: each, and every
+    process it starts (notebook kernels, torchrun, the command line), gets its share of threads."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+def pytest_collection_modifyitems(items):
+    """Files with the most end-to-end (`slow`) tests first, in a stable order: scripts/test.sh hands each
+    worker one file at a time in this order (--dist loadfile --no-loadscope-reorder), so the longest
+    file starts at once instead of last."""
+    slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,8 @@ def test_reference_preset_follows_the_notebooks():
     assert stage_config("sr2", "reference").train.lr == 5e-5
     assert not stage_config("sr2", "reference").conditioning.enabled  # the reference had no conditioning augmentation
     study = PRESETS["reference"]
-    assert (study.full_chain, study.study.selection, study.study.normalisation) == ("ddpm_large", "positives", "slice")
+    assert (study.sampler, study.study.selection, study.study.normalisation) == (("ddpm_large", None), "positives",
+                                                                                "slice")
 
 
 def test_full_preset_is_the_projects_recipe_at_the_references_scale():
@@ -44,7 +45,7 @@ def test_full_preset_is_the_projects_recipe_at_the_references_scale():
     assert sr1.unet.family == "project" and sr1.unet.channels == (64, 128, 256) and sr1.conditioning.enabled
     assert (base.diffusion.schedule, base.diffusion.prediction, base.train.ema_decay) == ("cosine", "v", 0.9999)
     assert (sr1.diffusion.process, sr1.diffusion.timesteps, sr1.diffusion.prediction) == ("resshift", 4, "residual")
-    assert PRESETS["full"].full_chain is None  # the stage defaults
+    assert PRESETS["full"].sampler is None  # the stage defaults
 
 
 def test_replace_changes_nested_fields_and_validates():
@@ -105,7 +106,7 @@ def test_gpu_preset_is_the_full_recipe_on_a_thirtieth_of_its_epochs():
         assert gpu.train.epochs == STAGES[stage].full_epochs // 30 and gpu.train.steps == gpu.train.epochs * 354
         assert (gpu.train.batch_size, gpu.train.lr, gpu.train.ema_decay, gpu.train.warmup_steps) == (16, 1e-4, 0.99, 50)
     assert [stage_config(stage, "gpu").train.epochs for stage in STAGES] == [20, 5, 5, 20]
-    assert PRESETS["gpu"].study == PRESETS["full"].study and PRESETS["gpu"].full_chain is None
+    assert PRESETS["gpu"].study == PRESETS["full"].study and PRESETS["gpu"].sampler is None
 
 
 def measured_h200_training_rates() -> dict[str, float]:

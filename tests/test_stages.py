@@ -35,8 +35,21 @@ def test_default_samplers_exist_and_fit_every_presets_schedule(preset):
     for name, spec in STAGES.items():
         assert spec.sampler[0] in SAMPLERS  # the default of a ddpm stage
         cfg = stage_config(name, preset)
-        sampler, steps = processes.default_sampler(cfg.diffusion, spec.sampler)
+        sampler, steps = processes.default_sampler(cfg)
         assert processes.takes_sampler(cfg.diffusion, sampler) and 1 <= steps <= cfg.diffusion.timesteps
+
+
+def test_a_stage_samples_with_the_stage_tables_default_unless_its_preset_or_process_says_otherwise():
+    demo = {name: processes.default_sampler(stage_config(name, "demo")) for name in STAGES}
+    assert demo == {"base64": ("dpmpp_sde", 25), "sr1": ("resshift", 4), "sr2": ("resshift", 4),
+                    "single256": ("dpmpp_sde", 100)}
+    # the reference's ancestral chain over all T steps, for its ddpm stages (all of them: T = 2000 and 1000)
+    assert processes.default_sampler(stage_config("base64", "reference")) == ("ddpm_large", 2000)
+    assert processes.default_sampler(stage_config("sr1", "reference")) == ("ddpm_large", 1000)
+    # the smoke preset's few steps replace the table's only where the process is ddpm
+    assert processes.default_sampler(stage_config("single256", "smoke")) == ("dpmpp_sde", 5)
+    assert processes.default_sampler(stage_config("sr2", "smoke")) == ("resshift", 4)
+    assert processes.default_sampler(stage_config("sr1", "demo", process="regression")) == ("regression", 1)
 
 
 def test_the_cascade_chains_and_bad_chains_are_refused():

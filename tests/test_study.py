@@ -141,8 +141,9 @@ def test_tables_hold_every_method_and_metric(smoke_study):
     )
     models = generation.loc[GENERATION_ROWS[:3]]
     assert (models["train_seconds"] > 0).all() and (models["sample_seconds_per_image"] > 0).all()
-    # how each model sampled: its stages' default samplers (stages.STAGES), in order
-    assert list(models["samplers"]) == ["dpmpp_sde 25 + resshift 4 + resshift 4"] * 2 + ["dpmpp_sde 100"]
+    # how each model sampled: its stages' default samplers (processes.default_sampler: the smoke preset's few
+    # steps for the ddpm stages, ResShift's own chain for the SR stages), in order
+    assert list(models["samplers"]) == ["dpmpp_sde 5 + resshift 4 + resshift 4"] * 2 + ["dpmpp_sde 5"]
     assert models["fid"].str.startswith("not computed:").all()
     assert np.isfinite(models["histogram_w1"]).all() and np.isfinite(models["spectrum_distance"]).all()
     # the cascade trains three stages, so its time is their sum

@@ -20,12 +20,13 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from mrnet_utils.config import DiffusionConfig
+from mrnet_utils.config import DiffusionConfig, StageConfig, preset
 from mrnet_utils.diffusion import resshift
 from mrnet_utils.diffusion.losses import diffusion_loss
 from mrnet_utils.diffusion.samplers import SAMPLERS, check_steps, sample
 from mrnet_utils.diffusion.schedules import NoiseSchedule
 from mrnet_utils.errors import MRNetError
+from mrnet_utils.stages import SamplerChoice
 
 Model = Callable[..., Tensor]
 Schedule = NoiseSchedule | resshift.ResShiftSchedule | None
@@ -66,12 +67,19 @@ def regress(model: Model, cfg: DiffusionConfig, y0: Tensor, extra_args: dict[str
     return y0 + output if cfg.prediction == "residual" else output
 
 
-def default_sampler(cfg: DiffusionConfig, stage_default: tuple[str, int]) -> tuple[str, int]:
-    """The sampler a stage uses unless the caller names one: the stage table's (ddpm), or the process's own
-    chain over all its T steps (resshift, regression)."""
-    if cfg.process == "ddpm":
-        return stage_default
-    return OWN_SAMPLER[cfg.process], cfg.timesteps
+def default_sampler(cfg: StageConfig) -> SamplerChoice:
+    """The sampler a stage uses unless the caller names one, wherever it samples (study, command line, training
+    grids, benchmarks). A ddpm stage: its preset's choice when the preset makes one (config.Preset.sampler; all
+    T steps when it names no number), else the stage table's default. A residual stage (resshift, regression):
+    its process's own chain over all its T steps."""
+    process = cfg.diffusion.process
+    if process != "ddpm":
+        return OWN_SAMPLER[process], cfg.diffusion.timesteps
+    chosen = preset(cfg.preset).sampler
+    if chosen is None:
+        return cfg.spec.sampler
+    name, steps = chosen
+    return name, steps or cfg.diffusion.timesteps
 
 
 def takes_sampler(cfg: DiffusionConfig, name: str) -> bool:

@@ -23,9 +23,8 @@ from pathlib import Path
 
 import torch
 
-from mrnet_utils.config import StageConfig, preset
-from mrnet_utils.diffusion import processes
-from mrnet_utils.stages import BASELINE_PROCESS, CASCADE, STAGES, SamplerChoice, run_name
+from mrnet_utils.config import preset
+from mrnet_utils.stages import BASELINE_PROCESS, CASCADE, STAGES, run_name
 
 # The two network variants of every cascade stage: with and without the Swin bottleneck.
 VARIANTS = {"Swin": True, "no Swin": False}
@@ -74,15 +73,6 @@ def study_runs() -> list[tuple[str, bool, str | None]]:
     sr_stages = [stage for stage in CASCADE if STAGES[stage].is_super_resolution]
     runs += [(stage, model.use_swin, model.process) for model in SR_MODELS if model.process for stage in sr_stages]
     return runs
-
-
-def study_sampler(cfg: StageConfig) -> SamplerChoice:
-    """How the study samples a stage: over all T steps with the preset's full-chain sampler, for a ddpm stage
-    of a preset that names one (the reference's way), else as the stage samples by default."""
-    full_chain = preset(cfg.preset).full_chain
-    if full_chain and cfg.diffusion.process == "ddpm":
-        return full_chain, cfg.diffusion.timesteps
-    return processes.default_sampler(cfg.diffusion, cfg.spec.sampler)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from mrnet_utils.data.slices import to_unit
 from mrnet_utils.evaluation import metrics, plots, tables
 from mrnet_utils.stages import BASELINE_PROCESS, CASCADE, STAGES
 from mrnet_utils.study.data import HeldOut
-from mrnet_utils.study.layout import SR_MODELS, SRModel, StudyPaths, study_sampler
+from mrnet_utils.study.layout import SR_MODELS, SRModel, StudyPaths
 from mrnet_utils.study.training import find_run
 from mrnet_utils.training import checkpoint
 
@@ -77,7 +77,7 @@ def super_resolve(
     """Super-resolve each low-res image (image i with seed i), the mean of `draws` draws, with the wall time per image."""
     start = time.perf_counter()
     images = pipeline.sample_stage(
-        stage.model, stage.config, list(range(len(low_res))), low_res, study_sampler(stage.config),
+        stage.model, stage.config, list(range(len(low_res))), low_res,
         batch_size=batch_size, progress=progress, draws=draws,
     )
     return Timed(images, (time.perf_counter() - start) / len(low_res))
