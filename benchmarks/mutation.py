@@ -13,7 +13,7 @@ server here: torch is not fork-safe once it has run).
     python -m benchmarks.mutation                      # the default modules (about an hour on 2 busy cores)
     python -m benchmarks.mutation --modules schedules losses --max-children 2
 
-Needs mutmut (the `dev` extra: pip install -e '.[dev]').
+Needs mutmut (the `mutation` extra: pip install -e '.[mutation]').
 """
 
 from __future__ import annotations
@@ -54,7 +54,17 @@ MODULES: dict[str, Target] = {
             "mrnet_utils.diffusion.schedules.x_snr__mutmut_2": _DEVICE,
         },
     ),
-    "losses": Target("mrnet_utils/diffusion/losses.py", ("tests/test_diffusion.py",)),
+    "losses": Target(
+        "mrnet_utils/diffusion/losses.py",
+        ("tests/test_diffusion.py",),
+        {
+            **{f"mrnet_utils.diffusion.losses.x_{name}": _DEVICE for name in (
+                "loss_weight__mutmut_6", "loss_weight__mutmut_9", "sample_timesteps__mutmut_1",
+                "sample_timesteps__mutmut_2", "sample_timesteps__mutmut_9", "sample_timesteps__mutmut_14")},
+            "mrnet_utils.diffusion.losses.x_sample_timesteps__mutmut_10":
+                "equivalent: torch.randint(high, size) draws from [0, high), as randint(0, high, size) does",
+        },
+    ),
     "conditioning": Target(
         "mrnet_utils/diffusion/conditioning.py", ("tests/test_conditioning.py", "tests/test_wiring.py")
     ),
@@ -246,7 +256,7 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     try:
         metadata.version("mutmut")
     except metadata.PackageNotFoundError:
-        raise SystemExit("mutmut is not installed: pip install -e '.[dev]' (or pip install mutmut)") from None
+        raise SystemExit("mutmut is not installed: pip install -e '.[mutation]'") from None
     command = " ".join(["python", "-m", "benchmarks.mutation", *(sys.argv[1:] if argv is None else argv)])
     outcomes = []
     for name in args.modules:
