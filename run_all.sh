@@ -17,7 +17,7 @@
 # --all-slices keeps every slice of each series instead of the preset's central ones (few real exams);
 # --tuning-exams N sets aside N valid exams for tuning instead of the preset's number (0 when the
 # samplers were chosen on other data, as for the 18-exam real sample); --eval-slices N scores N held-out
-# slices, evenly spread over the reported exams, in the SR evaluation instead of all of them.
+# slices, evenly spread over the reported exams, in the SR evaluation and the Swin question instead of all.
 # A model whose final checkpoint exists is not retrained unless --retrain is given; an interrupted one
 # continues from its newest checkpoint.
 # --device (cpu, cuda, cuda:N) is where every notebook trains, samples and evaluates; default: the GPU if
@@ -208,7 +208,8 @@ if wanted evaluation; then
     run_notebook evaluation/generation.ipynb 04_generation.ipynb "${held_out[@]}"
 fi
 if named swin; then
-    run_notebook evaluation/swin_question.ipynb 05_swin_question.ipynb "${quiet[@]}" "${held_out[@]}" "${on_device[@]}"
+    run_notebook evaluation/swin_question.ipynb 05_swin_question.ipynb "${quiet[@]}" "${held_out[@]}" "${scored[@]}" \
+        "${on_device[@]}"
 fi
 if named realism; then
     echo "[$(date +%H:%M:%S)] scripts/phantom_vs_real.py"

@@ -182,6 +182,12 @@ def test_comparison_forest_plot_colours_only_clear_differences():
     assert len(psnr.lines) == 2 + 1 + 1  # SR1 - bicubic has no interval: its point only, then the zero line
     with pytest.raises(MRNetError, match="empty"):
         plots.plot_comparisons(table.iloc[:0])
+    # each training seed's difference beside the interval, when the table has them
+    table["per_seed"] = ["+1, +3", "-0.5, +0.5", "+2, +2"]
+    psnr, ssim = plots.plot_comparisons(table).axes
+    crosses = [line for line in psnr.lines if line.get_marker() == "x"]
+    assert [list(line.get_xdata()) for line in crosses] == [[1.0, 3.0], [2.0, 2.0]]
+    assert ssim.get_legend().get_texts()[0].get_text() == "each training seed"
 
 
 def test_histograms_share_bins_and_integrate_to_one(rng):

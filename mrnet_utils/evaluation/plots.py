@@ -332,7 +332,9 @@ def plot_comparisons(table: pd.DataFrame, title: str | None = None) -> Figure:
 
     Reads a comparison table (tables.comparison_table: index (a, b, metric), columns
     `difference`, `ci_low`, `ci_high`). The dashed line is no difference; a row whose
-    interval misses it is drawn in colour, one that straddles it in grey.
+    interval misses it is drawn in colour, one that straddles it in grey. A table with a
+    `per_seed` column (the Swin question: each training seed's difference, "d1, d2, ...") also
+    shows each seed's difference as a cross, so that the seed spread stands beside the interval.
     """
     if table.empty:
         raise MRNetError("the comparison table is empty; there is nothing to plot")
@@ -353,10 +355,16 @@ def plot_comparisons(table: pd.DataFrame, title: str | None = None) -> Figure:
             if np.isfinite(low):
                 ax.plot([low, high], [row, row], color=colour, linewidth=2)
             ax.plot([difference], [row], "o", color=colour)
+            if "per_seed" in table.columns:
+                seeds = [float(value) for value in str(entry["per_seed"]).split(",")]
+                ax.plot(seeds, [row] * len(seeds), "x", color="black", markersize=6,
+                        label="each training seed" if row == rows[0] else None)
         ax.axvline(0, color="black", linestyle="--", linewidth=1)
         ax.set_title(metric)
         ax.grid(True, axis="x", alpha=0.3)
     axes[0].set_yticks(rows, [f"{a} - {b}" for a, b in pairs])
+    if "per_seed" in table.columns:
+        axes[-1].legend(loc="best", fontsize="small")
     if title:
         fig.suptitle(title)
     return fig
