@@ -123,24 +123,26 @@ def peak_memory(device: torch.device) -> Iterator[PeakMemory]:
     resettable = _reset_peak_rss()
     yield memory
     if resettable:
-        memory.kind, memory.mib = "process RSS", _peak_rss_kib() / 1024
+        memory.kind, memory.mib = "process RSS", _status_kib("VmHWM") / 1024
     else:
         memory.kind = "process RSS, lifetime peak"
         memory.mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def _reset_peak_rss() -> bool:
+    """Reset the peak RSS; True only if the peak now reads as the current RSS (some sandboxed
+    kernels accept the write to clear_refs and keep the old peak)."""
     try:
         Path("/proc/self/clear_refs").write_text("5")  # "5" resets the peak RSS (Linux >= 4.0)
-        return _peak_rss_kib() > 0
+        return 0 < _status_kib("VmHWM") <= _status_kib("VmRSS") + 1024
     except (OSError, ValueError):
         return False
 
 
-def _peak_rss_kib() -> int:
-    match = re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text())
+def _status_kib(field: str) -> int:
+    match = re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text())
     if match is None:
-        raise ValueError("no VmHWM in /proc/self/status")
+        raise ValueError(f"no {field} in /proc/self/status")
     return int(match.group(1))
 
 

@@ -10,8 +10,8 @@ the file it comes from, and this script fills them in.
     <!-- value: evaluation/results/demo/sr_sr1_64_to_128_comparisons.csv | row: SR1 (Swin), lanczos, psnr | column: difference -->4.2<!-- end -->
 
 `rows` (separated by ";", since row names hold commas) and `columns` (separated by ",") are
-optional (default: all); a row of a table with a multi-column index (a comparisons table) is
-named by its index values joined with ", ". Numbers are written as the
+optional (default: all); a row of a table with key columns (stage, arm, a, b, metric: the
+comparison tables) is named by their values joined with ", ", any other by its first column. Numbers are written as the
 result tables write them (evaluation.tables.markdown: 4 significant digits).
 
     python scripts/readme_tables.py            # rewrite README.md in place
@@ -31,6 +31,7 @@ from mrnet_utils.errors import MRNetError
 from mrnet_utils.evaluation.tables import markdown
 
 ROOT = Path(__file__).resolve().parents[1]
+KEY_COLUMNS = ("stage", "arm", "a", "b", "metric")  # a row of a table with these is named by them, in order
 BLOCK = re.compile(r"<!-- (table|value): (?P<spec>[^>]*?) -->(?P<body>.*?)<!-- end -->", re.S)
 
 
@@ -48,7 +49,7 @@ def _read(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise MRNetError(f"README cites {path.relative_to(ROOT)}, which does not exist; run the study that writes it")
     table = pd.read_csv(path)
-    index = ["a", "b", "metric"] if {"a", "b", "metric"} <= set(table.columns) else [table.columns[0]]
+    index = [column for column in table.columns if column in KEY_COLUMNS] or [table.columns[0]]
     table.index = [", ".join(str(value) for value in row) for row in table[index].itertuples(index=False)]
     table.index.name = " / ".join(index)
     return table.drop(columns=index)

@@ -60,6 +60,23 @@ def test_a_number_that_disagrees_with_its_file_is_found_and_rewritten(tmp_path, 
         results.rmdir()
 
 
+def test_a_row_of_a_table_with_key_columns_is_named_by_all_of_them(tmp_path, capsys):
+    results = ROOT / "evaluation" / "results" / "_readme_keys_test"
+    results.mkdir(parents=True, exist_ok=True)
+    try:
+        pd.DataFrame({"stage": ["sr1", "sr2"], "a": ["ref, Swin"] * 2, "b": ["project"] * 2, "metric": ["psnr"] * 2,
+                      "difference": [1.5, 2.5]}).to_csv(results / "swin.csv", index=False)
+        spec = "evaluation/results/_readme_keys_test/swin.csv"
+        readme = tmp_path / "README.md"
+        readme.write_text(f"<!-- value: {spec} | row: sr2, ref, Swin, project, psnr | column: difference -->?<!-- end -->\n")
+        assert run("--readme", str(readme), capsys=capsys).returncode == 0
+        assert "-->2.5<!-- end -->" in readme.read_text()
+    finally:
+        for path in results.iterdir():
+            path.unlink()
+        results.rmdir()
+
+
 def test_the_preset_table_in_docs_is_current(capsys):
     spec = importlib.util.spec_from_file_location("preset_table", ROOT / "scripts" / "preset_table.py")
     preset_table = importlib.util.module_from_spec(spec)

@@ -204,6 +204,26 @@ def test_second_run_skips_finished_training(smoke_study):
 
 
 @pytest.mark.slow
+def test_only_swin_asks_the_swin_question_in_its_notebook(smoke_study):
+    """The opt-in Swin question: 2 SR stages x 4 arms x 3 seeds trained, scored and answered."""
+    result = run_all("--preset", "smoke", "--only", "swin", "--out", str(smoke_study), "--device", "cpu")
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    assert "05_swin_question.ipynb" in result.stdout and "02_pipeline" not in result.stdout
+    runs, results = smoke_study / "runs" / "smoke", smoke_study / "evaluation" / "results" / "smoke"
+    assert error_outputs(nbformat.read(runs / "05_swin_question.ipynb", as_version=4)) == []
+    trained = sorted(path.parent.name for path in (smoke_study / "savepoints" / "smoke" / "swin_question").glob("*/final.pt"))
+    assert len(trained) == 2 * 4 * 3 and "sr2_ref_refswin_seed2" in trained
+    per_slice = pd.read_csv(results / "swin_question_per_slice.csv")
+    assert len(per_slice) == 2 * 4 * 3 * per_slice["slice_index"].groupby(per_slice["exam_id"]).nunique().sum()
+    answer = pd.read_csv(results / "swin_question.csv")
+    assert len(answer) == 2 * 4 * 2 and (answer["seeds"] == 3).all()  # stages x comparisons x metrics
+    assert answer["per_seed"].str.count(",").eq(2).all() and answer["verdict"].str.len().gt(0).all()
+    assert {"swin_question_sr1.png", "swin_question_sr2.png", "swin_question_arms.csv"} <= {p.name for p in results.iterdir()}
+    times = pd.read_csv(results / "swin_question_time.csv").set_index("notebook")["seconds"]
+    assert list(times.index) == ["05_swin_question"] and times.iloc[0] > 0
+
+
+@pytest.mark.slow
 def test_gpus_trains_each_model_with_torchrun_and_its_notebook_finds_it_trained(smoke_study):
     """--gpus 2 on this CPU: torchrun starts two processes per model, joined by gloo (NCCL on GPUs)."""
     result = run_all("--preset", "smoke", "--only", "base64", "--retrain", "--gpus", "2", "--device", "cpu",

@@ -11,9 +11,6 @@ from mrnet_utils.networks import build_network
 from mrnet_utils.networks.reference import ReferenceUNet
 from mrnet_utils.networks.unet import UNet
 from mrnet_utils.study import swin_question as sq
-from mrnet_utils.study.data import held_out
-from mrnet_utils.study.layout import StudyPaths
-from torch_threads import one_thread
 
 
 @pytest.mark.parametrize("preset", ["smoke", "demo"])
@@ -66,17 +63,3 @@ def test_answer_pairs_each_seed_and_reports_its_difference():
     assert same["difference"] == 0 and same["verdict"].startswith("no difference detectable")
     means = sq.arm_table(pd.DataFrame(rows))
     assert means.loc[("sr1", "ref, ref Swin"), "psnr_mean"] - means.loc[("sr1", "ref, no Swin"), "psnr_mean"] == pytest.approx(2)
-
-
-@pytest.mark.slow
-def test_the_experiment_trains_scores_and_answers_end_to_end(tiny_cache, tmp_path):
-    paths = StudyPaths(tmp_path, "smoke")
-    with one_thread():
-        runs = sq.train_arms(paths, tiny_cache, stages=("sr1",), seeds=(0, 1), progress=False)
-        assert len(runs) == 8 and all(run.trained for run in runs)
-        held = held_out(tiny_cache, None)
-        per_slice = sq.scores(paths, held, stages=("sr1",), seeds=(0, 1), progress=False)
-    assert len(per_slice) == 4 * 2 * len(held.images)
-    answer = sq.answer(per_slice)
-    assert len(answer) == len(sq.COMPARISONS) * len(sq.METRICS)
-    assert (answer["verdict"] == "no interval: 2 exams < 5").all()  # the tiny cache has 2 valid exams
