@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 from mrnet_utils.config import PRESETS, stage_config
-from mrnet_utils.data.mrnet import PLANES
+from mrnet_utils.data.mrnet import PLANES, TASKS
 from mrnet_utils.data.preprocess import NORMALISATIONS, SELECTIONS
+from mrnet_utils.diffusion.guidance import parse_labels
 from mrnet_utils.diffusion.processes import OWN_SAMPLER
 from mrnet_utils.diffusion.samplers import SAMPLERS
 from mrnet_utils.errors import MRNetError
@@ -24,7 +25,7 @@ from mrnet_utils.stages import BASELINE_PROCESS, STAGES
 
 # Library parameters and the options that set them, for errors that name a parameter.
 OPTIONS = {"out_dir": "--out", "resume": "--resume", "steps": "--steps", "sampler": "--sampler",
-           "data_path": "--data", "overwrite": "--overwrite"}
+           "data_path": "--data", "overwrite": "--overwrite", "labels": "--labels", "guidance": "--guidance"}
 CENTRAL_SLICES = 5  # preprocess's default number of central slices per series
 
 
@@ -92,6 +93,8 @@ def _train(args: argparse.Namespace) -> None:
     from mrnet_utils.training.loop import train
 
     cfg = stage_config(args.stage, args.preset, use_swin=not args.no_swin, process=args.process)
+    if args.labels:  # label-conditional, for classifier-free guidance (diffusion.guidance)
+        cfg = cfg.replace(unet={"num_labels": len(TASKS)})
     if args.steps:  # exactly this many, also for a preset that counts epochs
         cfg = cfg.replace(train={"steps": args.steps, "epochs": 0})
     result = train(cfg, args.data, args.out, resume=args.resume, compile=args.compile, grids=not args.no_grids)
@@ -121,6 +124,7 @@ def _sample(args: argparse.Namespace) -> None:
 
 
 def _sample_into(args: argparse.Namespace, expected: tuple[str, ...]) -> None:
+    from mrnet_utils.diffusion.guidance import label_rows
     from mrnet_utils.diffusion.processes import takes_sampler
     from mrnet_utils.pipeline import sample_cascade, samples_folder, write_samples
     from mrnet_utils.training.checkpoint import load_stage
@@ -137,8 +141,10 @@ def _sample_into(args: argparse.Namespace, expected: tuple[str, ...]) -> None:
                     if takes_sampler(stage.config.diffusion, args.sampler)}
         if not samplers:
             raise MRNetError(f"no stage of --pipeline {args.pipeline} samples with --sampler {args.sampler}")
-    images = sample_cascade(stages, seeds, samplers, batch_size=args.batch_size)[stages[-1].config.resolution]
-    out = write_samples(images, args.out, seeds, overwrite=args.overwrite)
+    labels = None if args.labels is None else label_rows(args.labels, len(seeds))
+    images = sample_cascade(stages, seeds, samplers, batch_size=args.batch_size, labels=labels,
+                            guidance=args.guidance)[stages[-1].config.resolution]
+    out = write_samples(images, args.out, seeds, overwrite=args.overwrite, labels=args.labels, guidance=args.guidance)
     print(f"wrote {len(seeds)} samples to {out}")
 
 
@@ -151,6 +157,13 @@ def _score(args: argparse.Namespace) -> None:
     table = score_samples(samples, args.cache, args.train_cache, args.tuning_exams, args.inception_weights)
     csv_path, md_path = write_table(table, args.out, args.name)
     print(f"wrote {csv_path} and {md_path}")
+
+
+def _labels(text: str) -> dict[str, int]:
+    try:
+        return parse_labels(text)
+    except MRNetError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _named_path(text: str) -> tuple[str, Path]:
@@ -221,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-grids", action="store_true",
                        help="draw no sample grids (they sample the network; minutes for a large one on a CPU)")
     train.add_argument("--compile", action="store_true", help="torch.compile the network (GPU; slow first steps)")
+    train.add_argument("--labels", action="store_true",
+                       help=f"label-conditional: the network takes the labels {', '.join(TASKS)}, each dropped at "
+                            "the preset's label_dropout, for sampling with --labels and --guidance")
     train.set_defaults(run=_train)
 
     sample = command("sample", "generate 256x256 images from trained checkpoints")
@@ -240,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--overwrite", action="store_true",
                         help="replace the samples of a non-empty --out folder (otherwise it is refused)")
     sample.add_argument("--compile", action="store_true", help="torch.compile the networks (GPU; slow first batch)")
+    sample.add_argument("--labels", type=_labels, metavar="NAME=0|1,...",
+                        help=f"ask label-conditional stages for these labels ({', '.join(TASKS)}; one not named "
+                             "is left unsaid), for example acl=1,meniscus=0")
+    sample.add_argument("--guidance", type=float, default=1.0,
+                        help="classifier-free guidance scale with --labels: 0 unconditional, 1 conditional, "
+                             "more pushes further towards the labels")
     sample.set_defaults(run=_sample)
 
     score = command("score", "score generated images (PNG folders or arrays) on a slice cache's real slices")

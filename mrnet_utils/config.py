@@ -182,7 +182,7 @@ class TrainConfig:
     grad_norm_window: tuple[float, ...] = ()
     ema_decay: float = 0.999  # 0 disables EMA
     mixed_precision: bool = True  # bf16 autocast, used on CUDA only
-    label_dropout: float = 0.1  # classifier-free guidance: share of labels dropped (label-conditional only)
+    label_dropout: float = 0.1  # classifier-free guidance: share of rows, and of each label, dropped (label-conditional only)
     log_every: int = 10
     sample_every: int = 0  # 0: a sample grid at the end only
     checkpoint_every: int = 500

@@ -10,6 +10,7 @@ the residual processes) unless the caller names one.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 from mrnet_utils.config import StageConfig
 from mrnet_utils.data.slices import to_unit
 from mrnet_utils.diffusion import conditioning, processes
+from mrnet_utils.diffusion.guidance import Guided, check_guidance
 from mrnet_utils.diffusion.samplers import (
     generators_from_seeds,
     noise_from_seeds,
@@ -59,6 +61,8 @@ def sample_stage(
     progress: bool = True,
     draws: int = 1,
     step_progress: bool = False,
+    labels: torch.Tensor | None = None,
+    guidance: float = 1.0,
 ) -> torch.Tensor:
     """Sample one image per seed from one stage; super-resolution stages take one low-res image per seed.
 
@@ -68,6 +72,10 @@ def sample_stage(
     posterior mean E[x_0 | low-res], at `draws` times the cost. `progress` shows a bar over the
     batches, `step_progress` one over each batch's sampler steps (for a few slow images). Returns a
     CPU float tensor (N, 1, R, R) in [-1, 1].
+
+    `labels` (N, 3), one row per seed (guidance.label_rows; NULL for a label left unsaid), asks a
+    label-conditional stage for those labels, with classifier-free guidance of scale `guidance`
+    (diffusion.guidance: 0 unconditional, 1 conditional, more pushes further towards the labels).
     """
     spec = cfg.spec
     sampler = sampler or processes.default_sampler(cfg)
@@ -85,6 +93,14 @@ def sample_stage(
             raise MRNetError(
                 f"stage {cfg.stage} takes low-res images of shape (N, 1, {side}, {side}), got {tuple(low_res.shape)}"
             )
+    check_guidance(labels, guidance)
+    if labels is not None:
+        if not cfg.unet.num_labels:
+            raise MRNetError(f"stage {cfg.stage} was trained without labels (num_labels=0); it cannot take labels",
+                             parameter="labels")
+        if len(labels) != len(seeds):
+            raise MRNetError(f"got {len(labels)} label rows for {len(seeds)} seeds; give one per seed", parameter="labels")
+        model = Guided(model, guidance)
     device = next(model.parameters()).device
     schedule = processes.build_schedule(cfg.diffusion, device)
     shape = (1, cfg.resolution, cfg.resolution)
@@ -103,6 +119,8 @@ def sample_stage(
             extra_args = {"cond": cond, "aug_level": level}
             if cfg.diffusion.process != "ddpm":
                 y0 = conditioning.upsample(low, cfg.resolution, mode)
+        if labels is not None:
+            extra_args["labels"] = labels[start : start + batch_size].to(device)
         total = 0
         for draw in range(draws):
             noise = noise_from_seeds(chunk, shape, device, stream=spec.noise_stream, draw=draw)
@@ -122,13 +140,22 @@ def sample_cascade(
     batch_size: int = 8,
     mixed_precision: bool = True,
     progress: bool = True,
+    labels: torch.Tensor | None = None,
+    guidance: float = 1.0,
 ) -> dict[int, torch.Tensor]:
     """A generating stage, then each super-resolution stage on the output of the one before (Ho et al. 2021).
 
     Returns the images at every resolution. `samplers` maps a stage name to (sampler, steps);
     a stage not named uses its default. Every stage's sampler is checked before any stage samples.
+    `labels` and `guidance` (sample_stage) go to every stage that takes labels, and must reach one.
     """
     check_chain([stage.config.stage for stage in stages])
+    check_guidance(labels, guidance)
+    labelled = {stage.config.stage for stage in stages if stage.config.unet.num_labels}
+    if labels is not None and not labelled:
+        raise MRNetError("labels were given, but no stage of this pipeline was trained with labels "
+                         "(train a label-conditional stage: UNetConfig.num_labels=3)", parameter="labels")
+    steering = {"labels": labels, "guidance": guidance}
     samplers = samplers or {}
     for stage in stages:
         check_stage_sampler(stage.config, samplers.get(stage.config.stage) or processes.default_sampler(stage.config))
@@ -137,7 +164,7 @@ def sample_cascade(
     for stage in stages:
         low_res = sample_stage(
             stage.model, stage.config, seeds, low_res, samplers.get(stage.config.stage), batch_size,
-            mixed_precision, progress,
+            mixed_precision, progress, **(steering if stage.config.stage in labelled else {}),
         )
         images[stage.config.resolution] = low_res
     return images
@@ -163,7 +190,7 @@ def write_png(image: torch.Tensor, path: str | Path, what: str) -> Path:
     return write_atomically(path, lambda handle: pixels.save(handle, format="PNG"), what)
 
 
-SAMPLE_FILES = ("sample_*.png", "samples.npy", "grid.png")  # what write_samples writes
+SAMPLE_FILES = ("sample_*.png", "samples.npy", "grid.png", "samples.json")  # what write_samples writes
 
 
 def samples_folder(out_dir: str | Path, overwrite: bool = False) -> Path:
@@ -185,8 +212,13 @@ def samples_folder(out_dir: str | Path, overwrite: bool = False) -> Path:
     return out_dir
 
 
-def write_samples(images: torch.Tensor, out_dir: str | Path, seeds: list[int], overwrite: bool = False) -> Path:
-    """One 8-bit PNG per image (named by seed), a grid, and `samples.npy`: the float stack in [-1, 1].
+def write_samples(
+    images: torch.Tensor, out_dir: str | Path, seeds: list[int], overwrite: bool = False,
+    labels: dict[str, int] | None = None, guidance: float = 1.0,
+) -> Path:
+    """One 8-bit PNG per image (named by seed), a grid, `samples.npy`: the float stack in [-1, 1], and
+    `samples.json`: the seeds, and the labels asked for (by task; a task not named was left unsaid)
+    with the guidance scale.
 
     `out_dir` must be empty (`samples_folder`), unless `overwrite`: then the samples of an earlier
     call there are removed first, so that the folder never mixes two sets; other files stay.
@@ -204,4 +236,7 @@ def write_samples(images: torch.Tensor, out_dir: str | Path, seeds: list[int], o
         write_png(image[0], out_dir / f"sample_{seed:06d}.png", "sample")
     write_atomically(out_dir / "samples.npy", lambda handle: np.save(handle, images.numpy()), "sample array")
     save_grid(images[:64], out_dir / "grid.png")
+    record = {"seeds": seeds, "labels": labels or {}, "guidance": guidance if labels else None}
+    write_atomically(out_dir / "samples.json", lambda handle: handle.write(json.dumps(record, indent=1).encode()),
+                     "sample record")
     return out_dir

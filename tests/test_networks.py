@@ -152,10 +152,14 @@ def test_label_embedding():
     null = net(**args)
     labelled = net(**args, labels=torch.tensor([[1, 0, 1], [0, 1, 0]]))
     assert not torch.allclose(null, labelled, atol=1e-4)
-    # A row with a negative entry is the null label, so CFG can drop labels per sample.
+    # A negative entry is that label's null state: every label null is the unconditional model (CFG),
+    # one label null leaves that label unsaid, for each sample of a batch on its own.
     mixed = net(**args, labels=torch.tensor([[1, 0, 1], [-1, -1, -1]]))
     torch.testing.assert_close(mixed[0], labelled[0])
     torch.testing.assert_close(mixed[1], null[1])
+    partial = net(**args, labels=torch.tensor([[1, -1, 1], [0, 1, 0]]))
+    torch.testing.assert_close(partial[1], labelled[1])
+    assert not torch.allclose(partial[0], labelled[0], atol=1e-4) and not torch.allclose(partial[0], null[0], atol=1e-4)
     with pytest.raises(MRNetError, match="labels must have shape"):
         net(**args, labels=torch.ones(2, 2))
     with pytest.raises(MRNetError, match="num_labels=0"):

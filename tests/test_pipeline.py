@@ -2,6 +2,7 @@
 
 import copy
 import errno
+import json
 import re
 
 import numpy as np
@@ -130,11 +131,11 @@ def test_write_samples_refuses_a_used_folder_and_overwrite_replaces_the_whole_se
     out = write_samples(images, tmp_path / "samples", [0, 1, 2])
     (out / "notes.txt").write_text("mine")
     with pytest.raises(MRNetError, match=r"samples folder .*samples is not empty \(grid.png, notes.txt, "
-                                         r"sample_000000.png and 3 more\); .* overwrite=True") as refused:
+                                         r"sample_000000.png and 4 more\); .* overwrite=True") as refused:
         write_samples(images[:1], out, [5])
     assert refused.value.parameter == "overwrite"
     write_samples(images[:1], out, [5], overwrite=True)
-    assert sorted(path.name for path in out.iterdir()) == ["grid.png", "notes.txt", "sample_000005.png", "samples.npy"]
+    assert sorted(path.name for path in out.iterdir()) == ["grid.png", "notes.txt", "sample_000005.png", "samples.json", "samples.npy"]
     assert np.array_equal(np.load(out / "samples.npy"), images[:1].numpy())
 
 
@@ -159,9 +160,10 @@ def test_write_samples_names_each_image_by_its_seed(tmp_path):
     images = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     seeds = [7, 12, 123456]
     out = write_samples(images, tmp_path / "samples", seeds)
-    names = {"sample_000007.png", "sample_000012.png", "sample_123456.png", "grid.png", "samples.npy"}
+    names = {"sample_000007.png", "sample_000012.png", "sample_123456.png", "grid.png", "samples.npy", "samples.json"}
     assert {path.name for path in out.iterdir()} == names
     assert np.array_equal(np.load(out / "samples.npy"), images.numpy())
+    assert json.loads((out / "samples.json").read_text()) == {"seeds": seeds, "labels": {}, "guidance": None}
     for image, seed in zip(images, seeds):
         png = np.asarray(Image.open(out / f"sample_{seed:06d}.png")).astype(float)
         assert np.abs(png - (image[0].numpy() + 1) * 127.5).max() <= 0.5 + 1e-3  # 8-bit rounding only

@@ -135,8 +135,8 @@ class UNet(nn.Module):
     - `x` (B, 1, H, W) the noisy image, H = W = cfg.resolution; `t` (B,) timesteps.
     - `cond` (B, cfg.cond_channels, H, W): the upsampled, augmented low-res image (SR stages only).
     - `aug_level` (B,) in [0, 1]: its conditioning-augmentation level (SR stages only; None = 0).
-    - `labels` (B, cfg.num_labels) in {0, 1}; None, or a row with a negative entry, is the
-      null label used by classifier-free guidance (only when cfg.num_labels > 0).
+    - `labels` (B, cfg.num_labels) in {0, 1}, or negative for a label's null state (no label),
+      which classifier-free guidance uses; None is every label null (only when cfg.num_labels > 0).
     """
 
     def __init__(self, cfg: UNetConfig) -> None:
@@ -148,8 +148,9 @@ class UNet(nn.Module):
         embed_dim = 4 * cfg.time_embed_dim
         self.time_mlp = _embedding_mlp(cfg.time_embed_dim)
         self.aug_mlp = _embedding_mlp(cfg.time_embed_dim) if cfg.cond_channels else None
-        # 2**num_labels binary codes, plus a last row for "no label" (classifier-free guidance).
-        self.label_embed = nn.Embedding(2**cfg.num_labels + 1, embed_dim) if cfg.num_labels else None
+        # Three rows per label: 0, 1 and null ("no label", for classifier-free guidance), summed over the
+        # labels, so that any subset of the labels can be left null (diffusion.guidance).
+        self.label_embed = nn.Embedding(3 * cfg.num_labels, embed_dim) if cfg.num_labels else None
 
         self.input_conv = nn.Conv2d(IMAGE_CHANNELS + cfg.cond_channels, cfg.channels[0], 3, padding=1)
         sides = [cfg.resolution // 2**i for i in range(len(cfg.channels))]
@@ -243,22 +244,21 @@ class UNet(nn.Module):
                 "aug_level was given to a network with cond_channels=0; only super-resolution stages take it"
             )
         if self.label_embed is not None:
-            emb = emb + self.label_embed(self._label_index(batch, labels, device))
+            emb = emb + self.label_embed(self._label_index(batch, labels, device)).sum(dim=1)
         elif labels is not None:
             raise MRNetError("labels were given to a network with num_labels=0; set UNetConfig.num_labels to use them")
         return emb
 
     def _label_index(self, batch: int, labels: Tensor | None, device: torch.device) -> Tensor:
-        """Binary code of the labels (abnormal=1, acl=2, meniscus=4); the last index is the null label."""
+        """(B, num_labels) rows of label_embed: 3 * label + state, state 0, 1 or 2 (null, a negative entry)."""
         n = self.cfg.num_labels
-        null = torch.full((batch,), 2**n, device=device, dtype=torch.long)
         if labels is None:
-            return null
+            labels = torch.full((batch, n), -1, device=device)
         if tuple(labels.shape) != (batch, n):
             raise MRNetError(f"labels must have shape ({batch}, {n}) with entries 0/1, got {tuple(labels.shape)}")
         labels = labels.to(device=device, dtype=torch.long)
-        code = (labels.clamp(0, 1) << torch.arange(n, device=device)).sum(dim=1)
-        return torch.where((labels < 0).any(dim=1), null, code)
+        state = torch.where(labels < 0, 2, labels.clamp(0, 1))
+        return 3 * torch.arange(n, device=device) + state
 
 
 def _per_sample(value: Tensor, batch: int, name: str, device: torch.device) -> Tensor:

@@ -74,9 +74,12 @@ def draw_batch(
         if cfg.diffusion.process != "ddpm":
             y0 = conditioning.upsample(low, cfg.resolution, mode)
     if cfg.unet.num_labels:
-        # Classifier-free guidance (Ho & Salimans 2022): a share of rows trains the null label (-1).
-        dropped = torch.rand(batch, generator=generator) < cfg.train.label_dropout
-        extra_args["labels"] = torch.where(dropped[:, None], -1.0, labels[index])
+        # Classifier-free guidance (Ho & Salimans 2022): a share of rows trains with every label null (-1),
+        # the unconditional model; of the others, each label is null with the same probability, so that
+        # a request may leave any label unsaid (diffusion.guidance).
+        row = torch.rand(batch, generator=generator) < cfg.train.label_dropout
+        each = torch.rand(labels[index].shape, generator=generator) < cfg.train.label_dropout
+        extra_args["labels"] = torch.where(row[:, None] | each, -1.0, labels[index])
     return Batch(x0, t, noise, extra_args, y0)
 
 
