@@ -43,7 +43,7 @@ class Target:
     notes: dict[str, str] = field(default_factory=dict)
 
 
-_DEVICE = "equivalent on the CPU: moving to t's device is a no-op when everything lives on the CPU (the GPU check runs it on CUDA)"
+_DEVICE = "equivalent on the CPU: a device argument or move is a no-op when everything lives on the CPU (the GPU check runs it on CUDA)"
 
 MODULES: dict[str, Target] = {
     "schedules": Target(
@@ -66,7 +66,16 @@ MODULES: dict[str, Target] = {
         },
     ),
     "conditioning": Target(
-        "mrnet_utils/diffusion/conditioning.py", ("tests/test_conditioning.py", "tests/test_wiring.py")
+        "mrnet_utils/diffusion/conditioning.py",
+        ("tests/test_conditioning.py", "tests/test_wiring.py"),
+        {
+            **{f"mrnet_utils.diffusion.conditioning.x_{name}": _DEVICE for name in (
+                "make_condition__mutmut_12", "make_condition__mutmut_15", "make_condition__mutmut_18",
+                "make_condition__mutmut_20", "sample_aug_levels__mutmut_17", "sample_aug_levels__mutmut_20",
+                *(f"sample_aug_levels__mutmut_{n}" for n in range(7, 14)))},
+            **{f"mrnet_utils.diffusion.conditioning.x_upsample__mutmut_{n}":
+               "equivalent: align_corners=None is False for the bilinear and bicubic modes" for n in (13, 17)},
+        },
     ),
     "samplers": Target("mrnet_utils/diffusion/samplers.py", ("tests/test_samplers.py",)),
     "statistics": Target("mrnet_utils/evaluation/statistics.py", ("tests/test_statistics.py",)),
