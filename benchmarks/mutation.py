@@ -77,7 +77,33 @@ MODULES: dict[str, Target] = {
                "equivalent: align_corners=None is False for the bilinear and bicubic modes" for n in (13, 17)},
         },
     ),
-    "samplers": Target("mrnet_utils/diffusion/samplers.py", ("tests/test_samplers.py",)),
+    "samplers": Target(
+        "mrnet_utils/diffusion/samplers.py",
+        ("tests/test_samplers.py",),
+        {
+            **{f"mrnet_utils.diffusion.samplers.x_{name}": why for names, why in (
+                (("_ddim__mutmut_10", "_ddpm__mutmut_3", "_ddpm_large__mutmut_3", "_scheduler_args__mutmut_8"),
+                 "equivalent: diffusers tests clip_sample and thresholding for truth, and None is false"),
+                (("_ddim__mutmut_15", "_ddpm__mutmut_5", "_ddpm__mutmut_2", "_dpm_solver_2m__mutmut_7",
+                  "_dpm_solver_2m__mutmut_8", "_scheduler_args__mutmut_12", "sample__mutmut_36"),
+                 "equivalent: the argument it drops is diffusers' default (set_alpha_to_one=True, "
+                 "variance_type='fixed_small', solver_order=2, final_sigmas_type='zero', thresholding=False, "
+                 "DDIM's eta=0.0; diffusers 0.42); the project states them so that a change of default cannot move them"),
+                (("_ddpm__mutmut_8", "_ddpm__mutmut_9"),
+                 "equivalent: DDPMScheduler does not check variance_type, and an unknown name keeps the "
+                 "posterior variance beta~_t, which is fixed_small"),
+                (("_derived_seed__mutmut_11",),
+                 "equivalent: numpy's SeedSequence hashes trailing zero words away, so (seed, stream, purpose, 0) "
+                 "is (seed, stream, purpose)"),
+                (("_derived_seed__mutmut_18",),
+                 "equivalent: the first word of generate_state(2) is generate_state(1)'s"),
+                (("_derived_seed__mutmut_16",),
+                 "equivalent on the CPU: generate_state(1) as uint32 is the low word of the uint64 one, and "
+                 "torch's CPU generator (mt19937) is seeded from the low 32 bits; CUDA's Philox uses all 64"),
+                (("generators_from_seeds__mutmut_4", "noise_from_seeds__mutmut_18"), _DEVICE),
+            ) for name in names},
+        },
+    ),
     "statistics": Target("mrnet_utils/evaluation/statistics.py", ("tests/test_statistics.py",)),
     "checkpoint": Target("mrnet_utils/training/checkpoint.py", ("tests/test_checkpoint.py",)),
     # Not in the default run (slower tests, or the hour was spent): run them with --modules.

@@ -1,7 +1,8 @@
 """The samplers: exact with a perfect model, seeded and batch-independent, stored full loops."""
 
-from fractions import Fraction
 import math
+from fractions import Fraction
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -184,6 +185,36 @@ def test_bad_arguments_raise():
         sample("ddpm", _per_pixel_model, schedule, noise, 5, generators=generators_from_seeds([0], "cpu"))
     with pytest.raises(MRNetError, match="unknown sampler .euler.; choose one of ddpm, ddpm_large, ddim, dpmpp, dpmpp_sde"):
         sample("euler", _per_pixel_model, schedule, noise, 5)
+
+
+def test_each_draw_has_its_own_start_and_step_noise():
+    """draws > 1 (the posterior mean) needs fresh noise per draw, for x_T and for each step."""
+    start = [noise_from_seeds([7], (1, 4, 4), "cpu", draw=draw) for draw in (0, 1, 2)]
+    step = [torch.randn((1, 1, 4, 4), generator=generators_from_seeds([7], "cpu", draw=draw)[0]) for draw in (0, 1)]
+    assert not torch.allclose(start[0], start[1], atol=0.1) and not torch.allclose(start[1], start[2], atol=0.1)
+    assert not torch.allclose(step[0], step[1], atol=0.1)
+    assert not torch.allclose(start[1], step[0], atol=0.1) and not torch.allclose(start[1], step[1], atol=0.1)
+    assert torch.equal(start[1], noise_from_seeds([7], (1, 4, 4), "cpu", draw=1))  # reproducible
+
+
+def test_argument_errors_name_their_parameter_and_one_step_is_allowed():
+    schedule = NoiseSchedule(linear_betas(20, 1e-4, 0.2), "epsilon")
+    noise = noise_from_seeds([0], (1, 4, 4), "cpu")
+    assert sample("ddpm", _per_pixel_model, schedule, noise, 1).shape == noise.shape
+    for name, steps, message, parameter in [
+        ("euler", 5, "unknown sampler 'euler'", "sampler"),
+        ("ddpm", 21, "steps=21 must be between 1 and the schedule's T=20", "steps"),
+        ("ddim", 3, "DDIM steps=3 must divide the schedule's T=20 (diffusers' DDIMScheduler strides by T // steps); "
+                    "choose a divisor or the 'dpmpp' sampler", "steps"),
+    ]:
+        with pytest.raises(MRNetError) as error:
+            sample(name, _per_pixel_model, schedule, noise, steps)
+        assert message in str(error.value) and error.value.parameter == parameter
+    with pytest.raises(MRNetError, match=r"^noise must be a \(B, C, H, W\) tensor, got shape \(4, 4\)$"):
+        sample("ddpm", _per_pixel_model, schedule, noise[0, 0], 5)
+    elsewhere = [SimpleNamespace(device=torch.device("cuda"))]  # a generator on another device, as _check sees it
+    with pytest.raises(MRNetError, match=r"^generators must be on cpu: use generators_from_seeds\(seeds, device\)$"):
+        sample("ddpm", _per_pixel_model, schedule, noise, 5, generators=elsewhere)
 
 
 def test_progress_bar(capsys):

@@ -44,7 +44,7 @@ Device = torch.device | str
 _START_NOISE, _STEP_NOISE = 0, 1
 
 
-def _derived_seed(seed: int, stream: int, purpose: int, draw: int = 0) -> int:
+def _derived_seed(seed: int, stream: int, purpose: int, draw: int) -> int:
     """A 64-bit seed for (seed, stream, purpose, draw); SeedSequence hashes them, so nearby inputs do not collide.
     Draw 0 hashes (seed, stream, purpose) alone, as before draws existed, so its numbers are unchanged."""
     if not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -113,7 +113,7 @@ def check_steps(name: str, timesteps: int, steps: int) -> None:
         )
 
 
-def _check(schedule: NoiseSchedule, noise: Tensor, steps: int, generators: list[torch.Generator] | None) -> None:
+def _check(noise: Tensor, generators: list[torch.Generator] | None) -> None:
     if noise.ndim != 4:
         raise MRNetError(f"noise must be a (B, C, H, W) tensor, got shape {tuple(noise.shape)}")
     if generators is not None:
@@ -255,7 +255,7 @@ def sample(
     stochastic samplers; the deterministic ones accept and ignore them.
     """
     check_steps(name, schedule.timesteps, steps)
-    _check(schedule, noise, steps, generators)
+    _check(noise, generators)
     sampler = SAMPLERS[name]
     scheduler = sampler.scheduler(schedule, steps)
     return _denoise(scheduler, model, noise, extra_args, generators, progress, name, **sampler.step_args)
