@@ -101,3 +101,47 @@ def test_mismatched_inputs_are_refused():
         exam_bootstrap([1.0, 2.0], [0])
     with pytest.raises(MRNetError, match="paired values differ in shape"):
         paired_comparison("A", "B", "psnr", [1.0, 2.0], [1.0], [0, 1])
+
+
+def test_nothing_finite_is_an_empty_estimate_and_too_few_exams_keep_their_sizes():
+    empty = exam_bootstrap([np.nan, np.inf], [0, 1])
+    assert (empty.exams, empty.slices) == (0, 0)
+    assert all(math.isnan(value) for value in (empty.mean, empty.low, empty.high, empty.se))
+    few = exam_bootstrap([1.0, 2.0, 4.0], [0, 0, 1])
+    assert few.mean == pytest.approx(7 / 3) and (few.exams, few.slices) == (2, 3) and math.isnan(few.se)
+
+
+def test_missing_values_given_as_none_are_left_out_like_nan():
+    values, exams = [1.0, None, 3.0, 5.0, None, 2.0, 4.0], [0, 0, 1, 2, 3, 4, 5]
+    estimate = exam_bootstrap(values, exams)
+    assert estimate.mean == pytest.approx(3.0) and (estimate.exams, estimate.slices) == (5, 5)
+    ids, counts, means = per_exam_means(values, exams)
+    assert list(ids) == [0, 1, 2, 4, 5] and list(counts) == [1, 1, 1, 1, 1] and list(means) == [1, 3, 5, 2, 4]
+    paired = paired_comparison("A", "B", "ssim", values, [0.0, 0.0, None, 1.0, 1.0, 1.0, 1.0], exams)
+    assert paired.metric == "ssim" and paired.difference.mean == pytest.approx(2.25)  # exams 0, 2, 4, 5: (1 + 4 + 1 + 3) / 4
+
+
+def test_intervals_are_reproducible_central_and_follow_the_confidence_asked_for():
+    rng = np.random.default_rng(5)
+    values, exams = clustered(rng, exams=10)
+    default = exam_bootstrap(values, exams)
+    assert default == exam_bootstrap(values, exams) == exam_bootstrap(values, exams, seed=0)
+    assert default != exam_bootstrap(values, exams, seed=1)
+    paired = paired_comparison("A", "B", "psnr", values + 1, values * 0.5, exams)
+    assert paired.difference == exam_bootstrap(values + 1 - values * 0.5, exams)
+    narrow = paired_comparison("A", "B", "psnr", values + 1, values * 0.5, exams, confidence=0.8).difference
+    assert paired.difference.low < narrow.low < narrow.high < paired.difference.high
+    # Mirror-image exams: the bootstrap distribution of the mean is symmetric about 0, so a central
+    # interval (alpha / 2 in each tail) is symmetric too, up to the noise of 20 000 draws.
+    offsets = rng.normal(0, 1, 8)
+    mirrored = exam_bootstrap(np.concatenate([offsets, -offsets]), np.arange(16), samples=20_000)
+    assert abs(mirrored.low + mirrored.high) < 0.1 * mirrored.se  # alpha / 3 in one tail: about 0.17 se
+
+
+def test_equivalence_is_strict_at_the_margin():
+    rng = np.random.default_rng(4)
+    a, exams = clustered(rng, exams=10)
+    comparison = paired_comparison("A", "B", "psnr", a + rng.normal(0, 0.05, len(a)), a, exams, confidence=0.9)
+    d = comparison.difference
+    assert equivalent(comparison, margin=max(-d.low, d.high) * 1.001)
+    assert not equivalent(comparison, margin=-d.low) and not equivalent(comparison, margin=d.high)
