@@ -8,8 +8,10 @@
 #
 # Parts: preprocess, each stage the study trains (base64, sr1, sr2, single256: the library's
 # `python -m mrnet_utils study-runs`), pipeline, evaluation; and, only when --only names them, swin
-# (the Swin question: SR stages in four arms x three seeds, evaluation/swin_question.ipynb) and
-# realism (the phantom against real exams, scripts/phantom_vs_real.py; needs --mrnet-root).
+# (the Swin question: SR stages in four arms x three seeds, evaluation/swin_question.ipynb), labels
+# (a label-conditional base stage, its guided samples read by a label probe, and the probe trained on
+# real and synthetic slices, evaluation/labels.ipynb) and realism (the phantom against real exams,
+# scripts/phantom_vs_real.py; needs --mrnet-root). swin and labels need the preprocessed data.
 # With no --mrnet-root (or $MRNET_ROOT) the study runs on the synthetic phantom.
 # Under --out (default: this folder): executed notebooks in runs/<preset>/, each also rendered to HTML next
 # to it; tables, figures and the evaluation notebooks' HTML in evaluation/results/<preset>/ (or --results
@@ -99,7 +101,7 @@ for run in "${study_runs[@]}"; do
     [[ " ${trained_stages[*]} " == *" $stage "* ]] || trained_stages+=("$stage")
 done
 parts=(preprocess "${trained_stages[@]}" pipeline evaluation)
-optional=(swin realism)  # run only when --only names them
+optional=(swin labels realism)  # run only when --only names them
 for part in ${only//,/ }; do
     if [[ " ${parts[*]} ${optional[*]} " != *" $part "* ]]; then
         echo "error: --only $part is not a part of the study; choose from: ${parts[*]} ${optional[*]}" >&2
@@ -212,6 +214,11 @@ if named swin; then
         "${on_device[@]}"
     mkdir -p "$results"  # its wall time, a file the README can cite
     printf '%s\n' "notebook,seconds" "${timings[-1]}" > "$results/swin_question_time.csv"
+fi
+if named labels; then
+    run_notebook evaluation/labels.ipynb 06_labels.ipynb "${quiet[@]}" "${held_out[@]}" "${on_device[@]}"
+    mkdir -p "$results"
+    printf '%s\n' "notebook,seconds" "${timings[-1]}" > "$results/labels_time.csv"
 fi
 if named realism; then
     echo "[$(date +%H:%M:%S)] scripts/phantom_vs_real.py"

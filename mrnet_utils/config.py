@@ -302,6 +302,8 @@ class StudySettings:
     tuning_exams: int = 0  # valid exams set aside for tuning (benchmarks/bench_samplers.py), never reported
     selection: str = "all"  # exams kept (data.preprocess.SELECTIONS): all, one task's positives, or their union
     normalisation: str = "series"  # data.preprocess.NORMALISATIONS: per series (percentiles) or per slice (min-max)
+    label_samples: int = 32  # the label study: guided samples per request and guidance scale
+    probe_steps: int = 300  # the label study: training steps of each label probe
 
 
 @dataclass(frozen=True)
@@ -526,7 +528,8 @@ def _reference(spec: StageSpec, use_swin: bool) -> StageConfig:
 
 PRESETS: dict[str, Preset] = {
     # The SDE solver of the generating stages' defaults, in a few steps: sampling at 256x256 stays cheap.
-    "smoke": Preset(_smoke, StudySettings(4, 2, 2, eval_slices=2, samples=2, batch_size=2), sampler=("dpmpp_sde", 5)),
+    "smoke": Preset(_smoke, StudySettings(4, 2, 2, eval_slices=2, samples=2, batch_size=2, label_samples=2,
+                                           probe_steps=2), sampler=("dpmpp_sde", 5)),
     # Small enough that sampling and metrics take a few minutes of the CPU study (README, "Results").
     "demo": Preset(_demo, StudySettings(48, 12, 5, eval_slices=None, samples=16, batch_size=8, tuning_exams=6)),
     # The project's recipe on a budget: the whole study in 1-2 hours on one A100-class GPU on MRNet (_gpu).

@@ -31,7 +31,8 @@ from mrnet_utils.study.layout import StudyPaths
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ["notebooks/00_preprocess.ipynb", "notebooks/01_train_stage.ipynb", "notebooks/02_pipeline.ipynb",
-             "evaluation/sr_vs_interpolation.ipynb", "evaluation/generation.ipynb"]
+             "evaluation/sr_vs_interpolation.ipynb", "evaluation/generation.ipynb", "evaluation/swin_question.ipynb",
+             "evaluation/labels.ipynb"]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -190,6 +190,28 @@ def test_comparison_forest_plot_colours_only_clear_differences():
     assert ssim.get_legend().get_texts()[0].get_text() == "each training seed"
 
 
+def test_label_agreement_draws_each_requests_shares_against_the_scale_and_the_real_share():
+    index = pd.MultiIndex.from_product([["acl=1", "acl=0"], [0.0, 1.0, 3.0]], names=["request", "guidance"])
+    table = pd.DataFrame({"share": [0.1, 0.4, 0.7, 0.9, 0.8, 0.95], "real_share": [0.6] * 3 + [0.9] * 3}, index=index)
+    first, second = plots.plot_label_agreement(table).axes
+    assert (first.get_title(), second.get_title()) == ("acl=1", "acl=0")
+    shares, real = first.lines
+    assert list(shares.get_xdata()) == [0.0, 1.0, 3.0] and list(shares.get_ydata()) == [0.1, 0.4, 0.7]
+    assert list(real.get_ydata()) == [0.6, 0.6] and list(second.lines[1].get_ydata()) == [0.9, 0.9]
+    with pytest.raises(MRNetError, match="empty"):
+        plots.plot_label_agreement(table.iloc[:0])
+
+
+def test_auc_plot_draws_each_training_sets_interval_where_there_is_one():
+    index = pd.MultiIndex.from_product([["real", "synthetic"], ["acl", "meniscus"]], names=["trained on", "task"])
+    table = pd.DataFrame({"auc": [0.8, 0.7, 0.6, 0.5], "ci_low": [0.7, np.nan, 0.4, 0.3],
+                          "ci_high": [0.9, np.nan, 0.8, 0.7]}, index=index)
+    acl, meniscus = plots.plot_auc(table).axes
+    assert [label.get_text() for label in acl.get_yticklabels()] == ["real", "synthetic"]
+    assert [list(line.get_xdata()) for line in acl.lines[:-1]] == [[0.7, 0.9], [0.8], [0.4, 0.8], [0.6]]
+    assert [list(line.get_xdata()) for line in meniscus.lines[:-1]] == [[0.7], [0.3, 0.7], [0.5]]  # no interval: point
+
+
 def test_histograms_share_bins_and_integrate_to_one(rng):
     real = rng.uniform(-1, 1, (4, 1, 8, 8))
     samples = {"cascade": torch.from_numpy(rng.normal(0, 0.5, (4, 1, 8, 8))), "single": rng.uniform(-1, 0, 256)}

@@ -224,6 +224,21 @@ def test_only_swin_asks_the_swin_question_in_its_notebook(smoke_study):
 
 
 @pytest.mark.slow
+def test_only_labels_runs_the_label_study_in_its_notebook(smoke_study):
+    result = run_all("--preset", "smoke", "--only", "labels", "--out", str(smoke_study), "--device", "cpu")
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    assert "06_labels.ipynb" in result.stdout and "02_pipeline" not in result.stdout
+    runs, results = smoke_study / "runs" / "smoke", smoke_study / "evaluation" / "results" / "smoke"
+    assert error_outputs(nbformat.read(runs / "06_labels.ipynb", as_version=4)) == []
+    assert (smoke_study / "savepoints" / "smoke" / "base64_labels" / "final.pt").is_file()
+    shares = pd.read_csv(results / "labels_agreement.csv")
+    assert len(shares) == 6 * 3 and (shares["samples"] == 2).all()  # requests x guidance scales
+    auc = pd.read_csv(results / "labels_auc.csv")
+    assert len(auc) == 3 * 3 and set(auc["trained on"]) == {"real", "synthetic", "real + synthetic"}
+    assert {"labels_agreement.png", "labels_auc.png", "labels_time.csv"} <= {p.name for p in results.iterdir()}
+
+
+@pytest.mark.slow
 def test_gpus_trains_each_model_with_torchrun_and_its_notebook_finds_it_trained(smoke_study):
     """--gpus 2 on this CPU: torchrun starts two processes per model, joined by gloo (NCCL on GPUs)."""
     result = run_all("--preset", "smoke", "--only", "base64", "--retrain", "--gpus", "2", "--device", "cpu",

@@ -381,6 +381,49 @@ GENERATION_CHART = {
 }
 
 
+def plot_label_agreement(table: pd.DataFrame) -> Figure:
+    """Does the label show? One panel per request: the probe's share of guided samples on the requested side
+    against the guidance scale, and the share for real slices of that label as a dashed line.
+
+    Reads study.labels.agreement's table: index (request, guidance), columns `share`, `real_share`.
+    """
+    if table.empty:
+        raise MRNetError("the agreement table is empty; there is nothing to plot")
+    requests = list(dict.fromkeys(table.index.get_level_values("request")))
+    fig = Figure(figsize=(2.4 * len(requests), 2.6), layout="constrained")
+    axes = fig.subplots(1, len(requests), sharey=True, squeeze=False)[0]
+    for ax, request in zip(axes, requests):
+        rows = table.xs(request, level="request")
+        ax.plot(rows.index, rows["share"], "o-", color="C0", label="guided samples")
+        ax.axhline(rows["real_share"].iloc[0], color="0.3", linestyle="--", label="real slices")
+        ax.set(title=request, xlabel="guidance scale", ylim=(-0.03, 1.03))
+    axes[0].set_ylabel("share the probe assigns\nthe requested label")
+    axes[0].legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def plot_auc(table: pd.DataFrame) -> Figure:
+    """Are synthetic knees useful? Per task, the probe's exam-level AUC for each training set, with its
+    95% interval (none drawn where too few exams). Reads study.labels.usefulness's table."""
+    if table.empty:
+        raise MRNetError("the AUC table is empty; there is nothing to plot")
+    sets = list(dict.fromkeys(table.index.get_level_values("trained on")))
+    tasks = list(dict.fromkeys(table.index.get_level_values("task")))
+    fig = Figure(figsize=(2.6 * len(tasks) + 1.5, 0.45 * len(sets) + 1.4), layout="constrained")
+    axes = fig.subplots(1, len(tasks), sharey=True, squeeze=False)[0]
+    rows = np.arange(len(sets))[::-1]
+    for ax, task in zip(axes, tasks):
+        for row, name in zip(rows, sets):
+            entry = table.loc[(name, task)]
+            if np.isfinite(entry["ci_low"]):
+                ax.plot([entry["ci_low"], entry["ci_high"]], [row, row], color="C0", linewidth=2)
+            ax.plot([entry["auc"]], [row], "o", color="C0")
+        ax.axvline(0.5, color="0.5", linestyle="--", linewidth=1)
+        ax.set(title=task, xlabel="AUC on real exams", xlim=(0, 1))
+    axes[0].set_yticks(rows, sets)
+    return fig
+
+
 def plot_generation_metrics(table: pd.DataFrame, real_row: str) -> Figure:
     """Bars of the generation table's metrics for each model ("not computed" where weights were missing)."""
     models = table.drop(index=real_row, errors="ignore")
