@@ -122,7 +122,24 @@ MODULES: dict[str, Target] = {
             ) for name in names},
         },
     ),
-    "checkpoint": Target("mrnet_utils/training/checkpoint.py", ("tests/test_checkpoint.py",)),
+    "checkpoint": Target(
+        "mrnet_utils/training/checkpoint.py",
+        ("tests/test_checkpoint.py",),
+        {
+            **{f"mrnet_utils.training.checkpoint.x_{name}": why for names, why in (
+                (("load_checkpoint__mutmut_9", "load_checkpoint__mutmut_12"), _DEVICE),
+                (("load_checkpoint__mutmut_10", "load_checkpoint__mutmut_13"),
+                 "equivalent on torch >= 2.6, whose torch.load defaults to weights_only=True (torch 2.14 here); "
+                 "the explicit flag keeps older torch from unpickling code"),
+                (("_remove_old_steps__mutmut_16", "_remove_old_steps__mutmut_17"),
+                 "not worth a test: missing_ok matters only when another process deletes the file between the "
+                 "listing and the unlink, and one process at a time writes a run folder"),
+                (("_feed__mutmut_38",),
+                 "equivalent: save and load hash alike, and the repr of each scalar a checkpoint holds already "
+                 "tells its type apart (1, 1.0, True, '1')"),
+            ) for name in names},
+        },
+    ),
     # Not in the default run (slower tests, or the hour was spent): run them with --modules.
     "batches": Target("mrnet_utils/training/batches.py", ("tests/test_wiring.py",)),
     "processes": Target("mrnet_utils/diffusion/processes.py", ("tests/test_resshift.py", "tests/test_wiring.py")),

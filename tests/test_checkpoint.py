@@ -248,7 +248,8 @@ def test_newer_pickle_protocol_is_rejected_without_running_it(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "step_00000001.pt"
     path.write_bytes(pickle.dumps({"model": RunsCode(marker)}, protocol=4))
-    with pytest.raises(MRNetError, match=r"step_00000001\.pt is truncated or corrupt, or not a checkpoint"):
+    with pytest.raises(MRNetError, match=r"step_00000001\.pt is truncated or corrupt, or not a checkpoint "
+                                         r"\(Unsupported operand \d+\)$"):
         load_checkpoint(path)
     assert not marker.exists()
 
@@ -256,7 +257,9 @@ def test_newer_pickle_protocol_is_rejected_without_running_it(tmp_path):
 def test_custom_class_is_refused(tmp_path):
     path = tmp_path / "custom.pt"
     torch.save({**make_payload(1), "log": CustomClass()}, path)
-    refusal = r"refused to load .*custom\.pt: it holds a pickled object \(GLOBAL .*CustomClass\)"
+    refusal = (r"refused to load .*custom\.pt: it holds a pickled object \(GLOBAL .*CustomClass\), not plain tensors "
+               r"and data, and unpickling it could run code; use only checkpoints written by save_checkpoint \(if "
+               r"this one was, the file is corrupt\)$")
     with pytest.raises(MRNetError, match=refusal):
         load_checkpoint(path)
 
@@ -311,7 +314,7 @@ def test_disk_full_reports_the_directory_and_keeps_earlier_checkpoints(tmp_path,
     earlier = make_payload(1)
     save_checkpoint(tmp_path, earlier)
     monkeypatch.setattr(target, attribute, fake)
-    with pytest.raises(MRNetError, match=f"to {tmp_path}: No space left on device; free disk space"):
+    with pytest.raises(MRNetError, match=f"cannot write checkpoint step_00000002.pt to {tmp_path}: No space left on device; free disk space"):
         save_checkpoint(tmp_path, make_payload(2))
     monkeypatch.undo()
     assert files_in(tmp_path) == ["step_00000001.pt"]
@@ -444,3 +447,86 @@ def test_a_finished_run_of_another_process_is_not_taken_for_the_configs(two_step
         train_stage(cfg, cache, run, progress=False)
     assert train_stage(stage_config("base64", "smoke").replace(train={"steps": 2}), cache, run,
                        progress=False).trained is False
+
+
+def test_load_stage_rebuilds_the_network_from_the_file_alone_with_its_ema_or_raw_weights(two_step_run):
+    _, run = two_step_run
+    payload = load_checkpoint(run / checkpoint.FINAL_CHECKPOINT)
+    for where in (run, run / checkpoint.FINAL_CHECKPOINT):  # a run folder means its final checkpoint
+        stage = checkpoint.load_stage(where)
+        assert stage.path == run / checkpoint.FINAL_CHECKPOINT and stage.step == payload["step"] == 2
+        assert stage.config == rebuild_config(payload) and not stage.model.training
+        ema = {key.removeprefix("module."): value for key, value in payload["ema"].items() if key != "n_averaged"}
+        assert_same(dict(stage.model.state_dict()), ema)
+    raw = checkpoint.load_stage(run, use_ema=False)
+    assert_same(dict(raw.model.state_dict()), dict(payload["model"]))
+    assert any(not torch.equal(raw.model.state_dict()[key], value) for key, value in ema.items())
+
+
+def test_every_refusal_of_a_payload_says_what_is_wrong(tmp_path):
+    good = make_payload(1)
+    for payload, message in [
+        ([1, 2], "the payload to save is a list, not a checkpoint dict"),
+        ({"step": 1}, "the payload to save lacks format_version, config; a checkpoint needs format_version, config, step"),
+        ({**good, "format_version": 9}, "the payload to save has format_version 9; this code reads version 1"),
+        ({**good, "step": 1.0}, "the payload to save needs an int 'step' and a dict 'config' (StageConfig.to_dict())"),
+        ({**good, "config": "sr1"}, "the payload to save needs an int 'step' and a dict 'config'"),
+        ({**good, "log": {np.int64(3): 1}}, "a key of payload['log'] is a numpy.int64; checkpoints hold only tensors "
+                                             "and plain data (dict, list, tuple, str, numbers, None), so convert it "
+                                             "(e.g. torch.from_numpy)"),
+        ({**good, "log": [1, np.float32(2)]}, "payload['log'][1] is a numpy.float32"),
+    ]:
+        with pytest.raises(MRNetError) as error:
+            save_checkpoint(tmp_path, payload)
+        assert str(error.value).startswith(message), str(error.value)
+    with pytest.raises(MRNetError, match="keep=0: a checkpoint directory must keep at least 1 checkpoint"):
+        save_checkpoint(tmp_path, good, keep=0)
+    assert files_in(tmp_path) == []
+
+
+def test_keep_one_keeps_the_newest_step_and_a_named_save_removes_no_step(tmp_path):
+    nested = tmp_path / "runs" / "a" / "b"  # folders made as needed
+    save_checkpoint(nested, make_payload(1), keep=1)
+    save_checkpoint(nested, make_payload(2), keep=1)
+    assert files_in(nested) == ["step_00000002.pt"]
+    save_checkpoint(nested, make_payload(3), keep=2)
+    save_checkpoint(nested, make_payload(3), keep=2, name="final.pt")  # not a step: the two newest steps stay
+    assert files_in(nested) == ["final.pt", "step_00000002.pt", "step_00000003.pt"]
+    for step in (4, 5, 6):
+        save_checkpoint(nested, make_payload(step))  # the default keeps 3
+    assert files_in(nested) == ["final.pt", "step_00000004.pt", "step_00000005.pt", "step_00000006.pt"]
+
+
+def test_a_damaged_file_names_the_error_type_and_its_first_line(tmp_path):
+    path = save_checkpoint(tmp_path, make_payload(1))
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(MRNetError, match=r"^checkpoint .*step_00000001\.pt is truncated or corrupt \((\w+Error): [^\n]+\)$"):
+        load_checkpoint(path)
+    assert checkpoint._first_line(ValueError("x" * 300 + "\nsecond line")) == "x" * 200
+    assert checkpoint._first_line(ValueError("  \n")) == ""
+
+
+def test_a_skipped_checkpoint_is_reported_at_the_caller(tmp_path):
+    save_checkpoint(tmp_path, make_payload(1))
+    newest = save_checkpoint(tmp_path, make_payload(2))
+    newest.write_bytes(b"damaged")
+    with pytest.warns(UserWarning) as caught:
+        latest_checkpoint(tmp_path)
+    assert caught[0].filename == __file__
+
+
+def test_the_message_without_a_path_and_the_advice_follow_what_differs():
+    trained = stage_config("base64", "smoke")
+    payload = make_payload(1, trained)
+    with pytest.raises(MRNetError) as network:
+        check_compatible(payload, trained.replace(unet={"channels": (8, 16, 32)}))
+    assert str(network.value) == (
+        "the checkpoint holds a different base64_swin network than the smoke config expects (checkpoint vs expected: "
+        "unet.channels (8, 16, 16) vs (8, 16, 32)); use the checkpoint trained for this config, or rebuild the model "
+        "from the checkpoint's own config (rebuild_config)")
+    with pytest.raises(MRNetError) as both:
+        check_compatible(payload, trained.replace(unet={"channels": (8, 16, 32)}, train={"lr_schedule": "plateau"}),
+                         resume=True)
+    assert "(8, 16, 32); train.lr_schedule warmup vs plateau); use the checkpoint" in str(both.value)
+    without_ema = stage_config("base64", "smoke").replace(train={"ema_decay": 0.0})
+    check_compatible(make_payload(1, without_ema), without_ema, resume=True)  # no EMA on either side: compatible
