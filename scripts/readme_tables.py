@@ -10,8 +10,8 @@ the file it comes from, and this script fills them in.
     <!-- value: evaluation/results/demo/sr_sr1_64_to_128_comparisons.csv | row: SR1 (Swin), lanczos, psnr | column: difference -->4.2<!-- end -->
 
 `rows` (separated by ";", since row names hold commas) and `columns` (separated by ",") are
-optional (default: all); a row of a table with key columns (stage, arm, a, b, metric: the
-comparison tables) is named by their values joined with ", ", any other by its first column. Numbers are written as the
+optional (default: all); a row of a table with key columns (KEY_COLUMNS: the comparison,
+Swin and label tables) is named by their values joined with ", ", any other by its first column. Numbers are written as the
 result tables write them (evaluation.tables.markdown: 4 significant digits).
 
     python scripts/readme_tables.py            # rewrite README.md in place
@@ -31,7 +31,8 @@ from mrnet_utils.errors import MRNetError
 from mrnet_utils.evaluation.tables import markdown
 
 ROOT = Path(__file__).resolve().parents[1]
-KEY_COLUMNS = ("stage", "arm", "a", "b", "metric")  # a row of a table with these is named by them, in order
+# A row of a table with these columns is named by their values, in the table's order.
+KEY_COLUMNS = ("stage", "arm", "a", "b", "metric", "request", "guidance", "trained on", "task")
 BLOCK = re.compile(r"<!-- (table|value): (?P<spec>[^>]*?) -->(?P<body>.*?)<!-- end -->", re.S)
 
 
