@@ -85,19 +85,19 @@ MODULES: dict[str, Target] = {
                 (("_ddim__mutmut_10", "_ddpm__mutmut_3", "_ddpm_large__mutmut_3", "_scheduler_args__mutmut_8"),
                  "equivalent: diffusers tests clip_sample and thresholding for truth, and None is false"),
                 (("_ddim__mutmut_15", "_ddpm__mutmut_5", "_ddpm__mutmut_2", "_dpm_solver_2m__mutmut_7",
-                  "_dpm_solver_2m__mutmut_8", "_scheduler_args__mutmut_12", "sample__mutmut_36"),
+                  "_dpm_solver_2m__mutmut_8", "_scheduler_args__mutmut_12", "sample__mutmut_32"),
                  "equivalent: the argument it drops is diffusers' default (set_alpha_to_one=True, "
                  "variance_type='fixed_small', solver_order=2, final_sigmas_type='zero', thresholding=False, "
                  "DDIM's eta=0.0; diffusers 0.42); the project states them so that a change of default cannot move them"),
                 (("_ddpm__mutmut_8", "_ddpm__mutmut_9"),
                  "equivalent: DDPMScheduler does not check variance_type, and an unknown name keeps the "
                  "posterior variance beta~_t, which is fixed_small"),
-                (("_derived_seed__mutmut_11",),
+                (("_derived_seed__mutmut_10",),
                  "equivalent: numpy's SeedSequence hashes trailing zero words away, so (seed, stream, purpose, 0) "
                  "is (seed, stream, purpose)"),
-                (("_derived_seed__mutmut_18",),
+                (("_derived_seed__mutmut_17",),
                  "equivalent: the first word of generate_state(2) is generate_state(1)'s"),
-                (("_derived_seed__mutmut_16",),
+                (("_derived_seed__mutmut_15",),
                  "equivalent on the CPU: generate_state(1) as uint32 is the low word of the uint64 one, and "
                  "torch's CPU generator (mt19937) is seeded from the low 32 bits; CUDA's Philox uses all 64"),
                 (("generators_from_seeds__mutmut_4", "noise_from_seeds__mutmut_18"), _DEVICE),
@@ -131,6 +131,8 @@ MODULES: dict[str, Target] = {
                 (("load_checkpoint__mutmut_10", "load_checkpoint__mutmut_13"),
                  "equivalent on torch >= 2.6, whose torch.load defaults to weights_only=True (torch 2.14 here); "
                  "the explicit flag keeps older torch from unpickling code"),
+                (("latest_checkpoint__mutmut_8", "latest_checkpoint__mutmut_9"),
+                 "not worth a test: which frame a warning names (and mutmut's trampoline changes the frames)"),
                 (("_remove_old_steps__mutmut_16", "_remove_old_steps__mutmut_17"),
                  "not worth a test: missing_ok matters only when another process deletes the file between the "
                  "listing and the unlink, and one process at a time writes a run folder"),

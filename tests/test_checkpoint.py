@@ -506,15 +506,6 @@ def test_a_damaged_file_names_the_error_type_and_its_first_line(tmp_path):
     assert checkpoint._first_line(ValueError("  \n")) == ""
 
 
-def test_a_skipped_checkpoint_is_reported_at_the_caller(tmp_path):
-    save_checkpoint(tmp_path, make_payload(1))
-    newest = save_checkpoint(tmp_path, make_payload(2))
-    newest.write_bytes(b"damaged")
-    with pytest.warns(UserWarning) as caught:
-        latest_checkpoint(tmp_path)
-    assert caught[0].filename == __file__
-
-
 def test_the_message_without_a_path_and_the_advice_follow_what_differs():
     trained = stage_config("base64", "smoke")
     payload = make_payload(1, trained)

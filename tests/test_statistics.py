@@ -129,6 +129,8 @@ def test_intervals_are_reproducible_central_and_follow_the_confidence_asked_for(
     assert default != exam_bootstrap(values, exams, seed=1)
     paired = paired_comparison("A", "B", "psnr", values + 1, values * 0.5, exams)
     assert paired.difference == exam_bootstrap(values + 1 - values * 0.5, exams)
+    seeded = paired_comparison("A", "B", "psnr", values + 1, values * 0.5, exams, seed=3).difference
+    assert seeded == exam_bootstrap(values + 1 - values * 0.5, exams, seed=3) != paired.difference
     narrow = paired_comparison("A", "B", "psnr", values + 1, values * 0.5, exams, confidence=0.8).difference
     assert paired.difference.low < narrow.low < narrow.high < paired.difference.high
     # Mirror-image exams: the bootstrap distribution of the mean is symmetric about 0, so a central
@@ -141,7 +143,10 @@ def test_intervals_are_reproducible_central_and_follow_the_confidence_asked_for(
 def test_equivalence_is_strict_at_the_margin():
     rng = np.random.default_rng(4)
     a, exams = clustered(rng, exams=10)
-    comparison = paired_comparison("A", "B", "psnr", a + rng.normal(0, 0.05, len(a)), a, exams, confidence=0.9)
-    d = comparison.difference
-    assert equivalent(comparison, margin=max(-d.low, d.high) * 1.001)
-    assert not equivalent(comparison, margin=-d.low) and not equivalent(comparison, margin=d.high)
+    for shift in (-0.05, 0.05):  # an interval whose low end, then whose high end, is the farther from 0
+        comparison = paired_comparison("A", "B", "psnr", a + shift + rng.normal(0, 0.01, len(a)), a, exams,
+                                       confidence=0.9)
+        d = comparison.difference
+        farther = max(-d.low, d.high)
+        assert abs(d.low) != abs(d.high) and equivalent(comparison, margin=farther * 1.001)
+        assert not equivalent(comparison, margin=farther)  # an interval touching the margin is not inside it
