@@ -127,7 +127,10 @@ MODULES: dict[str, Target] = {
         ("tests/test_checkpoint.py",),
         {
             **{f"mrnet_utils.training.checkpoint.x_{name}": why for names, why in (
-                (("load_checkpoint__mutmut_9", "load_checkpoint__mutmut_12"), _DEVICE),
+                (("load_checkpoint__mutmut_9", "load_checkpoint__mutmut_12", "load_stage__mutmut_37"), _DEVICE),
+                (("load_checkpoint__mutmut_38", "load_checkpoint__mutmut_39"),
+                 "not worth a test: the wording for an unpickling error that names neither a global nor an "
+                 "opcode, which no damaged or foreign file tried here produces"),
                 (("load_checkpoint__mutmut_10", "load_checkpoint__mutmut_13"),
                  "equivalent on torch >= 2.6, whose torch.load defaults to weights_only=True (torch 2.14 here); "
                  "the explicit flag keeps older torch from unpickling code"),

@@ -521,3 +521,18 @@ def test_the_message_without_a_path_and_the_advice_follow_what_differs():
     assert "(8, 16, 32); train.lr_schedule warmup vs plateau); use the checkpoint" in str(both.value)
     without_ema = stage_config("base64", "smoke").replace(train={"ema_decay": 0.0})
     check_compatible(make_payload(1, without_ema), without_ema, resume=True)  # no EMA on either side: compatible
+
+
+def test_load_stage_can_compile_and_a_load_error_names_its_first_line(two_step_run, tmp_path, monkeypatch):
+    _, run = two_step_run
+    compiled = checkpoint.load_stage(run, compile=True)  # wrapped only; compiling waits for the first call
+    assert isinstance(compiled.model, torch._dynamo.eval_frame.OptimizedModule)
+    assert_same(dict(compiled.model._orig_mod.state_dict()), dict(checkpoint.load_stage(run).model.state_dict()))
+
+    def broken_zip(*args, **kwargs):
+        raise RuntimeError("PytorchStreamReader failed reading zip archive\nsecond line")
+
+    monkeypatch.setattr(torch, "load", broken_zip)
+    with pytest.raises(MRNetError, match=r"final\.pt is truncated or corrupt \(RuntimeError: PytorchStreamReader failed "
+                                         r"reading zip archive\)$"):
+        load_checkpoint(run / checkpoint.FINAL_CHECKPOINT)
