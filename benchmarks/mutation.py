@@ -146,8 +146,28 @@ MODULES: dict[str, Target] = {
         },
     ),
     # Not in the default run (slower tests, or the hour was spent): run them with --modules.
-    "batches": Target("mrnet_utils/training/batches.py", ("tests/test_wiring.py",)),
-    "processes": Target("mrnet_utils/diffusion/processes.py", ("tests/test_resshift.py", "tests/test_wiring.py")),
+    "batches": Target(
+        "mrnet_utils/training/batches.py",
+        ("tests/test_wiring.py",),
+        {
+            **{f"mrnet_utils.training.batches.x_{name}": why for names, why in (
+                (("draw_batch__mutmut_88", "draw_batch__mutmut_94"),
+                 "equivalent: < and <= differ only when a uniform float32 draw equals the dropout rate exactly "
+                 "(a chance of about 2^-24 per draw)"),
+                (("to_device__mutmut_2", "to_device__mutmut_4"), _DEVICE),
+                (("to_device__mutmut_5", "to_device__mutmut_7"),
+                 "equivalent on the CPU: a copy is non-blocking only from pinned host memory to a GPU"),
+                (("to_device__mutmut_8",),
+                 "equivalent: every image here has one channel, and a one-channel tensor's channels-last "
+                 "layout is its standard one (torch ignores the stride of a size-1 dimension)"),
+            ) for name in names},
+        },
+    ),
+    "processes": Target(
+        "mrnet_utils/diffusion/processes.py",
+        ("tests/test_processes.py", "tests/test_stages.py", "tests/test_resshift.py", "tests/test_wiring.py"),
+        {"mrnet_utils.diffusion.processes.x_build_schedule__mutmut_12": _DEVICE},
+    ),
     "resshift": Target("mrnet_utils/diffusion/resshift.py", ("tests/test_resshift.py",)),
     "metrics": Target("mrnet_utils/evaluation/metrics.py", ("tests/test_metrics.py",)),
     "tables": Target("mrnet_utils/evaluation/tables.py", ("tests/test_evaluation.py",)),

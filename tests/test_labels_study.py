@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from mrnet_utils.data.mrnet import TASKS
+from mrnet_utils.errors import MRNetError
 from mrnet_utils.study import labels
 from mrnet_utils.study.layout import StudyPaths
 from mrnet_utils.training import checkpoint
@@ -32,6 +33,24 @@ def test_the_label_study_trains_samples_probes_and_scores(tiny_cache, tmp_path):
     real = shares.groupby(level="request")["real_share"].nunique(dropna=False)
     assert (real == 1).all()
     assert shares.loc[("abnormal=1", 0.0), "real_slices"] == int(valid.labels[:, 0].sum())
+    # each scale against the unconditional one, over the same seeds: the change is the difference in shares
+    unconditional = shares.xs(0.0, level="guidance")
+    for scale in labels.SCALES[1:]:
+        guided = shares.xs(scale, level="guidance")
+        assert np.allclose(guided["change"], guided["share"] - unconditional["share"])
+        assert guided["verdict"].str.startswith("no interval: 2 exams").all()  # 2 seeds: too few to resample
+    assert unconditional[["change", "verdict"]].isna().all().all()
     assert list(useful.index.get_level_values("trained on").unique()) == ["real", "synthetic", "real + synthetic"]
     assert (useful.xs("real + synthetic")["train_slices"] == 2 * len(train.images)).all()
     assert (useful["exams"] == len(np.unique(valid.exam_ids.numpy()))).all()
+
+
+def test_a_change_in_share_is_paired_over_seeds_and_judged():
+    baseline = np.zeros(40, bool)
+    guided = np.arange(40) < 30
+    change = labels._change(guided, baseline, 3.0, 0.0)
+    assert change["change"] == 0.75 and 0.5 < change["change_low"] < 0.75 < change["change_high"] <= 1
+    assert change["verdict"] == "guidance 3 better than guidance 0"
+    assert labels._change(baseline, baseline, 1.0, 0.0)["verdict"].startswith("no difference detectable")
+    with pytest.raises(MRNetError, match="request {'acl': 2} is not one label set to 1 or 0; the requests are abnormal=1"):
+        labels.agreement(None, None, None, None, None, count=2, batch_size=2, requests=({"acl": 2},))

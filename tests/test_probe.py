@@ -63,3 +63,5 @@ def test_label_agreement_is_the_share_on_the_requested_side():
     probs = np.array([[0.9, 0.2, 0.6], [0.4, 0.7, 0.1], [0.8, 0.1, 0.3], [0.6, 0.4, 0.9]])
     assert probe.label_agreement(probs, {"abnormal": 1, "acl": 0}) == {"abnormal": 0.75, "acl": 0.75}
     assert probe.label_agreement(probs, {"meniscus": 1}) == {"meniscus": 0.5}
+    sides = probe.on_requested_side(probs, {"acl": 0, "meniscus": 1})
+    assert sides["acl"].tolist() == [True, False, True, True] and sides["meniscus"].tolist() == [True, False, False, True]

@@ -21,8 +21,9 @@ from mrnet_utils.data.slices import degrade
 from mrnet_utils.networks.unet import UNet
 from mrnet_utils.pipeline import sample_stage
 from mrnet_utils.training import loop
-from mrnet_utils.training.batches import draw_batch
+from mrnet_utils.training.batches import draw_batch, to_device
 from mrnet_utils.training.checkpoint import FINAL_CHECKPOINT, load_checkpoint
+from mrnet_utils.training.distributed import Distributed
 
 T = 100
 
@@ -95,14 +96,55 @@ def test_each_training_row_is_conditioned_on_its_own_low_res_image_at_the_level_
     assert levels.std() > 0.05  # drawn per row, not one level for the batch
 
 
-def test_without_augmentation_the_condition_is_the_clean_upsampled_low_res_image_at_level_zero():
-    cfg = sr_config("ddpm", augment=False)
+@pytest.mark.parametrize("process, mode", [("ddpm", "bilinear"), ("resshift", "bicubic")])
+def test_without_augmentation_the_condition_is_the_clean_upsampled_low_res_image_at_level_zero(process, mode):
+    cfg = sr_config(process, augment=False)
     images = smooth_slices(6, 128, seed=1)
     low_res = degrade(images, 64)
     batch = draw_batch(cfg, 0, images, low_res, torch.zeros(6, 3), T)
     rows = [row_of(x0, images) for x0 in batch.x0]
     assert torch.equal(batch.extra_args["aug_level"], torch.zeros(len(rows)))
-    torch.testing.assert_close(batch.extra_args["cond"], upsampled(low_res[rows], 128, "bilinear"), rtol=0, atol=1e-6)
+    torch.testing.assert_close(batch.extra_args["cond"], upsampled(low_res[rows], 128, mode), rtol=0, atol=1e-6)
+
+
+def test_a_batch_is_a_function_of_the_seed_and_the_step_alone():
+    """Every draw comes from the (seed, step) generator, none from torch's global one: the same batch twice,
+    whatever ran in between, and another one at the next step or seed. The first timesteps of the stream are
+    pinned: a resumed run and a run on k processes rely on them, and a changed seeding would silently
+    change every run's data."""
+    cfg = sr_config("ddpm").replace(unet=dict(num_labels=3), train=dict(label_dropout=0.5, seed=3))
+    images = smooth_slices(6, 128, seed=4)
+    low_res = degrade(images, 64)
+    labels = torch.tensor([[(code >> bit) & 1 for bit in range(3)] for code in range(6)], dtype=torch.float32)
+
+    def fields(batch):
+        return [batch.x0, batch.t, batch.noise, *(batch.extra_args[key] for key in ("cond", "aug_level", "labels"))]
+
+    first = draw_batch(cfg, 5, images, low_res, labels, T)
+    torch.rand(7)  # the global generator moves; the batch must not
+    for same, again in zip(fields(first), fields(draw_batch(cfg, 5, images, low_res, labels, T))):
+        assert torch.equal(same, again)
+    for other in (draw_batch(cfg, 6, images, low_res, labels, T), draw_batch(cfg.replace(train=dict(seed=4)), 5, images,
+                                                                             low_res, labels, T)):
+        assert not torch.equal(first.noise, other.noise) and not torch.equal(first.t, other.t)
+    assert first.t.tolist() == PINNED_TIMESTEPS
+
+
+PINNED_TIMESTEPS = [38, 6, 36, 78]  # seed 3, step 5, T = 100, batch of 4 (the smoke preset's)
+
+
+def test_to_device_gives_each_rank_its_own_rows_of_every_tensor():
+    cfg = sr_config("resshift")
+    images = smooth_slices(4, 128, seed=5)
+    batch = draw_batch(cfg, 0, images, degrade(images, 64), torch.zeros(4, 3), T)
+    for rank, channels_last in ((0, True), (1, False)):
+        moved = to_device(batch, Distributed(rank=rank, world_size=2), torch.device("cpu"), channels_last)
+        rows = slice(2 * rank, 2 * rank + 2)
+        pairs = [(moved.x0, batch.x0), (moved.t, batch.t), (moved.noise, batch.noise), (moved.y0, batch.y0),
+                 *((moved.extra_args[key], value) for key, value in batch.extra_args.items())]
+        assert moved.extra_args.keys() == batch.extra_args.keys()
+        for got, given in pairs:  # (one-channel images: channels-last is their usual layout, nothing to see)
+            assert torch.equal(got, given[rows])
 
 
 def test_each_row_carries_its_own_slice_labels_or_null_ones_at_the_dropout_rates():

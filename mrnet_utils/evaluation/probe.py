@@ -120,12 +120,18 @@ def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(binary_auroc(torch.from_numpy(scores), torch.from_numpy(labels)))
 
 
-def label_agreement(probs: np.ndarray, requested: dict[str, int]) -> dict[str, float]:
-    """Per requested task: the share of images whose probability is on the requested side of 0.5."""
+def on_requested_side(probs: np.ndarray, requested: dict[str, int]) -> dict[str, np.ndarray]:
+    """Per requested task: for each image, whether its probability is on the requested side of 0.5."""
     unknown = sorted(set(requested) - set(TASKS))
     if unknown:
         raise MRNetError(f"unknown label {unknown[0]!r}; the labels are {', '.join(TASKS)}", parameter="labels")
-    return {task: float(((probs[:, TASKS.index(task)] > 0.5) == bool(value)).mean()) for task, value in requested.items()}
+    return {task: (probs[:, TASKS.index(task)] > 0.5) == bool(value) for task, value in requested.items()}
 
 
-__all__ = ["AUC", "SIDE", "at_probe_size", "build_probe", "exam_auc", "label_agreement", "probabilities", "train_probe"]
+def label_agreement(probs: np.ndarray, requested: dict[str, int]) -> dict[str, float]:
+    """Per requested task: the share of images whose probability is on the requested side of 0.5."""
+    return {task: float(side.mean()) for task, side in on_requested_side(probs, requested).items()}
+
+
+__all__ = ["AUC", "SIDE", "at_probe_size", "build_probe", "exam_auc", "label_agreement", "on_requested_side", "probabilities",
+           "train_probe"]

@@ -27,7 +27,8 @@ from mrnet_utils.config import StageConfig, stage_config
 from mrnet_utils.data.mrnet import TASKS
 from mrnet_utils.data.slices import SliceDataset, to_unit
 from mrnet_utils.diffusion.guidance import label_rows
-from mrnet_utils.evaluation import metrics, probe
+from mrnet_utils.errors import MRNetError
+from mrnet_utils.evaluation import metrics, probe, statistics
 from mrnet_utils.pipeline import sample_stage
 from mrnet_utils.study.data import tuning_exams
 from mrnet_utils.study.layout import StudyPaths
@@ -69,28 +70,50 @@ def guided_samples(model: torch.nn.Module, cfg: StageConfig, labels: dict[str, i
 
 
 def agreement(trained, label_probe, train: SliceDataset, valid: SliceDataset, reported: np.ndarray,
-              count: int, batch_size: int, progress: bool = True) -> pd.DataFrame:
+              count: int, batch_size: int, progress: bool = True, requests: tuple[dict[str, int], ...] = REQUESTS,
+              scales: tuple[float, ...] = SCALES) -> pd.DataFrame:
     """Per request and guidance scale: the share of `count` guided samples on the requested side of the
-    probe, the real valid slices' share, and the samples' nearest-training-slice correlation."""
+    probe, the real valid slices' share, and the samples' nearest-training-slice correlation.
+
+    Every scale of a request draws from the same seeds, so each scale after the first is compared with
+    the first (`scales[0]`, unconditional by default) seed by seed: the change in share with its 95%
+    interval from resampling seeds (statistics.paired_comparison, a seed being its own cluster) and
+    the verdict."""
+    unknown = [request for request in requests if request not in REQUESTS]
+    if unknown:
+        raise MRNetError(f"request {unknown[0]} is not one label set to 1 or 0; the requests are "
+                         + ", ".join(f"{task}={value}" for request in REQUESTS for task, value in request.items()),
+                         parameter="requests")
     real_probs = probe.probabilities(label_probe, valid.images[reported])
     real_labels = valid.labels[reported].numpy()
     train_unit = to_unit(train.images)
     rows = []
-    for number, request in enumerate(REQUESTS):
+    for request in requests:
         (task, value), = request.items()
         real = real_labels[:, TASKS.index(task)] == value
         real_share = probe.label_agreement(real_probs[real], request)[task] if real.any() else np.nan
-        for scale in SCALES:
-            images = guided_samples(trained.model, trained.config, request, scale, count, batch_size,
-                                    SEED_OFFSET + number * count, progress)
+        first_seed = SEED_OFFSET + REQUESTS.index(request) * count
+        sides = {}
+        for scale in scales:
+            images = guided_samples(trained.model, trained.config, request, scale, count, batch_size, first_seed,
+                                    progress)
+            sides[scale] = probe.on_requested_side(probe.probabilities(label_probe, images), request)[task]
             nearest = metrics.memorisation(to_unit(images), train_unit)
             rows.append({
-                "request": f"{task}={value}", "guidance": scale, "samples": count,
-                "share": probe.label_agreement(probe.probabilities(label_probe, images), request)[task],
+                "request": f"{task}={value}", "guidance": scale, "samples": count, "share": float(sides[scale].mean()),
+                **(_change(sides[scale], sides[scales[0]], scale, scales[0]) if scale != scales[0] else {}),
                 "real_share": real_share, "real_slices": int(real.sum()),
                 "nearest_r_median": float(nearest.correlation.median()), "near_copies": nearest.near_copy_share,
             })
     return pd.DataFrame(rows).set_index(["request", "guidance"])
+
+
+def _change(side: np.ndarray, baseline: np.ndarray, scale: float, baseline_scale: float) -> dict[str, object]:
+    """The change in share from `baseline_scale` to `scale` over the same seeds, each seed its own cluster."""
+    change = statistics.paired_comparison(f"guidance {scale:g}", f"guidance {baseline_scale:g}", "share",
+                                          side, baseline, exams=np.arange(len(side)))
+    d = change.difference
+    return {"change": d.mean, "change_low": d.low, "change_high": d.high, "verdict": change.verdict}
 
 
 def usefulness(trained, train: SliceDataset, valid: SliceDataset, reported: np.ndarray, batch_size: int,
