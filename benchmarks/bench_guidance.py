@@ -89,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="slice cache written by preprocess (default: run_all.sh's)")
     parser.add_argument("--checkpoint", type=Path, default=Path("savepoints/demo/base64_labels"),
                         help="run folder of a label-conditional stage (default: the label study's demo stage)")
-    parser.add_argument("--samples", type=int, default=128, help="guided samples per request and scale")
+    parser.add_argument("--samples", type=int, default=256, help="guided samples per request and scale")
     parser.add_argument("--requests", nargs="+", type=parse_labels, default=list(labels.REQUESTS),
                         help="requests such as acl=1, one label each (default: each label at 1 and at 0)")
     parser.add_argument("--scales", nargs="+", type=float, default=list(labels.SCALES),

@@ -157,7 +157,7 @@ MODULES: dict[str, Target] = {
                 (("to_device__mutmut_2", "to_device__mutmut_4"), _DEVICE),
                 (("to_device__mutmut_5", "to_device__mutmut_7"),
                  "equivalent on the CPU: a copy is non-blocking only from pinned host memory to a GPU"),
-                (("to_device__mutmut_8",),
+                (("to_device__mutmut_8", "to_device__mutmut_10"),
                  "equivalent: every image here has one channel, and a one-channel tensor's channels-last "
                  "layout is its standard one (torch ignores the stride of a size-1 dimension)"),
             ) for name in names},
@@ -166,7 +166,8 @@ MODULES: dict[str, Target] = {
     "processes": Target(
         "mrnet_utils/diffusion/processes.py",
         ("tests/test_processes.py", "tests/test_stages.py", "tests/test_resshift.py", "tests/test_wiring.py"),
-        {"mrnet_utils.diffusion.processes.x_build_schedule__mutmut_12": _DEVICE},
+        {f"mrnet_utils.diffusion.processes.x_{name}": _DEVICE
+         for name in ("build_schedule__mutmut_12", "regress__mutmut_4", "regress__mutmut_7")},
     ),
     "resshift": Target("mrnet_utils/diffusion/resshift.py", ("tests/test_resshift.py",)),
     "metrics": Target("mrnet_utils/evaluation/metrics.py", ("tests/test_metrics.py",)),

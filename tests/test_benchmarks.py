@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch_threads import one_thread
 
-from benchmarks import bench_efficiency, bench_reference_training, bench_samplers, gpu_check
+from benchmarks import bench_efficiency, bench_guidance, bench_reference_training, bench_samplers, gpu_check
 from benchmarks.common import (
     CountingModel,
     markdown_table,
@@ -26,6 +26,8 @@ from benchmarks.common import (
     update_section,
 )
 from mrnet_utils.errors import MRNetError
+from mrnet_utils.study import labels
+from mrnet_utils.study.layout import StudyPaths
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -73,6 +75,28 @@ def test_bench_samplers_tests_equivalence_with_the_full_chain_on_tuning_exams(ti
     assert "python -m benchmarks.bench_samplers --data" in written and "load average at start" in written
     with pytest.raises(MRNetError, match="no valid slices to tune on"):
         bench_samplers.main(argv[:-2] + ["--no-write"] + argv[-2:][:0] + ["--tuning-exams", "0"])
+
+
+def test_bench_guidance_compares_each_scale_with_the_first_seed_by_seed(tiny_cache, tmp_path):
+    run = labels.train_generator(StudyPaths(tmp_path, "smoke"), tiny_cache, progress=False)
+    results = tmp_path / "RESULTS.md"
+    argv = ["--data", str(tiny_cache), "--checkpoint", str(run.run_dir), "--samples", "6", "--requests", "acl=1",
+            "abnormal=0", "--scales", "0", "2", "--probe-steps", "2", "--tuning-exams", "0", "--batch-size", "6",
+            "--no-progress", "--results", str(results)]
+    body = bench_guidance.main(argv)
+    rows = _rows(body)
+    assert [row[:3] for row in rows] == [["acl=1", "0", "6"], ["acl=1", "2", "6"], ["abnormal=0", "0", "6"],
+                                         ["abnormal=0", "2", "6"]]
+    for unconditional, guided in (rows[:2], rows[2:]):  # the change is the guided share less the unconditional one
+        assert float(guided[4]) == pytest.approx(float(guided[3]) - float(unconditional[3]), abs=1e-3)
+    assert body.count("- acl=1: share ") == 1 and "**Guidance 2 against 0, paired by seed:**" in body
+    assert "probe trained 2 steps on 8 real train slices" in body and "of 2 reported valid exams (0 set aside" in body
+    title = "## Guidance: base64_swin, smoke checkpoint, 6 samples per request and scale"
+    assert title in results.read_text() and "python -m benchmarks.bench_guidance --data" in results.read_text()
+    with pytest.raises(MRNetError, match="request {'acl': 1, 'meniscus': 0} is not one label set to 1 or 0"):
+        bench_guidance.main([*argv[:7], "acl=1,meniscus=0", *argv[9:], "--no-write"])
+    with pytest.raises(MRNetError, match="unknown label 'knee'"):
+        bench_guidance.parse_args(["--requests", "knee=1"])
 
 
 def test_bench_samplers_fp32_precision_changes_nothing_on_a_cpu_and_restores_tf32(tiny_cache, savepoints):

@@ -19,13 +19,14 @@ from mrnet_utils.errors import MRNetError
 class StandIn:
     """output = scale * x + shift + 0.1 * cond + 0.001 * t; records each call's t and keyword arguments."""
 
-    def __init__(self, scale: float = 0.5, shift: float = 0.0) -> None:
-        self.scale, self.shift, self.calls = scale, shift, []
+    def __init__(self, scale: float = 0.5, shift: float = 0.0, dtype: torch.dtype | None = None) -> None:
+        self.scale, self.shift, self.dtype, self.calls = scale, shift, dtype, []
 
     def __call__(self, x, t, cond=None, aug_level=None):
         self.calls.append({"t": t.clone(), "cond": cond, "aug_level": aug_level})
         out = self.scale * x + self.shift + 0.001 * t.view(-1, 1, 1, 1).to(x.dtype)
-        return out if cond is None else out + 0.1 * cond
+        out = out if cond is None else out + 0.1 * cond
+        return out.to(self.dtype or x.dtype)  # a dtype of its own: as a bf16 network under autocast
 
 
 def images(seed: int, batch: int = 3, side: int = 8) -> torch.Tensor:
@@ -78,13 +79,15 @@ def test_the_regression_loss_by_hand(prediction, loss):
     got = processes.loss(network, cfg, None, x0, torch.tensor([7, 7, 7]), images(2), {}, torch.full_like(x0, 0.25))
     error = (0.55 if prediction == "residual" else 0.3) - targets
     torch.testing.assert_close(got, error.square() if loss == "l2" else error.abs())
-    assert torch.equal(network.calls[0]["t"], torch.zeros(3, dtype=torch.long))  # one pass at t = 0
+    t = network.calls[0]["t"]
+    assert t.dtype == torch.long and torch.equal(t, torch.zeros(3, dtype=torch.long))  # one pass at t = 0
 
 
 def test_the_regression_baseline_outputs_its_prediction_clamped_to_the_data_range():
     cfg = DiffusionConfig(process="regression", timesteps=1, prediction="residual")
-    y0, network = images(4), StandIn(scale=3.0, shift=0.2)
+    y0, network = images(4), StandIn(scale=3.0, shift=0.2, dtype=torch.float64)
     got = processes.generate(network, cfg, None, ("regression", 1), y0, extra(), None, y0)
+    assert got.dtype == y0.dtype  # the network's output is taken in the images' dtype
     hand = y0 + 3.0 * y0 + 0.2 + 0.1 * extra()["cond"]
     assert hand.max() > 1 and hand.min() < -1  # both bounds matter
     torch.testing.assert_close(got, hand.clamp(-1, 1))

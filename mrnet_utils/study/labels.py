@@ -101,7 +101,7 @@ def agreement(trained, label_probe, train: SliceDataset, valid: SliceDataset, re
             nearest = metrics.memorisation(to_unit(images), train_unit)
             rows.append({
                 "request": f"{task}={value}", "guidance": scale, "samples": count, "share": float(sides[scale].mean()),
-                **(_change(sides[scale], sides[scales[0]], scale, scales[0]) if scale != scales[0] else {}),
+                **_change(sides[scale], sides[scales[0]], scale, scales[0]),
                 "real_share": real_share, "real_slices": int(real.sum()),
                 "nearest_r_median": float(nearest.correlation.median()), "near_copies": nearest.near_copy_share,
             })
@@ -109,7 +109,10 @@ def agreement(trained, label_probe, train: SliceDataset, valid: SliceDataset, re
 
 
 def _change(side: np.ndarray, baseline: np.ndarray, scale: float, baseline_scale: float) -> dict[str, object]:
-    """The change in share from `baseline_scale` to `scale` over the same seeds, each seed its own cluster."""
+    """The change in share from `baseline_scale` to `scale` over the same seeds, each seed its own cluster
+    (none for the baseline itself)."""
+    if scale == baseline_scale:
+        return {"change": np.nan, "change_low": np.nan, "change_high": np.nan, "verdict": None}
     change = statistics.paired_comparison(f"guidance {scale:g}", f"guidance {baseline_scale:g}", "share",
                                           side, baseline, exams=np.arange(len(side)))
     d = change.difference
