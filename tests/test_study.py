@@ -16,6 +16,7 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pandas as pd
+import papermill
 import pytest
 import torch
 from PIL import Image
@@ -235,7 +236,18 @@ def test_only_labels_runs_the_label_study_in_its_notebook(smoke_study):
     assert len(shares) == 6 * 3 and (shares["samples"] == 2).all()  # requests x guidance scales
     auc = pd.read_csv(results / "labels_auc.csv")
     assert len(auc) == 3 * 3 and set(auc["trained on"]) == {"real", "synthetic", "real + synthetic"}
-    assert {"labels_agreement.png", "labels_auc.png", "labels_time.csv"} <= {p.name for p in results.iterdir()}
+    assert {"labels_agreement.png", "labels_auc.png", "labels_samples.png", "labels_time.csv"} <= {
+        p.name for p in results.iterdir()}
+    # the notebook asks for the labels and scales it is given
+    custom = smoke_study / "custom_labels"
+    custom.mkdir()
+    papermill.execute_notebook(
+        ROOT / "evaluation" / "labels.ipynb", custom / "labels.ipynb", cwd=ROOT / "evaluation", kernel_name="mrnet-diffusion",
+        progress_bar=False, parameters=dict(PRESET="smoke", OUT_DIR=str(smoke_study), RESULTS_DIR=str(custom), DEVICE="cpu",
+                                            PROGRESS=False, REQUESTS=["acl=1", "meniscus=0"], SCALES=[0, 2]))
+    shares = pd.read_csv(custom / "labels_agreement.csv")
+    assert list(zip(shares["request"], shares["guidance"])) == [("acl=1", 0), ("acl=1", 2), ("meniscus=0", 0),
+                                                                ("meniscus=0", 2)]
 
 
 @pytest.mark.slow

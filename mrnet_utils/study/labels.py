@@ -61,6 +61,11 @@ def real_slices(cache: Path, tuning: int) -> tuple[SliceDataset, SliceDataset, n
     return train, valid, reported
 
 
+def request_name(request: dict[str, int]) -> str:
+    """{"acl": 1} -> "acl=1", as the tables name a request."""
+    return ",".join(f"{task}={value}" for task, value in request.items())
+
+
 def guided_samples(model: torch.nn.Module, cfg: StageConfig, labels: dict[str, int], scale: float, count: int,
                    batch_size: int, first_seed: int, progress: bool) -> torch.Tensor:
     """`count` samples asked for `labels` with guidance `scale` (seeds from `first_seed`), in [-1, 1]."""
@@ -100,7 +105,7 @@ def agreement(trained, label_probe, train: SliceDataset, valid: SliceDataset, re
             sides[scale] = probe.on_requested_side(probe.probabilities(label_probe, images), request)[task]
             nearest = metrics.memorisation(to_unit(images), train_unit)
             rows.append({
-                "request": f"{task}={value}", "guidance": scale, "samples": count, "share": float(sides[scale].mean()),
+                "request": request_name(request), "guidance": scale, "samples": count, "share": float(sides[scale].mean()),
                 **_change(sides[scale], sides[scales[0]], scale, scales[0]),
                 "real_share": real_share, "real_slices": int(real.sum()),
                 "nearest_r_median": float(nearest.correlation.median()), "near_copies": nearest.near_copy_share,
@@ -144,4 +149,4 @@ def usefulness(trained, train: SliceDataset, valid: SliceDataset, reported: np.n
 
 
 __all__ = ["REQUESTS", "SCALES", "TSTR_GUIDANCE", "agreement", "config", "guided_samples",
-           "real_slices", "run_dir", "train_generator", "usefulness"]
+           "real_slices", "request_name", "run_dir", "train_generator", "usefulness"]
