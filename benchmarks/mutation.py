@@ -170,7 +170,7 @@ MODULES: dict[str, Target] = {
          for name in ("build_schedule__mutmut_12", "regress__mutmut_4", "regress__mutmut_7")},
     ),
     "resshift": Target("mrnet_utils/diffusion/resshift.py", ("tests/test_resshift.py",)),
-    "metrics": Target("mrnet_utils/evaluation/metrics.py", ("tests/test_metrics.py",)),
+    "metrics": Target("mrnet_utils/evaluation/metrics.py", ("tests/test_metrics.py", "tests/test_evaluation.py")),
     "tables": Target("mrnet_utils/evaluation/tables.py", ("tests/test_evaluation.py",)),
     "pipeline": Target("mrnet_utils/pipeline.py", ("tests/test_pipeline.py", "tests/test_wiring.py")),
     "loop": Target("mrnet_utils/training/loop.py", ("tests/test_training.py", "tests/test_wiring.py")),
