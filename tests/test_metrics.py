@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+import piq
 import torchvision
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
@@ -312,3 +313,183 @@ def test_memorisation_finds_near_copies_of_training_images():
     assert found.nearest_index[:3].tolist() == [4, 11, 17]
     assert (found.correlation[:3] > 0.99).all() and (found.correlation[3:] < 0.5).all()
     assert found.near_copy_share == pytest.approx(3 / 5)
+
+
+# --- what a silent slip in a metric would change ---------------------------------------------------
+
+
+FULL_REFERENCE = [metrics.psnr, metrics.ssim, metrics.ms_ssim, metrics.fsim, metrics.vif, metrics.spectrum_error]
+
+
+@pytest.mark.parametrize("metric", FULL_REFERENCE, ids=lambda metric: metric.__name__)
+def test_every_full_reference_metric_checks_both_images(metric):
+    good = noise_images(2, 64)
+    for prediction, reference in ((good * 2 - 1, good), (good, good * 2 - 1)):  # model space on either side
+        with pytest.raises(MRNetError, match=r"metrics take images in \[0, 1\]"):
+            metric(prediction, reference)
+
+
+def test_image_checks_name_what_is_wrong():
+    good = noise_images(2, 32)
+    refusals = [
+        ((good[:, 0],), "metrics take float tensors (B, C, H, W); got dtype torch.float32, shape (2, 32, 32)"),
+        (((good * 255).to(torch.uint8),), "metrics take float tensors (B, C, H, W); got dtype torch.uint8"),
+        ((good * 1.5,), "metrics take images in [0, 1]; got [0"),
+        ((good, noise_images(2, 16)), "prediction and reference shapes differ: (2, 1, 32, 32) vs (2, 1, 16, 16)"),
+    ]
+    for images, message in refusals:
+        with pytest.raises(MRNetError) as error:
+            metrics._check_images(*images)
+        assert str(error.value).startswith(message)
+
+
+@pytest.mark.parametrize("name", ["ssim", "fsim", "vif_p"])
+def test_metrics_of_unit_images_are_those_of_the_same_8_bit_images(name):
+    """The data range is [0, 1]: the same images on 0-255 with data_range 255 score the same."""
+    reference = blur(noise_images(2, 64, seed=1), 1.5)
+    prediction = blur(reference, 1.0)
+    ours = {"ssim": metrics.ssim, "fsim": metrics.fsim, "vif_p": metrics.vif}[name](prediction, reference)
+    extra = {"chromatic": False} if name == "fsim" else {}
+    eight_bit = getattr(piq, name)(prediction * 255, reference * 255, data_range=255.0, reduction="none", **extra)
+    torch.testing.assert_close(ours, eight_bit, rtol=1e-4, atol=1e-5)
+    assert (ours < 0.99).all()  # a real difference, not the identity
+
+
+def test_spectrum_error_of_an_image_at_twice_its_contrast_is_log10_of_4():
+    """Doubling an image multiplies its power at every nonzero frequency by 4."""
+    images = noise_images(3, 32) * 0.5
+    error = metrics.spectrum_error(2 * images, images)
+    assert error.shape == (3,) and error.dtype == torch.float32
+    torch.testing.assert_close(error, torch.full((3,), math.log10(4)), rtol=1e-5, atol=0)
+    torch.testing.assert_close(metrics.spectrum_error(images, 2 * images), error)
+
+
+def test_the_radial_spectrum_is_per_image_centred_and_keeps_stripes_of_either_direction():
+    rows = torch.arange(16.0).view(1, 1, 16, 1).expand(1, 1, 16, 16) / 15  # horizontal stripes (a ramp down)
+    images = torch.cat([rows, rows.transpose(-1, -2) * 0.5 + 0.3, noise_images(1, 16, seed=2)])
+    spectrum = metrics.radial_power_spectrum(images)
+    assert torch.allclose(spectrum[:, 0], torch.zeros(3, dtype=spectrum.dtype))  # each image's own mean removed
+    assert (spectrum[:, 1] > 1e-3).all()  # neither stripe direction is lost
+    for i, image in enumerate(images):  # each image's spectrum is its own, whatever the batch
+        torch.testing.assert_close(spectrum[i], metrics.radial_power_spectrum(image[None])[0])
+
+
+def test_intensity_histograms_have_the_bins_asked_for():
+    images = noise_images(2, 32)
+    assert metrics.intensity_histograms(images).shape == (2, 256)
+    counts = metrics.intensity_histograms(images, 8)
+    assert counts.shape == (2, 8) and (counts.sum(1) == 32 * 32).all()
+    real = images * 0.5
+    assert metrics.histogram_distance(real + 0.25, real, bins=16) == pytest.approx(0.25, abs=1 / 16)
+
+
+def test_subsampled_diversity_uses_distinct_pairs():
+    """With one pair fewer than all, the mean is over all pairs but one, each pair once."""
+    samples = noise_images(5, 48)
+    values = [float(metrics.ms_ssim(samples[[i]], samples[[j]])) for i in range(5) for j in range(i + 1, 5)]
+    got = metrics.diversity_ms_ssim(samples, max_pairs=len(values) - 1)
+    assert min(abs(got - (sum(values) - left_out) / (len(values) - 1)) for left_out in values) < 1e-6
+
+
+def test_sobel_average_gradient_is_float32():
+    assert metrics.average_gradient_sobel(noise_images(2, 16).double()).dtype == torch.float32
+
+
+def test_interpolation_kernels_by_hand():
+    row = torch.tensor([[[[-1.0, 1.0], [-1.0, 1.0]]]])
+    # bilinear with half-pixel centres: output x samples input positions -0.25, 0.25, 0.75, 1.25 (clamped)
+    bilinear = metrics.interpolate(row, 4, "bilinear")
+    torch.testing.assert_close(bilinear[0, 0, 0], torch.tensor([-1.0, -0.5, 0.5, 1.0]))
+    # nearest samples pixel centres: 2 -> 3 takes pixels 0, 1, 1 (floor((i + 0.5) * 2 / 3))
+    assert metrics.interpolate(row, 3, "nearest")[0, 0, 0].tolist() == [-1.0, 1.0, 1.0]
+    # Lanczos-3 reaches three input pixels from an impulse; bicubic two
+    impulse = torch.full((1, 1, 16, 16), -0.5, dtype=torch.float64)
+    impulse[0, 0, 8, 8] = 0.5
+    lanczos = metrics.interpolate(impulse, 64, "lanczos")
+    assert lanczos.dtype == torch.float64  # in the input's dtype
+    centre = 8 * 4 + 2  # the impulse's centre at 64 pixels sits between pixels 33 and 34
+    assert abs(float(lanczos[0, 0, 34, centre + 10]) + 0.5) > 1e-4  # 2.5 input pixels away: Lanczos-3 only
+    assert abs(float(metrics.interpolate(impulse, 64, "bicubic")[0, 0, 34, centre + 10]) + 0.5) < 1e-6
+
+
+def test_a_cosine_puts_all_its_power_at_its_own_radius():
+    """cos(2 pi 3 x / 16) along either axis: all power at radius 3, none elsewhere."""
+    wave = 0.5 + 0.4 * torch.cos(2 * math.pi * 3 * torch.arange(16.0) / 16)
+    images = torch.stack([wave.expand(16, 16), wave[:, None].expand(16, 16)])[:, None]
+    spectrum = metrics.radial_power_spectrum(images)
+    assert spectrum.shape == (2, 9) and (spectrum.argmax(dim=1) == 3).all()
+    others = torch.cat([spectrum[:, :3], spectrum[:, 4:]], dim=1)
+    assert others.abs().max() < 1e-12 * spectrum[:, 3].min()
+    with pytest.raises(MRNetError, match=r"spectrum distance needs equal image sizes; got \(16, 16\) and \(8, 8\)"):
+        metrics.power_spectrum_distance(images, images[..., :8, :8])
+
+
+def test_a_weights_argument_that_is_not_a_file_is_named_as_such(no_weights, tmp_path):
+    with pytest.raises(metrics.MissingWeights, match="^the weights argument points to .*nope.pt, which is not a file"):
+        metrics.find_weights("inception", tmp_path / "nope.pt")
+
+
+def test_each_feature_metric_builds_the_inception_output_it_needs(monkeypatch, tmp_path):
+    """Without a stand-in, FID and KID take the 2048 pool features and the Inception score the logits, built
+    from the weights named."""
+    built = []
+
+    def recorder(weights=None, feature="2048"):
+        built.append((weights, feature))
+        return TinyFeatures() if feature == "2048" else BrightnessClassifier()
+
+    monkeypatch.setattr(metrics, "inception_features", recorder)
+    images = noise_images(8, 16) * 0.5
+    metrics.fid(images, images + 0.1, weights="w.pt")
+    metrics.kid(images, images + 0.1, weights="w.pt")
+    metrics.inception_score(images, weights="w.pt", splits=2)
+    assert built == [("w.pt", "2048"), ("w.pt", "2048"), ("w.pt", "logits_unbiased")]
+
+
+def test_inception_features_are_built_from_the_file_found_with_the_feature_asked(monkeypatch, tmp_path):
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(b"")
+    built = []
+    monkeypatch.setattr(metrics, "InceptionFeatures", lambda path, feature: built.append((path, feature)))
+    metrics.inception_features(weights)
+    metrics.inception_features(weights, "logits_unbiased")
+    assert built == [(weights, "2048"), (weights, "logits_unbiased")]
+
+
+def test_a_uint8_set_is_named_with_its_metric_on_either_side():
+    real = noise_images(8, 16)
+    as_bytes = (real * 255).to(torch.uint8)
+    calls = {
+        "fid": (lambda a, b: metrics.fid(a, b, TinyFeatures())),
+        "kid": (lambda a, b: metrics.kid(a, b, TinyFeatures())),
+        "inception_score": (lambda a, b: metrics.inception_score(a, BrightnessClassifier())),
+    }
+    for name, call in calls.items():
+        for pair in ((as_bytes, real), (real, as_bytes)) if name != "inception_score" else ((as_bytes, None),):
+            with pytest.raises(MRNetError, match=f"^{name}: got uint8 images; pass float images in"):
+                call(*pair)
+
+
+def test_kid_subsets_have_the_size_and_number_asked_for_capped_by_the_smaller_set():
+    network = TinyFeatures()
+    eight, five = noise_images(8, 16, seed=1) * 0.5, noise_images(5, 16, seed=2) * 0.5 + 0.2
+    # subsets of the whole of both sets are all the same subset: no spread (but for the order of summation)
+    mean, spread = metrics.kid(eight, eight + 0.2, network, subsets=4)
+    assert spread < 1e-5 * mean
+    assert metrics.kid(eight, eight + 0.2, network, subsets=4, subset_size=3)[1] > 0  # smaller subsets vary
+    assert metrics.kid(eight, eight + 0.2, network, subsets=1, subset_size=3)[1] == 0  # one subset: no spread
+    for samples, real in ((five, eight), (eight, five)):  # capped at the smaller set (torchmetrics refuses more)
+        assert math.isfinite(metrics.kid(samples, real, network, subsets=3)[0])
+
+
+def test_memorisation_is_a_per_image_correlation_and_counts_the_threshold_itself():
+    train = noise_images(3, 16, seed=6)
+    # copies at another brightness and a low contrast (norm below 1) are still copies
+    samples = torch.stack([train[0] * 0.5 + 0.4, train[1] * 0.02 + 0.1])
+    found = metrics.memorisation(samples, train)
+    assert found.nearest_index.tolist() == [0, 1]
+    torch.testing.assert_close(found.correlation, torch.ones(2), rtol=0, atol=1e-4)
+    at = metrics.memorisation(samples[:1], train, threshold=float(found.correlation[0]))
+    assert at.near_copy_share == 1.0  # at the threshold counts
+    with pytest.raises(MRNetError, match=r"memorisation needs equal image shapes; got \(1, 16, 16\) and \(1, 8, 8\)"):
+        metrics.memorisation(samples, train[..., :8, :8])
