@@ -192,3 +192,137 @@ def test_write_table_round_trip(tmp_path):
     assert lines[3] == "| ours | n/a | x\\|y | not computed [1] |"
     assert lines[4] == "| theirs | 1 | not computed [1] | 2 |"
     assert lines[5:] == ["", "- [1] not computed: a|b", "- [2] not computed: c"]
+
+
+# --- every setting reaches the metric it is for -----------------------------------------------------
+
+
+class MeanAbsolute(nn.Module):
+    """Stand-in LPIPS: the mean absolute difference per image, in LPIPS' output shape."""
+
+    def forward(self, x, y, normalize=False):
+        assert normalize  # inputs in [0, 1]
+        return (x - y).abs().mean(dim=(1, 2, 3)).view(-1, 1, 1, 1)
+
+
+def test_the_sr_table_scores_lpips_with_the_backbones_named_and_keeps_slice_order(monkeypatch):
+    loaded = []
+    monkeypatch.setattr(metrics, "load_lpips", lambda weights, net: loaded.append((weights, net)) or MeanAbsolute())
+    high_res = F.avg_pool2d(model_space(4, 128, 7), 2)
+    low_res = F.avg_pool2d(high_res, 2)
+    scores = evaluation.evaluate_super_resolution(low_res, high_res, {"model": high_res * 0.9}, [3, 3, 4, 4],
+                                                  slice_index=[10, 11, 20, 21],
+                                                  lpips_weights={"alex": "a.pth", "vgg": "v.pth"})
+    assert loaded == [("a.pth", "alex"), ("v.pth", "vgg")]
+    per_slice, table = scores.per_slice, scores.table
+    assert list(per_slice.columns[:3]) == ["method", "exam_id", "slice_index"] and table.index.name == "method"
+    model = per_slice.query("method == 'model'")
+    assert model["slice_index"].tolist() == [10, 11, 20, 21] and model["exam_id"].tolist() == [3, 3, 4, 4]
+    by_hand = (high_res * 0.9 - high_res).abs().mean(dim=(1, 2, 3)) / 2  # on the [0, 1] scale
+    for column in ("lpips", "lpips_vgg"):
+        torch.testing.assert_close(torch.tensor(model[column].to_numpy()), by_hand, rtol=1e-5, atol=1e-7)
+    unit = (high_res + 1) / 2
+    assert table.loc[evaluation.REFERENCE_ROW, "ag_sobel_mean"] == pytest.approx(
+        float(metrics.average_gradient_sobel(unit).mean()))
+    assert model["ag_sobel"].to_numpy() == pytest.approx(metrics.average_gradient_sobel((high_res * 0.9 + 1) / 2).numpy())
+    assert (table.loc[list(metrics.INTERPOLATIONS), "seconds_per_image"] < 10).all()
+
+
+def test_the_sr_table_names_mismatched_image_shapes():
+    high_res = model_space(2, 16, 0)
+    for low_res, high in ((F.avg_pool2d(high_res, 2), high_res[:, 0]), (F.avg_pool2d(high_res, 2)[:1], high_res)):
+        with pytest.raises(MRNetError) as error:
+            evaluation.evaluate_super_resolution(low_res, high, {}, [0, 1])
+        assert str(error.value) == (f"low_res and high_res must be (B, 1, H, W) with the same B; got "
+                                    f"{tuple(low_res.shape)} and {tuple(high.shape)}")
+
+
+def test_the_generation_table_passes_every_setting_to_its_metric(monkeypatch):
+    built = []
+    monkeypatch.setattr(metrics, "inception_features",
+                        lambda weights, feature: built.append((weights, feature)) or PooledFeatures())
+    real = model_space(100, 16, 1) * 0.5
+    exams = torch.arange(100) // 4
+    train = model_space(6, 16, 2) * 0.5
+    samples = {"hundred": real * 0.8 + 0.1, "fifty": real[:50] * 0.7}
+    table = evaluation.evaluate_generation(samples, real, exams, train, feature_weights="w.pth", is_splits=3,
+                                           kid_subset_size=30, near_copy_threshold=0.5, diversity_pairs=20, seed=7)
+    assert built == [("w.pth", "2048"), ("w.pth", "logits_unbiased")]
+    assert set(table.columns) == {"samples", "exams", "fid", "fid_note", "kid_mean", "kid_std", "is_mean", "is_std",
+                                  "diversity_ms_ssim", "histogram_w1", "spectrum_distance", "near_copy_share",
+                                  "nearest_train_correlation"}
+    unit = {name: (images + 1) / 2 for name, images in {**samples, evaluation.REAL_ROW: real}.items()}
+    net = PooledFeatures()
+    # KID at exactly its minimum of 100 samples, with the subset size and seed given
+    assert (table.loc["hundred", "kid_mean"], table.loc["hundred", "kid_std"]) == pytest.approx(
+        metrics.kid(unit["hundred"], unit[evaluation.REAL_ROW], net, subset_size=30, seed=7))
+    assert table.loc["fifty", "kid_mean"].startswith("not computed") and math.isnan(table.loc["fifty", "kid_std"])
+    # IS: 2 splits of 50 for 100 images (3 asked), 1 split at exactly 50
+    assert (table.loc["hundred", "is_mean"], table.loc["hundred", "is_std"]) == pytest.approx(
+        metrics.inception_score(unit["hundred"], net, splits=2, seed=7))
+    assert table.loc["fifty", "is_mean"] == pytest.approx(metrics.inception_score(unit["fifty"], net, splits=1, seed=7)[0])
+    for name, images in unit.items():
+        groups = exams.numpy() if name == evaluation.REAL_ROW else None
+        assert table.loc[name, "diversity_ms_ssim"] == pytest.approx(
+            metrics.diversity_ms_ssim(images, 20, seed=7, groups=groups))
+        nearest = metrics.memorisation(images, (train + 1) / 2, threshold=0.5)
+        assert table.loc[name, "near_copy_share"] == nearest.near_copy_share
+        assert table.loc[name, "nearest_train_correlation"] == pytest.approx(float(nearest.correlation.mean()))
+    assert math.isnan(table.loc["hundred", "exams"]) and table.loc[evaluation.REAL_ROW, "exams"] == 25
+    with pytest.raises(MRNetError, match=r"^give one exam id per real slice: 100 slices, \(99,\) ids"):
+        evaluation.evaluate_generation(samples, real, exams[:99], train, feature_extractor=net)
+
+
+def test_generation_comparisons_are_reproducible_differences_of_the_set_distances():
+    real = model_space(20, 32, 1) * 0.5
+    exams = torch.arange(20) // 4  # 5 exams: just enough for an interval
+    samples = {"a": real[:5] * 0.9, "b": real[5:10] * 0.5 - 0.3}
+    first = evaluation.generation_comparisons(samples, real, exams, [("a", "b")], bootstrap=100, seed=3)
+    again = evaluation.generation_comparisons(samples, real, exams, [("a", "b")], bootstrap=100, seed=3)
+    assert [c.difference for c in first] == [c.difference for c in again]
+    unit = {name: (images + 1) / 2 for name, images in samples.items()}
+    for comparison in first:
+        by_hand = (evaluation.generation_distance(comparison.metric, unit["a"], (real + 1) / 2)
+                   - evaluation.generation_distance(comparison.metric, unit["b"], (real + 1) / 2))
+        d = comparison.difference
+        assert d.mean == pytest.approx(by_hand) and d.low < d.high and d.se > 0 and (d.exams, d.slices) == (5, 20)
+    half = evaluation.generation_comparisons(samples, real, exams, [("a", "b")], bootstrap=100, seed=3, confidence=0.5)
+    for wide, narrow in zip(first, half):
+        assert wide.difference.low <= narrow.difference.low < narrow.difference.high <= wide.difference.high
+    too_few = evaluation.generation_comparisons({"a": real[:4], "b": real[4:8]}, real, exams, [("a", "b")], bootstrap=20)
+    assert all(math.isnan(c.difference.low) and math.isnan(c.difference.high) for c in too_few)
+
+
+def test_generation_distance_is_the_metric_of_the_same_name():
+    a, b = (model_space(3, 32, 1) + 1) / 4, (model_space(4, 32, 2) + 1) / 2
+    assert evaluation.generation_distance("histogram_w1", a, b) == pytest.approx(metrics.histogram_distance(a, b))
+    assert evaluation.generation_distance("spectrum_distance", a, b) == pytest.approx(metrics.power_spectrum_distance(a, b))
+
+
+def test_comparison_table_has_a_row_per_comparison_with_its_interval_and_verdict():
+    from mrnet_utils.evaluation import statistics
+
+    exams = [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    better = statistics.paired_comparison("ours", "bicubic", "psnr", [3.0] * 10, [1.0] * 10, exams)
+    same = statistics.paired_comparison("ours", "lanczos", "ssim", [0.5, 0.6] * 5, [0.6, 0.5] * 5, exams)
+    table = evaluation.comparison_table([better, same])
+    assert table.index.names == ["a", "b", "metric"]
+    assert list(table.columns) == ["difference", "ci_low", "ci_high", "detectable", "exams", "slices", "verdict"]
+    row = table.loc[("ours", "bicubic", "psnr")]
+    assert (row["difference"], row["ci_low"], row["ci_high"], row["exams"], row["slices"]) == (2, 2, 2, 5, 10)
+    assert row["verdict"] == "ours better than bicubic" and row["detectable"] == better.detectable
+    assert table.loc[("ours", "lanczos", "ssim"), "verdict"].startswith("no difference detectable")
+
+
+def test_markdown_cells_and_headers():
+    table = pd.DataFrame({"value": [123456.0, 99999.0, 0.5]})
+    lines = evaluation.markdown(table).splitlines()
+    assert lines[:2] == ["|  | value |", "|---|---|"]  # an unnamed index: an empty header
+    assert lines[2:] == ["| 0 | 1.23e+05 |", "| 1 | 1e+05 |", "| 2 | 0.5 |"]
+    assert evaluation.markdown(table, index=False).splitlines()[:3] == ["| value |", "|---|", "| 1.23e+05 |"]
+
+
+def test_write_table_makes_its_folders_and_writes_the_legend_under_the_table(tmp_path):
+    table = pd.DataFrame({"psnr": [20.0]}, index=pd.Index(["ours"], name="method"))
+    _, md_path = evaluation.write_table(table, tmp_path / "a" / "b", "sr", legend={"psnr": "dB, higher is better"})
+    assert md_path.read_text() == "| method | psnr |\n|---|---|\n| ours | 20 |\n\n- `psnr`: dB, higher is better\n"
