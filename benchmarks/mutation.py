@@ -287,6 +287,7 @@ MODULES: dict[str, Target] = {
                  "not worth a test: another default (11 splits, subsets of 1001, 1001 pairs, 501 draws, seed 1) "
                  "measures the same thing"),
                 (("evaluate_generation__mutmut_30",), "equivalent: an empty string is falsy, as None is"),
+                (("ǁSRScoresǁcompare__mutmut_1",), "not worth a test: another default seed measures the same thing"),
                 (("evaluate_generation__mutmut_49",),
                  "not worth a test: the boundary at exactly 2048 samples (FID above it is tested)"),
                 (("evaluate_generation__mutmut_79", "evaluate_generation__mutmut_80", "evaluate_generation__mutmut_81"),

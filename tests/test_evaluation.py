@@ -244,7 +244,8 @@ def test_the_generation_table_passes_every_setting_to_its_metric(monkeypatch):
     real = model_space(100, 16, 1) * 0.5
     exams = torch.arange(100) // 4
     train = model_space(6, 16, 2) * 0.5
-    samples = {"hundred": real * 0.8 + 0.1, "fifty": real[:50] * 0.7}
+    train_like = 0.75 * train.repeat(2, 1, 1, 1)[:10] + 0.25 * model_space(10, 16, 3) * 0.5  # correlation ~0.9
+    samples = {"hundred": real * 0.8 + 0.1, "fifty": real[:50] * 0.7, "ten": train_like}
     table = evaluation.evaluate_generation(samples, real, exams, train, feature_weights="w.pth", is_splits=3,
                                            kid_subset_size=30, near_copy_threshold=0.5, diversity_pairs=20, seed=7)
     assert built == [("w.pth", "2048"), ("w.pth", "logits_unbiased")]
@@ -269,6 +270,8 @@ def test_the_generation_table_passes_every_setting_to_its_metric(monkeypatch):
         assert table.loc[name, "near_copy_share"] == nearest.near_copy_share
         assert table.loc[name, "nearest_train_correlation"] == pytest.approx(float(nearest.correlation.mean()))
     assert math.isnan(table.loc["hundred", "exams"]) and table.loc[evaluation.REAL_ROW, "exams"] == 25
+    assert table.loc["ten", "near_copy_share"] == 1.0  # near copies at the threshold given (0.5), not at 0.95
+    assert table.loc["ten", "is_mean"].startswith("not computed") and math.isnan(table.loc["ten", "is_std"])
     with pytest.raises(MRNetError, match=r"^give one exam id per real slice: 100 slices, \(99,\) ids"):
         evaluation.evaluate_generation(samples, real, exams[:99], train, feature_extractor=net)
 
@@ -326,3 +329,15 @@ def test_write_table_makes_its_folders_and_writes_the_legend_under_the_table(tmp
     table = pd.DataFrame({"psnr": [20.0]}, index=pd.Index(["ours"], name="method"))
     _, md_path = evaluation.write_table(table, tmp_path / "a" / "b", "sr", legend={"psnr": "dB, higher is better"})
     assert md_path.read_text() == "| method | psnr |\n|---|---|\n| ours | 20 |\n\n- `psnr`: dB, higher is better\n"
+
+
+def test_sr_comparisons_take_each_metrics_direction_and_seed_and_per_exam_keeps_the_table_order():
+    high_res = F.avg_pool2d(model_space(10, 128, 0), 2)
+    blurred = F.avg_pool2d(high_res, 3, stride=1, padding=1)
+    scores = evaluation.evaluate_super_resolution(F.avg_pool2d(high_res, 2), high_res, {"blurred": blurred},
+                                                  [0, 0, 1, 1, 2, 2, 3, 3, 4, 4])
+    for metric, higher_is_better in (("spectrum_error", False), ("ssim", True)):
+        comparison = scores.compare("blurred", "bicubic", metric, seed=3)
+        assert (comparison.metric, comparison.higher_is_better) == (metric, higher_is_better)
+        assert comparison.difference == scores.compare("blurred", "bicubic", metric, seed=3).difference
+    assert list(dict.fromkeys(scores.per_exam()["method"])) == [*metrics.INTERPOLATIONS, "blurred"]
