@@ -341,3 +341,17 @@ def test_sr_comparisons_take_each_metrics_direction_and_seed_and_per_exam_keeps_
         assert (comparison.metric, comparison.higher_is_better) == (metric, higher_is_better)
         assert comparison.difference == scores.compare("blurred", "bicubic", metric, seed=3).difference
     assert list(dict.fromkeys(scores.per_exam()["method"])) == [*metrics.INTERPOLATIONS, "blurred"]
+
+
+def test_generation_bootstrap_draws_every_seed_and_exam_for_its_own_metric():
+    """An outlying first sample and an outlying first real exam pull the point estimates; a bootstrap that never
+    drew them, or that drew the other metric, would leave the point estimate outside its own interval."""
+    real = model_space(20, 32, 1) * 0.3
+    real[:4] = real[:4] * 0.2 + 0.8  # exam 0: bright and flat
+    exams = torch.arange(20) // 4
+    a = model_space(6, 32, 2) * 0.3
+    a[0] = a[0] * 0.1 - 0.9  # seed 0: dark and flat
+    samples = {"a": a, "b": model_space(6, 32, 3) * 0.6}
+    for comparison in evaluation.generation_comparisons(samples, real, exams, [("a", "b")], bootstrap=400, seed=1):
+        d = comparison.difference
+        assert d.low <= d.mean <= d.high, comparison.metric
