@@ -3,6 +3,7 @@
 import errno
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -340,6 +341,8 @@ def test_sr_comparisons_take_each_metrics_direction_and_seed_and_per_exam_keeps_
         comparison = scores.compare("blurred", "bicubic", metric, seed=3)
         assert (comparison.metric, comparison.higher_is_better) == (metric, higher_is_better)
         assert comparison.difference == scores.compare("blurred", "bicubic", metric, seed=3).difference
+        other_draws = scores.compare("blurred", "bicubic", metric, seed=4).difference
+        assert other_draws.mean == comparison.difference.mean and other_draws.se != comparison.difference.se
     assert list(dict.fromkeys(scores.per_exam()["method"])) == [*metrics.INTERPOLATIONS, "blurred"]
 
 
@@ -355,3 +358,38 @@ def test_generation_bootstrap_draws_every_seed_and_exam_for_its_own_metric():
     for comparison in evaluation.generation_comparisons(samples, real, exams, [("a", "b")], bootstrap=400, seed=1):
         d = comparison.difference
         assert d.low <= d.mean <= d.high, comparison.metric
+
+
+def _constant_images(values, side=16):
+    """One flat [-1, 1] image per value, each value given on [0, 1]."""
+    return torch.as_tensor(values, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 1, side, side) * 2 - 1
+
+
+def test_generation_bootstrap_resamples_whole_real_exams_and_takes_the_central_quantiles():
+    """Flat images whose intensities sit on histogram bin centres make the W1 difference exact: sample sets
+    flat at the first and last centres (x0 + x1 = 1) differ by 2 mean(c) - 1 against real slices of intensities c.
+    Each exam's two slices are equal, so the bootstrap of exams is that of the 40 exam intensities, simulated here
+    independently; resampling slices instead would shrink the spread by sqrt(2)."""
+    generator = np.random.default_rng(7)
+    exam_intensity = (generator.integers(0, 256, 40) + 0.5) / 256
+    real = _constant_images(np.repeat(exam_intensity, 2))
+    samples = {"dark": _constant_images([0.5 / 256] * 6), "bright": _constant_images([255.5 / 256] * 6)}
+    comparison = evaluation.generation_comparisons(samples, real, np.repeat(np.arange(40), 2), [("dark", "bright")],
+                                                   bootstrap=5_000, seed=2)[0]
+    assert comparison.metric == "histogram_w1"
+    draws = 2 * exam_intensity[generator.integers(0, 40, (100_000, 40))].mean(1) - 1
+    d = comparison.difference
+    assert d.mean == pytest.approx(2 * exam_intensity.mean() - 1)
+    assert d.se == pytest.approx(draws.std(), rel=0.05)
+    assert d.low == pytest.approx(np.quantile(draws, 0.025), abs=0.08 * draws.std())
+    assert d.high == pytest.approx(np.quantile(draws, 0.975), abs=0.08 * draws.std())
+
+
+def test_a_sample_set_compared_with_an_identical_one_differs_by_exactly_zero_in_every_draw():
+    """Both distances of a draw use the same metric, seeds and real rows: any mismatch shows as a nonzero spread."""
+    real = model_space(20, 32, 1) * 0.5
+    a = model_space(6, 32, 2) * 0.4
+    for comparison in evaluation.generation_comparisons({"a": a, "copy": a.clone()}, real, torch.arange(20) // 4,
+                                                        [("a", "copy")], bootstrap=50):
+        d = comparison.difference
+        assert (d.mean, d.low, d.high, d.se) == (0, 0, 0, 0), comparison.metric
