@@ -169,7 +169,18 @@ MODULES: dict[str, Target] = {
         {f"mrnet_utils.diffusion.processes.x_{name}": _DEVICE
          for name in ("build_schedule__mutmut_12", "regress__mutmut_4", "regress__mutmut_7")},
     ),
-    "resshift": Target("mrnet_utils/diffusion/resshift.py", ("tests/test_resshift.py",)),
+    "resshift": Target(
+        "mrnet_utils/diffusion/resshift.py",
+        ("tests/test_resshift.py",),
+        {
+            **{f"mrnet_utils.diffusion.resshift.{name}": _DEVICE for name in (
+                "x__per_sample__mutmut_5", "x_network_inputs__mutmut_16", "x__step_noise__mutmut_6",
+                "x__step_noise__mutmut_10")},
+            **{f"mrnet_utils.diffusion.resshift.x__step_noise__mutmut_{n}":
+               "equivalent for the float32 chains the project runs: without a dtype, randn draws torch's default "
+               "float32" for n in (7, 11)},
+        },
+    ),
     "metrics": Target(
         "mrnet_utils/evaluation/metrics.py",
         ("tests/test_metrics.py", "tests/test_evaluation.py"),

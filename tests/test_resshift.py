@@ -1,6 +1,7 @@
 """ResShift (Yue et al. 2023): its schedule, forward chain, posterior, loss and sampler match their formulas."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from mrnet_utils.networks.unet import UNet
 from mrnet_utils.diffusion.resshift import (
     NETWORK_TIME_SCALE,
     ResShiftSchedule,
+    network_inputs,
     posterior_mean,
     posterior_mean_variance,
     predict_x0,
@@ -303,3 +305,87 @@ def test_progress(capsys):
     assert "resshift" in capsys.readouterr().err
     sample_resshift(_per_pixel_model, schedule, y0, torch.randn_like(y0))
     assert capsys.readouterr().err == ""
+
+
+def test_the_default_schedule_is_the_papers_image_sr_setting():
+    schedule = resshift_schedule()
+    assert (schedule.timesteps, schedule.kappa, schedule.prediction) == (15, 2.0, "residual")
+    assert resshift_schedule(1, prediction="x0").prediction == "x0"  # the single-level schedule keeps its prediction
+
+
+def test_chain_formulas_by_hand_at_a_kappa_whose_square_is_not_its_double():
+    """kappa = 1.5: kappa^2 = 2.25, kappa * 2 = 3 (at the default kappa = 2 the two agree). The noise enters with
+    its sign (a symmetric noise hides a flipped sign from any test of the distribution), and the posterior's
+    default earlier index is t - 1."""
+    kappa = 1.5
+    schedule = resshift_schedule(6, kappa=kappa, p=0.5)
+    eta = schedule.etas.tolist()
+    x0 = torch.tensor([[[[-0.7, 0.0], [0.2, 0.9]]]], dtype=torch.float64)
+    y0 = torch.tensor([[[[-0.2, 0.5], [0.2, -0.4]]]], dtype=torch.float64)
+    noise = torch.tensor([[[[1.0, -2.0], [0.5, 0.0]]]], dtype=torch.float64)
+    x_t = q_sample(schedule, x0, y0, torch.tensor([3]), noise)
+    by_hand = [[[[a + eta[3] * (b - a) + kappa * math.sqrt(eta[3]) * n for a, b, n in zip(ra, rb, rn)]
+                 for ra, rb, rn in zip(x0[0, 0].tolist(), y0[0, 0].tolist(), noise[0, 0].tolist())]]]
+    torch.testing.assert_close(x_t, torch.tensor(by_hand, dtype=torch.float64), rtol=1e-12, atol=1e-12)
+    mean, variance = posterior_mean_variance(schedule, x_t, x0, 3)
+    assert variance == pytest.approx(2.25 * eta[2] * (eta[3] - eta[2]) / eta[3], rel=1e-12)
+    torch.testing.assert_close(mean, eta[2] / eta[3] * x_t + (1 - eta[2] / eta[3]) * x0, rtol=1e-12, atol=1e-12)
+    scaled, time = network_inputs(schedule, x_t, torch.tensor([3]))
+    torch.testing.assert_close(scaled, x_t / math.sqrt(1 + 2.25 * eta[3]), rtol=1e-12, atol=1e-12)
+    assert time.dtype == torch.float32 and time.item() == pytest.approx(1000 * eta[3], rel=1e-6)
+
+
+def test_the_loss_passes_the_condition_to_the_network_and_predictions_keep_the_chains_dtype():
+    schedule = resshift_schedule(4, kappa=1.0)
+    x0, y0 = _pair()
+    t, noise = torch.tensor([0, 1, 2, 3]), torch.randn_like(x0)
+    copies_cond = lambda x, t, cond: cond - y0  # noqa: E731  predicts x_0 = cond: exact when cond is x0
+    assert resshift_loss(copies_cond, schedule, x0, y0, t, noise, {"cond": x0}).abs().max() == 0
+    bf16 = lambda x, t: torch.zeros_like(x, dtype=torch.bfloat16)  # noqa: E731  the network under bf16 autocast
+    assert predict_x0(bf16, schedule, q_sample(schedule, x0, y0, t, noise), t, y0).dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    "etas, kappa, match",
+    [
+        ([0.1, 0.5], 0.0, "^kappa must be positive, not 0.0$"),
+        ([[0.1, 0.5]], 1.0, r"^etas must be a 1-D tensor of at least one step, got shape \(1, 2\)$"),
+        ([], 1.0, r"^etas must be a 1-D tensor of at least one step, got shape \(0,\)$"),
+        ([0.0, 0.5], 1.0, r"^etas must increase strictly within \(0, 1\)$"),
+        ([0.1, 0.5, 0.3], 1.0, r"^etas must increase strictly within \(0, 1\)$"),
+    ],
+)
+def test_a_schedule_refuses_etas_or_kappa_outside_the_chain(etas, kappa, match):
+    with pytest.raises(MRNetError, match=match):
+        ResShiftSchedule(torch.tensor(etas, dtype=torch.float64), kappa)
+
+
+@pytest.mark.parametrize("kwargs", [dict(p=0.0), dict(eta_1=0.0), dict(eta_1=0.5, eta_T=0.5)])
+def test_the_schedule_formula_refuses_boundary_values(kwargs):
+    with pytest.raises(MRNetError, match="p must be positive|need 0 < eta_1 < eta_T < 1"):
+        resshift_schedule(**kwargs)
+
+
+def test_indices_outside_the_chain_are_refused_not_wrapped():
+    """A negative index would silently read eta_T (Python indexing); one past the end would raise an IndexError."""
+    schedule = resshift_schedule(4, kappa=1.0)
+    x0, y0 = _pair(batch=2)
+    with pytest.raises(MRNetError, match=r"timesteps must lie in \[0, 4\)"):
+        q_sample(schedule, x0, y0, torch.tensor([-1, 0]), torch.randn_like(x0))
+    for t, s in ((2, -2), (4, 2)):
+        with pytest.raises(MRNetError, match=rf"^need -1 <= s < t < T=4, got s={s}, t={t}$"):
+            posterior_mean_variance(schedule, y0, x0, t=t, s=s)
+
+
+def test_shape_errors_name_the_tensors_that_disagree():
+    schedule = resshift_schedule(4, kappa=1.0)
+    x0, y0 = _pair(batch=2)
+    with pytest.raises(MRNetError, match=r"^x0 and noise must be \(B, C, H, W\) tensors of one shape"):
+        q_sample(schedule, x0, y0, torch.tensor([0, 1]), torch.randn(2, 1, 4, 4))
+    with pytest.raises(MRNetError, match=r"^x0 and y0 must be"):
+        q_sample(schedule, x0, y0[:, :, :4], torch.tensor([0, 1]), torch.randn_like(x0))
+    with pytest.raises(MRNetError, match=r"^y0 and noise must be"):
+        sample_resshift(_per_pixel_model, schedule, y0, torch.randn(2, 1, 4, 4))
+    on_gpu = [SimpleNamespace(device=torch.device("cuda"))] * 2  # stand-ins: only their device is read
+    with pytest.raises(MRNetError, match=r"^generators must be on cpu: use samplers.generators_from_seeds"):
+        sample_resshift(_per_pixel_model, schedule, y0, torch.randn_like(y0), generators=on_gpu)
