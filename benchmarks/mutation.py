@@ -312,7 +312,19 @@ MODULES: dict[str, Target] = {
                 "equivalent: pandas groupby treats sort=None as false (keeps the table's order, as tested)",
         },
     ),
-    "pipeline": Target("mrnet_utils/pipeline.py", ("tests/test_pipeline.py", "tests/test_wiring.py", "tests/test_guidance.py")),
+    "pipeline": Target(
+        "mrnet_utils/pipeline.py",
+        ("tests/test_pipeline.py", "tests/test_wiring.py", "tests/test_guidance.py"),
+        {
+            "mrnet_utils.pipeline.x_sample_cascade__mutmut_1":
+                "equivalent: image i depends only on seed i, not on the batch it is sampled in (tested)",
+            "mrnet_utils.pipeline.x_sample_cascade__mutmut_2":
+                "equivalent on the CPU: autocast is bf16 on CUDA only (the GPU check samples under it)",
+            "mrnet_utils.pipeline.x_sample_cascade__mutmut_3": "not worth a test: whether the bar shows by default",
+            **{f"mrnet_utils.pipeline.x_write_samples__mutmut_{n}": "not worth a test: the indentation of samples.json"
+               for n in (75, 77, 78)},
+        },
+    ),
     "loop": Target(
         "mrnet_utils/training/loop.py",
         # Less the 1000-step sampler agreement (17 s a mutant, on 2 cores): a test of the samplers, measured there.

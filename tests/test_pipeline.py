@@ -15,9 +15,10 @@ from mrnet_utils.data.slices import SliceDataset
 from mrnet_utils import pipeline
 from mrnet_utils.diffusion import processes
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.pipeline import sample_cascade, sample_stage, write_samples
+from mrnet_utils.pipeline import sample_cascade, sample_stage, samples_folder, write_samples
 from mrnet_utils.training import loop as training
 from mrnet_utils.training.checkpoint import load_stage
+from torch_threads import one_thread
 
 SEEDS = [0, 1, 2, 3]
 
@@ -95,6 +96,16 @@ def test_cascade_refuses_stages_that_do_not_chain(smoke_run):
         sample_cascade([base, sr2], [0], progress=False)
 
 
+def test_each_stage_of_a_cascade_samples_the_output_of_the_one_before_with_its_own_sampler(smoke_run):
+    base, sr1 = (load_stage(smoke_run(stage).folder) for stage in ("base64", "sr1"))
+    with one_thread():
+        images = sample_cascade([base, sr1], [0, 1], {"base64": ("ddim", 4)}, progress=False)
+        first = sample_stage(base.model, base.config, [0, 1], sampler=("ddim", 4), progress=False)
+        second = sample_stage(sr1.model, sr1.config, [0, 1], first, progress=False)  # sr1's own chain
+    assert list(images) == [64, 128]
+    assert torch.equal(images[64], first) and torch.equal(images[128], second)
+
+
 @pytest.mark.parametrize("samplers, message", [
     ({"sr2": ("resshift", 5)}, r"stage sr2 \(resshift\): steps=5 must be between 1 and the schedule's T=4"),
     ({"base64": ("dpmpp", 101)}, r"stage base64 \(dpmpp\): steps=101 must be between 1 and the schedule's T=100"),
@@ -139,17 +150,21 @@ def test_write_samples_refuses_a_used_folder_and_overwrite_replaces_the_whole_se
     assert np.array_equal(np.load(out / "samples.npy"), images[:1].numpy())
 
 
-@pytest.mark.parametrize("target", ["png", "npy"])
+@pytest.mark.parametrize("target", ["png", "npy", "json"])
 def test_disk_full_while_writing_samples_is_one_line_and_leaves_nothing_torn(tmp_path, monkeypatch, target):
     def full(*args, **kwargs):
-        args[1 if target == "png" else 0].write(b"half a file")
+        if target != "json":
+            args[1 if target == "png" else 0].write(b"half a file")
         raise OSError(errno.ENOSPC, "No space left on device")
 
     if target == "png":
         monkeypatch.setattr(Image.Image, "save", full)
-    else:
+    elif target == "npy":
         monkeypatch.setattr(pipeline.np, "save", full)
-    name, what = ("sample_000000.png", "sample") if target == "png" else ("samples.npy", "sample array")
+    else:
+        monkeypatch.setattr(pipeline.json, "dumps", full)
+    name, what = {"png": ("sample_000000.png", "sample"), "npy": ("samples.npy", "sample array"),
+                  "json": ("samples.json", "sample record")}[target]
     with pytest.raises(MRNetError, match=rf"^cannot write {what} {name} to {tmp_path}: No space left on device; "
                                          "free disk space there or write to a disk with room"):
         write_samples(torch.zeros(2, 1, 16, 16), tmp_path, [0, 1])
@@ -171,3 +186,29 @@ def test_write_samples_names_each_image_by_its_seed(tmp_path):
         write_samples(images, tmp_path / "other", seeds[:2])
     with pytest.raises(MRNetError, match=re.escape(f"cannot create the samples folder {out / 'samples.npy'}")):
         write_samples(images, out / "samples.npy", seeds)  # a file, not a folder
+
+
+def test_samples_folder_creates_nested_folders_and_refuses_a_used_one_by_default(tmp_path):
+    nested = samples_folder(tmp_path / "a" / "b")
+    assert nested.is_dir() and not list(nested.iterdir())
+    for name in ("one", "two", "three"):
+        (nested / name).write_text("")
+    with pytest.raises(MRNetError, match=r"is not empty \(one, three, two\); choose an empty out_dir, or replace the "
+                                         r"samples there with overwrite=True$"):
+        samples_folder(nested)
+    (nested / "four").write_text("")
+    with pytest.raises(MRNetError, match=r"is not empty \(four, one, three and 1 more\)"):
+        samples_folder(nested)
+    assert samples_folder(nested, overwrite=True) == nested
+    (tmp_path / "file").write_text("")
+    with pytest.raises(MRNetError, match="cannot create the samples folder") as refused:
+        samples_folder(tmp_path / "file" / "samples")
+    assert refused.value.parameter == "out_dir"
+
+
+def test_the_grid_shows_the_first_64_samples_and_labels_record_their_guidance(tmp_path):
+    """make_grid, 8 to a row with 2-pixel gaps: 64 images of 16 x 16 make 8 rows of 18 pixels plus one gap."""
+    out = write_samples(torch.zeros(70, 1, 16, 16), tmp_path / "samples", list(range(70)), labels={"acl": 1})
+    assert Image.open(out / "grid.png").size == (8 * 18 + 2, 8 * 18 + 2)
+    assert json.loads((out / "samples.json").read_text()) == {"seeds": list(range(70)), "labels": {"acl": 1},
+                                                              "guidance": 1.0}
