@@ -328,7 +328,8 @@ MODULES: dict[str, Target] = {
     "loop": Target(
         "mrnet_utils/training/loop.py",
         # Less the 1000-step sampler agreement (17 s a mutant, on 2 cores): a test of the samplers, measured there.
-        ("tests/test_training.py", "tests/test_wiring.py", "--deselect=tests/test_training.py::"
+        ("tests/test_training.py", "tests/test_wiring.py", "tests/test_reliability.py", "tests/test_checkpoint.py",
+         "tests/test_distributed.py", "--deselect=tests/test_training.py::"
          "test_the_base_models_default_sampler_agrees_with_ancestral_ddpm_over_all_1000_steps"),
     ),
 }
