@@ -342,7 +342,8 @@ def test_the_loss_passes_the_condition_to_the_network_and_predictions_keep_the_c
     copies_cond = lambda x, t, cond: cond - y0  # noqa: E731  predicts x_0 = cond: exact when cond is x0
     assert resshift_loss(copies_cond, schedule, x0, y0, t, noise, {"cond": x0}).abs().max() == 0
     bf16 = lambda x, t: torch.zeros_like(x, dtype=torch.bfloat16)  # noqa: E731  the network under bf16 autocast
-    assert predict_x0(bf16, schedule, q_sample(schedule, x0, y0, t, noise), t, y0).dtype == torch.float32
+    x0_schedule = resshift_schedule(4, kappa=1.0, prediction="x0")  # the output itself, not added to y0
+    assert predict_x0(bf16, x0_schedule, q_sample(schedule, x0, y0, t, noise), t, y0).dtype == torch.float32
 
 
 @pytest.mark.parametrize(
