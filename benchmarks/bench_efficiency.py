@@ -49,8 +49,8 @@ from benchmarks.common import (
     peak_memory,
     stage_sampler,
     timer,
-    update_section,
 )
+from benchmarks.sections import update_section
 from mrnet_utils.config import PRESETS, StageConfig, stage_config
 from mrnet_utils.data.phantom import write_phantom
 from mrnet_utils.data.preprocess import preprocess

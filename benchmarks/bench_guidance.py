@@ -34,8 +34,8 @@ from benchmarks.common import (
     machine_lines,
     markdown_table,
     timer,
-    update_section,
 )
+from benchmarks.sections import update_section
 from mrnet_utils.config import preset
 from mrnet_utils.diffusion.guidance import parse_labels
 from mrnet_utils.evaluation import probe

@@ -28,8 +28,8 @@ from benchmarks.common import (
     machine_info,
     machine_lines,
     markdown_table,
-    update_section,
 )
+from benchmarks.sections import update_section
 from mrnet_utils.config import stage_config
 from mrnet_utils.stages import STAGES
 

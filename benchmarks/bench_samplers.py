@@ -48,8 +48,8 @@ from benchmarks.common import (
     markdown_table,
     parse_sampler,
     strict_fp32,
-    update_section,
 )
+from benchmarks.sections import update_section
 from mrnet_utils.config import preset
 from mrnet_utils.data.slices import to_unit
 from mrnet_utils.diffusion import processes

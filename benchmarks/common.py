@@ -186,16 +186,3 @@ def load_line() -> str:
 def machine_lines(info: dict[str, str], command: str) -> str:
     facts = "; ".join(f"{key}: {value}" for key, value in info.items())
     return f"Machine: {facts}.\n\nCommand (from the repository root): `{command}`"
-
-
-def update_section(path: Path, title: str, body: str) -> None:
-    """Replace the `## title` section of a Markdown file with `body` (added at the end when new)."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    heading = f"## {title}"
-    section = f"{heading}\n\n{body.strip()}\n"
-    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip() + "\n"
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text)

@@ -65,8 +65,8 @@ from benchmarks.common import (
     stage_sampler,
     strict_fp32,
     timer,
-    update_section,
 )
+from benchmarks.sections import update_section
 from mrnet_utils.config import StageConfig, stage_config
 from mrnet_utils.diffusion import processes
 from mrnet_utils.diffusion.samplers import (

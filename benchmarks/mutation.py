@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from importlib import metadata
 from pathlib import Path
+
+from benchmarks.sections import update_section
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -481,19 +484,25 @@ def _order(mutant: str) -> tuple[str, int]:
     return function, int(number) if number.isdigit() else 0
 
 
-def update_section(path: Path, title: str, body: str) -> None:
-    # benchmarks.common imports torch and pandas; this script needs neither.
-    import re
+SUMMARY = "Mutation testing: summary"
+_SECTION = "Mutation testing: "
 
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    heading = f"## {title}"
-    new = f"{heading}\n\n{body.strip()}\n"
-    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: new + "\n", text, count=1).rstrip() + "\n"
-    else:
-        text = text.rstrip() + "\n\n" + new
-    path.write_text(text)
+
+def summary(text: str) -> str:
+    """One row per module section of a RESULTS.md text, as measured there (each at its own commit), with how
+    many of its survivors are not yet judged; then the total."""
+    header = ["| module | commit | mutants | killed | timeout | survived | no tests | score | minutes | not yet judged |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    rows, totals = [], [0] * 5
+    sections = re.finditer(rf"^## {_SECTION}(\S+\.py)\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+    for path, body in (match.groups() for match in sections):
+        commit = re.search(r"at commit (\w+)", body).group(1)
+        counts = re.search(r"^\| (\d+) \|.*\|$", body, re.M).group(0).strip("| ").split(" | ")
+        totals = [total + int(count) for total, count in zip(totals, counts)]
+        rows.append(f"| `{path}` | {commit} | {' | '.join(counts)} | {body.count(': not yet judged')} |")
+    detected = (totals[1] + totals[2]) / max(totals[0], 1)
+    total = f"| all | | {' | '.join(map(str, totals))} | {detected:.1%} | | |"
+    return "\n".join([*header, *rows, total])
 
 
 def main(argv: list[str] | None = None) -> list[Outcome]:
@@ -518,7 +527,9 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
         body = section(outcome, machine, command, args.max_children)
         print(f"## Mutation testing: {outcome.target.path}\n\n{body}\n", flush=True)
         if not args.no_write:
-            update_section(args.results, f"Mutation testing: {outcome.target.path}", body)
+            update_section(args.results, f"{_SECTION}{outcome.target.path}", body)
+            update_section(args.results, SUMMARY, "Each module's latest run, from its section below.\n\n"
+                           + summary(args.results.read_text()), before=_SECTION)
         outcomes.append(outcome)
     return outcomes
 

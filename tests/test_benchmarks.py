@@ -16,15 +16,15 @@ import pytest
 import torch
 from torch_threads import one_thread
 
-from benchmarks import bench_efficiency, bench_guidance, bench_reference_training, bench_samplers, gpu_check
+from benchmarks import bench_efficiency, bench_guidance, bench_reference_training, bench_samplers, gpu_check, mutation
 from benchmarks.common import (
     CountingModel,
     markdown_table,
     parse_sampler,
     peak_memory,
     stage_sampler,
-    update_section,
 )
+from benchmarks.sections import update_section
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.study import labels
 from mrnet_utils.study.layout import StudyPaths
@@ -194,6 +194,11 @@ def test_update_section_replaces_in_place(tmp_path):
     update_section(path, "B", "second")
     update_section(path, "A", "third")
     assert path.read_text() == "# Benchmark results\n\n## A\n\nthird\n\n## B\n\nsecond\n"
+    update_section(path, "Overview", "of B", before="B")
+    update_section(path, "Overview", "of all B", before="B")
+    update_section(path, "Last", "end", before="Z")  # no section starts with Z
+    assert path.read_text().startswith("# Benchmark results\n\n## A\n\nthird\n\n## Overview\n\nof all B\n\n## B\n")
+    assert path.read_text().endswith("## B\n\nsecond\n\n## Last\n\nend\n")
     assert markdown_table([{"x": 1.23456, "y": "a|b"}]) == "| x | y |\n|---|---|\n| 1.235 | a\\|b |"
 
 
@@ -224,3 +229,24 @@ def test_bench_reference_training_times_both_settings_on_the_reference_network(t
     row = next(line for line in report.splitlines() if line.startswith("| sr1_swin |")).strip("| ").split(" | ")
     assert row[1] == "2" and "batch 2, images/s" in report and float(row[2]) > 0 and float(row[3]) > 0
     assert float(row[4]) == pytest.approx(float(row[3]) / float(row[2]), rel=1e-3)
+
+
+def test_the_mutation_summary_adds_up_the_module_sections(tmp_path):
+    def module(path, counts, commit, unjudged):
+        outcome = mutation.Outcome(path, mutation.Target(path, ("tests/test_x.py",), {"m.x_f__mutmut_1": "equivalent"}),
+                                   60.0, counts, {name: "-a\n+b" for name, status in counts.items()
+                                                  if status == "survived"}, commit)
+        body = mutation.section(outcome, "a machine", "python -m benchmarks.mutation", 2)
+        assert body.count(": not yet judged") == unjudged
+        mutation.update_section(results, f"Mutation testing: {path}", body)
+
+    results = tmp_path / "RESULTS.md"
+    module("m/one.py", {"m.x_f__mutmut_1": "survived", "m.x_f__mutmut_2": "killed", "m.x_g__mutmut_1": "timeout"},
+           "abc1234", 0)
+    module("m/two.py", {"m.x_h__mutmut_1": "survived", "m.x_h__mutmut_2": "no tests"}, "def5678", 1)
+    rows = mutation.summary(results.read_text()).splitlines()
+    assert rows[2:] == [
+        "| `m/one.py` | abc1234 | 3 | 1 | 1 | 1 | 0 | 66.7% | 1.0 | 0 |",
+        "| `m/two.py` | def5678 | 2 | 0 | 0 | 1 | 1 | 0.0% | 1.0 | 1 |",
+        "| all | | 5 | 1 | 1 | 2 | 1 | 40.0% | | |",
+    ]
