@@ -324,6 +324,11 @@ MODULES: dict[str, Target] = {
             "mrnet_utils.pipeline.x_sample_cascade__mutmut_2":
                 "equivalent on the CPU: autocast is bf16 on CUDA only (the GPU check samples under it)",
             "mrnet_utils.pipeline.x_sample_cascade__mutmut_3": "not worth a test: whether the bar shows by default",
+            "mrnet_utils.pipeline.x_sample_cascade__mutmut_48":
+                "equivalent on the CPU: autocast is bf16 on CUDA only (the GPU check samples under it)",
+            "mrnet_utils.pipeline.x_save_grid__mutmut_9": "equivalent: make_grid's default padding is 2",
+            "mrnet_utils.pipeline.x_save_grid__mutmut_20":
+                "equivalent: make_grid repeats a one-channel image into three equal channels",
             **{f"mrnet_utils.pipeline.x_write_samples__mutmut_{n}": "not worth a test: the indentation of samples.json"
                for n in (75, 77, 78)},
         },

@@ -90,8 +90,10 @@ def test_labels_reach_each_stage_that_takes_them_and_must_reach_one():
         labelled = sample_cascade(stages, seeds, **common, labels=labels, guidance=2)
     assert torch.equal(plain[64], labelled[64])  # the unlabelled base stage is untouched
     assert not torch.allclose(plain[128], labelled[128], atol=1e-4)
-    with pytest.raises(MRNetError, match="no stage of this pipeline was trained with labels"):
+    with pytest.raises(MRNetError, match=r"^labels were given, but no stage of this pipeline was trained with labels "
+                                         r"\(train a label-conditional stage: UNetConfig.num_labels=3\)$") as refused:
         sample_cascade(stages[:1], seeds, **common, labels=labels)
+    assert refused.value.parameter == "labels"
     with pytest.raises(MRNetError, match="guidance=2.0 without labels"):
         sample_cascade(stages, seeds, **common, guidance=2.0)
     with pytest.raises(MRNetError, match="stage base64 was trained without labels"):

@@ -15,7 +15,7 @@ from mrnet_utils.data.slices import SliceDataset
 from mrnet_utils import pipeline
 from mrnet_utils.diffusion import processes
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.pipeline import sample_cascade, sample_stage, samples_folder, write_samples
+from mrnet_utils.pipeline import sample_cascade, sample_stage, samples_folder, save_grid, write_samples
 from mrnet_utils.training import loop as training
 from mrnet_utils.training.checkpoint import load_stage
 from torch_threads import one_thread
@@ -96,10 +96,15 @@ def test_cascade_refuses_stages_that_do_not_chain(smoke_run):
         sample_cascade([base, sr2], [0], progress=False)
 
 
-def test_each_stage_of_a_cascade_samples_the_output_of_the_one_before_with_its_own_sampler(smoke_run):
+def test_each_stage_of_a_cascade_samples_the_output_of_the_one_before_with_its_own_sampler(smoke_run, capsys):
     base, sr1 = (load_stage(smoke_run(stage).folder) for stage in ("base64", "sr1"))
+    capsys.readouterr()  # the fixture's training bars
     with one_thread():
         images = sample_cascade([base, sr1], [0, 1], {"base64": ("ddim", 4)}, progress=False)
+        assert capsys.readouterr().err == ""
+        sample_cascade([base, sr1], [0], {"base64": ("ddim", 2)}, progress=True)
+        bars = capsys.readouterr().err
+        assert f"sample {base.config.name}" in bars and f"sample {sr1.config.name}" in bars, bars
         first = sample_stage(base.model, base.config, [0, 1], sampler=("ddim", 4), progress=False)
         second = sample_stage(sr1.model, sr1.config, [0, 1], first, progress=False)  # sr1's own chain
     assert list(images) == [64, 128]
@@ -212,3 +217,17 @@ def test_the_grid_shows_the_first_64_samples_and_labels_record_their_guidance(tm
     assert Image.open(out / "grid.png").size == (8 * 18 + 2, 8 * 18 + 2)
     assert json.loads((out / "samples.json").read_text()) == {"seeds": list(range(70)), "labels": {"acl": 1},
                                                               "guidance": 1.0}
+
+
+def test_a_grid_has_the_rows_asked_for_and_white_gaps_and_a_full_disk_names_it(tmp_path, monkeypatch):
+    path = save_grid(-torch.ones(8, 1, 16, 16), tmp_path / "grid.png", nrow=4)  # black images
+    grid = np.asarray(Image.open(path))
+    assert grid.shape == (2 * 18 + 2, 4 * 18 + 2)
+    assert (grid[:2] == 255).all() and (grid[2:18, 2:18] == 0).all()  # a white gap, then the first image
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full)
+    with pytest.raises(MRNetError, match="^cannot write sample grid grid.png to "):
+        save_grid(torch.zeros(2, 1, 16, 16), tmp_path / "grid.png")
