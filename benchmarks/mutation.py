@@ -324,6 +324,14 @@ MODULES: dict[str, Target] = {
             "mrnet_utils.pipeline.x_sample_cascade__mutmut_2":
                 "equivalent on the CPU: autocast is bf16 on CUDA only (the GPU check samples under it)",
             "mrnet_utils.pipeline.x_sample_cascade__mutmut_3": "not worth a test: whether the bar shows by default",
+            "mrnet_utils.pipeline.x_sample_stage__mutmut_1":
+                "equivalent: image i depends only on seed i, not on the batch it is sampled in (tested)",
+            "mrnet_utils.pipeline.x_sample_stage__mutmut_2":
+                "equivalent on the CPU: autocast is bf16 on CUDA only (the GPU check samples under it)",
+            **{f"mrnet_utils.pipeline.x_sample_stage__mutmut_{n}": "not worth a test: whether a bar shows by default"
+               for n in (3, 5)},
+            **{f"mrnet_utils.pipeline.x_sample_stage__mutmut_{n}": _DEVICE for n in (68, 70)},
+            "mrnet_utils.pipeline.x_write_png__mutmut_18": "equivalent: PIL reads the format name in any case",
             "mrnet_utils.pipeline.x_sample_cascade__mutmut_48":
                 "equivalent on the CPU: autocast is bf16 on CUDA only (the GPU check samples under it)",
             "mrnet_utils.pipeline.x_save_grid__mutmut_9": "equivalent: make_grid's default padding is 2",

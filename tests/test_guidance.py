@@ -96,8 +96,12 @@ def test_labels_reach_each_stage_that_takes_them_and_must_reach_one():
     assert refused.value.parameter == "labels"
     with pytest.raises(MRNetError, match="guidance=2.0 without labels"):
         sample_cascade(stages, seeds, **common, guidance=2.0)
-    with pytest.raises(MRNetError, match="stage base64 was trained without labels"):
+    with pytest.raises(MRNetError, match="stage base64 was trained without labels") as refused:
         sample_stage(base, base_cfg, seeds, sampler=("ddim", 4), progress=False, labels=labels)
+    assert refused.value.parameter == "labels"
+    with pytest.raises(MRNetError, match=r"^got 1 label rows for 2 seeds; give one per seed$") as refused:
+        sample_stage(sr, sr_cfg, seeds, plain[64], progress=False, labels=labels[:1])
+    assert refused.value.parameter == "labels"
 
 
 def test_train_and_sample_with_labels_from_the_command_line(tiny_cache, tmp_path, capsys):

@@ -139,6 +139,8 @@ def test_sample_stage_refuses_mismatched_low_res_input(smoke_run, valid_64):
         sample_stage(sr1.model, sr1.config, SEEDS, torch.zeros(4, 1, 128, 128), progress=False)
     with pytest.raises(MRNetError, match="unknown sampler 'euler'"):
         sample_stage(base.model, base.config, SEEDS, sampler=("euler", 5), progress=False)
+    with pytest.raises(MRNetError, match="^draws=0 must be at least 1$"):
+        sample_stage(base.model, base.config, SEEDS, draws=0, progress=False)
 
 
 def test_write_samples_refuses_a_used_folder_and_overwrite_replaces_the_whole_set(tmp_path):
