@@ -330,7 +330,10 @@ MODULES: dict[str, Target] = {
                 "equivalent on the CPU: autocast is bf16 on CUDA only (the GPU check samples under it)",
             **{f"mrnet_utils.pipeline.x_sample_stage__mutmut_{n}": "not worth a test: whether a bar shows by default"
                for n in (3, 5)},
-            **{f"mrnet_utils.pipeline.x_sample_stage__mutmut_{n}": _DEVICE for n in (68, 70)},
+            **{f"mrnet_utils.pipeline.x_sample_stage__mutmut_{n}": _DEVICE
+               for n in (68, 70, 100, 103, 107, 118, 150, 158, 168)},
+            **{f"mrnet_utils.pipeline.x_sample_stage__mutmut_{n}":
+               "equivalent on the CPU: autocast is bf16 on CUDA only (the GPU check samples under it)" for n in (176, 178)},
             "mrnet_utils.pipeline.x_write_png__mutmut_18": "equivalent: PIL reads the format name in any case",
             "mrnet_utils.pipeline.x_sample_cascade__mutmut_48":
                 "equivalent on the CPU: autocast is bf16 on CUDA only (the GPU check samples under it)",

@@ -18,6 +18,8 @@ from torch_threads import one_thread
 
 from mrnet_utils.config import stage_config
 from mrnet_utils.data.slices import degrade
+from mrnet_utils.diffusion import processes
+from mrnet_utils.diffusion.samplers import generators_from_seeds, noise_from_seeds
 from mrnet_utils.networks.unet import UNet
 from mrnet_utils.pipeline import sample_stage
 from mrnet_utils.training import loop
@@ -304,3 +306,39 @@ def test_sampling_conditions_each_image_on_its_low_res_input_at_the_configured_l
     else:
         assert torch.equal(first["aug_level"], torch.zeros(3))
         torch.testing.assert_close(first["cond"], clean, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("process, mode", [("ddpm", "bilinear"), ("resshift", "bicubic")])
+def test_sampling_draws_from_the_stages_own_streams_and_averages_its_draws(process, mode, monkeypatch):
+    """Each draw d starts from the noise stream's draw d and steps with that draw's generators; the condition's
+    augmentation noise comes from the condition stream (not the noise stream); ResShift's chain ends at y_0, the
+    bicubic upsampling of the image's own low-res input (DDPM has none); the step bar is passed on; the images
+    of `draws` draws are averaged."""
+    cfg = sr_config(process)
+    spec, seeds, shape = cfg.spec, [5, 6, 7], (1, 128, 128)
+    low_res = degrade(smooth_slices(3, 128, seed=4), 64)
+    calls = []
+
+    def recording_generate(model, diffusion, schedule, sampler, noise, extra_args, generators, y0, progress):
+        first_numbers = torch.stack([torch.randn(4, generator=g) for g in generators])
+        calls.append(dict(noise=noise, extra=extra_args, numbers=first_numbers, y0=y0, progress=progress))
+        return noise * 0.3 + 0.1 * len(calls)  # a different image per draw
+
+    monkeypatch.setattr(processes, "generate", recording_generate)
+    out = sample_stage(ZeroModel(), cfg, seeds, low_res, batch_size=3, progress=False, draws=2, step_progress=True)
+    assert len(calls) == 2
+    for draw, call in enumerate(calls):
+        assert torch.equal(call["noise"], noise_from_seeds(seeds, shape, "cpu", stream=spec.noise_stream, draw=draw))
+        fresh = generators_from_seeds(seeds, "cpu", stream=spec.noise_stream, draw=draw)
+        assert torch.equal(call["numbers"], torch.stack([torch.randn(4, generator=g) for g in fresh]))
+        assert call["progress"] is True
+    clean = upsampled(low_res, 128, mode)
+    augmentation = implied_noise(calls[0]["extra"]["cond"], clean, calls[0]["extra"]["aug_level"])
+    expected = noise_from_seeds(seeds, shape, "cpu", stream=spec.condition_stream).double()
+    torch.testing.assert_close(augmentation, expected, rtol=0, atol=1e-4)
+    if process == "ddpm":
+        assert calls[0]["y0"] is None
+    else:
+        torch.testing.assert_close(calls[0]["y0"], clean, rtol=0, atol=1e-6)
+    images = [call["noise"] * 0.3 + 0.1 * (i + 1) for i, call in enumerate(calls)]
+    torch.testing.assert_close(out, (images[0].clamp(-1, 1) + images[1].clamp(-1, 1)) / 2, rtol=0, atol=1e-6)
