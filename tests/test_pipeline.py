@@ -4,6 +4,7 @@ import copy
 import errno
 import json
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -15,7 +16,14 @@ from mrnet_utils.data.slices import SliceDataset
 from mrnet_utils import pipeline
 from mrnet_utils.diffusion import processes
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.pipeline import sample_cascade, sample_stage, samples_folder, save_grid, write_samples
+from mrnet_utils.pipeline import (
+    bf16_autocast,
+    sample_cascade,
+    sample_stage,
+    samples_folder,
+    save_grid,
+    write_samples,
+)
 from mrnet_utils.training import loop as training
 from mrnet_utils.training.checkpoint import load_stage
 from torch_threads import one_thread
@@ -233,3 +241,14 @@ def test_a_grid_has_the_rows_asked_for_and_white_gaps_and_a_full_disk_names_it(t
     monkeypatch.setattr(Image.Image, "save", full)
     with pytest.raises(MRNetError, match="^cannot write sample grid grid.png to "):
         save_grid(torch.zeros(2, 1, 16, 16), tmp_path / "grid.png")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="reads the request from torch's warning that CUDA is missing")
+def test_bf16_autocast_is_asked_for_on_a_cuda_device_only_and_only_when_enabled():
+    """Asked for without CUDA, torch warns and disables it: the warning shows that it was asked for."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bf16_autocast(torch.device("cpu"))  # bf16 on the CPU is slow: never asked for
+        bf16_autocast(torch.device("cuda"), enabled=False)
+    with pytest.warns(UserWarning, match="CUDA is not available"):
+        assert bf16_autocast(torch.device("cuda")).fast_dtype == torch.bfloat16  # enabled by default
