@@ -322,7 +322,7 @@ def test_sampling_draws_from_the_stages_own_streams_and_averages_its_draws(proce
     def recording_generate(model, diffusion, schedule, sampler, noise, extra_args, generators, y0, progress):
         first_numbers = torch.stack([torch.randn(4, generator=g) for g in generators])
         calls.append(dict(noise=noise, extra=extra_args, numbers=first_numbers, y0=y0, progress=progress))
-        return noise * 0.3 + 0.1 * len(calls)  # a different image per draw
+        return noise * 0.6 + 0.1 * len(calls)  # a different image per draw, often outside [-1, 1]
 
     monkeypatch.setattr(processes, "generate", recording_generate)
     out = sample_stage(ZeroModel(), cfg, seeds, low_res, batch_size=3, progress=False, draws=2, step_progress=True)
@@ -340,5 +340,14 @@ def test_sampling_draws_from_the_stages_own_streams_and_averages_its_draws(proce
         assert calls[0]["y0"] is None
     else:
         torch.testing.assert_close(calls[0]["y0"], clean, rtol=0, atol=1e-6)
-    images = [call["noise"] * 0.3 + 0.1 * (i + 1) for i, call in enumerate(calls)]
+    images = [call["noise"] * 0.6 + 0.1 * (i + 1) for i, call in enumerate(calls)]
     torch.testing.assert_close(out, (images[0].clamp(-1, 1) + images[1].clamp(-1, 1)) / 2, rtol=0, atol=1e-6)
+
+
+def test_a_unit_range_stage_returns_its_images_in_minus_one_to_one(monkeypatch):
+    """A stage trained on [0, 1] images samples in [0, 1]; what it returns is on the project's [-1, 1]."""
+    cfg = sr_config("ddpm", augment=False).replace(diffusion=dict(data_range="unit"))
+    monkeypatch.setattr(processes, "generate", lambda model, diffusion, schedule, sampler, noise, *rest:
+                        torch.full_like(noise, 0.75))
+    out = sample_stage(ZeroModel(), cfg, [0, 1], torch.zeros(2, 1, 64, 64), progress=False)
+    assert torch.equal(out, torch.full((2, 1, 128, 128), 0.5))
