@@ -172,6 +172,7 @@ MODULES: dict[str, Target] = {
         {f"mrnet_utils.diffusion.processes.x_{name}": _DEVICE
          for name in ("build_schedule__mutmut_12", "regress__mutmut_4", "regress__mutmut_7")},
     ),
+    "guidance": Target("mrnet_utils/diffusion/guidance.py", ("tests/test_guidance.py",)),
     "resshift": Target(
         "mrnet_utils/diffusion/resshift.py",
         ("tests/test_resshift.py",),
