@@ -351,3 +351,25 @@ def test_a_unit_range_stage_returns_its_images_in_minus_one_to_one(monkeypatch):
                         torch.full_like(noise, 0.75))
     out = sample_stage(ZeroModel(), cfg, [0, 1], torch.zeros(2, 1, 64, 64), progress=False)
     assert torch.equal(out, torch.full((2, 1, 128, 128), 0.5))
+
+
+# --- the training state ----------------------------------------------------------------------------
+
+
+def test_the_optimiser_takes_the_configured_learning_rate_weight_decay_and_linear_warm_up():
+    """AdamW over every parameter with cfg's lr and weight decay; the lr ramps as lr (k + 1) / warmup over the first
+    `warmup` steps, then holds; no warm-up (0) starts at lr; an EMA decay of 0 keeps no EMA."""
+    cfg = stage_config("base64", "smoke").replace(train=dict(lr=2e-4, weight_decay=0.03, warmup_steps=4, ema_decay=0.9))
+    state = loop.build_state(cfg, torch.device("cpu"), channels_last=False)
+    group = state.optimizer.param_groups[0]
+    assert isinstance(state.optimizer, torch.optim.AdamW) and group["weight_decay"] == 0.03
+    assert sum(p.numel() for p in group["params"]) == sum(p.numel() for p in state.model.parameters())
+    rates = []
+    for _ in range(6):
+        rates.append(state.optimizer.param_groups[0]["lr"])
+        state.optimizer.step()
+        state.lr_scheduler.step()
+    assert rates == pytest.approx([0.5e-4, 1e-4, 1.5e-4, 2e-4, 2e-4, 2e-4], rel=1e-12)
+    at_once = loop.build_state(cfg.replace(train=dict(warmup_steps=0, ema_decay=0)), torch.device("cpu"), False)
+    assert at_once.optimizer.param_groups[0]["lr"] == 2e-4 and at_once.ema is None
+    assert state.ema is not None
