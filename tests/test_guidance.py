@@ -1,13 +1,14 @@
 """Classifier-free guidance: label requests, the guided prediction, and sampling with labels."""
 
 import json
+import re
 
 import pytest
 import torch
 
 from mrnet_utils import cli
 from mrnet_utils.config import stage_config
-from mrnet_utils.diffusion.guidance import NULL, Guided, label_rows, parse_labels
+from mrnet_utils.diffusion.guidance import NULL, Guided, check_guidance, label_rows, parse_labels
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.networks import build_network
 from mrnet_utils.pipeline import TrainedStage, sample_cascade, sample_stage
@@ -35,11 +36,17 @@ def test_labels_are_parsed_by_task_name_and_bad_requests_name_the_valid_ones():
         ("acl=1,acl=0", "label acl is given twice"),
         (",", "no label in ','; give NAME=0|1 pairs of abnormal, acl, meniscus"),
     ]:
-        with pytest.raises(MRNetError, match=message.replace("(", r"\(").replace(")", r"\)")) as error:
+        with pytest.raises(MRNetError, match=re.escape(message)) as error:
             parse_labels(text)
         assert error.value.parameter == "labels"
     rows = label_rows({"acl": 1, "meniscus": 0}, 2)  # in TASKS order: abnormal, acl, meniscus
     assert rows.tolist() == [[NULL, 1, 0], [NULL, 1, 0]]
+    with pytest.raises(MRNetError, match=r"^unknown label 'pcl'; the labels are abnormal, acl, meniscus$") as error:
+        label_rows({"acl": 1, "pcl": 0}, 2)
+    assert error.value.parameter == "labels"
+    with pytest.raises(MRNetError, match="guidance=2.0 without labels") as error:
+        check_guidance(None, 2.0)
+    assert error.value.parameter == "guidance"
 
 
 @pytest.mark.parametrize("stage", ["base64", "sr1"])
