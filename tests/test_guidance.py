@@ -68,8 +68,28 @@ def test_the_guided_prediction_is_uncond_plus_scale_times_cond_minus_uncond(stag
         torch.testing.assert_close(Guided(net, 3)(**args, labels=labels), uncond + 3 * (cond - uncond),
                                    rtol=1e-4, atol=1e-5)
         assert torch.equal(Guided(net, 3)(**args), uncond)  # without labels: the network unchanged
-    with pytest.raises(MRNetError, match="guidance=-1.0 must be at least 0"):
+    with pytest.raises(MRNetError, match=re.escape("guidance=-1.0 must be at least 0 (0: unconditional, 1: "
+                                                   "conditional)")) as error:
         Guided(net, -1.0)
+    assert error.value.parameter == "guidance"
+
+
+def test_a_guided_call_doubles_per_sample_tensors_and_passes_the_rest_unchanged():
+    """Three samples: the doubled batch of six splits into its conditional and unconditional halves."""
+    seen = {}
+
+    def model(x, t, labels, **extra):
+        seen.update(extra, labels=labels, t=t)
+        return x * (labels[:, :1].view(-1, 1, 1, 1) != NULL)  # conditional rows: x; unconditional ones: 0
+
+    x, level = torch.randn(3, 1, 4, 4), torch.tensor(0.5)
+    rows = label_rows({"abnormal": 1}, 3)
+    out = Guided(model, 2.5)(x, torch.tensor([1, 2, 3]), labels=rows, cond=torch.ones(3, 1, 4, 4), level=level,
+                             note=1.0)
+    assert torch.equal(out, 2.5 * x)  # 0 + 2.5 (x - 0)
+    assert seen["cond"].shape == (6, 1, 4, 4) and seen["t"].tolist() == [1, 2, 3, 1, 2, 3]
+    assert seen["level"] is level and seen["note"] == 1.0  # not per sample: passed as they are
+    assert torch.equal(seen["labels"], torch.cat([rows, torch.full_like(rows, NULL)]))
 
 
 def test_guidance_zero_samples_the_unconditional_image_for_the_same_seed():
