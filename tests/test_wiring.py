@@ -24,7 +24,7 @@ from mrnet_utils.networks.unet import UNet
 from mrnet_utils.pipeline import sample_stage
 from mrnet_utils.training import loop
 from mrnet_utils.training.batches import draw_batch, to_device
-from mrnet_utils.training.checkpoint import FINAL_CHECKPOINT, load_checkpoint
+from mrnet_utils.training.checkpoint import FINAL_CHECKPOINT, load_checkpoint, save_checkpoint
 from mrnet_utils.training.distributed import Distributed
 
 T = 100
@@ -373,3 +373,24 @@ def test_the_optimiser_takes_the_configured_learning_rate_weight_decay_and_linea
     at_once = loop.build_state(cfg.replace(train=dict(warmup_steps=0, ema_decay=0)), torch.device("cpu"), False)
     assert at_once.optimizer.param_groups[0]["lr"] == 2e-4 and at_once.ema is None
     assert state.ema is not None
+
+
+def test_restore_brings_back_the_counters_the_weights_and_the_random_state(tmp_path):
+    """What a resumed run continues from: its step, skipped batches, last validation loss, training time so far,
+    its weights, EMA, optimiser and the global random state."""
+    cfg = stage_config("base64", "smoke")
+    state = loop.build_state(cfg, torch.device("cpu"), channels_last=False)
+    with torch.no_grad():
+        next(state.model.parameters()).add_(1.0)
+    state.step, state.skipped, state.val_loss = 7, 2, 0.25
+    torch.manual_seed(123)
+    save_checkpoint(tmp_path, state.payload(cfg, 7, seconds=12.5))
+    expected_draw = torch.rand(3)
+    fresh = loop.build_state(cfg, torch.device("cpu"), channels_last=False)
+    assert loop.restore(fresh, cfg, tmp_path) == tmp_path / "step_00000007.pt"
+    assert (fresh.step, fresh.skipped, fresh.val_loss, fresh.seconds_before) == (7, 2, 0.25, 12.5)
+    assert torch.equal(torch.rand(3), expected_draw)
+    for restored, saved in ((fresh.model, state.model), (fresh.ema, state.ema)):
+        assert all(torch.equal(a, b) for a, b in zip(restored.state_dict().values(), saved.state_dict().values()))
+    assert fresh.optimizer.state_dict()["param_groups"] == state.optimizer.state_dict()["param_groups"]
+    assert loop.restore(loop.build_state(cfg, torch.device("cpu"), False), cfg, tmp_path / "empty") is None
