@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -372,9 +373,10 @@ class Outcome:
     name: str
     target: Target
     seconds: float
-    statuses: dict[str, str]  # mutant name -> killed | timeout | survived | no tests | other
+    statuses: dict[str, str]  # mutant name -> killed | timeout | survived | no tests | other (mutants run)
     diffs: dict[str, str]  # surviving mutant -> its diff
     commit: str  # the commit whose code and tests were measured
+    not_run: list[str] = field(default_factory=list)  # mutants left when the run stopped at its time limit
 
     def count(self, status: str) -> int:
         return sum(value == status for value in self.statuses.values())
@@ -398,6 +400,9 @@ def _status(code: int | None) -> str:
     return f"other (exit code {code})"
 
 
+_COMMIT = "COMMIT"  # in a module's scratch folder: the commit its copy was taken from
+
+
 def _prepare(work: Path, target: Target) -> None:
     """A scratch copy of the code and tests with mutmut's configuration for one module."""
     if work.exists():
@@ -408,6 +413,9 @@ def _prepare(work: Path, target: Target) -> None:
                              capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
     tests = "\n    ".join(target.tests)
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    (work / _COMMIT).write_text(commit + "\n")
     (work / "setup.cfg").write_text(
         "[mutmut]\n"
         "source_paths = mrnet_utils\n"
@@ -419,24 +427,43 @@ def _prepare(work: Path, target: Target) -> None:
     )
 
 
-def run_module(name: str, work_root: Path, max_children: int) -> Outcome:
+def run_module(name: str, work_root: Path, max_children: int, minutes: float | None = None,
+               resume: bool = False) -> Outcome:
+    """Mutate one module and run its tests against each mutant, for at most `minutes` (None: until done).
+
+    `resume` continues an earlier run of the module in `work_root` (its copy of the code and its
+    results stand; mutmut runs only the mutants without a result) and adds this run's minutes.
+    """
     target = MODULES[name]
     work = work_root / name
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            check=True).stdout.strip()
-    _prepare(work, target)
+    if not (resume and (work / _COMMIT).exists()):
+        _prepare(work, target)
+    commit = (work / _COMMIT).read_text().strip()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # one thread per worker
     log = work / "mutmut.log"
     start = time.perf_counter()
-    with log.open("w") as handle:
-        subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)],
-                       cwd=work, env=env, stdout=handle, stderr=subprocess.STDOUT, check=False)
-    seconds = time.perf_counter() - start
+    with log.open("a") as handle:
+        # A session of its own, so that stopping it at the time limit stops its workers too.
+        process = subprocess.Popen([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)],
+                                   cwd=work, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            process.wait(timeout=None if minutes is None else minutes * 60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGINT)  # mutmut stops its workers on an interrupt
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    seconds_file = work / "seconds"
+    seconds = time.perf_counter() - start + (float(seconds_file.read_text()) if resume and seconds_file.exists() else 0)
+    seconds_file.write_text(f"{seconds:.1f}")
     meta = work / "mutants" / (target.path + ".meta")
     if not meta.exists():
         raise SystemExit(f"mutmut wrote no results for {target.path}; see {log}")
     codes = json.loads(meta.read_text())["exit_code_by_key"]
-    statuses = {mutant: _status(code) for mutant, code in codes.items()}
+    not_run = sorted((mutant for mutant, code in codes.items() if code is None), key=_order)
+    statuses = {mutant: _status(code) for mutant, code in codes.items() if code is not None}
     diffs = {}
     for mutant, status in statuses.items():
         if status == "survived":
@@ -444,7 +471,7 @@ def run_module(name: str, work_root: Path, max_children: int) -> Outcome:
                                    capture_output=True, text=True, check=False).stdout
             diffs[mutant] = "\n".join(line for line in shown.splitlines()
                                       if line[:1] in "+-" and not line.startswith(("+++", "---")))
-    return Outcome(name, target, seconds, statuses, diffs, commit)
+    return Outcome(name, target, seconds, statuses, diffs, commit, not_run)
 
 
 def _machine() -> str:
@@ -481,6 +508,14 @@ def section(outcome: Outcome, machine: str, command: str, max_children: int) -> 
         *rows,
         "",
     ]
+    if outcome.not_run:
+        functions = {}
+        for mutant in outcome.not_run:
+            function = _order(mutant)[0].rsplit(".", 1)[-1]
+            functions[function] = functions.get(function, 0) + 1
+        lines += [f"{_STOPPED} {len(outcome.not_run)} more mutants not run, so not counted above: "
+                  + ", ".join(f"`{function}` ({count})" for function, count in functions.items())
+                  + ". `--resume` continues the run.", ""]
     if outcome.diffs:
         lines.append("Surviving mutants:")
         lines.append("")
@@ -507,6 +542,7 @@ def _order(mutant: str) -> tuple[str, int]:
 
 
 SUMMARY = "Mutation testing: summary"
+_STOPPED = "Stopped at its time limit:"
 _SECTION = "Mutation testing: "
 
 
@@ -521,7 +557,8 @@ def summary(text: str) -> str:
         commit = re.search(r"at commit (\w+)", body).group(1)
         counts = re.search(r"^\| (\d+) \|.*\|$", body, re.M).group(0).strip("| ").split(" | ")
         totals = [total + int(count) for total, count in zip(totals, counts)]
-        rows.append(f"| `{path}` | {commit} | {' | '.join(counts)} | {body.count(': not yet judged')} |")
+        partial = " (partial)" if _STOPPED in body else ""
+        rows.append(f"| `{path}`{partial} | {commit} | {' | '.join(counts)} | {body.count(': not yet judged')} |")
     detected = (totals[1] + totals[2]) / max(totals[0], 1)
     total = f"| all | | {' | '.join(map(str, totals))} | {detected:.1%} | | |"
     return "\n".join([*header, *rows, total])
@@ -536,6 +573,10 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
                         help="scratch folder for the mutated copies (default runs/mutation)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--no-write", action="store_true", help="print the sections only")
+    parser.add_argument("--minutes", type=float, help="stop each module after this many minutes; its section "
+                        "counts the mutants run and lists those left (default: no limit)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue each module's earlier run in --work (its copy and results stand)")
     args = parser.parse_args(argv)
     try:
         metadata.version("mutmut")
@@ -545,7 +586,7 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     outcomes = []
     for name in args.modules:
         machine = _machine()
-        outcome = run_module(name, args.work, args.max_children)
+        outcome = run_module(name, args.work, args.max_children, args.minutes, args.resume)
         body = section(outcome, machine, command, args.max_children)
         print(f"## Mutation testing: {outcome.target.path}\n\n{body}\n", flush=True)
         if not args.no_write:

@@ -232,10 +232,10 @@ def test_bench_reference_training_times_both_settings_on_the_reference_network(t
 
 
 def test_the_mutation_summary_adds_up_the_module_sections(tmp_path):
-    def module(path, counts, commit, unjudged):
+    def module(path, counts, commit, unjudged, not_run=()):
         outcome = mutation.Outcome(path, mutation.Target(path, ("tests/test_x.py",), {"m.x_f__mutmut_1": "equivalent"}),
                                    60.0, counts, {name: "-a\n+b" for name, status in counts.items()
-                                                  if status == "survived"}, commit)
+                                                  if status == "survived"}, commit, list(not_run))
         body = mutation.section(outcome, "a machine", "python -m benchmarks.mutation", 2)
         assert body.count(": not yet judged") == unjudged
         mutation.update_section(results, f"Mutation testing: {path}", body)
@@ -243,10 +243,13 @@ def test_the_mutation_summary_adds_up_the_module_sections(tmp_path):
     results = tmp_path / "RESULTS.md"
     module("m/one.py", {"m.x_f__mutmut_1": "survived", "m.x_f__mutmut_2": "killed", "m.x_g__mutmut_1": "timeout"},
            "abc1234", 0)
-    module("m/two.py", {"m.x_h__mutmut_1": "survived", "m.x_h__mutmut_2": "no tests"}, "def5678", 1)
+    module("m/two.py", {"m.x_h__mutmut_1": "survived", "m.x_h__mutmut_2": "no tests"}, "def5678", 1,
+           not_run=["m.x_h__mutmut_3", "m.x_k__mutmut_1", "m.x_h__mutmut_4"])
+    assert "Stopped at its time limit: 3 more mutants not run, so not counted above: `x_h` (2), `x_k` (1)." in (
+        results.read_text())
     rows = mutation.summary(results.read_text()).splitlines()
     assert rows[2:] == [
         "| `m/one.py` | abc1234 | 3 | 1 | 1 | 1 | 0 | 66.7% | 1.0 | 0 |",
-        "| `m/two.py` | def5678 | 2 | 0 | 0 | 1 | 1 | 0.0% | 1.0 | 1 |",
+        "| `m/two.py` (partial) | def5678 | 2 | 0 | 0 | 1 | 1 | 0.0% | 1.0 | 1 |",
         "| all | | 5 | 1 | 1 | 2 | 1 | 40.0% | | |",
     ]
