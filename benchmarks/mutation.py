@@ -47,6 +47,7 @@ class Target:
     notes: dict[str, str] = field(default_factory=dict)
 
 
+_LATER = "killed by `{}` (tests/test_wiring.py), written after this run from its survivors; checked by hand"
 _DEVICE = "equivalent on the CPU: a device argument or move is a no-op when everything lives on the CPU (the GPU check runs it on CUDA)"
 
 MODULES: dict[str, Target] = {
@@ -357,6 +358,12 @@ MODULES: dict[str, Target] = {
         ("tests/test_training.py", "tests/test_wiring.py", "tests/test_reliability.py", "tests/test_checkpoint.py",
          "tests/test_distributed.py", "--deselect=tests/test_training.py::"
          "test_the_base_models_default_sampler_agrees_with_ancestral_ddpm_over_all_1000_steps"),
+        {
+            **{f"mrnet_utils.training.loop.x__inside__mutmut_{n}":
+               "not worth a test: a gradient norm (a float) exactly at an edge of grad_norm_window" for n in (2, 3)},
+            "mrnet_utils.training.loop.xǁTrainingStoppedǁ__init____mutmut_8": _LATER.format(
+                "test_a_stop_names_resume_as_the_way_on_only_when_the_run_can_continue"),
+        },
     ),
 }
 DEFAULT = ("schedules", "losses", "conditioning", "samplers", "statistics", "checkpoint")

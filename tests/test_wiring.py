@@ -394,3 +394,10 @@ def test_restore_brings_back_the_counters_the_weights_and_the_random_state(tmp_p
         assert all(torch.equal(a, b) for a, b in zip(restored.state_dict().values(), saved.state_dict().values()))
     assert fresh.optimizer.state_dict()["param_groups"] == state.optimizer.state_dict()["param_groups"]
     assert loop.restore(loop.build_state(cfg, torch.device("cpu"), False), cfg, tmp_path / "empty") is None
+
+
+def test_a_stop_names_resume_as_the_way_on_only_when_the_run_can_continue():
+    stopped = loop.TrainingStopped(15, "SIGTERM stopped training", None, 3, resumable=True)
+    complete = loop.TrainingStopped(15, "SIGTERM stopped training after its last step", None, 4, resumable=False)
+    assert (stopped.parameter, complete.parameter) == ("resume", None)
+    assert (stopped.signum, stopped.step, complete.step) == (15, 3, 4)
