@@ -394,6 +394,15 @@ def test_restore_brings_back_the_counters_the_weights_and_the_random_state(tmp_p
         assert all(torch.equal(a, b) for a, b in zip(restored.state_dict().values(), saved.state_dict().values()))
     assert fresh.optimizer.state_dict()["param_groups"] == state.optimizer.state_dict()["param_groups"]
     assert loop.restore(loop.build_state(cfg, torch.device("cpu"), False), cfg, tmp_path / "empty") is None
+    (tmp_path / FINAL_CHECKPOINT).write_bytes(b"torn")  # a damaged final checkpoint: the step checkpoint serves
+    with pytest.warns(UserWarning, match=rf"^skipping {tmp_path / FINAL_CHECKPOINT}: "):
+        assert loop.restore(loop.build_state(cfg, torch.device("cpu"), False), cfg, tmp_path).name == "step_00000007.pt"
+    old = state.payload(cfg, 8, seconds=13.0)
+    del old["log"]["val_loss"]  # checkpoints before 2026-11-30 have none
+    save_checkpoint(tmp_path / "old", old)
+    older = loop.build_state(cfg, torch.device("cpu"), channels_last=False)
+    loop.restore(older, cfg, tmp_path / "old")
+    assert math.isnan(older.val_loss)
 
 
 def test_a_stop_names_resume_as_the_way_on_only_when_the_run_can_continue():
