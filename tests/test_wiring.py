@@ -410,3 +410,20 @@ def test_a_stop_names_resume_as_the_way_on_only_when_the_run_can_continue():
     complete = loop.TrainingStopped(15, "SIGTERM stopped training after its last step", None, 4, resumable=False)
     assert (stopped.parameter, complete.parameter) == ("resume", None)
     assert (stopped.signum, stopped.step, complete.step) == (15, 3, 4)
+
+
+def test_training_grids_sample_the_ema_weights_as_the_config_says(tmp_path, monkeypatch):
+    seen = []
+
+    def recording_sample_stage(network, cfg, seeds, low_res, mixed_precision, progress, step_progress):
+        seen.append((network, network.training, mixed_precision, progress, step_progress))
+        return torch.zeros(4, 1, cfg.resolution, cfg.resolution)
+
+    monkeypatch.setattr(loop, "sample_stage", recording_sample_stage)
+    for decay in (0.9, 0.0):
+        cfg = stage_config("base64", "smoke").replace(train=dict(ema_decay=decay, mixed_precision=False))
+        state = loop.build_state(cfg, torch.device("cpu"), channels_last=False)
+        loop._write_sample_grid(state, cfg, None, tmp_path / f"grid_{decay}.png", progress=True)
+        network = state.ema.module if decay else state.model
+        assert seen[-1][0] is network and network.training  # sampled in eval mode, then back to training
+        assert seen[-1][1:] == (False, False, False, True)  # no bar over the 4 images; the steps' bar as asked
