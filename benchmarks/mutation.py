@@ -368,7 +368,7 @@ MODULES: dict[str, Target] = {
                for name in ("restore__mutmut_57", "restore__mutmut_59", "_resume_point__mutmut_9",
                             "_resume_point__mutmut_11")},
             **{f"mrnet_utils.training.loop.x__write_sample_grid__mutmut_{n}": _LATER.format(
-                "test_training_grids_sample_the_ema_weights_as_the_config_says") for n in (2, 3, 4, 15, 16, 22)},
+                "test_training_grids_sample_the_ema_weights_as_the_config_says") for n in (2, 3, 4, 15, 16, 22, 41, 42)},
             **{f"mrnet_utils.training.loop.x__resume_point__mutmut_{n}":
                "not worth a test: which caller's line the warning about a damaged final checkpoint points at"
                for n in (10, 12, 13)},

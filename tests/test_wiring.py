@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 from synthetic import smooth_slices, write_cache
 from torch_threads import one_thread
@@ -413,6 +414,8 @@ def test_a_stop_names_resume_as_the_way_on_only_when_the_run_can_continue():
 
 
 def test_training_grids_sample_the_ema_weights_as_the_config_says(tmp_path, monkeypatch):
+    """The EMA's weights (the raw ones without EMA) in eval mode, at the configured precision, four images to a
+    row: a super-resolution stage's upsampled inputs above its samples."""
     seen = []
 
     def recording_sample_stage(network, cfg, seeds, low_res, mixed_precision, progress, step_progress):
@@ -420,10 +423,13 @@ def test_training_grids_sample_the_ema_weights_as_the_config_says(tmp_path, monk
         return torch.zeros(4, 1, cfg.resolution, cfg.resolution)
 
     monkeypatch.setattr(loop, "sample_stage", recording_sample_stage)
-    for decay in (0.9, 0.0):
-        cfg = stage_config("base64", "smoke").replace(train=dict(ema_decay=decay, mixed_precision=False))
+    for stage, decay, rows in (("base64", 0.9, 1), ("sr1", 0.0, 2)):
+        cfg = stage_config(stage, "smoke").replace(train=dict(ema_decay=decay, mixed_precision=False))
         state = loop.build_state(cfg, torch.device("cpu"), channels_last=False)
-        loop._write_sample_grid(state, cfg, None, tmp_path / f"grid_{decay}.png", progress=True)
+        low_res = torch.zeros(6, 1, 64, 64) if cfg.is_super_resolution else None
+        loop._write_sample_grid(state, cfg, low_res, tmp_path / f"{stage}.png", progress=True)
         network = state.ema.module if decay else state.model
         assert seen[-1][0] is network and network.training  # sampled in eval mode, then back to training
         assert seen[-1][1:] == (False, False, False, True)  # no bar over the 4 images; the steps' bar as asked
+        side = cfg.resolution + 2  # 2-pixel gaps
+        assert Image.open(tmp_path / f"{stage}.png").size == (4 * side + 2, rows * side + 2)
