@@ -396,6 +396,7 @@ class Outcome:
     diffs: dict[str, str]  # surviving mutant -> its diff
     commit: str  # the commit whose code and tests were measured
     not_run: list[str] = field(default_factory=list)  # mutants left when the run stopped at its time limit
+    resumed: bool = False  # continued an earlier run of the module (whose results stand)
 
     def count(self, status: str) -> int:
         return sum(value == status for value in self.statuses.values())
@@ -455,7 +456,8 @@ def run_module(name: str, work_root: Path, max_children: int, minutes: float | N
     """
     target = MODULES[name]
     work = work_root / name
-    if not (resume and (work / _COMMIT).exists()):
+    resumed = resume and (work / _COMMIT).exists()
+    if not resumed:
         _prepare(work, target)
     commit = (work / _COMMIT).read_text().strip()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # one thread per worker
@@ -490,7 +492,7 @@ def run_module(name: str, work_root: Path, max_children: int, minutes: float | N
                                    capture_output=True, text=True, check=False).stdout
             diffs[mutant] = "\n".join(line for line in shown.splitlines()
                                       if line[:1] in "+-" and not line.startswith(("+++", "---")))
-    return Outcome(name, target, seconds, statuses, diffs, commit, not_run)
+    return Outcome(name, target, seconds, statuses, diffs, commit, not_run, resumed)
 
 
 def _machine() -> str:
@@ -519,7 +521,8 @@ def section(outcome: Outcome, machine: str, command: str, max_children: int) -> 
         f"Date: {date.today().isoformat()}. Tool: mutmut {metadata.version('mutmut')}, {max_children} worker(s). "
         f"Machine: {machine}.",
         "",
-        f"Command (from the repository root): `{command}`, at commit {outcome.commit}.",
+        f"Command (from the repository root): `{command}`, at commit {outcome.commit}"
+        + (" (continuing the earlier run in that folder: minutes are of all its runs)." if outcome.resumed else "."),
         "",
         f"Tests run against each mutant: {', '.join(f'`{test}`' for test in target.tests)} (those of them that "
         "call the mutated function).",
