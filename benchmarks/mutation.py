@@ -369,6 +369,9 @@ MODULES: dict[str, Target] = {
                             "_resume_point__mutmut_11")},
             **{f"mrnet_utils.training.loop.x__write_sample_grid__mutmut_{n}": _LATER.format(
                 "test_training_grids_sample_the_ema_weights_as_the_config_says") for n in (2, 3, 4, 15, 16, 22, 41, 42)},
+            **{f"mrnet_utils.training.loop.x__refuse_earlier_run__mutmut_{n}": _LATER.format(
+                "test_a_fresh_run_refuses_a_folder_with_step_checkpoints_alone_naming_the_newest")
+               for n in (5, 6, 10, 12, 13)},
             **{f"mrnet_utils.training.loop.x__resume_point__mutmut_{n}":
                "not worth a test: which caller's line the warning about a damaged final checkpoint points at"
                for n in (10, 12, 13)},

@@ -19,6 +19,7 @@ from torch_threads import one_thread
 
 from mrnet_utils.config import stage_config
 from mrnet_utils.data.slices import degrade
+from mrnet_utils.errors import MRNetError
 from mrnet_utils.diffusion import processes
 from mrnet_utils.diffusion.samplers import generators_from_seeds, noise_from_seeds
 from mrnet_utils.networks.unet import UNet
@@ -433,3 +434,14 @@ def test_training_grids_sample_the_ema_weights_as_the_config_says(tmp_path, monk
         assert seen[-1][1:] == (False, False, False, True)  # no bar over the 4 images; the steps' bar as asked
         side = cfg.resolution + 2  # 2-pixel gaps
         assert Image.open(tmp_path / f"{stage}.png").size == (4 * side + 2, rows * side + 2)
+
+
+def test_a_fresh_run_refuses_a_folder_with_step_checkpoints_alone_naming_the_newest(tmp_path):
+    (tmp_path / "step_00000002.pt").write_bytes(b"")
+    with pytest.raises(MRNetError, match=r"already holds a training run \(step_00000002.pt\)") as refused:
+        loop._refuse_earlier_run(tmp_path)
+    assert refused.value.parameter == "resume"
+    (tmp_path / "step_00000004.pt").write_bytes(b"")
+    (tmp_path / FINAL_CHECKPOINT).write_bytes(b"")
+    with pytest.raises(MRNetError, match=rf"already holds a training run \({FINAL_CHECKPOINT}\)"):
+        loop._refuse_earlier_run(tmp_path)
