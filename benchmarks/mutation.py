@@ -511,7 +511,8 @@ def _machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, load average at start {load}; Python {sys.version.split()[0]}"
 
 
-def section(outcome: Outcome, machine: str, command: str, max_children: int) -> str:
+def section(outcome: Outcome, machine: str, command: str, tool: str) -> str:
+    """The RESULTS.md section of one module's run; `tool` names the mutation tool, its version and workers."""
     target = outcome.target
     total = len(outcome.statuses)
     rows = [
@@ -521,7 +522,7 @@ def section(outcome: Outcome, machine: str, command: str, max_children: int) -> 
         f"| {outcome.count('no tests')} | {outcome.score:.1%} | {outcome.seconds / 60:.1f} |",
     ]
     lines = [
-        f"Date: {date.today().isoformat()}. Tool: mutmut {metadata.version('mutmut')}, {max_children} worker(s). "
+        f"Date: {date.today().isoformat()}. Tool: {tool}. "
         f"Machine: {machine}.",
         "",
         f"Command (from the repository root): `{command}`, at commit {outcome.commit}"
@@ -604,7 +605,7 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
                         help="continue each module's earlier run in --work (its copy and results stand)")
     args = parser.parse_args(argv)
     try:
-        metadata.version("mutmut")
+        tool = f"mutmut {metadata.version('mutmut')}, {args.max_children} worker(s)"
     except metadata.PackageNotFoundError:
         raise SystemExit("mutmut is not installed: pip install -e '.[mutation]'") from None
     command = " ".join(["python", "-m", "benchmarks.mutation", *(sys.argv[1:] if argv is None else argv)])
@@ -612,7 +613,7 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     for name in args.modules:
         machine = _machine()
         outcome = run_module(name, args.work, args.max_children, args.minutes, args.resume)
-        body = section(outcome, machine, command, args.max_children)
+        body = section(outcome, machine, command, tool)
         print(f"## Mutation testing: {outcome.target.path}\n\n{body}\n", flush=True)
         if not args.no_write:
             update_section(args.results, f"{_SECTION}{outcome.target.path}", body)

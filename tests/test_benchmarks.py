@@ -236,8 +236,8 @@ def test_the_mutation_summary_adds_up_the_module_sections(tmp_path):
         outcome = mutation.Outcome(path, mutation.Target(path, ("tests/test_x.py",), {"m.x_f__mutmut_1": "equivalent"}),
                                    60.0, counts, {name: "-a\n+b" for name, status in counts.items()
                                                   if status == "survived"}, commit, list(not_run))
-        body = mutation.section(outcome, "a machine", "python -m benchmarks.mutation", 2)
-        assert body.count(": not yet judged") == unjudged
+        body = mutation.section(outcome, "a machine", "python -m benchmarks.mutation", "mutmut 3.8.1, 2 worker(s)")
+        assert body.count(": not yet judged") == unjudged and "Tool: mutmut 3.8.1, 2 worker(s)." in body
         mutation.update_section(results, f"Mutation testing: {path}", body)
 
     results = tmp_path / "RESULTS.md"
