@@ -1,6 +1,7 @@
 """ResShift (Yue et al. 2023): its schedule, forward chain, posterior, loss and sampler match their formulas."""
 
 import math
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -361,9 +362,16 @@ def test_a_schedule_refuses_etas_or_kappa_outside_the_chain(etas, kappa, match):
         ResShiftSchedule(torch.tensor(etas, dtype=torch.float64), kappa)
 
 
-@pytest.mark.parametrize("kwargs", [dict(p=0.0), dict(eta_1=0.0), dict(eta_1=0.5, eta_T=0.5)])
-def test_the_schedule_formula_refuses_boundary_values(kwargs):
-    with pytest.raises(MRNetError, match="p must be positive|need 0 < eta_1 < eta_T < 1"):
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(p=0.0), "p must be positive, not 0.0"),
+        (dict(eta_1=0.0), "need 0 < eta_1 < eta_T < 1, got eta_1=0.0, eta_T=0.99"),
+        (dict(eta_1=0.5, eta_T=0.5), "need 0 < eta_1 < eta_T < 1, got eta_1=0.5, eta_T=0.5"),
+    ],
+)
+def test_the_schedule_formula_refuses_boundary_values(kwargs, message):
+    with pytest.raises(MRNetError, match=f"^{re.escape(message)}$"):
         resshift_schedule(**kwargs)
 
 
