@@ -371,7 +371,15 @@ MODULES: dict[str, Target] = {
                 "test_training_grids_sample_the_ema_weights_as_the_config_says") for n in (2, 3, 4, 15, 16, 22, 41, 42)},
             **{f"mrnet_utils.training.loop.x__refuse_earlier_run__mutmut_{n}": _LATER.format(
                 "test_a_fresh_run_refuses_a_folder_with_step_checkpoints_alone_naming_the_newest")
-               for n in (5, 6, 10, 12, 13)},
+               for n in (5, 6, 10, 12, 13, 18, 19)},
+            **{f"mrnet_utils.training.loop.x_train_step__mutmut_{n}":
+               "equivalent: every parameter is in the loss's graph (test_a_grad_clip_of_zero_leaves_the_gradients_"
+               "as_they_are), so backward writes the same gradient into a zeroed or a dropped one" for n in (18, 19)},
+            **{f"mrnet_utils.training.loop.x_train_step__mutmut_{n}": _LATER.format(
+                "test_a_step_clips_the_gradient_norm_to_grad_clip` / `test_a_grad_clip_of_zero_leaves_the_gradients_"
+                "as_they_are") for n in (21, 22, 23, 24)},
+            **{f"mrnet_utils.training.loop.x_train_step__mutmut_{n}": _LATER.format(
+                "test_a_nonfinite_step_with_no_checkpoint_yet_says_so_and_how_to_go_on") for n in range(37, 42)},
             **{f"mrnet_utils.training.loop.x__resume_point__mutmut_{n}":
                "not worth a test: which caller's line the warning about a damaged final checkpoint points at"
                for n in (10, 12, 13)},

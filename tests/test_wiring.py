@@ -7,7 +7,10 @@ samples, only worse. These tests need no trained model and no phantom: synthetic
 hand-written slice cache, a recording stand-in for the network.
 """
 
+import dataclasses
 import math
+import re
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -445,3 +448,53 @@ def test_a_fresh_run_refuses_a_folder_with_step_checkpoints_alone_naming_the_new
     (tmp_path / FINAL_CHECKPOINT).write_bytes(b"")
     with pytest.raises(MRNetError, match=rf"already holds a training run \({FINAL_CHECKPOINT}\)"):
         loop._refuse_earlier_run(tmp_path)
+
+
+def one_step(grad_clip: float, on_nonfinite: str = "stop", noise_scale: float = 1.0, last_good=None):
+    """One train_step of the smoke base model on a fixed batch; returns the reported gradient norm (recomputed
+    here, unclipped, from the same batch and weights) and the gradients the step left in the parameters."""
+    cfg = stage_config("base64", "smoke").replace(train=dict(grad_clip=grad_clip, on_nonfinite=on_nonfinite))
+    torch.manual_seed(0)
+    state = loop.build_state(cfg, torch.device("cpu"), channels_last=False)
+    images = smooth_slices(4, 64)
+    batch = draw_batch(cfg, 0, images, None, torch.full((4, 3), -1), T)
+    batch = dataclasses.replace(batch, noise=batch.noise * noise_scale)  # a large target, a large gradient
+    schedule = processes.build_schedule(cfg.diffusion, torch.device("cpu"))
+    reference = loop.build_state(cfg, torch.device("cpu"), channels_last=False).model
+    reference.load_state_dict(state.model.state_dict())
+    processes.loss(reference, cfg.diffusion, schedule, batch.x0, batch.t, batch.noise, batch.extra_args).mean().backward()
+    raw = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in reference.parameters()]))
+    loop.train_step(state, state.model, batch, schedule, cfg, nullcontext(), last_good)
+    return raw, [p.grad for p in state.model.parameters()], [p.grad for p in reference.parameters()]
+
+
+def norm(grads):
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+
+
+@pytest.mark.parametrize("grad_clip", [1.0, 0.05])
+def test_a_step_clips_the_gradient_norm_to_grad_clip(grad_clip):
+    """Adam's first step barely depends on the gradient's scale, so the clipping is read from the gradients the step
+    leaves behind: the raw ones scaled by grad_clip / norm when the norm exceeds grad_clip (1.0 is the default)."""
+    raw, clipped, unclipped = one_step(grad_clip, noise_scale=40.0)
+    assert float(raw) > 1.5 * grad_clip  # the batch's gradient is beyond the clip, so clipping must act
+    assert norm(clipped) == pytest.approx(grad_clip, rel=1e-4)
+    for got, want in zip(clipped, unclipped):
+        torch.testing.assert_close(got, want * (grad_clip / raw), rtol=1e-4, atol=1e-9)
+
+
+def test_a_grad_clip_of_zero_leaves_the_gradients_as_they_are():
+    raw, grads, unclipped = one_step(0.0, noise_scale=40.0)
+    # Every parameter is in the loss's graph (its gradient a tensor, if zero: the zero-initialised output layer
+    # passes nothing back at first), so zeroing gradients in place or dropping them gives the same update.
+    assert all(grad is not None for grad in unclipped)
+    assert float(raw) > 1.0 and norm(grads) == pytest.approx(float(raw), rel=1e-5)
+    for got, want in zip(grads, unclipped):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-9)
+
+
+def test_a_nonfinite_step_with_no_checkpoint_yet_says_so_and_how_to_go_on():
+    message = ("non-finite loss at step 0 of base64_swin; the last good checkpoint is none (no checkpoint written yet) "
+               "and is left intact. Lower the learning rate or set on_nonfinite='skip'")
+    with pytest.raises(MRNetError, match=f"^{re.escape(message)}$"):
+        one_step(1.0, noise_scale=math.inf)
