@@ -35,7 +35,14 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(items):
     """Files with the most end-to-end (`slow`) tests first, in a stable order: scripts/test.sh hands each
     worker one file at a time in this order (--dist loadfile --no-loadscope-reorder), so the longest
-    file starts at once instead of last."""
+    file starts at once instead of last.
+
+    Under a mutation run (benchmarks/mutation.py: mutmut runs a mutant's tests with -x) the `slow` tests go
+    last instead: a mutant that a quick test kills then never waits for a training run. The order changes
+    how long a verdict takes, not the verdict."""
+    if os.environ.get("MUTANT_UNDER_TEST"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
+        return
     slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
     items.sort(key=lambda item: -slow[item.path])
 
