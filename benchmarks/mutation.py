@@ -380,6 +380,11 @@ MODULES: dict[str, Target] = {
                 "as_they_are") for n in (21, 22, 23, 24)},
             **{f"mrnet_utils.training.loop.x_train_step__mutmut_{n}": _LATER.format(
                 "test_a_nonfinite_step_with_no_checkpoint_yet_says_so_and_how_to_go_on") for n in range(37, 42)},
+            **{f"mrnet_utils.training.loop.{name}": _LATER.format(
+                "test_a_log_row_gives_the_images_per_second_since_the_last_row_and_a_blank_val_loss_until_one_is_"
+                "measured") for name in ("xǁ_RateWindowǁrate__mutmut_3", "xǁ_RateWindowǁrate__mutmut_8",
+                                         "xǁ_RateWindowǁrate__mutmut_9", "xǁ_RateWindowǁrate__mutmut_11",
+                                         "x__log_row__mutmut_16", "x__log_row__mutmut_18")},
             **{f"mrnet_utils.training.loop.x__resume_point__mutmut_{n}":
                "not worth a test: which caller's line the warning about a damaged final checkpoint points at"
                for n in (10, 12, 13)},

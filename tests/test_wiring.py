@@ -10,6 +10,7 @@ hand-written slice cache, a recording stand-in for the network.
 import dataclasses
 import math
 import re
+import types
 from contextlib import nullcontext
 
 import pytest
@@ -498,3 +499,20 @@ def test_a_nonfinite_step_with_no_checkpoint_yet_says_so_and_how_to_go_on():
                "and is left intact. Lower the learning rate or set on_nonfinite='skip'")
     with pytest.raises(MRNetError, match=f"^{re.escape(message)}$"):
         one_step(1.0, noise_scale=math.inf)
+
+
+def test_a_log_row_gives_the_images_per_second_since_the_last_row_and_a_blank_val_loss_until_one_is_measured(
+        monkeypatch):
+    clock = iter([10.5, 12.5])
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: next(clock))
+    window = loop._RateWindow(10.0)
+    window.images = 40
+    scheduler = types.SimpleNamespace(get_last_lr=lambda: [2e-4])
+    state = types.SimpleNamespace(step=3, lr_scheduler=scheduler, skipped=1, val_loss=math.nan)
+    first = loop._log_row(state, torch.tensor(0.5), window, elapsed=7.31)
+    assert first == {"step": 3, "loss": "0.500000", "lr": "2.000e-04", "images_per_s": "80.00", "elapsed_s": "7.3",
+                     "skipped": 1, "val_loss": ""}
+    window.images += 6  # the window restarted at the first row: 6 images in the 2 s since
+    state.val_loss = 0.25
+    second = loop._log_row(state, torch.tensor(0.5), window, elapsed=9.0)
+    assert (second["images_per_s"], second["val_loss"]) == ("3.00", "0.250000")
