@@ -516,3 +516,22 @@ def test_a_log_row_gives_the_images_per_second_since_the_last_row_and_a_blank_va
     state.val_loss = 0.25
     second = loop._log_row(state, torch.tensor(0.5), window, elapsed=9.0)
     assert (second["images_per_s"], second["val_loss"]) == ("3.00", "0.250000")
+
+
+def test_restore_refuses_a_checkpoint_trained_on_other_slices_naming_data_path(tmp_path):
+    """The slice cache a state was trained on travels in its checkpoint, so a resume on another cache is refused."""
+    cfg = stage_config("base64", "smoke")
+    record = {"path": "/a/coronal.npz", "content_sha256": "a" * 64, "plane": "coronal", "selection": "central",
+              "normalisation": "percentile", "central_slices": 2}
+    state = loop.build_state(cfg, torch.device("cpu"), channels_last=False)
+    state.data = record
+    save_checkpoint(tmp_path, state.payload(cfg, 3, seconds=1.0))
+    other = loop.build_state(cfg, torch.device("cpu"), channels_last=False)
+    other.data = record | {"path": "/b/coronal.npz", "content_sha256": "b" * 64}
+    with pytest.raises(MRNetError, match=re.escape(f"checkpoint {tmp_path / 'step_00000003.pt'} was trained on "
+                                                   "/a/coronal.npz (plane coronal")) as refused:
+        loop.restore(other, cfg, tmp_path)
+    assert refused.value.parameter == "data_path"
+    same = loop.build_state(cfg, torch.device("cpu"), channels_last=False)
+    same.data = dict(record)
+    assert loop.restore(same, cfg, tmp_path) == tmp_path / "step_00000003.pt"
