@@ -382,7 +382,7 @@ MODULES: dict[str, Target] = {
                 "test_a_nonfinite_step_with_no_checkpoint_yet_says_so_and_how_to_go_on") for n in range(37, 42)},
             **{f"mrnet_utils.training.loop.{name}": _LATER.format(
                 "test_a_log_row_gives_the_images_per_second_since_the_last_row_and_a_blank_val_loss_until_one_is_"
-                "measured") for name in ("xǁ_RateWindowǁrate__mutmut_3", "xǁ_RateWindowǁrate__mutmut_8",
+                "measured") for name in ("xǁ_RateWindowǁ__init____mutmut_2", "xǁ_RateWindowǁrate__mutmut_3", "xǁ_RateWindowǁrate__mutmut_8",
                                          "xǁ_RateWindowǁrate__mutmut_9", "xǁ_RateWindowǁrate__mutmut_11",
                                          "x__log_row__mutmut_16", "x__log_row__mutmut_18")},
             **{f"mrnet_utils.training.loop.xǁTrainStateǁpayload__mutmut_{n}": _LATER.format(

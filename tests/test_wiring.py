@@ -506,7 +506,7 @@ def test_a_log_row_gives_the_images_per_second_since_the_last_row_and_a_blank_va
     clock = iter([10.5, 12.5])
     monkeypatch.setattr(loop.time, "perf_counter", lambda: next(clock))
     window = loop._RateWindow(10.0)
-    window.images = 40
+    window.images += 40  # a new window starts at no images
     scheduler = types.SimpleNamespace(get_last_lr=lambda: [2e-4])
     state = types.SimpleNamespace(step=3, lr_scheduler=scheduler, skipped=1, val_loss=math.nan)
     first = loop._log_row(state, torch.tensor(0.5), window, elapsed=7.31)
