@@ -12,6 +12,10 @@ server here: torch is not fork-safe once it has run).
 
     python -m benchmarks.mutation                      # the default modules (about an hour on 2 busy cores)
     python -m benchmarks.mutation --modules schedules losses --max-children 2
+    python -m benchmarks.mutation --modules loop_train --minutes 120 --resume   # continue a long run
+
+A run saves its verdicts in `mutation_state/<module>.json` when it stops, so that `--resume` continues it
+in another session or on another machine (mutmut keeps a verdict while its function's code is unchanged).
 
 Needs mutmut (the `mutation` extra: pip install -e '.[mutation]').
 """
@@ -19,6 +23,7 @@ Needs mutmut (the `mutation` extra: pip install -e '.[mutation]').
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -45,9 +50,24 @@ class Target:
     # Surviving mutants judged not worth a test, by mutant name: why each is left.
     # Keys are mutmut 3.8's names ("<module>.x_<function>__mutmut_<n>"), stable while the function is unchanged.
     notes: dict[str, str] = field(default_factory=dict)
+    # Only the mutants of these functions (mutmut's mangled names, "x_<function>" or "xǁ<Class>ǁ<method>"),
+    # for a module whose whole run would not fit a session; empty: every function.
+    functions: tuple[str, ...] = ()
+
+    @property
+    def title(self) -> str:
+        return self.path + (f": {', '.join(f'`{f}`' for f in self.functions)}" if self.functions else "")
+
+    def covers(self, mutant: str) -> bool:
+        return not self.functions or _order(mutant)[0].rsplit(".", 1)[-1] in self.functions
 
 
 _LATER = "killed by `{}` (tests/test_wiring.py), written after this run from its survivors; checked by hand"
+# The loop's tests, less the 1000-step sampler agreement (17 s a mutant, on 2 cores): a test of the samplers,
+# measured there.
+_LOOP_TESTS = ("tests/test_training.py", "tests/test_wiring.py", "tests/test_reliability.py", "tests/test_checkpoint.py",
+               "tests/test_distributed.py", "--deselect=tests/test_training.py::"
+               "test_the_base_models_default_sampler_agrees_with_ancestral_ddpm_over_all_1000_steps")
 _DEVICE = "equivalent on the CPU: a device argument or move is a no-op when everything lives on the CPU (the GPU check runs it on CUDA)"
 
 MODULES: dict[str, Target] = {
@@ -354,10 +374,7 @@ MODULES: dict[str, Target] = {
     ),
     "loop": Target(
         "mrnet_utils/training/loop.py",
-        # Less the 1000-step sampler agreement (17 s a mutant, on 2 cores): a test of the samplers, measured there.
-        ("tests/test_training.py", "tests/test_wiring.py", "tests/test_reliability.py", "tests/test_checkpoint.py",
-         "tests/test_distributed.py", "--deselect=tests/test_training.py::"
-         "test_the_base_models_default_sampler_agrees_with_ancestral_ddpm_over_all_1000_steps"),
+        _LOOP_TESTS,
         {
             **{f"mrnet_utils.training.loop.x__inside__mutmut_{n}":
                "not worth a test: a gradient norm (a float) exactly at an edge of grad_norm_window" for n in (2, 3)},
@@ -395,6 +412,13 @@ MODULES: dict[str, Target] = {
                 "last step, step checkpoints before it; only a later extension's stop could write both)",
         },
     ),
+    # The loop's functions that its run above left (the costliest: their tests train networks), run on their
+    # own and continued across sessions from their saved state (`--resume`).
+    "loop_train": Target(
+        "mrnet_utils/training/loop.py",
+        _LOOP_TESTS,
+        functions=("x__train", "x_build_state", "x_train", "x_steps_for_epochs", "x_data_record"),
+    ),
 }
 DEFAULT = ("schedules", "losses", "conditioning", "samplers", "statistics", "checkpoint")
 
@@ -412,9 +436,8 @@ class Outcome:
     seconds: float
     statuses: dict[str, str]  # mutant name -> killed | timeout | survived | no tests | other (mutants run)
     diffs: dict[str, str]  # surviving mutant -> its diff
-    commit: str  # the commit whose code and tests were measured
+    runs: list[str]  # the commit of each run's copy of the code and tests, first to last
     not_run: list[str] = field(default_factory=list)  # mutants left when the run stopped at its time limit
-    resumed: bool = False  # continued an earlier run of the module (whose results stand)
 
     def count(self, status: str) -> int:
         return sum(value == status for value in self.statuses.values())
@@ -439,6 +462,18 @@ def _status(code: int | None) -> str:
 
 
 _COMMIT = "COMMIT"  # in a module's scratch folder: the commit its copy was taken from
+# Each module's saved run: the commit of every run, the minutes spent and mutmut's verdict for each mutant, so that
+# `--resume` continues it on another machine or in another session, where the scratch folder is gone.
+STATE = Path(__file__).with_name("mutation_state")
+
+
+def _head() -> str:
+    return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def _source_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _prepare(work: Path, target: Target) -> None:
@@ -451,9 +486,7 @@ def _prepare(work: Path, target: Target) -> None:
                              capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
     tests = "\n    ".join(target.tests)
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            check=True).stdout.strip()
-    (work / _COMMIT).write_text(commit + "\n")
+    (work / _COMMIT).write_text(_head() + "\n")
     (work / "setup.cfg").write_text(
         "[mutmut]\n"
         "source_paths = mrnet_utils\n"
@@ -465,52 +498,101 @@ def _prepare(work: Path, target: Target) -> None:
     )
 
 
+def _seed(work: Path, target: Target, saved: dict) -> None:
+    """Give a fresh copy the saved run's verdicts, which mutmut keeps for every function whose code is unchanged."""
+    if saved["source_sha256"] != _source_hash(work / target.path):
+        raise SystemExit(f"{target.path} changed since its saved run (commit {saved['runs'][-1]}), so its verdicts "
+                         "no longer describe the code: run the module afresh, without --resume")
+    meta = work / "mutants" / (target.path + ".meta")
+    meta.parent.mkdir(parents=True, exist_ok=True)
+    meta.write_text(json.dumps({"exit_code_by_key": saved["exit_code_by_key"],
+                                "hash_by_function_name": saved["hash_by_function_name"],
+                                "durations_by_key": {}, "estimated_durations_by_key": {}}))
+
+
+def _spurious_no_tests(codes: dict[str, int | None]) -> list[str]:
+    """Mutants marked "no tests" in a function whose other mutants ran tests: mutmut lost its map from functions
+    to tests (it does when a resumed copy changed), not a function that no test calls."""
+    tested = {_order(mutant)[0] for mutant, code in codes.items() if code is not None and code not in _NO_TESTS}
+    return [mutant for mutant, code in codes.items() if code in _NO_TESTS and _order(mutant)[0] in tested]
+
+
 def run_module(name: str, work_root: Path, max_children: int, minutes: float | None = None,
                resume: bool = False) -> Outcome:
     """Mutate one module and run its tests against each mutant, for at most `minutes` (None: until done).
 
-    `resume` continues an earlier run of the module in `work_root` (its copy of the code and its
-    results stand; mutmut runs only the mutants without a result) and adds this run's minutes.
+    `resume` continues the module's earlier run: in `work_root` when its scratch folder is there, else from its
+    saved state (`STATE`) in a fresh copy of HEAD; the results stand, mutmut runs only the mutants without one,
+    and the minutes add up. The run's state is saved when it stops.
     """
     target = MODULES[name]
     work = work_root / name
-    resumed = resume and (work / _COMMIT).exists()
-    if not resumed:
+    state_file = STATE / f"{name}.json"
+    saved = json.loads(state_file.read_text()) if resume and state_file.exists() else None
+    if not (resume and (work / _COMMIT).exists()):
         _prepare(work, target)
-    commit = (work / _COMMIT).read_text().strip()
+        if saved:
+            _seed(work, target, saved)
+    runs = saved["runs"] if saved else []
+    meta = work / "mutants" / (target.path + ".meta")
+    module = target.path.removesuffix(".py").replace("/", ".")
+    selection = []  # mutmut runs every mutant without a verdict when given none
+    if target.functions:
+        if meta.exists():  # the named mutants run even with a verdict: name those without one
+            codes = json.loads(meta.read_text())["exit_code_by_key"]
+            selection = [mutant for mutant, code in codes.items() if code is None and target.covers(mutant)]
+        else:
+            selection = [f"{module}.{function}__mutmut_*" for function in target.functions]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # one thread per worker
     log = work / "mutmut.log"
-    start = time.perf_counter()
-    with log.open("a") as handle:
-        # A session of its own, so that stopping it at the time limit stops its workers too.
-        process = subprocess.Popen([sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)],
-                                   cwd=work, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            process.wait(timeout=None if minutes is None else minutes * 60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGINT)  # mutmut stops its workers on an interrupt
+    seconds = saved["seconds"] if saved else 0.0
+    if minutes != 0 and (selection or not target.functions):
+        runs = [*runs, (work / _COMMIT).read_text().strip()]
+        start = time.perf_counter()
+        with log.open("a") as handle:
+            # A session of its own, so that stopping it at the time limit stops its workers too.
+            process = subprocess.Popen(
+                [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *selection],
+                cwd=work, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
             try:
-                process.wait(timeout=30)
+                process.wait(timeout=None if minutes is None else minutes * 60)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-    seconds_file = work / "seconds"
-    seconds = time.perf_counter() - start + (float(seconds_file.read_text()) if resume and seconds_file.exists() else 0)
-    seconds_file.write_text(f"{seconds:.1f}")
-    meta = work / "mutants" / (target.path + ".meta")
+                os.killpg(process.pid, signal.SIGINT)  # mutmut stops its workers on an interrupt
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+        seconds += time.perf_counter() - start
     if not meta.exists():
         raise SystemExit(f"mutmut wrote no results for {target.path}; see {log}")
-    codes = json.loads(meta.read_text())["exit_code_by_key"]
-    not_run = sorted((mutant for mutant, code in codes.items() if code is None), key=_order)
-    statuses = {mutant: _status(code) for mutant, code in codes.items() if code is not None}
-    diffs = {}
-    for mutant, status in statuses.items():
-        if status == "survived":
+    mutmut_meta = json.loads(meta.read_text())
+    codes = mutmut_meta["exit_code_by_key"]
+    spurious = _spurious_no_tests(codes)
+    for mutant in spurious:
+        codes[mutant] = None
+    diffs = {mutant: diff for mutant, diff in (saved["diffs"] if saved else {}).items() if codes.get(mutant) == 0}
+    for mutant, code in codes.items():
+        if code in _SURVIVED and mutant not in diffs:
             shown = subprocess.run([sys.executable, "-m", "mutmut", "show", mutant], cwd=work, env=env,
                                    capture_output=True, text=True, check=False).stdout
             diffs[mutant] = "\n".join(line for line in shown.splitlines()
                                       if line[:1] in "+-" and not line.startswith(("+++", "---")))
-    return Outcome(name, target, seconds, statuses, diffs, commit, not_run, resumed)
+    STATE.mkdir(exist_ok=True)
+    state_file.write_text(json.dumps({
+        "module": target.path, "source_sha256": _source_hash(work / target.path), "runs": runs,
+        "seconds": round(seconds, 1), "hash_by_function_name": mutmut_meta["hash_by_function_name"],
+        "exit_code_by_key": codes, "diffs": diffs}, indent=0, sort_keys=True) + "\n")
+    if spurious:
+        meta.write_text(json.dumps({**mutmut_meta, "exit_code_by_key": codes}))
+        (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)  # mutmut maps the tests afresh
+        raise SystemExit(f"mutmut marked {len(spurious)} mutants of tested functions as having no tests: it lost its "
+                         f"map from functions to tests. Their verdicts are cleared and the map with them; run again "
+                         f"with --resume. State saved in {state_file}.")
+    codes = {mutant: code for mutant, code in codes.items() if target.covers(mutant)}
+    not_run = sorted((mutant for mutant, code in codes.items() if code is None), key=_order)
+    statuses = {mutant: _status(code) for mutant, code in codes.items() if code is not None}
+    return Outcome(name, target, seconds, statuses, {m: d for m, d in diffs.items() if m in statuses}, runs, not_run)
 
 
 def _machine() -> str:
@@ -540,8 +622,7 @@ def section(outcome: Outcome, machine: str, command: str, tool: str) -> str:
         f"Date: {date.today().isoformat()}. Tool: {tool}. "
         f"Machine: {machine}.",
         "",
-        f"Command (from the repository root): `{command}`, at commit {outcome.commit}"
-        + (" (continuing the earlier run in that folder: minutes are of all its runs)." if outcome.resumed else "."),
+        f"Command (from the repository root): `{command}`, at commit {_runs(outcome.runs)}.",
         "",
         f"Tests run against each mutant: {', '.join(f'`{test}`' for test in target.tests)} (those of them that "
         "call the mutated function).",
@@ -556,7 +637,10 @@ def section(outcome: Outcome, machine: str, command: str, tool: str) -> str:
             functions[function] = functions.get(function, 0) + 1
         lines += [f"{_STOPPED} {len(outcome.not_run)} more mutants not run, so not counted above: "
                   + ", ".join(f"`{function}` ({count})" for function, count in functions.items())
-                  + ". `--resume` continues the run.", ""]
+                  + ". `--resume` continues the run" + "".join(
+                      f"; `--modules {name}` runs {', '.join(f'`{f}`' for f in other.functions)} on their own"
+                      for name, other in MODULES.items() if other is not target and other.path == target.path
+                      and other.functions and set(other.functions) <= set(functions)) + ".", ""]
     if outcome.diffs:
         lines.append("Surviving mutants:")
         lines.append("")
@@ -577,6 +661,15 @@ def section(outcome: Outcome, machine: str, command: str, tool: str) -> str:
     return "\n".join(lines)
 
 
+def _runs(commits: list[str]) -> str:
+    """The commit of a run, or of a run continued in several."""
+    if len(commits) < 2:
+        return commits[0] if commits else "(none)"
+    later = list(dict.fromkeys(c for c in commits[1:] if c != commits[0]))
+    return (f"{commits[0]} (in {len(commits)} runs" + (f", continued at {', '.join(later)} with the module unchanged, "
+            "whose tests ran against the mutants left" if later else "") + "; minutes are of all of them)")
+
+
 def _order(mutant: str) -> tuple[str, int]:
     function, _, number = mutant.rpartition("__mutmut_")
     return function, int(number) if number.isdigit() else 0
@@ -593,13 +686,13 @@ def summary(text: str) -> str:
     header = ["| module | commit | mutants | killed | timeout | survived | no tests | score | minutes | not yet judged |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     rows, totals = [], [0] * 5
-    sections = re.finditer(rf"^## {_SECTION}(\S+\.py)\n(.*?)(?=^## |\Z)", text, re.S | re.M)
-    for path, body in (match.groups() for match in sections):
+    sections = re.finditer(rf"^## {_SECTION}(\S+\.py)(: [^\n]+)?\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+    for path, functions, body in (match.groups() for match in sections):
         commit = re.search(r"at commit (\w+)", body).group(1)
         counts = re.search(r"^\| (\d+) \|.*\|$", body, re.M).group(0).strip("| ").split(" | ")
         totals = [total + int(count) for total, count in zip(totals, counts)]
         partial = " (partial)" if _STOPPED in body else ""
-        rows.append(f"| `{path}`{partial} | {commit} | {' | '.join(counts)} | {body.count(': not yet judged')} |")
+        rows.append(f"| `{path}`{functions or ''}{partial} | {commit} | {' | '.join(counts)} | {body.count(': not yet judged')} |")
     detected = (totals[1] + totals[2]) / max(totals[0], 1)
     total = f"| all | | {' | '.join(map(str, totals))} | {detected:.1%} | | |"
     return "\n".join([*header, *rows, total])
@@ -617,7 +710,8 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     parser.add_argument("--minutes", type=float, help="stop each module after this many minutes; its section "
                         "counts the mutants run and lists those left (default: no limit)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue each module's earlier run in --work (its copy and results stand)")
+                        help="continue each module's earlier run (its copy and results stand): in --work, or from "
+                        "its saved state in benchmarks/mutation_state in a fresh copy of HEAD")
     args = parser.parse_args(argv)
     try:
         tool = f"mutmut {metadata.version('mutmut')}, {args.max_children} worker(s)"
@@ -629,9 +723,9 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
         machine = _machine()
         outcome = run_module(name, args.work, args.max_children, args.minutes, args.resume)
         body = section(outcome, machine, command, tool)
-        print(f"## Mutation testing: {outcome.target.path}\n\n{body}\n", flush=True)
+        print(f"## {_SECTION}{outcome.target.title}\n\n{body}\n", flush=True)
         if not args.no_write:
-            update_section(args.results, f"{_SECTION}{outcome.target.path}", body)
+            update_section(args.results, f"{_SECTION}{outcome.target.title}", body)
             update_section(args.results, SUMMARY, "Each module's latest run, from its section below.\n\n"
                            + summary(args.results.read_text()), before=_SECTION)
         outcomes.append(outcome)
