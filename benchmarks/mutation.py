@@ -635,12 +635,13 @@ def section(outcome: Outcome, machine: str, command: str, tool: str) -> str:
         for mutant in outcome.not_run:
             function = _order(mutant)[0].rsplit(".", 1)[-1]
             functions[function] = functions.get(function, 0) + 1
+        # A target that runs the functions left on their own continues the run; else --resume does.
+        rest = [f"`--modules {name}` runs {', '.join(f'`{f}`' for f in other.functions)} on their own"
+                for name, other in MODULES.items() if other is not target and other.path == target.path
+                and other.functions and set(other.functions) == set(functions)]
         lines += [f"{_STOPPED} {len(outcome.not_run)} more mutants not run, so not counted above: "
                   + ", ".join(f"`{function}` ({count})" for function, count in functions.items())
-                  + ". `--resume` continues the run" + "".join(
-                      f"; `--modules {name}` runs {', '.join(f'`{f}`' for f in other.functions)} on their own"
-                      for name, other in MODULES.items() if other is not target and other.path == target.path
-                      and other.functions and set(other.functions) <= set(functions)) + ".", ""]
+                  + ". " + ("; ".join(rest) or "`--resume` continues the run") + ".", ""]
     if outcome.diffs:
         lines.append("Surviving mutants:")
         lines.append("")

@@ -235,7 +235,7 @@ def test_the_mutation_summary_adds_up_the_module_sections(tmp_path):
     def module(path, counts, commit, unjudged, not_run=()):
         outcome = mutation.Outcome(path, mutation.Target(path, ("tests/test_x.py",), {"m.x_f__mutmut_1": "equivalent"}),
                                    60.0, counts, {name: "-a\n+b" for name, status in counts.items()
-                                                  if status == "survived"}, commit, list(not_run))
+                                                  if status == "survived"}, [commit], list(not_run))
         body = mutation.section(outcome, "a machine", "python -m benchmarks.mutation", "mutmut 3.8.1, 2 worker(s)")
         assert body.count(": not yet judged") == unjudged and "Tool: mutmut 3.8.1, 2 worker(s)." in body
         mutation.update_section(results, f"Mutation testing: {path}", body)
@@ -253,3 +253,55 @@ def test_the_mutation_summary_adds_up_the_module_sections(tmp_path):
         "| `m/two.py` (partial) | def5678 | 2 | 0 | 0 | 1 | 1 | 0.0% | 1.0 | 1 |",
         "| all | | 5 | 1 | 1 | 2 | 1 | 40.0% | | |",
     ]
+
+
+def test_a_function_target_runs_only_its_functions_and_its_section_names_them(tmp_path):
+    target = mutation.Target("m/x.py", ("tests/test_x.py",), functions=("x_f", "xǁCǁg"))
+    assert target.covers("m.x.x_f__mutmut_3") and target.covers("m.x.xǁCǁg__mutmut_12")
+    assert not target.covers("m.x.x_ff__mutmut_1") and not target.covers("m.x.x_g__mutmut_1")
+    assert mutation.Target("m/x.py", ()).covers("m.x.x_ff__mutmut_1")
+    assert target.title == "m/x.py: `x_f`, `xǁCǁg`"
+    results = tmp_path / "RESULTS.md"
+    outcome = mutation.Outcome("x", target, 120.0, {"m.x.x_f__mutmut_1": "killed", "m.x.x_f__mutmut_2": "killed"}, {},
+                               ["abc1234", "abc1234", "def5678"], ["m.x.xǁCǁg__mutmut_1"])
+    body = mutation.section(outcome, "a machine", "python -m benchmarks.mutation", "mutmut 3.8.1, 2 worker(s)")
+    assert ("at commit abc1234 (in 3 runs, continued at def5678 with the module unchanged, whose tests ran against "
+            "the mutants left; minutes are of all of them).") in body
+    update_section(results, f"Mutation testing: {target.title}", body)
+    assert mutation.summary(results.read_text()).splitlines()[2] == (
+        "| `m/x.py`: `x_f`, `xǁCǁg` (partial) | abc1234 | 2 | 2 | 0 | 0 | 0 | 100.0% | 2.0 | 0 |")
+
+
+def test_a_partial_run_points_at_the_target_that_runs_its_functions_left_on_their_own():
+    loop, rest = mutation.MODULES["loop"], mutation.MODULES["loop_train"]
+    assert rest.path == loop.path and rest.tests == loop.tests and rest.functions
+    not_run = [f"mrnet_utils.training.loop.{function}__mutmut_1" for function in rest.functions]
+    body = mutation.section(mutation.Outcome("loop", loop, 60.0, {}, {}, ["abc1234"], not_run), "a machine", "cmd",
+                            "mutmut")
+    assert "`--modules loop_train` runs `x__train`, `x_build_state`, `x_train`, `x_steps_for_epochs`, " \
+           "`x_data_record` on their own." in body
+    one_left = mutation.section(mutation.Outcome("loop", loop, 60.0, {}, {}, ["abc1234"], not_run[:1]), "a machine",
+                                "cmd", "mutmut")
+    assert "`--resume` continues the run." in one_left and "loop_train" not in one_left
+
+
+def test_a_lost_test_map_is_told_from_a_function_no_test_calls():
+    codes = {"m.x_f__mutmut_1": 1, "m.x_f__mutmut_2": 33, "m.x_g__mutmut_1": 33, "m.x_g__mutmut_2": None,
+             "m.x_h__mutmut_1": 0, "m.x_h__mutmut_2": 5, "m.x_k__mutmut_1": 36, "m.x_k__mutmut_2": None}
+    assert mutation._spurious_no_tests(codes) == ["m.x_f__mutmut_2", "m.x_h__mutmut_2"]
+
+
+def test_a_saved_run_seeds_a_fresh_copy_only_while_the_module_is_unchanged(tmp_path):
+    target = mutation.Target("m/x.py", ())
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m/x.py").write_text("def f():\n    return 1\n")
+    codes = {"m.x.x_f__mutmut_1": 1, "m.x.x_f__mutmut_2": None}
+    saved = {"source_sha256": mutation._source_hash(tmp_path / "m/x.py"), "runs": ["abc1234"],
+             "exit_code_by_key": codes, "hash_by_function_name": {"x_f": "0f0f"}}
+    mutation._seed(tmp_path, target, saved)
+    meta = json.loads((tmp_path / "mutants/m/x.py.meta").read_text())
+    assert meta == {"exit_code_by_key": codes, "hash_by_function_name": {"x_f": "0f0f"}, "durations_by_key": {},
+                    "estimated_durations_by_key": {}}
+    (tmp_path / "m/x.py").write_text("def f():\n    return 2\n")
+    with pytest.raises(SystemExit, match=r"m/x\.py changed since its saved run \(commit abc1234\)"):
+        mutation._seed(tmp_path, target, saved)
