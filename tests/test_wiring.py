@@ -7,6 +7,7 @@ samples, only worse. These tests need no trained model and no phantom: synthetic
 hand-written slice cache, a recording stand-in for the network.
 """
 
+import csv
 import dataclasses
 import math
 import re
@@ -22,7 +23,7 @@ from synthetic import smooth_slices, write_cache
 from torch_threads import one_thread
 
 from mrnet_utils.config import stage_config
-from mrnet_utils.data.slices import degrade
+from mrnet_utils.data.slices import SliceDataset, degrade
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.diffusion import processes
 from mrnet_utils.diffusion.samplers import generators_from_seeds, noise_from_seeds
@@ -535,3 +536,31 @@ def test_restore_refuses_a_checkpoint_trained_on_other_slices_naming_data_path(t
     same = loop.build_state(cfg, torch.device("cpu"), channels_last=False)
     same.data = dict(record)
     assert loop.restore(same, cfg, tmp_path) == tmp_path / "step_00000003.pt"
+
+
+def test_the_plateau_schedule_validates_at_each_epochs_end_numbering_the_epochs_from_one(
+        tiny_cache, tmp_path, monkeypatch):
+    """8 train slices in batches of 3: an epoch is 3 steps (the last batch short of an epoch's slices counts), and
+    the validation loss of epoch e is measured after step 3e, seeded by e."""
+    epochs = []
+
+    def by_epoch(model, cfg, images, low_res, epoch, device):
+        epochs.append(epoch)
+        return float(epoch)
+
+    monkeypatch.setattr(loop, "validation_loss", by_epoch)
+    cfg = stage_config("base64", "smoke").replace(
+        train=dict(epochs=3, batch_size=3, lr_schedule="plateau", log_every=1, ema_decay=0.0))
+    loop.train(cfg, tiny_cache, tmp_path / "run", progress=False, grids=False)
+    with open(tmp_path / "run" / loop.LOG_FILE, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["step"] for row in rows] == [str(step) for step in range(1, 10)]
+    assert [row["val_loss"] for row in rows] == ["", ""] + ["1.000000"] * 3 + ["2.000000"] * 3 + ["3.000000"]
+    assert epochs == [1, 2, 3]
+
+
+def test_a_checkpoint_records_the_slice_cache_it_was_trained_on(tiny_cache):
+    dataset = SliceDataset(tiny_cache, "train", 64)
+    assert loop.data_record(tiny_cache, dataset) == {
+        "path": str(tiny_cache.resolve()), "content_sha256": dataset.cache_digest, "plane": "coronal",
+        "selection": "all", "normalisation": "series", "central_slices": 2}
