@@ -538,19 +538,24 @@ def test_restore_refuses_a_checkpoint_trained_on_other_slices_naming_data_path(t
     assert loop.restore(same, cfg, tmp_path) == tmp_path / "step_00000003.pt"
 
 
+@pytest.mark.parametrize("stage", ["base64", "sr1"])
 def test_the_plateau_schedule_validates_at_each_epochs_end_numbering_the_epochs_from_one(
-        tiny_cache, tmp_path, monkeypatch):
+        stage, tiny_cache, tmp_path, monkeypatch):
     """8 train slices in batches of 3: an epoch is 3 steps (the last batch short of an epoch's slices counts), and
-    the validation loss of epoch e is measured after step 3e, seeded by e."""
+    the validation loss of epoch e is measured after step 3e, seeded by e, on the valid slices (and, for an SR
+    stage, their own low-res images)."""
+    cfg = stage_config(stage, "smoke").replace(
+        train=dict(epochs=3, batch_size=3, lr_schedule="plateau", log_every=1, ema_decay=0.0))
+    valid = SliceDataset(tiny_cache, "valid", cfg.resolution).images
     epochs = []
 
     def by_epoch(model, cfg, images, low_res, epoch, device):
+        assert torch.equal(images, valid)
+        assert (low_res is None) if stage == "base64" else torch.equal(low_res, degrade(valid, cfg.low_resolution))
         epochs.append(epoch)
         return float(epoch)
 
     monkeypatch.setattr(loop, "validation_loss", by_epoch)
-    cfg = stage_config("base64", "smoke").replace(
-        train=dict(epochs=3, batch_size=3, lr_schedule="plateau", log_every=1, ema_decay=0.0))
     loop.train(cfg, tiny_cache, tmp_path / "run", progress=False, grids=False)
     with open(tmp_path / "run" / loop.LOG_FILE, newline="") as handle:
         rows = list(csv.DictReader(handle))
