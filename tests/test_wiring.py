@@ -569,3 +569,28 @@ def test_a_checkpoint_records_the_slice_cache_it_was_trained_on(tiny_cache):
     assert loop.data_record(tiny_cache, dataset) == {
         "path": str(tiny_cache.resolve()), "content_sha256": dataset.cache_digest, "plane": "coronal",
         "selection": "all", "normalisation": "series", "central_slices": 2}
+
+
+def test_compile_wraps_the_network_every_step_runs(tmp_path, monkeypatch):
+    """torch.compile (stubbed: compiling the UNet takes minutes on the CPU) gets the stage's network, and every
+    training step runs through what it returns."""
+    compiled = []
+
+    class Counting(nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net, self.calls = net, 0
+
+        def forward(self, *args, **kwargs):
+            self.calls += 1
+            return self.net(*args, **kwargs)
+
+    def compile_stub(net):
+        compiled.append(Counting(net))
+        return compiled[-1]
+
+    monkeypatch.setattr(torch, "compile", compile_stub)
+    cfg = stage_config("base64", "smoke").replace(train=dict(steps=2, batch_size=2, ema_decay=0.0))
+    loop.train(cfg, write_cache(tmp_path / "cache.npz", 4), tmp_path / "run", progress=False, grids=False,
+               compile=True)
+    assert len(compiled) == 1 and isinstance(compiled[0].net, UNet) and compiled[0].calls == 2
