@@ -432,8 +432,18 @@ MODULES: dict[str, Target] = {
                 "which looks for the same files), so restoring finds none",
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _LATER.format(
                 "test_compile_wraps_the_network_every_step_runs") for n in (98, 99)},
-            "mrnet_utils.training.loop.x__train__mutmut_102":
-                "equivalent on the CPU: autocast is bf16 on CUDA only (the GPU check trains under it)",
+            **{f"mrnet_utils.training.loop.x__train__mutmut_{n}":
+               "killed by `test_nonfinite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint` "
+               "(tests/test_reliability.py), extended after this run from its survivors; checked by hand"
+               for n in (105, 106)},
+            "mrnet_utils.training.loop.x__train__mutmut_107":
+                "not worth a test: which checkpoint another rank than 0 names when its own step is non-finite "
+                "(rank 0 writes the checkpoints and names the newest)",
+            **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _LATER.format(
+                "test_the_training_bar_counts_the_runs_steps_from_where_it_resumed_and_shows_only_when_asked")
+               for n in (110, 112, 113, 114, 115, 116)},
+            **{f"mrnet_utils.training.loop.x__train__mutmut_{n}":
+               "equivalent on the CPU: autocast is bf16 on CUDA only (the GPU check trains under it)" for n in (102, 104)},
             "mrnet_utils.training.loop.x__train__mutmut_52":
                 "not worth a test: channels-last is a memory layout; on the CPU it changes the speed, not what is "
                 "computed (beyond float rounding); the GPU check trains channels-last on CUDA",

@@ -257,6 +257,11 @@ def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(cach
     assert sorted(digests(run)) == ["step_00000001.pt", "step_00000002.pt", training.LOG_FILE]
     assert digests(run)["step_00000002.pt"] == written["step_00000002.pt"]
     assert load_checkpoint(last_good)["step"] == 2
+    # Resumed from it into the same bad step, the stop names the checkpoint the run resumed from.
+    poison_losses(monkeypatch, {0})
+    with pytest.raises(MRNetError, match=rf"non-finite loss at step 2 of base64_swin; the last good checkpoint is "
+                                         rf"{last_good} and is left intact"):
+        train(BASE, cache, run, resume=True, progress=False)
     # Resumed from it (the cause removed), the run ends exactly where an undisturbed one does.
     monkeypatch.undo()
     train(BASE, cache, run, resume=True, progress=False)

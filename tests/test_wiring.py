@@ -594,3 +594,20 @@ def test_compile_wraps_the_network_every_step_runs(tmp_path, monkeypatch):
     loop.train(cfg, write_cache(tmp_path / "cache.npz", 4), tmp_path / "run", progress=False, grids=False,
                compile=True)
     assert len(compiled) == 1 and isinstance(compiled[0].net, UNet) and compiled[0].calls == 2
+
+
+def test_the_training_bar_counts_the_runs_steps_from_where_it_resumed_and_shows_only_when_asked(
+        tmp_path, monkeypatch):
+    bars, real_tqdm = [], loop.tqdm
+
+    def tqdm_recorder(**kwargs):
+        bars.append(kwargs)
+        return real_tqdm(**kwargs | {"disable": True})
+
+    cache = write_cache(tmp_path / "cache.npz", 4)
+    monkeypatch.setattr(loop, "tqdm", tqdm_recorder)
+    cfg = stage_config("base64", "smoke").replace(train=dict(steps=2, batch_size=2, ema_decay=0.0))
+    loop.train(cfg, cache, tmp_path / "run", progress=True, grids=False)
+    loop.train(cfg.replace(train=dict(steps=3)), cache, tmp_path / "run", resume=True, progress=False, grids=False)
+    assert bars == [{"total": 2, "initial": 0, "desc": "train base64_swin", "disable": False},
+                    {"total": 3, "initial": 2, "desc": "train base64_swin", "disable": True}]
