@@ -426,7 +426,7 @@ MODULES: dict[str, Target] = {
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _DEVICE for n in (48, 50)},
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}":
                "equivalent on the CPU: channels-last is chosen on CUDA only, and this keeps the CPU's standard "
-               "layout (the GPU check trains channels-last on CUDA)" for n in (51, 53, 54, 58)},
+               "layout (the GPU check trains channels-last on CUDA)" for n in (51, 53, 54, 58, 142)},
             "mrnet_utils.training.loop.x__train__mutmut_69":
                 "equivalent: a fresh run has refused a folder that holds a checkpoint already (`_refuse_earlier_run`, "
                 "which looks for the same files), so restoring finds none",
@@ -441,7 +441,10 @@ MODULES: dict[str, Target] = {
                 "(rank 0 writes the checkpoints and names the newest)",
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _LATER.format(
                 "test_the_training_bar_counts_the_runs_steps_from_where_it_resumed_and_shows_only_when_asked")
-               for n in (110, 112, 113, 114, 115, 116)},
+               for n in (110, 112, 113, 114, 115, 116, 117, 118, 119, 166)},
+            **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _LATER.format(
+                "test_each_log_row_counts_the_images_of_the_steps_since_the_last_row") for n in (163, 164)},
+            "mrnet_utils.training.loop.x__train__mutmut_141": _DEVICE,
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}":
                "equivalent on the CPU: autocast is bf16 on CUDA only (the GPU check trains under it)" for n in (102, 104)},
             "mrnet_utils.training.loop.x__train__mutmut_52":

@@ -598,16 +598,40 @@ def test_compile_wraps_the_network_every_step_runs(tmp_path, monkeypatch):
 
 def test_the_training_bar_counts_the_runs_steps_from_where_it_resumed_and_shows_only_when_asked(
         tmp_path, monkeypatch):
-    bars, real_tqdm = [], loop.tqdm
+    bars = []
 
-    def tqdm_recorder(**kwargs):
-        bars.append(kwargs)
-        return real_tqdm(**kwargs | {"disable": True})
+    class Bar:
+        def __init__(self, **kwargs):
+            self.settings, self.steps, self.closed = kwargs, 0, False
+            bars.append(self)
+
+        def update(self, steps):
+            self.steps += steps
+
+        def set_postfix(self, **values):
+            assert set(values) == {"loss", "img_s"}
+
+        def close(self):
+            self.closed = True
 
     cache = write_cache(tmp_path / "cache.npz", 4)
-    monkeypatch.setattr(loop, "tqdm", tqdm_recorder)
+    monkeypatch.setattr(loop, "tqdm", Bar)
     cfg = stage_config("base64", "smoke").replace(train=dict(steps=2, batch_size=2, ema_decay=0.0))
     loop.train(cfg, cache, tmp_path / "run", progress=True, grids=False)
     loop.train(cfg.replace(train=dict(steps=3)), cache, tmp_path / "run", resume=True, progress=False, grids=False)
-    assert bars == [{"total": 2, "initial": 0, "desc": "train base64_swin", "disable": False},
-                    {"total": 3, "initial": 2, "desc": "train base64_swin", "disable": True}]
+    assert [bar.settings for bar in bars] == [{"total": 2, "initial": 0, "desc": "train base64_swin", "disable": False},
+                                              {"total": 3, "initial": 2, "desc": "train base64_swin", "disable": True}]
+    assert [(bar.steps, bar.closed) for bar in bars] == [(2, True), (1, True)]
+
+
+def test_each_log_row_counts_the_images_of_the_steps_since_the_last_row(tmp_path, monkeypatch):
+    counted, real_log_row = [], loop._log_row
+
+    def log_row(state, loss, window, elapsed):
+        counted.append(window.images)
+        return real_log_row(state, loss, window, elapsed)
+
+    monkeypatch.setattr(loop, "_log_row", log_row)
+    cfg = stage_config("base64", "smoke").replace(train=dict(steps=5, batch_size=2, log_every=2, ema_decay=0.0))
+    loop.train(cfg, write_cache(tmp_path / "cache.npz", 4), tmp_path / "run", progress=False, grids=False)
+    assert counted == [4, 4, 2]  # rows at steps 2, 4 and the last, 5
