@@ -420,7 +420,7 @@ MODULES: dict[str, Target] = {
         {
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _LATER.format(
                 "test_the_plateau_schedule_validates_at_each_epochs_end_numbering_the_epochs_from_one")
-               for n in (19, 21, 39, 40, 42, 43, 44, 45)},
+               for n in (19, 21, 39, 40, 42, 43, 44, 45, 172, 173, 178)},
             **{f"mrnet_utils.training.loop.x_data_record__mutmut_{n}": _LATER.format(
                 "test_a_checkpoint_records_the_slice_cache_it_was_trained_on") for n in (15, 16)},
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _DEVICE for n in (48, 50)},
@@ -443,8 +443,8 @@ MODULES: dict[str, Target] = {
                 "test_the_training_bar_counts_the_runs_steps_from_where_it_resumed_and_shows_only_when_asked")
                for n in (110, 112, 113, 114, 115, 116, 117, 118, 119, 166)},
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _LATER.format(
-                "test_each_log_row_counts_the_images_of_the_steps_since_the_last_row") for n in (163, 164)},
-            "mrnet_utils.training.loop.x__train__mutmut_141": _DEVICE,
+                "test_each_log_row_counts_the_images_of_the_steps_since_the_last_row") for n in (163, 164, 190, 191)},
+            **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _DEVICE for n in (141, 180)},
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}":
                "equivalent on the CPU: autocast is bf16 on CUDA only (the GPU check trains under it)" for n in (102, 104)},
             "mrnet_utils.training.loop.x__train__mutmut_52":

@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import math
 import re
+import time
 import types
 from contextlib import nullcontext
 
@@ -633,5 +634,10 @@ def test_each_log_row_counts_the_images_of_the_steps_since_the_last_row(tmp_path
 
     monkeypatch.setattr(loop, "_log_row", log_row)
     cfg = stage_config("base64", "smoke").replace(train=dict(steps=5, batch_size=2, log_every=2, ema_decay=0.0))
+    started = time.perf_counter()
     loop.train(cfg, write_cache(tmp_path / "cache.npz", 4), tmp_path / "run", progress=False, grids=False)
+    took = time.perf_counter() - started
     assert counted == [4, 4, 2]  # rows at steps 2, 4 and the last, 5
+    with open(tmp_path / "run" / loop.LOG_FILE, newline="") as handle:
+        elapsed = [float(row["elapsed_s"]) for row in csv.DictReader(handle)]
+    assert 0 <= elapsed[0] <= elapsed[1] <= elapsed[2] <= took + 0.1  # the training time so far, rounded to 0.1 s
