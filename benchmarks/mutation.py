@@ -441,7 +441,10 @@ MODULES: dict[str, Target] = {
                 "(rank 0 writes the checkpoints and names the newest)",
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _LATER.format(
                 "test_the_training_bar_counts_the_runs_steps_from_where_it_resumed_and_shows_only_when_asked")
-               for n in (110, 112, 113, 114, 115, 116, 117, 118, 119, 166)},
+               for n in (110, 112, 113, 114, 115, 116, 117, 118, 119, 166, 213, 214, 215, 216)},
+            **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _LATER.format(
+                "test_sample_grids_are_drawn_every_sample_every_steps_and_at_the_end_from_the_stages_state")
+               for n in (224, 225, 226, 227, 228, 229)},
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _LATER.format(
                 "test_each_log_row_counts_the_images_of_the_steps_since_the_last_row") for n in (163, 164, 190, 191)},
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _DEVICE for n in (141, 180)},

@@ -599,7 +599,7 @@ def test_compile_wraps_the_network_every_step_runs(tmp_path, monkeypatch):
 
 def test_the_training_bar_counts_the_runs_steps_from_where_it_resumed_and_shows_only_when_asked(
         tmp_path, monkeypatch):
-    bars = []
+    bars, postfixes = [], []
 
     class Bar:
         def __init__(self, **kwargs):
@@ -610,7 +610,7 @@ def test_the_training_bar_counts_the_runs_steps_from_where_it_resumed_and_shows_
             self.steps += steps
 
         def set_postfix(self, **values):
-            assert set(values) == {"loss", "img_s"}
+            postfixes.append(values)
 
         def close(self):
             self.closed = True
@@ -623,6 +623,26 @@ def test_the_training_bar_counts_the_runs_steps_from_where_it_resumed_and_shows_
     assert [bar.settings for bar in bars] == [{"total": 2, "initial": 0, "desc": "train base64_swin", "disable": False},
                                               {"total": 3, "initial": 2, "desc": "train base64_swin", "disable": True}]
     assert [(bar.steps, bar.closed) for bar in bars] == [(2, True), (1, True)]
+    with open(tmp_path / "run" / loop.LOG_FILE, newline="") as handle:  # a postfix for each row, as logged
+        assert postfixes == [{"loss": row["loss"], "img_s": row["images_per_s"]} for row in csv.DictReader(handle)]
+
+
+@pytest.mark.parametrize("grids", [True, False])
+def test_sample_grids_are_drawn_every_sample_every_steps_and_at_the_end_from_the_stages_state(
+        grids, tmp_path, monkeypatch):
+    cfg = sr_config("ddpm").replace(train=dict(steps=5, batch_size=2, sample_every=2, ema_decay=0.0))
+    cache = write_cache(tmp_path / "cache.npz", 4)
+    low_res = degrade(SliceDataset(cache, "train", cfg.resolution).images, cfg.low_resolution)
+    drawn = []
+
+    def record(state, stage_cfg, low, path, progress):
+        assert stage_cfg == cfg and torch.equal(low, low_res) and progress is False
+        drawn.append((state.step, path.name))
+
+    monkeypatch.setattr(loop, "_write_sample_grid", record)
+    loop.train(cfg, cache, tmp_path / "run", progress=False, grids=grids)
+    expected = [(2, "samples_step_00000002.png"), (4, "samples_step_00000004.png"), (5, "samples_final.png")]
+    assert drawn == (expected if grids else [])
 
 
 def test_each_log_row_counts_the_images_of_the_steps_since_the_last_row(tmp_path, monkeypatch):
