@@ -444,7 +444,7 @@ MODULES: dict[str, Target] = {
                for n in (110, 112, 113, 114, 115, 116, 117, 118, 119, 166, 213, 214, 215, 216)},
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _LATER.format(
                 "test_sample_grids_are_drawn_every_sample_every_steps_and_at_the_end_from_the_stages_state")
-               for n in (224, 225, 226, 227, 228, 229, 230, 231)},
+               for n in range(224, 238)},
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _LATER.format(
                 "test_each_log_row_counts_the_images_of_the_steps_since_the_last_row") for n in (163, 164, 190, 191)},
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _DEVICE for n in (141, 180)},
