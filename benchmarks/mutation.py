@@ -447,7 +447,14 @@ MODULES: dict[str, Target] = {
                for n in range(224, 238)},
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _LATER.format(
                 "test_each_log_row_counts_the_images_of_the_steps_since_the_last_row") for n in (163, 164, 190, 191)},
-            **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _DEVICE for n in (141, 180)},
+            **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _DEVICE for n in (141, 180, 260)},
+            "mrnet_utils.training.loop.x__train__mutmut_251": _LATER.format(
+                "test_a_run_keeps_its_newest_keep_checkpoints_step_checkpoints"),
+            "mrnet_utils.training.loop.x__train__mutmut_266": _LATER.format(
+                "test_a_stop_between_checkpoints_saves_the_step_it_stopped_at"),
+            "mrnet_utils.training.loop.x__train__mutmut_265":
+                "not worth a test: under DDP the other ranks would also write the stop checkpoint, the same bytes to "
+                "the same file (each atomically, by rename); one process is rank 0 alone",
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}":
                "equivalent on the CPU: autocast is bf16 on CUDA only (the GPU check trains under it)" for n in (102, 104)},
             "mrnet_utils.training.loop.x__train__mutmut_52":

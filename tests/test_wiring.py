@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import math
 import re
+import signal
 import time
 import types
 from contextlib import nullcontext
@@ -661,3 +662,39 @@ def test_each_log_row_counts_the_images_of_the_steps_since_the_last_row(tmp_path
     with open(tmp_path / "run" / loop.LOG_FILE, newline="") as handle:
         elapsed = [float(row["elapsed_s"]) for row in csv.DictReader(handle)]
     assert 0 <= elapsed[0] <= elapsed[1] <= elapsed[2] <= took + 0.1  # the training time so far, rounded to 0.1 s
+
+
+def test_a_run_keeps_its_newest_keep_checkpoints_step_checkpoints(tmp_path):
+    cfg = stage_config("base64", "smoke").replace(
+        train=dict(steps=5, batch_size=2, checkpoint_every=1, keep_checkpoints=2, ema_decay=0.0))
+    loop.train(cfg, write_cache(tmp_path / "cache.npz", 4), tmp_path / "run", progress=False, grids=False)
+    assert sorted(path.name for path in (tmp_path / "run").glob("*.pt")) == [
+        FINAL_CHECKPOINT, "step_00000003.pt", "step_00000004.pt"]
+
+
+def test_a_stop_between_checkpoints_saves_the_step_it_stopped_at(tmp_path, monkeypatch):
+    reads = []
+
+    class StopAfterThreeSteps:  # the loop reads `requested` once after each step but the last
+        def __init__(self, what):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info):
+            return None
+
+        @property
+        def requested(self):
+            reads.append(1)
+            return signal.SIGTERM if len(reads) == 3 else None
+
+    monkeypatch.setattr(loop, "StopRequest", StopAfterThreeSteps)
+    cfg = stage_config("base64", "smoke").replace(train=dict(steps=6, batch_size=2, checkpoint_every=2, ema_decay=0.0))
+    run = tmp_path / "run"
+    with pytest.raises(loop.TrainingStopped, match=re.escape(
+            f"SIGTERM stopped training base64_swin at step 3 of 6, saved as {run / 'step_00000003.pt'}; continue it "
+            "with resume=True")):
+        loop.train(cfg, write_cache(tmp_path / "cache.npz", 4), run, progress=False, grids=False)
+    assert load_checkpoint(run / "step_00000003.pt")["step"] == 3
