@@ -672,7 +672,7 @@ def test_a_run_keeps_its_newest_keep_checkpoints_step_checkpoints(tmp_path):
         FINAL_CHECKPOINT, "step_00000003.pt", "step_00000004.pt"]
 
 
-def test_a_stop_between_checkpoints_saves_the_step_it_stopped_at(tmp_path, monkeypatch):
+def test_a_stop_between_checkpoints_saves_the_step_it_stopped_at_keeping_keep_checkpoints(tmp_path, monkeypatch):
     reads = []
 
     class StopAfterThreeSteps:  # the loop reads `requested` once after each step but the last
@@ -691,10 +691,12 @@ def test_a_stop_between_checkpoints_saves_the_step_it_stopped_at(tmp_path, monke
             return signal.SIGTERM if len(reads) == 3 else None
 
     monkeypatch.setattr(loop, "StopRequest", StopAfterThreeSteps)
-    cfg = stage_config("base64", "smoke").replace(train=dict(steps=6, batch_size=2, checkpoint_every=2, ema_decay=0.0))
+    cfg = stage_config("base64", "smoke").replace(
+        train=dict(steps=6, batch_size=2, checkpoint_every=2, keep_checkpoints=1, ema_decay=0.0))
     run = tmp_path / "run"
     with pytest.raises(loop.TrainingStopped, match=re.escape(
             f"SIGTERM stopped training base64_swin at step 3 of 6, saved as {run / 'step_00000003.pt'}; continue it "
             "with resume=True")):
         loop.train(cfg, write_cache(tmp_path / "cache.npz", 4), run, progress=False, grids=False)
     assert load_checkpoint(run / "step_00000003.pt")["step"] == 3
+    assert [path.name for path in run.glob("*.pt")] == ["step_00000003.pt"]  # keep_checkpoints=1 holds here too
