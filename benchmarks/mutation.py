@@ -452,7 +452,7 @@ MODULES: dict[str, Target] = {
                 "test_a_run_keeps_its_newest_keep_checkpoints_step_checkpoints"),
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _LATER.format(
                 "test_a_stop_between_checkpoints_saves_the_step_it_stopped_at_keeping_keep_checkpoints")
-               for n in (266, 272)},
+               for n in (266, 272, 275, 284, 285)},
             "mrnet_utils.training.loop.x__train__mutmut_265":
                 "not worth a test: under DDP the other ranks would also write the stop checkpoint, the same bytes to "
                 "the same file (each atomically, by rename); one process is rank 0 alone",

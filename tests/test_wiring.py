@@ -694,9 +694,14 @@ def test_a_stop_between_checkpoints_saves_the_step_it_stopped_at_keeping_keep_ch
     cfg = stage_config("base64", "smoke").replace(
         train=dict(steps=6, batch_size=2, checkpoint_every=2, keep_checkpoints=1, ema_decay=0.0))
     run = tmp_path / "run"
+    started = time.perf_counter()
     with pytest.raises(loop.TrainingStopped, match=re.escape(
             f"SIGTERM stopped training base64_swin at step 3 of 6, saved as {run / 'step_00000003.pt'}; continue it "
-            "with resume=True")):
+            "with resume=True")) as stopped:
         loop.train(cfg, write_cache(tmp_path / "cache.npz", 4), run, progress=False, grids=False)
-    assert load_checkpoint(run / "step_00000003.pt")["step"] == 3
+    took = time.perf_counter() - started
+    assert (stopped.value.checkpoint, stopped.value.step, stopped.value.parameter) == (
+        run / "step_00000003.pt", 3, "resume")
+    saved = load_checkpoint(run / "step_00000003.pt")
+    assert saved["step"] == 3 and 0 < saved["log"]["seconds"] < took
     assert [path.name for path in run.glob("*.pt")] == ["step_00000003.pt"]  # keep_checkpoints=1 holds here too
