@@ -661,13 +661,15 @@ def test_sample_checks_its_output_folder_before_loading_or_sampling_anything(tmp
     assert [path.name for path in used.iterdir()] == ["sample_000000.png"]
 
 
-def test_a_second_stop_signal_stops_training_at_once_naming_the_newest_checkpoint(cache, tmp_path, monkeypatch):
+@pytest.mark.parametrize("during", [0, 1], ids=["first step", "second step"])
+def test_a_second_stop_signal_stops_training_at_once_naming_the_newest_checkpoint(cache, tmp_path, monkeypatch,
+                                                                                   during):
     run = tmp_path / "run"
     calls = itertools.count()
     real_loss = processes.loss
 
-    def impatient(*args, **kwargs):  # Ctrl-C, and again, during the second step
-        if next(calls) == 1:
+    def impatient(*args, **kwargs):  # Ctrl-C, and again, during a step
+        if next(calls) == during:
             os.kill(os.getpid(), signal.SIGINT)
             os.kill(os.getpid(), signal.SIGINT)
         return real_loss(*args, **kwargs)
@@ -676,11 +678,14 @@ def test_a_second_stop_signal_stops_training_at_once_naming_the_newest_checkpoin
     monkeypatch.setattr(training, "StopRequest", functools.partial(interrupts.StopRequest, repeat_window=-1))
     with pytest.raises(training.TrainingStopped) as stopped:
         train(BASE, cache, run, progress=False)
-    assert str(stopped.value) == (f"a second SIGINT stopped training base64_swin at once at step 1; the newest "
-                                  f"checkpoint is {run / 'step_00000001.pt'}: continue from it with resume=True")
-    assert (stopped.value.exit_code, stopped.value.checkpoint, stopped.value.parameter) == (
-        130, run / "step_00000001.pt", "resume")
-    assert sorted(path.name for path in run.iterdir()) == ["step_00000001.pt"]  # no lock file, no temporary
+    newest = run / "step_00000001.pt"
+    then = (f"the newest checkpoint is {newest}: continue from it with resume=True" if during else
+            "no checkpoint was written yet: start it again")
+    assert str(stopped.value) == f"a second SIGINT stopped training base64_swin at once at step {during}; {then}"
+    assert (stopped.value.exit_code, stopped.value.checkpoint, stopped.value.step, stopped.value.parameter) == (
+        (130, newest, 1, "resume") if during else (130, None, 0, None))
+    # No lock file, no temporary; a folder the run created and wrote nothing to is removed again.
+    assert (sorted(path.name for path in run.iterdir()) == [newest.name]) if during else not run.exists()
 
 
 # --- stop signals outside training: preprocess ---------------------------------------------------------
