@@ -646,7 +646,7 @@ def test_sample_grids_are_drawn_every_sample_every_steps_and_at_the_end_from_the
     assert drawn == (expected if grids else [])
 
 
-def test_each_log_row_counts_the_images_of_the_steps_since_the_last_row(tmp_path, monkeypatch):
+def test_each_log_row_counts_the_images_of_the_steps_since_the_last_row_and_the_time_so_far(tmp_path, monkeypatch):
     counted, real_log_row = [], loop._log_row
 
     def log_row(state, loss, window, elapsed):
@@ -656,12 +656,13 @@ def test_each_log_row_counts_the_images_of_the_steps_since_the_last_row(tmp_path
     monkeypatch.setattr(loop, "_log_row", log_row)
     cfg = stage_config("base64", "smoke").replace(train=dict(steps=5, batch_size=2, log_every=2, ema_decay=0.0))
     started = time.perf_counter()
-    loop.train(cfg, write_cache(tmp_path / "cache.npz", 4), tmp_path / "run", progress=False, grids=False)
+    result = loop.train(cfg, write_cache(tmp_path / "cache.npz", 4), tmp_path / "run", progress=False, grids=False)
     took = time.perf_counter() - started
     assert counted == [4, 4, 2]  # rows at steps 2, 4 and the last, 5
     with open(tmp_path / "run" / loop.LOG_FILE, newline="") as handle:
         elapsed = [float(row["elapsed_s"]) for row in csv.DictReader(handle)]
     assert 0 <= elapsed[0] <= elapsed[1] <= elapsed[2] <= took + 0.1  # the training time so far, rounded to 0.1 s
+    assert 0 < result.seconds < took and load_checkpoint(result.checkpoint)["log"]["seconds"] == result.seconds
 
 
 def test_a_run_keeps_its_newest_keep_checkpoints_step_checkpoints(tmp_path):
@@ -705,3 +706,34 @@ def test_a_stop_between_checkpoints_saves_the_step_it_stopped_at_keeping_keep_ch
     saved = load_checkpoint(run / "step_00000003.pt")
     assert saved["step"] == 3 and 0 < saved["log"]["seconds"] < took
     assert [path.name for path in run.glob("*.pt")] == ["step_00000003.pt"]  # keep_checkpoints=1 holds here too
+
+
+def test_a_stop_during_the_last_step_ends_a_complete_run_leaving_out_its_sample_grid(tmp_path, monkeypatch):
+    reads = []
+
+    class StopAfterTheLastStep:  # read after each step but the last, then once after the loop
+        def __init__(self, what):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info):
+            return None
+
+        @property
+        def requested(self):
+            reads.append(1)
+            return signal.SIGTERM if len(reads) == 2 else None
+
+    grids = []
+    monkeypatch.setattr(loop, "StopRequest", StopAfterTheLastStep)
+    monkeypatch.setattr(loop, "_write_sample_grid", lambda *args: grids.append(args))
+    cfg = stage_config("base64", "smoke").replace(train=dict(steps=2, batch_size=2, ema_decay=0.0))
+    run = tmp_path / "run"
+    with pytest.raises(loop.TrainingStopped, match=re.escape(
+            f"SIGTERM stopped training base64_swin after its last step; the run is complete: {run / FINAL_CHECKPOINT}"
+            "; its sample grid is left out")) as stopped:
+        loop.train(cfg, write_cache(tmp_path / "cache.npz", 4), run, progress=False, grids=True)
+    assert (stopped.value.checkpoint, stopped.value.step, stopped.value.parameter) == (run / FINAL_CHECKPOINT, 2, None)
+    assert load_checkpoint(run / FINAL_CHECKPOINT)["step"] == 2 and grids == []
