@@ -452,9 +452,10 @@ MODULES: dict[str, Target] = {
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _LATER.format(
                 "test_each_log_row_counts_the_images_of_the_steps_since_the_last_row_and_the_time_so_far")
                for n in (163, 164, 190, 191, 311, 312)},
-            "mrnet_utils.training.loop.x__train__mutmut_332": _LATER.format(
-                "test_a_stop_during_the_last_step_ends_a_complete_run_leaving_out_its_sample_grid"),
-            **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _DEVICE for n in (141, 180, 260)},
+            **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _LATER.format(
+                "test_a_stop_during_the_last_step_ends_a_complete_run_leaving_out_its_sample_grid")
+               for n in (332, 341, 344, 345, 346)},
+            **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _DEVICE for n in (141, 180, 260, 334)},
             "mrnet_utils.training.loop.x__train__mutmut_251": _LATER.format(
                 "test_a_run_keeps_its_newest_keep_checkpoints_step_checkpoints"),
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _LATER.format(

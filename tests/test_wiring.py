@@ -708,7 +708,8 @@ def test_a_stop_between_checkpoints_saves_the_step_it_stopped_at_keeping_keep_ch
     assert [path.name for path in run.glob("*.pt")] == ["step_00000003.pt"]  # keep_checkpoints=1 holds here too
 
 
-def test_a_stop_during_the_last_step_ends_a_complete_run_leaving_out_its_sample_grid(tmp_path, monkeypatch):
+@pytest.mark.parametrize("grids", [True, False])
+def test_a_stop_during_the_last_step_ends_a_complete_run_leaving_out_its_sample_grid(grids, tmp_path, monkeypatch):
     reads = []
 
     class StopAfterTheLastStep:  # read after each step but the last, then once after the loop
@@ -731,9 +732,10 @@ def test_a_stop_during_the_last_step_ends_a_complete_run_leaving_out_its_sample_
     monkeypatch.setattr(loop, "_write_sample_grid", lambda *args: grids.append(args))
     cfg = stage_config("base64", "smoke").replace(train=dict(steps=2, batch_size=2, ema_decay=0.0))
     run = tmp_path / "run"
-    with pytest.raises(loop.TrainingStopped, match=re.escape(
-            f"SIGTERM stopped training base64_swin after its last step; the run is complete: {run / FINAL_CHECKPOINT}"
-            "; its sample grid is left out")) as stopped:
-        loop.train(cfg, write_cache(tmp_path / "cache.npz", 4), run, progress=False, grids=True)
-    assert (stopped.value.checkpoint, stopped.value.step, stopped.value.parameter) == (run / FINAL_CHECKPOINT, 2, None)
+    with pytest.raises(loop.TrainingStopped) as stopped:
+        loop.train(cfg, write_cache(tmp_path / "cache.npz", 4), run, progress=False, grids=grids)
+    assert str(stopped.value) == (f"SIGTERM stopped training base64_swin after its last step; the run is complete: "
+                                  f"{run / FINAL_CHECKPOINT}" + ("; its sample grid is left out" if grids else ""))
+    assert (stopped.value.exit_code, stopped.value.checkpoint, stopped.value.step, stopped.value.parameter) == (
+        128 + signal.SIGTERM, run / FINAL_CHECKPOINT, 2, None)
     assert load_checkpoint(run / FINAL_CHECKPOINT)["step"] == 2 and grids == []
