@@ -455,6 +455,8 @@ MODULES: dict[str, Target] = {
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _LATER.format(
                 "test_a_stop_during_the_last_step_ends_a_complete_run_leaving_out_its_sample_grid")
                for n in (332, 341, 344, 345, 346)},
+            "mrnet_utils.training.loop.x__train__mutmut_350":
+                "equivalent: TrainingStopped reads resumable only for truth, and None is false as False is",
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _DEVICE for n in (141, 180, 260, 334)},
             "mrnet_utils.training.loop.x__train__mutmut_251": _LATER.format(
                 "test_a_run_keeps_its_newest_keep_checkpoints_step_checkpoints"),
