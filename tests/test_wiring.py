@@ -663,6 +663,11 @@ def test_each_log_row_counts_the_images_of_the_steps_since_the_last_row_and_the_
         elapsed = [float(row["elapsed_s"]) for row in csv.DictReader(handle)]
     assert 0 <= elapsed[0] <= elapsed[1] <= elapsed[2] <= took + 0.1  # the training time so far, rounded to 0.1 s
     assert 0 < result.seconds < took and load_checkpoint(result.checkpoint)["log"]["seconds"] == result.seconds
+    assert result.images_per_second == pytest.approx(5 * 2 / result.seconds, rel=1e-12)
+    # Extended by 2 steps: the rate is of this run's steps over this run's seconds.
+    more = loop.train(cfg.replace(train=dict(steps=7)), tmp_path / "cache.npz", tmp_path / "run", resume=True,
+                      progress=False, grids=False)
+    assert more.images_per_second == pytest.approx(2 * 2 / (more.seconds - result.seconds), rel=1e-9)
 
 
 def test_a_run_keeps_its_newest_keep_checkpoints_step_checkpoints(tmp_path):
