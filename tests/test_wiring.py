@@ -668,6 +668,9 @@ def test_each_log_row_counts_the_images_of_the_steps_since_the_last_row_and_the_
     more = loop.train(cfg.replace(train=dict(steps=7)), tmp_path / "cache.npz", tmp_path / "run", resume=True,
                       progress=False, grids=False)
     assert more.images_per_second == pytest.approx(2 * 2 / (more.seconds - result.seconds), rel=1e-9)
+    done = loop.train(cfg.replace(train=dict(steps=7)), tmp_path / "cache.npz", tmp_path / "run", resume=True,
+                      progress=False, grids=False)
+    assert done.trained_steps == 0 and math.isnan(done.images_per_second)  # a complete run trains nothing
 
 
 def test_a_run_keeps_its_newest_keep_checkpoints_step_checkpoints(tmp_path):
