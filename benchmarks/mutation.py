@@ -451,10 +451,12 @@ MODULES: dict[str, Target] = {
                for n in range(224, 238)},
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _LATER.format(
                 "test_each_log_row_counts_the_images_of_the_steps_since_the_last_row_and_the_time_so_far")
-               for n in (163, 164, 190, 191, 311, 312, 374, 376, 377, 378)},
+               for n in (163, 164, 190, 191, 311, 312, 374, 376, 377, 378, 379)},
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _LATER.format(
                 "test_a_stop_during_the_last_step_ends_a_complete_run_leaving_out_its_sample_grid")
                for n in (332, 341, 344, 345, 346)},
+            "mrnet_utils.training.loop.x__train__mutmut_384": _LATER.format(
+                "test_a_run_under_a_second_reports_its_images_over_its_own_seconds"),
             "mrnet_utils.training.loop.x__train__mutmut_350":
                 "equivalent: TrainingStopped reads resumable only for truth, and None is false as False is",
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _DEVICE for n in (141, 180, 260, 334)},

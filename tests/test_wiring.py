@@ -673,6 +673,14 @@ def test_each_log_row_counts_the_images_of_the_steps_since_the_last_row_and_the_
     assert done.trained_steps == 0 and math.isnan(done.images_per_second)  # a complete run trains nothing
 
 
+def test_a_run_under_a_second_reports_its_images_over_its_own_seconds(tmp_path, monkeypatch):
+    ticks = iter(range(10_000))  # the loop's clock: 1/64 s a reading, exact in binary
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks) / 64))
+    cfg = stage_config("base64", "smoke").replace(train=dict(steps=3, batch_size=2, ema_decay=0.0))
+    result = loop.train(cfg, write_cache(tmp_path / "cache.npz", 4), tmp_path / "run", progress=False, grids=False)
+    assert 0 < result.seconds < 1 and result.images_per_second == 3 * 2 / result.seconds
+
+
 def test_a_run_keeps_its_newest_keep_checkpoints_step_checkpoints(tmp_path):
     cfg = stage_config("base64", "smoke").replace(
         train=dict(steps=5, batch_size=2, checkpoint_every=1, keep_checkpoints=2, ema_decay=0.0))
