@@ -444,7 +444,7 @@ MODULES: dict[str, Target] = {
                 "not worth a test: which checkpoint another rank than 0 names when its own step is non-finite "
                 "(rank 0 writes the checkpoints and names the newest)",
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _LATER.format(
-                "test_the_training_bar_counts_the_runs_steps_from_where_it_resumed_and_shows_only_when_asked")
+                "test_the_training_bar_counts_the_runs_steps_from_where_it_resumed_and_shows_unless_turned_off")
                for n in (110, 112, 113, 114, 115, 116, 117, 118, 119, 166, 213, 214, 215, 216)},
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _LATER.format(
                 "test_sample_grids_are_drawn_every_sample_every_steps_and_at_the_end_from_the_stages_state")
@@ -457,6 +457,8 @@ MODULES: dict[str, Target] = {
                for n in (332, 341, 344, 345, 346)},
             "mrnet_utils.training.loop.x__train__mutmut_384": _LATER.format(
                 "test_a_run_under_a_second_reports_its_images_over_its_own_seconds"),
+            "mrnet_utils.training.loop.x_train__mutmut_2": _LATER.format(
+                "test_the_training_bar_counts_the_runs_steps_from_where_it_resumed_and_shows_unless_turned_off"),
             "mrnet_utils.training.loop.x__train__mutmut_350":
                 "equivalent: TrainingStopped reads resumable only for truth, and None is false as False is",
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _DEVICE for n in (141, 180, 260, 334)},

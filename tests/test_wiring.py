@@ -598,7 +598,7 @@ def test_compile_wraps_the_network_every_step_runs(tmp_path, monkeypatch):
     assert len(compiled) == 1 and isinstance(compiled[0].net, UNet) and compiled[0].calls == 2
 
 
-def test_the_training_bar_counts_the_runs_steps_from_where_it_resumed_and_shows_only_when_asked(
+def test_the_training_bar_counts_the_runs_steps_from_where_it_resumed_and_shows_unless_turned_off(
         tmp_path, monkeypatch):
     bars, postfixes = [], []
 
@@ -619,7 +619,7 @@ def test_the_training_bar_counts_the_runs_steps_from_where_it_resumed_and_shows_
     cache = write_cache(tmp_path / "cache.npz", 4)
     monkeypatch.setattr(loop, "tqdm", Bar)
     cfg = stage_config("base64", "smoke").replace(train=dict(steps=2, batch_size=2, ema_decay=0.0))
-    loop.train(cfg, cache, tmp_path / "run", progress=True, grids=False)
+    loop.train(cfg, cache, tmp_path / "run", grids=False)  # progress by default
     loop.train(cfg.replace(train=dict(steps=3)), cache, tmp_path / "run", resume=True, progress=False, grids=False)
     assert [bar.settings for bar in bars] == [{"total": 2, "initial": 0, "desc": "train base64_swin", "disable": False},
                                               {"total": 3, "initial": 2, "desc": "train base64_swin", "disable": True}]
