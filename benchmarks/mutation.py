@@ -459,6 +459,12 @@ MODULES: dict[str, Target] = {
                 "test_a_run_under_a_second_reports_its_images_over_its_own_seconds"),
             "mrnet_utils.training.loop.x_train__mutmut_2": _LATER.format(
                 "test_the_training_bar_counts_the_runs_steps_from_where_it_resumed_and_shows_unless_turned_off"),
+            "mrnet_utils.training.loop.x_build_state__mutmut_3": _DEVICE,
+            **{f"mrnet_utils.training.loop.x_build_state__mutmut_{n}": _LATER.format(
+                "test_channels_last_lays_out_the_convolution_weights_channels_last") for n in (5, 6)},
+            "mrnet_utils.training.loop.x_build_state__mutmut_12":
+                "equivalent: AveragedModel reads use_buffers only for truth, and None is false as False is",
+            "mrnet_utils.training.loop.x_train__mutmut_8": _LATER.format("test_train_runs_on_the_device_it_is_given"),
             "mrnet_utils.training.loop.x__train__mutmut_350":
                 "equivalent: TrainingStopped reads resumable only for truth, and None is false as False is",
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _DEVICE for n in (141, 180, 260, 334)},

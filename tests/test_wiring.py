@@ -384,6 +384,24 @@ def test_the_optimiser_takes_the_configured_learning_rate_weight_decay_and_linea
     assert state.ema is not None
 
 
+def test_channels_last_lays_out_the_convolution_weights_channels_last():
+    """Checked on the weights that have one layout per format: more than one input channel and a kernel over 1 x 1."""
+    cfg = stage_config("base64", "smoke")
+    for channels_last in (True, False):
+        model = loop.build_state(cfg, torch.device("cpu"), channels_last=channels_last).model
+        kernels = [p for p in model.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[2:] != (1, 1)]
+        assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) == channels_last
+                               and p.is_contiguous() != channels_last for p in kernels)
+
+
+def test_train_runs_on_the_device_it_is_given(tmp_path, monkeypatch):
+    asked, real = [], loop.process_device
+    monkeypatch.setattr(loop, "process_device", lambda requested: asked.append(requested) or real(requested))
+    cfg = stage_config("base64", "smoke").replace(train=dict(steps=1, batch_size=2, ema_decay=0.0))
+    loop.train(cfg, write_cache(tmp_path / "cache.npz", 4), tmp_path / "run", progress=False, grids=False, device="cpu")
+    assert asked == ["cpu"]
+
+
 def test_restore_brings_back_the_counters_the_weights_and_the_random_state(tmp_path):
     """What a resumed run continues from: its step, skipped batches, last validation loss, training time so far,
     its weights, EMA, optimiser and the global random state."""
