@@ -13,6 +13,7 @@ server here: torch is not fork-safe once it has run).
     python -m benchmarks.mutation                      # the default modules (about an hour on 2 busy cores)
     python -m benchmarks.mutation --modules schedules losses --max-children 2
     python -m benchmarks.mutation --modules loop_train --minutes 120 --resume   # continue a long run
+    python -m benchmarks.mutation --modules loop_train --minutes 0 --resume     # rewrite its section from its saved state
 
 A run saves its verdicts in `mutation_state/<module>.json` when it stops, so that `--resume` continues it
 in another session or on another machine (mutmut keeps a verdict while its function's code is unchanged).
@@ -469,6 +470,8 @@ MODULES: dict[str, Target] = {
             **{f"mrnet_utils.training.loop.x_build_state__mutmut_{n}":
                "not worth a test: `fused` picks AdamW's kernel, not its step: unfused on CUDA (or fused on the CPU) "
                "computes the same update up to float rounding, at another speed" for n in (24, 28, 29, 30, 31)},
+            "mrnet_utils.training.loop.x_build_state__mutmut_41":
+                "equivalent: ReduceLROnPlateau's mode defaults to \"min\"",
             "mrnet_utils.training.loop.x_train__mutmut_8": _LATER.format("test_train_runs_on_the_device_it_is_given"),
             "mrnet_utils.training.loop.x__train__mutmut_350":
                 "equivalent: TrainingStopped reads resumable only for truth, and None is false as False is",
@@ -508,6 +511,8 @@ class Outcome:
     diffs: dict[str, str]  # surviving mutant -> its diff
     runs: list[str]  # the commit of each run's copy of the code and tests, first to last
     not_run: list[str] = field(default_factory=list)  # mutants left when the run stopped at its time limit
+    # The latest run that ran mutants, as its section's header says: its day, machine, command and tool.
+    latest_run: dict[str, str] = field(default_factory=dict)
 
     def count(self, status: str) -> int:
         return sum(value == status for value in self.statuses.values())
@@ -588,12 +593,13 @@ def _spurious_no_tests(codes: dict[str, int | None]) -> list[str]:
 
 
 def run_module(name: str, work_root: Path, max_children: int, minutes: float | None = None,
-               resume: bool = False) -> Outcome:
+               resume: bool = False, this_run: dict[str, str] | None = None) -> Outcome:
     """Mutate one module and run its tests against each mutant, for at most `minutes` (None: until done).
 
     `resume` continues the module's earlier run: in `work_root` when its scratch folder is there, else from its
     saved state (`STATE`) in a fresh copy of HEAD; the results stand, mutmut runs only the mutants without one,
-    and the minutes add up. The run's state is saved when it stops.
+    and the minutes add up. The run's state is saved when it stops, with `this_run` (its day, machine, command
+    and tool) when it ran mutants: a call that runs none (`minutes=0`) reports the saved run's.
     """
     target = MODULES[name]
     work = work_root / name
@@ -616,7 +622,9 @@ def run_module(name: str, work_root: Path, max_children: int, minutes: float | N
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # one thread per worker
     log = work / "mutmut.log"
     seconds = saved["seconds"] if saved else 0.0
+    latest_run = (saved or {}).get("latest_run") or this_run or {}
     if minutes != 0 and (selection or not target.functions):
+        latest_run = this_run or {}
         runs = [*runs, (work / _COMMIT).read_text().strip()]
         start = time.perf_counter()
         with log.open("a") as handle:
@@ -651,7 +659,8 @@ def run_module(name: str, work_root: Path, max_children: int, minutes: float | N
     STATE.mkdir(exist_ok=True)
     state_file.write_text(json.dumps({
         "module": target.path, "source_sha256": _source_hash(work / target.path), "runs": runs,
-        "seconds": round(seconds, 1), "hash_by_function_name": mutmut_meta["hash_by_function_name"],
+        "seconds": round(seconds, 1), "latest_run": latest_run,
+        "hash_by_function_name": mutmut_meta["hash_by_function_name"],
         "exit_code_by_key": codes, "diffs": diffs}, indent=0, sort_keys=True) + "\n")
     if spurious:
         meta.write_text(json.dumps({**mutmut_meta, "exit_code_by_key": codes}))
@@ -662,7 +671,8 @@ def run_module(name: str, work_root: Path, max_children: int, minutes: float | N
     codes = {mutant: code for mutant, code in codes.items() if target.covers(mutant)}
     not_run = sorted((mutant for mutant, code in codes.items() if code is None), key=_order)
     statuses = {mutant: _status(code) for mutant, code in codes.items() if code is not None}
-    return Outcome(name, target, seconds, statuses, {m: d for m, d in diffs.items() if m in statuses}, runs, not_run)
+    return Outcome(name, target, seconds, statuses, {m: d for m, d in diffs.items() if m in statuses}, runs, not_run,
+                   latest_run)
 
 
 def _machine() -> str:
@@ -678,8 +688,9 @@ def _machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, load average at start {load}; Python {sys.version.split()[0]}"
 
 
-def section(outcome: Outcome, machine: str, command: str, tool: str) -> str:
-    """The RESULTS.md section of one module's run; `tool` names the mutation tool, its version and workers."""
+def section(outcome: Outcome, machine: str, command: str, tool: str, day: str | None = None) -> str:
+    """The RESULTS.md section of one module's run, on `day` (default today); `tool` names the mutation tool, its
+    version and workers."""
     target = outcome.target
     total = len(outcome.statuses)
     rows = [
@@ -688,11 +699,12 @@ def section(outcome: Outcome, machine: str, command: str, tool: str) -> str:
         f"| {total} | {outcome.count('killed')} | {outcome.count('timeout')} | {outcome.count('survived')} "
         f"| {outcome.count('no tests')} | {outcome.score:.1%} | {outcome.seconds / 60:.1f} |",
     ]
+    latest = " of the latest run" if len(outcome.runs) > 1 else ""
     lines = [
-        f"Date: {date.today().isoformat()}. Tool: {tool}. "
+        f"Date{latest}: {day or date.today().isoformat()}. Tool: {tool}. "
         f"Machine: {machine}.",
         "",
-        f"Command (from the repository root): `{command}`, at commit {_runs(outcome.runs)}.",
+        f"Command{latest} (from the repository root): `{command}`, at commit {_runs(outcome.runs)}.",
         "",
         f"Tests run against each mutant: {', '.join(f'`{test}`' for test in target.tests)} (those of them that "
         "call the mutated function).",
@@ -795,9 +807,9 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     command = " ".join(["python", "-m", "benchmarks.mutation", *(sys.argv[1:] if argv is None else argv)])
     outcomes = []
     for name in args.modules:
-        machine = _machine()
-        outcome = run_module(name, args.work, args.max_children, args.minutes, args.resume)
-        body = section(outcome, machine, command, tool)
+        this_run = {"machine": _machine(), "command": command, "tool": tool, "day": date.today().isoformat()}
+        outcome = run_module(name, args.work, args.max_children, args.minutes, args.resume, this_run)
+        body = section(outcome, **outcome.latest_run)
         print(f"## {_SECTION}{outcome.target.title}\n\n{body}\n", flush=True)
         if not args.no_write:
             update_section(args.results, f"{_SECTION}{outcome.target.title}", body)

@@ -265,8 +265,9 @@ def test_a_function_target_runs_only_its_functions_and_its_section_names_them(tm
     outcome = mutation.Outcome("x", target, 120.0, {"m.x.x_f__mutmut_1": "killed", "m.x.x_f__mutmut_2": "killed"}, {},
                                ["abc1234", "abc1234", "def5678"], ["m.x.xǁCǁg__mutmut_1"])
     body = mutation.section(outcome, "a machine", "python -m benchmarks.mutation", "mutmut 3.8.1, 2 worker(s)")
-    assert ("at commit abc1234 (in 3 runs, continued at def5678 with the module unchanged, whose tests ran against "
-            "the mutants left; minutes are of all of them).") in body
+    assert ("Command of the latest run (from the repository root): `python -m benchmarks.mutation`, at commit abc1234 "
+            "(in 3 runs, continued at def5678 with the module unchanged, whose tests ran against the mutants left; "
+            "minutes are of all of them).") in body and body.startswith("Date of the latest run: ")
     update_section(results, f"Mutation testing: {target.title}", body)
     assert mutation.summary(results.read_text()).splitlines()[2] == (
         "| `m/x.py`: `x_f`, `xǁCǁg` (partial) | abc1234 | 2 | 2 | 0 | 0 | 0 | 100.0% | 2.0 | 0 |")
@@ -312,3 +313,31 @@ def test_a_saved_run_seeds_a_fresh_copy_only_while_the_module_is_unchanged(tmp_p
     (tmp_path / "m/x.py").write_text("def f():\n    return 2\n")
     with pytest.raises(SystemExit, match=r"m/x\.py changed since its saved run \(commit abc1234\)"):
         mutation._seed(tmp_path, target, saved)
+
+
+def test_a_render_from_the_saved_state_reports_the_run_that_ran_the_mutants(tmp_path, monkeypatch):
+    """`--minutes 0 --resume` writes the section of the saved run: its day, machine, command and tool, not its own."""
+    monkeypatch.setattr(mutation, "STATE", tmp_path / "state")
+    target, module = mutation.MODULES["schedules"], "mrnet_utils.diffusion.schedules"
+    killed, survived = f"{module}.x_snr__mutmut_1", f"{module}.x_snr__mutmut_2"
+    ran = {"day": "2026-11-30", "machine": "a machine", "command": "python -m benchmarks.mutation --modules schedules",
+           "tool": "mutmut 3.8.1, 2 worker(s)"}
+    render = {"day": "2026-12-01", "machine": "another", "command": "python -m benchmarks.mutation --minutes 0",
+              "tool": "mutmut"}
+    saved = {"module": target.path, "source_sha256": mutation._source_hash(mutation.ROOT / target.path),
+             "runs": ["abc1234"], "seconds": 90.0, "latest_run": ran, "hash_by_function_name": {},
+             "exit_code_by_key": {killed: 1, survived: 0}, "diffs": {survived: "-a\n+b"}}
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state/schedules.json").write_text(json.dumps(saved))
+    outcome = mutation.run_module("schedules", tmp_path / "work", 2, minutes=0, resume=True, this_run=render)
+    assert outcome.latest_run == ran and outcome.runs == ["abc1234"] and outcome.seconds == 90.0
+    assert outcome.statuses == {killed: "killed", survived: "survived"} and outcome.diffs == {survived: "-a\n+b"}
+    assert json.loads((tmp_path / "state/schedules.json").read_text())["latest_run"] == ran
+    body = mutation.section(outcome, **outcome.latest_run)
+    assert body.startswith("Date: 2026-11-30. Tool: mutmut 3.8.1, 2 worker(s). Machine: a machine.\n\n"
+                           "Command (from the repository root): `python -m benchmarks.mutation --modules schedules`, "
+                           "at commit abc1234.")
+    # A state saved before runs were recorded: the render can only describe itself.
+    (tmp_path / "state/schedules.json").write_text(json.dumps({**saved, "latest_run": None}))
+    assert mutation.run_module("schedules", tmp_path / "work", 2, minutes=0, resume=True,
+                               this_run=render).latest_run == render
