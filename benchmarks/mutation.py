@@ -62,6 +62,13 @@ class Target:
     def covers(self, mutant: str) -> bool:
         return not self.functions or _order(mutant)[0].rsplit(".", 1)[-1] in self.functions
 
+    def killed_later(self, mutant: str) -> bool:
+        """A survivor noted as killed by a test written after its run (`--recheck` runs it again)."""
+        return self.notes.get(mutant, "").startswith(_KILLED_LATER)
+
+
+_KILLED_LATER = "killed by "
+
 
 _LATER = "killed by `{}` (tests/test_wiring.py), written after this run from its survivors; checked by hand"
 # The loop's tests, less the 1000-step sampler agreement (17 s a mutant, on 2 cores): a test of the samplers,
@@ -513,6 +520,7 @@ class Outcome:
     not_run: list[str] = field(default_factory=list)  # mutants left when the run stopped at its time limit
     # The latest run that ran mutants, as its section's header says: its day, machine, command and tool.
     latest_run: dict[str, str] = field(default_factory=dict)
+    rechecked: dict[str, str] = field(default_factory=dict)  # survivor noted as killed later -> commit it reran at
 
     def count(self, status: str) -> int:
         return sum(value == status for value in self.statuses.values())
@@ -593,19 +601,24 @@ def _spurious_no_tests(codes: dict[str, int | None]) -> list[str]:
 
 
 def run_module(name: str, work_root: Path, max_children: int, minutes: float | None = None,
-               resume: bool = False, this_run: dict[str, str] | None = None) -> Outcome:
+               resume: bool = False, this_run: dict[str, str] | None = None, recheck: bool = False) -> Outcome:
     """Mutate one module and run its tests against each mutant, for at most `minutes` (None: until done).
 
     `resume` continues the module's earlier run: in `work_root` when its scratch folder is there, else from its
     saved state (`STATE`) in a fresh copy of HEAD; the results stand, mutmut runs only the mutants without one,
     and the minutes add up. The run's state is saved when it stops, with `this_run` (its day, machine, command
     and tool) when it ran mutants: a call that runs none (`minutes=0`) reports the saved run's.
+
+    `recheck` runs the saved run's survivors noted as killed by a later test again, in a fresh copy of HEAD, so
+    that its tests give their verdicts; the other verdicts stand.
     """
     target = MODULES[name]
     work = work_root / name
     state_file = STATE / f"{name}.json"
-    saved = json.loads(state_file.read_text()) if resume and state_file.exists() else None
-    if not (resume and (work / _COMMIT).exists()):
+    saved = json.loads(state_file.read_text()) if (resume or recheck) and state_file.exists() else None
+    if recheck and not saved:
+        raise SystemExit(f"--recheck runs the survivors of a saved run, and {name} has none in {state_file}")
+    if recheck or not (resume and (work / _COMMIT).exists()):
         _prepare(work, target)
         if saved:
             _seed(work, target, saved)
@@ -613,7 +626,11 @@ def run_module(name: str, work_root: Path, max_children: int, minutes: float | N
     meta = work / "mutants" / (target.path + ".meta")
     module = target.path.removesuffix(".py").replace("/", ".")
     selection = []  # mutmut runs every mutant without a verdict when given none
-    if target.functions:
+    rechecked = (saved or {}).get("rechecked", {})
+    if recheck:  # named, they run again
+        selection = [mutant for mutant, code in saved["exit_code_by_key"].items()
+                     if code in _SURVIVED and target.covers(mutant) and target.killed_later(mutant)]
+    elif target.functions:
         if meta.exists():  # the named mutants run even with a verdict: name those without one
             codes = json.loads(meta.read_text())["exit_code_by_key"]
             selection = [mutant for mutant, code in codes.items() if code is None and target.covers(mutant)]
@@ -623,9 +640,10 @@ def run_module(name: str, work_root: Path, max_children: int, minutes: float | N
     log = work / "mutmut.log"
     seconds = saved["seconds"] if saved else 0.0
     latest_run = (saved or {}).get("latest_run") or this_run or {}
-    if minutes != 0 and (selection or not target.functions):
+    if minutes != 0 and (selection or not (target.functions or recheck)):
         latest_run = this_run or {}
-        runs = [*runs, (work / _COMMIT).read_text().strip()]
+        if not recheck:
+            runs = [*runs, (work / _COMMIT).read_text().strip()]
         start = time.perf_counter()
         with log.open("a") as handle:
             # A session of its own, so that stopping it at the time limit stops its workers too.
@@ -646,6 +664,10 @@ def run_module(name: str, work_root: Path, max_children: int, minutes: float | N
         raise SystemExit(f"mutmut wrote no results for {target.path}; see {log}")
     mutmut_meta = json.loads(meta.read_text())
     codes = mutmut_meta["exit_code_by_key"]
+    if recheck:  # those it ran: a fresh copy times only the mutants it runs
+        commit = (work / _COMMIT).read_text().strip()
+        ran = mutmut_meta["durations_by_key"]
+        rechecked = {**rechecked, **{mutant: commit for mutant in selection if mutant in ran}}
     spurious = _spurious_no_tests(codes)
     for mutant in spurious:
         codes[mutant] = None
@@ -659,7 +681,7 @@ def run_module(name: str, work_root: Path, max_children: int, minutes: float | N
     STATE.mkdir(exist_ok=True)
     state_file.write_text(json.dumps({
         "module": target.path, "source_sha256": _source_hash(work / target.path), "runs": runs,
-        "seconds": round(seconds, 1), "latest_run": latest_run,
+        "seconds": round(seconds, 1), "latest_run": latest_run, "rechecked": rechecked,
         "hash_by_function_name": mutmut_meta["hash_by_function_name"],
         "exit_code_by_key": codes, "diffs": diffs}, indent=0, sort_keys=True) + "\n")
     if spurious:
@@ -672,7 +694,7 @@ def run_module(name: str, work_root: Path, max_children: int, minutes: float | N
     not_run = sorted((mutant for mutant, code in codes.items() if code is None), key=_order)
     statuses = {mutant: _status(code) for mutant, code in codes.items() if code is not None}
     return Outcome(name, target, seconds, statuses, {m: d for m, d in diffs.items() if m in statuses}, runs, not_run,
-                   latest_run)
+                   latest_run, {mutant: commit for mutant, commit in rechecked.items() if mutant in statuses})
 
 
 def _machine() -> str:
@@ -706,6 +728,7 @@ def section(outcome: Outcome, machine: str, command: str, tool: str, day: str | 
         "",
         f"Command{latest} (from the repository root): `{command}`, at commit {_runs(outcome.runs)}.",
         "",
+        *_recheck_lines(outcome),
         f"Tests run against each mutant: {', '.join(f'`{test}`' for test in target.tests)} (those of them that "
         "call the mutated function).",
         "",
@@ -729,6 +752,8 @@ def section(outcome: Outcome, machine: str, command: str, tool: str, day: str | 
         lines.append("")
         for mutant, diff in sorted(outcome.diffs.items(), key=lambda item: _order(item[0])):
             why = target.notes.get(mutant, "not yet judged")
+            if mutant in outcome.rechecked and target.killed_later(mutant):
+                why = f"not yet judged: noted as {why}, but it survived the recheck at {outcome.rechecked[mutant]}"
             lines.append(f"- `{mutant.rsplit('.', 1)[-1]}`: {why}")
             lines.append("")
             lines.append("  ```diff")
@@ -742,6 +767,17 @@ def section(outcome: Outcome, machine: str, command: str, tool: str, day: str | 
         lines.append("Not run by any of these tests, or ended otherwise: "
                      + ", ".join(f"`{m.rsplit('.', 1)[-1]}` ({outcome.statuses[m]})" for m in others) + ".")
     return "\n".join(lines)
+
+
+def _recheck_lines(outcome: Outcome) -> list[str]:
+    """What `--recheck` did: the survivors noted as killed by later tests, run again at a later commit."""
+    if not outcome.rechecked:
+        return []
+    killed = sum(outcome.statuses[mutant] in ("killed", "timeout") for mutant in outcome.rechecked)
+    commits = ", ".join(dict.fromkeys(outcome.rechecked.values()))
+    return [f"Rechecked at {commits}: {len(outcome.rechecked)} of the survivors, noted as killed by a test written "
+            f"after their run, ran again against that commit's tests; {killed} were killed. Their verdicts and minutes "
+            "are in the counts.", ""]
 
 
 def _runs(commits: list[str]) -> str:
@@ -799,6 +835,9 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     parser.add_argument("--resume", action="store_true",
                         help="continue each module's earlier run (its copy and results stand): in --work, or from "
                         "its saved state in benchmarks/mutation_state in a fresh copy of HEAD")
+    parser.add_argument("--recheck", action="store_true",
+                        help="run the saved run's survivors noted as killed by a later test again, against HEAD's "
+                        "tests, in a fresh copy (the other verdicts stand)")
     args = parser.parse_args(argv)
     try:
         tool = f"mutmut {metadata.version('mutmut')}, {args.max_children} worker(s)"
@@ -808,7 +847,7 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     outcomes = []
     for name in args.modules:
         this_run = {"machine": _machine(), "command": command, "tool": tool, "day": date.today().isoformat()}
-        outcome = run_module(name, args.work, args.max_children, args.minutes, args.resume, this_run)
+        outcome = run_module(name, args.work, args.max_children, args.minutes, args.resume, this_run, args.recheck)
         body = section(outcome, **outcome.latest_run)
         print(f"## {_SECTION}{outcome.target.title}\n\n{body}\n", flush=True)
         if not args.no_write:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import mmap
+import subprocess
+import types
 
 import pandas as pd
 import pytest
@@ -341,3 +343,52 @@ def test_a_render_from_the_saved_state_reports_the_run_that_ran_the_mutants(tmp_
     (tmp_path / "state/schedules.json").write_text(json.dumps({**saved, "latest_run": None}))
     assert mutation.run_module("schedules", tmp_path / "work", 2, minutes=0, resume=True,
                                this_run=render).latest_run == render
+
+
+def test_a_recheck_runs_again_only_the_survivors_noted_as_killed_later_and_says_what_it_found(tmp_path, monkeypatch):
+    module = "mrnet_utils.diffusion.schedules"
+    later, wrong, equivalent, unjudged, killed = (f"{module}.x_snr__mutmut_{n}" for n in range(1, 6))
+    target = mutation.Target(mutation.MODULES["schedules"].path, ("tests/test_diffusion.py",), {
+        later: "killed by `test_a` (tests/test_x.py), written after this run", wrong: "killed by `test_b`, later",
+        equivalent: "equivalent: ..."})
+    monkeypatch.setitem(mutation.MODULES, "schedules", target)
+    monkeypatch.setattr(mutation, "STATE", tmp_path / "state")
+    codes = {later: 0, wrong: 0, equivalent: 0, unjudged: 0, killed: 1}
+    saved = {"module": target.path, "source_sha256": mutation._source_hash(mutation.ROOT / target.path),
+             "runs": ["abc1234"], "seconds": 90.0, "latest_run": None, "hash_by_function_name": {},
+             "exit_code_by_key": codes, "diffs": {mutant: "-a\n+b" for mutant, code in codes.items() if code == 0}}
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state/schedules.json").write_text(json.dumps(saved))
+    asked = []
+
+    class Mutmut:  # gives the named mutants their verdicts at HEAD: `later` is killed, `wrong` survives again
+        def __init__(self, command, cwd, **kwargs):
+            names = command[command.index("--max-children") + 2:]
+            asked.append(names)
+            meta_path = cwd / "mutants" / (target.path + ".meta")
+            meta = json.loads(meta_path.read_text())
+            for name in names:
+                meta["exit_code_by_key"][name] = {later: 1, wrong: 0}[name]
+                meta["durations_by_key"][name] = 2.0
+            meta_path.write_text(json.dumps(meta))
+
+        def wait(self, timeout=None):
+            return 0
+
+    monkeypatch.setattr(mutation, "subprocess", types.SimpleNamespace(
+        run=subprocess.run, Popen=Mutmut, STDOUT=subprocess.STDOUT, TimeoutExpired=subprocess.TimeoutExpired))
+    this_run = {"day": "2026-12-01", "machine": "a machine", "command": "python -m benchmarks.mutation --recheck",
+                "tool": "mutmut"}
+    outcome = mutation.run_module("schedules", tmp_path / "work", 2, minutes=5, this_run=this_run, recheck=True)
+    head = (tmp_path / "work/schedules" / mutation._COMMIT).read_text().strip()
+    assert asked == [[later, wrong]] and outcome.rechecked == {later: head, wrong: head}
+    assert outcome.statuses == {later: "killed", wrong: "survived", equivalent: "survived", unjudged: "survived",
+                                killed: "killed"}
+    assert outcome.runs == ["abc1234"] and outcome.latest_run == this_run and outcome.seconds > 90.0
+    state = json.loads((tmp_path / "state/schedules.json").read_text())
+    assert state["rechecked"] == {later: head, wrong: head} and state["exit_code_by_key"][later] == 1
+    body = mutation.section(outcome, **outcome.latest_run)
+    assert (f"Rechecked at {head}: 2 of the survivors, noted as killed by a test written after their run, ran again "
+            "against that commit's tests; 1 were killed.") in body
+    assert (f"- `x_snr__mutmut_2`: not yet judged: noted as killed by `test_b`, later, but it survived the recheck at "
+            f"{head}") in body and "- `x_snr__mutmut_1`" not in body and body.count(": not yet judged") == 2
