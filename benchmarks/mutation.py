@@ -426,50 +426,27 @@ MODULES: dict[str, Target] = {
         "mrnet_utils/training/loop.py",
         _LOOP_TESTS,
         {
-            **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _LATER.format(
-                "test_the_plateau_schedule_validates_at_each_epochs_end_numbering_the_epochs_from_one")
-               for n in (19, 21, 39, 40, 42, 43, 44, 45, 172, 173, 178)},
-            **{f"mrnet_utils.training.loop.x_data_record__mutmut_{n}": _LATER.format(
-                "test_a_checkpoint_records_the_slice_cache_it_was_trained_on") for n in (15, 16)},
-            **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _DEVICE for n in (48, 50)},
+            **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _DEVICE for n in (48, 50, 141, 180, 260, 334)},
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}":
                "equivalent on the CPU: channels-last is chosen on CUDA only, and this keeps the CPU's standard "
                "layout (the GPU check trains channels-last on CUDA)" for n in (51, 53, 54, 58, 142)},
+            "mrnet_utils.training.loop.x__train__mutmut_52":
+                "not worth a test: channels-last is a memory layout; on the CPU it changes the speed, not what is "
+                "computed (beyond float rounding); the GPU check trains channels-last on CUDA",
             "mrnet_utils.training.loop.x__train__mutmut_69":
                 "equivalent: a fresh run has refused a folder that holds a checkpoint already (`_refuse_earlier_run`, "
                 "which looks for the same files), so restoring finds none",
-            **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _LATER.format(
-                "test_compile_wraps_the_network_every_step_runs") for n in (98, 99)},
             **{f"mrnet_utils.training.loop.x__train__mutmut_{n}":
-               "killed by `test_nonfinite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint` "
-               "(tests/test_reliability.py), extended after this run from its survivors; checked by hand"
-               for n in (105, 106)},
-            **{f"mrnet_utils.training.loop.x__train__mutmut_{n}":
-               "killed by `test_a_second_stop_signal_stops_training_at_once_naming_the_newest_checkpoint` "
-               "(tests/test_reliability.py), extended after this run from its survivors; checked by hand"
-               for n in (295, 296, 297, 302)},
+               "equivalent on the CPU: autocast is bf16 on CUDA only (the GPU check trains under it)" for n in (102, 104)},
             "mrnet_utils.training.loop.x__train__mutmut_107":
                 "not worth a test: which checkpoint another rank than 0 names when its own step is non-finite "
                 "(rank 0 writes the checkpoints and names the newest)",
-            **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _LATER.format(
-                "test_the_training_bar_counts_the_runs_steps_from_where_it_resumed_and_shows_unless_turned_off")
-               for n in (110, 112, 113, 114, 115, 116, 117, 118, 119, 166, 213, 214, 215, 216)},
-            **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _LATER.format(
-                "test_sample_grids_are_drawn_every_sample_every_steps_and_at_the_end_from_the_stages_state")
-               for n in range(224, 238)},
-            **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _LATER.format(
-                "test_each_log_row_counts_the_images_of_the_steps_since_the_last_row_and_the_time_so_far")
-               for n in (163, 164, 190, 191, 311, 312, 374, 376, 377, 378, 379)},
-            **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _LATER.format(
-                "test_a_stop_during_the_last_step_ends_a_complete_run_leaving_out_its_sample_grid")
-               for n in (332, 341, 344, 345, 346)},
-            "mrnet_utils.training.loop.x__train__mutmut_384": _LATER.format(
-                "test_a_run_under_a_second_reports_its_images_over_its_own_seconds"),
-            "mrnet_utils.training.loop.x_train__mutmut_2": _LATER.format(
-                "test_the_training_bar_counts_the_runs_steps_from_where_it_resumed_and_shows_unless_turned_off"),
+            "mrnet_utils.training.loop.x__train__mutmut_265":
+                "not worth a test: under DDP the other ranks would also write the stop checkpoint, the same bytes to "
+                "the same file (each atomically, by rename); one process is rank 0 alone",
+            "mrnet_utils.training.loop.x__train__mutmut_350":
+                "equivalent: TrainingStopped reads resumable only for truth, and None is false as False is",
             "mrnet_utils.training.loop.x_build_state__mutmut_3": _DEVICE,
-            **{f"mrnet_utils.training.loop.x_build_state__mutmut_{n}": _LATER.format(
-                "test_channels_last_lays_out_the_convolution_weights_channels_last") for n in (5, 6)},
             "mrnet_utils.training.loop.x_build_state__mutmut_12":
                 "equivalent: AveragedModel reads use_buffers only for truth, and None is false as False is",
             "mrnet_utils.training.loop.x_build_state__mutmut_15":
@@ -479,23 +456,6 @@ MODULES: dict[str, Target] = {
                "computes the same update up to float rounding, at another speed" for n in (24, 28, 29, 30, 31)},
             "mrnet_utils.training.loop.x_build_state__mutmut_41":
                 "equivalent: ReduceLROnPlateau's mode defaults to \"min\"",
-            "mrnet_utils.training.loop.x_train__mutmut_8": _LATER.format("test_train_runs_on_the_device_it_is_given"),
-            "mrnet_utils.training.loop.x__train__mutmut_350":
-                "equivalent: TrainingStopped reads resumable only for truth, and None is false as False is",
-            **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _DEVICE for n in (141, 180, 260, 334)},
-            "mrnet_utils.training.loop.x__train__mutmut_251": _LATER.format(
-                "test_a_run_keeps_its_newest_keep_checkpoints_step_checkpoints"),
-            **{f"mrnet_utils.training.loop.x__train__mutmut_{n}": _LATER.format(
-                "test_a_stop_between_checkpoints_saves_the_step_it_stopped_at_keeping_keep_checkpoints")
-               for n in (266, 272, 275, 284, 285)},
-            "mrnet_utils.training.loop.x__train__mutmut_265":
-                "not worth a test: under DDP the other ranks would also write the stop checkpoint, the same bytes to "
-                "the same file (each atomically, by rename); one process is rank 0 alone",
-            **{f"mrnet_utils.training.loop.x__train__mutmut_{n}":
-               "equivalent on the CPU: autocast is bf16 on CUDA only (the GPU check trains under it)" for n in (102, 104)},
-            "mrnet_utils.training.loop.x__train__mutmut_52":
-                "not worth a test: channels-last is a memory layout; on the CPU it changes the speed, not what is "
-                "computed (beyond float rounding); the GPU check trains channels-last on CUDA",
         },
         functions=("x__train", "x_build_state", "x_train", "x_steps_for_epochs", "x_data_record"),
     ),
