@@ -380,38 +380,17 @@ MODULES: dict[str, Target] = {
                for n in (75, 77, 78)},
         },
     ),
-    "loop": Target(
+    # The training loop, in two targets that each fit a session or continue across sessions from their saved
+    # state (`--resume`): its functions whose tests train networks (loop_train, the costliest) and the rest.
+    "loop_rest": Target(
         "mrnet_utils/training/loop.py",
         _LOOP_TESTS,
         {
             **{f"mrnet_utils.training.loop.x__inside__mutmut_{n}":
                "not worth a test: a gradient norm (a float) exactly at an edge of grad_norm_window" for n in (2, 3)},
-            "mrnet_utils.training.loop.xǁTrainingStoppedǁ__init____mutmut_8": _LATER.format(
-                "test_a_stop_names_resume_as_the_way_on_only_when_the_run_can_continue"),
-            **{f"mrnet_utils.training.loop.x_{name}": _LATER.format(
-                "test_restore_brings_back_the_counters_the_weights_and_the_random_state")
-               for name in ("restore__mutmut_57", "restore__mutmut_59", "_resume_point__mutmut_9",
-                            "_resume_point__mutmut_11")},
-            **{f"mrnet_utils.training.loop.x__write_sample_grid__mutmut_{n}": _LATER.format(
-                "test_training_grids_sample_the_ema_weights_as_the_config_says") for n in (2, 3, 4, 15, 16, 22, 41, 42)},
-            **{f"mrnet_utils.training.loop.x__refuse_earlier_run__mutmut_{n}": _LATER.format(
-                "test_a_fresh_run_refuses_a_folder_with_step_checkpoints_alone_naming_the_newest")
-               for n in (5, 6, 10, 12, 13, 18, 19)},
             **{f"mrnet_utils.training.loop.x_train_step__mutmut_{n}":
                "equivalent: every parameter is in the loss's graph (test_a_grad_clip_of_zero_leaves_the_gradients_"
                "as_they_are), so backward writes the same gradient into a zeroed or a dropped one" for n in (18, 19)},
-            **{f"mrnet_utils.training.loop.x_train_step__mutmut_{n}": _LATER.format(
-                "test_a_step_clips_the_gradient_norm_to_grad_clip` / `test_a_grad_clip_of_zero_leaves_the_gradients_"
-                "as_they_are") for n in (21, 22, 23, 24)},
-            **{f"mrnet_utils.training.loop.x_train_step__mutmut_{n}": _LATER.format(
-                "test_a_nonfinite_step_with_no_checkpoint_yet_says_so_and_how_to_go_on") for n in range(37, 42)},
-            **{f"mrnet_utils.training.loop.{name}": _LATER.format(
-                "test_a_log_row_gives_the_images_per_second_since_the_last_row_and_a_blank_val_loss_until_one_is_"
-                "measured") for name in ("xǁ_RateWindowǁ__init____mutmut_2", "xǁ_RateWindowǁrate__mutmut_3", "xǁ_RateWindowǁrate__mutmut_8",
-                                         "xǁ_RateWindowǁrate__mutmut_9", "xǁ_RateWindowǁrate__mutmut_11",
-                                         "x__log_row__mutmut_16", "x__log_row__mutmut_18")},
-            **{f"mrnet_utils.training.loop.xǁTrainStateǁpayload__mutmut_{n}": _LATER.format(
-                "test_restore_refuses_a_checkpoint_trained_on_other_slices_naming_data_path") for n in (30, 31)},
             **{f"mrnet_utils.training.loop.x__resume_point__mutmut_{n}":
                "not worth a test: which caller's line the warning about a damaged final checkpoint points at"
                for n in (10, 12, 13)},
@@ -419,9 +398,11 @@ MODULES: dict[str, Target] = {
                 "not worth a test: a final and a step checkpoint of the same step (the final is written at the "
                 "last step, step checkpoints before it; only a later extension's stop could write both)",
         },
+        functions=("xǁTrainingStoppedǁ__init__", "xǁTrainStateǁpayload", "x_restore", "x_train_step", "x__inside",
+                   "x__check_same_data", "x__describe_data", "x__refuse_fewer_steps", "xǁ_RateWindowǁ__init__",
+                   "xǁ_RateWindowǁrate", "x__log_row", "x__refuse_earlier_run", "x__resume_point",
+                   "x__write_sample_grid"),
     ),
-    # The loop's functions that its run above left (the costliest: their tests train networks), run on their
-    # own and continued across sessions from their saved state (`--resume`).
     "loop_train": Target(
         "mrnet_utils/training/loop.py",
         _LOOP_TESTS,

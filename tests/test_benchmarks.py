@@ -8,6 +8,7 @@ reference row's zero differences, the sections written to a RESULTS.md), not tim
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import mmap
 import subprocess
@@ -282,17 +283,27 @@ def test_a_function_target_runs_only_its_functions_and_its_section_names_them(tm
                         "functions): a mutant run in both counts in both rows, and twice in 'all'.")
 
 
-def test_a_partial_run_points_at_the_target_that_runs_its_functions_left_on_their_own():
-    loop, rest = mutation.MODULES["loop"], mutation.MODULES["loop_train"]
-    assert rest.path == loop.path and rest.tests == loop.tests and rest.functions
-    not_run = [f"mrnet_utils.training.loop.{function}__mutmut_1" for function in rest.functions]
-    body = mutation.section(mutation.Outcome("loop", loop, 60.0, {}, {}, ["abc1234"], not_run), "a machine", "cmd",
+def test_a_partial_run_points_at_the_target_that_runs_its_functions_left_on_their_own(monkeypatch):
+    whole, rest = mutation.Target("m/x.py", ()), mutation.Target("m/x.py", (), functions=("x_f", "x_g"))
+    monkeypatch.setattr(mutation, "MODULES", {"x": whole, "x_slow": rest})
+    not_run = ["m.x.x_f__mutmut_1", "m.x.x_g__mutmut_1"]
+    body = mutation.section(mutation.Outcome("x", whole, 60.0, {}, {}, ["abc1234"], not_run), "a machine", "cmd",
                             "mutmut")
-    assert "`--modules loop_train` runs `x__train`, `x_build_state`, `x_train`, `x_steps_for_epochs`, " \
-           "`x_data_record` on their own." in body
-    one_left = mutation.section(mutation.Outcome("loop", loop, 60.0, {}, {}, ["abc1234"], not_run[:1]), "a machine",
+    assert "`--modules x_slow` runs `x_f`, `x_g` on their own." in body
+    one_left = mutation.section(mutation.Outcome("x", whole, 60.0, {}, {}, ["abc1234"], not_run[:1]), "a machine",
                                 "cmd", "mutmut")
-    assert "`--resume` continues the run." in one_left and "loop_train" not in one_left
+    assert "`--resume` continues the run." in one_left and "x_slow" not in one_left
+
+
+def test_the_loops_two_targets_split_its_functions_between_them():
+    """Each function mutmut mutates (it leaves decorated ones) is in one of the two, named as mutmut names it."""
+    rest, train = mutation.MODULES["loop_rest"], mutation.MODULES["loop_train"]
+    assert rest.path == train.path and rest.tests == train.tests and not set(rest.functions) & set(train.functions)
+    tree = ast.parse((mutation.ROOT / rest.path).read_text())
+    names = {f"x_{node.name}" for node in tree.body if isinstance(node, ast.FunctionDef) and not node.decorator_list}
+    names |= {f"x\u01c1{node.name}\u01c1{method.name}" for node in tree.body if isinstance(node, ast.ClassDef)
+              for method in node.body if isinstance(method, ast.FunctionDef) and not method.decorator_list}
+    assert set(rest.functions) | set(train.functions) == names
 
 
 def test_a_lost_test_map_is_told_from_a_function_no_test_calls():
