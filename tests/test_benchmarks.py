@@ -274,13 +274,22 @@ def test_a_function_target_runs_only_its_functions_and_its_section_names_them(tm
     update_section(results, f"Mutation testing: {target.title}", body)
     assert mutation.summary(results.read_text()).splitlines()[2] == (
         "| `m/x.py`: `x_f`, `xǁCǁg` (partial) | abc1234 | 2 | 2 | 0 | 0 | 0 | 100.0% | 2.0 | 0 |")
-    assert "has more than one section" not in mutation.summary(results.read_text())
+    other = mutation.Target("m/x.py", (), functions=("x_h",))  # the module's other functions: no mutant in both
+    update_section(results, f"Mutation testing: {other.title}", mutation.section(
+        mutation.Outcome("x", other, 60.0, {"m.x.x_h__mutmut_1": "killed"}, {}, ["abc1234"]), "a machine", "cmd", "mutmut"))
+    assert "share functions" not in mutation.summary(results.read_text())
     whole = mutation.Outcome("x", mutation.Target("m/x.py", ()), 60.0, {"m.x.x_f__mutmut_1": "killed"}, {}, ["abc1234"])
     update_section(results, "Mutation testing: m/x.py", mutation.section(whole, "a machine", "cmd", "mutmut"))
     rows = mutation.summary(results.read_text()).splitlines()
-    assert rows[-3] == "| all | | 3 | 3 | 0 | 0 | 0 | 100.0% | | |"
-    assert rows[-1] == ("`m/x.py` has more than one section (a run of the whole module and one of some of its "
+    assert rows[-3] == "| all | | 4 | 4 | 0 | 0 | 0 | 100.0% | | |"
+    assert rows[-1] == ("`m/x.py` has sections that share functions (a run of the whole module and one of some of its "
                         "functions): a mutant run in both counts in both rows, and twice in 'all'.")
+    overlapping = tmp_path / "overlapping.md"
+    for functions in (("x_f", "x_h"), ("x_h",)):
+        target = mutation.Target("m/y.py", (), functions=functions)
+        update_section(overlapping, f"Mutation testing: {target.title}", mutation.section(
+            mutation.Outcome("y", target, 60.0, {"m.y.x_h__mutmut_1": "killed"}, {}, ["abc1234"]), "m", "c", "t"))
+    assert mutation.summary(overlapping.read_text()).splitlines()[-1].startswith("`m/y.py` has sections that share")
 
 
 def test_a_partial_run_points_at_the_target_that_runs_its_functions_left_on_their_own(monkeypatch):
