@@ -503,3 +503,24 @@ def test_memorisation_is_a_per_image_correlation_and_counts_the_threshold_itself
     assert metrics.memorisation(samples[:1], train, threshold=float(above)).near_copy_share == 0.0
     with pytest.raises(MRNetError, match=r"memorisation needs equal image shapes; got \(1, 16, 16\) and \(1, 8, 8\)"):
         metrics.memorisation(samples, train[..., :8, :8])
+
+
+def test_the_fid_inception_loads_a_local_weight_file_and_reads_8_bit_images(tmp_path, monkeypatch):
+    """A random Inception-v3 in torch-fidelity's layout stands in for the FID weights (not shipped, no download)."""
+    fidelity = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
+    torch.manual_seed(0)
+    with monkeypatch.context() as building:  # torch-fidelity's network, randomly initialised, loading nothing
+        building.setattr(fidelity.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
+        building.setattr(fidelity, "load_state_dict_from_url", lambda *args, **kwargs: {})
+        random = fidelity.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"]).state_dict()
+    path = tmp_path / "weights-inception-2015-12-05-6726825d.pth"
+    torch.save(random, path)
+    pool, logits = metrics.InceptionFeatures(path), metrics.InceptionFeatures(path, "logits_unbiased")
+    assert torch.equal(pool.network.state_dict()["Conv2d_1a_3x3.conv.weight"], random["Conv2d_1a_3x3.conv.weight"])
+    images = metrics._to_rgb(noise_images(2, 32))
+    features = pool(images)
+    assert (pool.num_features, logits.num_features) == (2048, 1008) and features.shape == (2, 2048)
+    assert logits(images).shape == (2, 1008)
+    # The network sees the 8-bit values of the images: a change under half a grey level changes nothing.
+    assert torch.equal(features, pool.network((images * 255).round().to(torch.uint8)))
+    assert torch.equal(pool((images * 255).round() / 255 + 0.4 / 255), features)
