@@ -223,6 +223,9 @@ MODULES: dict[str, Target] = {
         "mrnet_utils/evaluation/metrics.py",
         ("tests/test_metrics.py", "tests/test_evaluation.py"),
         {
+            **{f"mrnet_utils.evaluation.metrics.xǁInceptionFeaturesǁ__init____mutmut_{n}":
+               "equivalent: torch-fidelity keeps the network's name as a label (`get_name`, for its own caches), "
+               "which the project never reads" for n in (9, 10)},
             **{f"mrnet_utils.evaluation.metrics.x_{name}": why for names, why in (
                 (("psnr__mutmut_8",), "equivalent: torchmetrics reads reduction=None as 'none'"),
                 (("ssim__mutmut_11", "ms_ssim__mutmut_26", "fsim__mutmut_12", "vif__mutmut_11"),
