@@ -37,7 +37,7 @@ def pytest_collection_modifyitems(items):
     worker one file at a time in this order (--dist loadfile --no-loadscope-reorder), so the longest
     file starts at once instead of last.
 
-    Under a mutation run (benchmarks/mutation.py: mutmut runs a mutant's tests with -x) the `slow` tests go
+    Under a mutation run (mutmut runs a mutant's tests with -x) the `slow` tests go
     last instead: a mutant that a quick test kills then never waits for a training run. The order changes
     how long a verdict takes, not the verdict."""
     if os.environ.get("MUTANT_UNDER_TEST"):

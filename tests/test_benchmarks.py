@@ -8,18 +8,18 @@ reference row's zero differences, the sections written to a RESULTS.md), not tim
 from __future__ import annotations
 
 import argparse
-import ast
+import fnmatch
 import json
 import mmap
-import subprocess
-import types
+import tomllib
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 from torch_threads import one_thread
 
-from benchmarks import bench_efficiency, bench_guidance, bench_reference_training, bench_samplers, gpu_check, mutation
+from benchmarks import bench_efficiency, bench_guidance, bench_reference_training, bench_samplers, gpu_check, mutation_score
 from benchmarks.common import (
     CountingModel,
     markdown_table,
@@ -197,10 +197,7 @@ def test_update_section_replaces_in_place(tmp_path):
     update_section(path, "B", "second")
     update_section(path, "A", "third")
     assert path.read_text() == "# Benchmark results\n\n## A\n\nthird\n\n## B\n\nsecond\n"
-    update_section(path, "Overview", "of B", before="B")
-    update_section(path, "Overview", "of all B", before="B")
-    update_section(path, "Last", "end", before="Z")  # no section starts with Z
-    assert path.read_text().startswith("# Benchmark results\n\n## A\n\nthird\n\n## Overview\n\nof all B\n\n## B\n")
+    update_section(path, "Last", "end")
     assert path.read_text().endswith("## B\n\nsecond\n\n## Last\n\nend\n")
     assert markdown_table([{"x": 1.23456, "y": "a|b"}]) == "| x | y |\n|---|---|\n| 1.235 | a\\|b |"
 
@@ -234,181 +231,31 @@ def test_bench_reference_training_times_both_settings_on_the_reference_network(t
     assert float(row[4]) == pytest.approx(float(row[3]) / float(row[2]), rel=1e-3)
 
 
-def test_the_mutation_summary_adds_up_the_module_sections(tmp_path):
-    def module(path, counts, commit, unjudged, not_run=()):
-        outcome = mutation.Outcome(path, mutation.Target(path, ("tests/test_x.py",), {"m.x_f__mutmut_1": "equivalent"}),
-                                   60.0, counts, {name: "-a\n+b" for name, status in counts.items()
-                                                  if status == "survived"}, [commit], list(not_run))
-        body = mutation.section(outcome, "a machine", "python -m benchmarks.mutation", "mutmut 3.8.1, 2 worker(s)")
-        assert body.count(": not yet judged") == unjudged and "Tool: mutmut 3.8.1, 2 worker(s)." in body
-        mutation.update_section(results, f"Mutation testing: {path}", body)
-
-    results = tmp_path / "RESULTS.md"
-    module("m/one.py", {"m.x_f__mutmut_1": "survived", "m.x_f__mutmut_2": "killed", "m.x_g__mutmut_1": "timeout"},
-           "abc1234", 0)
-    module("m/two.py", {"m.x_h__mutmut_1": "survived", "m.x_h__mutmut_2": "no tests"}, "def5678", 1,
-           not_run=["m.x_h__mutmut_3", "m.x_k__mutmut_1", "m.x_h__mutmut_4"])
-    assert "Stopped at its time limit: 3 more mutants not run, so not counted above: `x_h` (2), `x_k` (1)." in (
-        results.read_text())
-    rows = mutation.summary(results.read_text()).splitlines()
-    assert rows[2:] == [
-        "| `m/one.py` | abc1234 | 3 | 1 | 1 | 1 | 0 | 66.7% | 1.0 | 0 |",
-        "| `m/two.py` (partial) | def5678 | 2 | 0 | 0 | 1 | 1 | 0.0% | 1.0 | 1 |",
-        "| all | | 5 | 1 | 1 | 2 | 1 | 40.0% | | |",
-    ]
+def test_the_mutation_score_counts_mutmuts_verdicts_per_module():
+    results = "\n".join([
+        "    m.a.x_f__mutmut_1: killed", "    m.a.x_f__mutmut_2: survived", "    m.a.x_g__mutmut_1: timeout",
+        "    m.a.x\u01c1C\u01c1__init____mutmut_1: killed", "    m.a.x_g__mutmut_2: not checked",
+        "    m.b.x_h__mutmut_1: no tests", "    m.b.x_h__mutmut_2: suspicious", "    m.c.x_k__mutmut_1: not checked",
+        "not a verdict line",
+    ])
+    counts = mutation_score.tally(results)
+    assert set(counts) == {"m.a", "m.b", "m.c"}
+    assert mutation_score.row("m.a", counts["m.a"]) == "| `m.a` | 4 | 2 | 1 | 1 | 0 | 0 | 1 | 75.0% |"
+    assert mutation_score.row("m.b", counts["m.b"]) == "| `m.b` | 2 | 0 | 0 | 0 | 1 | 1 | 0 | 0.0% |"
+    assert mutation_score.row("m.c", counts["m.c"]) == "| `m.c` | 0 | 0 | 0 | 0 | 0 | 0 | 1 | n/a |"
+    assert mutation_score.HEADER.splitlines()[0].count("|") == mutation_score.row("m.a", counts["m.a"]).count("|")
 
 
-def test_a_function_target_runs_only_its_functions_and_its_section_names_them(tmp_path):
-    target = mutation.Target("m/x.py", ("tests/test_x.py",), functions=("x_f", "xǁCǁg"))
-    assert target.covers("m.x.x_f__mutmut_3") and target.covers("m.x.xǁCǁg__mutmut_12")
-    assert not target.covers("m.x.x_ff__mutmut_1") and not target.covers("m.x.x_g__mutmut_1")
-    assert mutation.Target("m/x.py", ()).covers("m.x.x_ff__mutmut_1")
-    assert target.title == "m/x.py: `x_f`, `xǁCǁg`"
-    results = tmp_path / "RESULTS.md"
-    outcome = mutation.Outcome("x", target, 120.0, {"m.x.x_f__mutmut_1": "killed", "m.x.x_f__mutmut_2": "killed"}, {},
-                               ["abc1234", "abc1234", "def5678"], ["m.x.xǁCǁg__mutmut_1"])
-    body = mutation.section(outcome, "a machine", "python -m benchmarks.mutation", "mutmut 3.8.1, 2 worker(s)")
-    assert ("Command of the latest run (from the repository root): `python -m benchmarks.mutation`, at commit abc1234 "
-            "(in 3 runs, continued at def5678 with the module unchanged, whose tests ran against the mutants left; "
-            "minutes are of all of them).") in body and body.startswith("Date of the latest run: ")
-    update_section(results, f"Mutation testing: {target.title}", body)
-    assert mutation.summary(results.read_text()).splitlines()[2] == (
-        "| `m/x.py`: `x_f`, `xǁCǁg` (partial) | abc1234 | 2 | 2 | 0 | 0 | 0 | 100.0% | 2.0 | 0 |")
-    other = mutation.Target("m/x.py", (), functions=("x_h",))  # the module's other functions: no mutant in both
-    update_section(results, f"Mutation testing: {other.title}", mutation.section(
-        mutation.Outcome("x", other, 60.0, {"m.x.x_h__mutmut_1": "killed"}, {}, ["abc1234"]), "a machine", "cmd", "mutmut"))
-    assert "share functions" not in mutation.summary(results.read_text())
-    whole = mutation.Outcome("x", mutation.Target("m/x.py", ()), 60.0, {"m.x.x_f__mutmut_1": "killed"}, {}, ["abc1234"])
-    update_section(results, "Mutation testing: m/x.py", mutation.section(whole, "a machine", "cmd", "mutmut"))
-    rows = mutation.summary(results.read_text()).splitlines()
-    assert rows[-3] == "| all | | 4 | 4 | 0 | 0 | 0 | 100.0% | | |"
-    assert rows[-1] == ("`m/x.py` has sections that share functions (a run of the whole module and one of some of its "
-                        "functions): a mutant run in both counts in both rows, and twice in 'all'.")
-    overlapping = tmp_path / "overlapping.md"
-    for functions in (("x_f", "x_h"), ("x_h",)):
-        target = mutation.Target("m/y.py", (), functions=functions)
-        update_section(overlapping, f"Mutation testing: {target.title}", mutation.section(
-            mutation.Outcome("y", target, 60.0, {"m.y.x_h__mutmut_1": "killed"}, {}, ["abc1234"]), "m", "c", "t"))
-    assert mutation.summary(overlapping.read_text()).splitlines()[-1].startswith("`m/y.py` has sections that share")
-
-
-def test_a_partial_run_points_at_the_target_that_runs_its_functions_left_on_their_own(monkeypatch):
-    whole, rest = mutation.Target("m/x.py", ()), mutation.Target("m/x.py", (), functions=("x_f", "x_g"))
-    monkeypatch.setattr(mutation, "MODULES", {"x": whole, "x_slow": rest})
-    not_run = ["m.x.x_f__mutmut_1", "m.x.x_g__mutmut_1"]
-    body = mutation.section(mutation.Outcome("x", whole, 60.0, {}, {}, ["abc1234"], not_run), "a machine", "cmd",
-                            "mutmut")
-    assert "`--modules x_slow` runs `x_f`, `x_g` on their own." in body
-    one_left = mutation.section(mutation.Outcome("x", whole, 60.0, {}, {}, ["abc1234"], not_run[:1]), "a machine",
-                                "cmd", "mutmut")
-    assert "`--resume` continues the run." in one_left and "x_slow" not in one_left
-
-
-def test_the_loops_two_targets_split_its_functions_between_them():
-    """Each function mutmut mutates (it leaves decorated ones) is in one of the two, named as mutmut names it."""
-    rest, train = mutation.MODULES["loop_rest"], mutation.MODULES["loop_train"]
-    assert rest.path == train.path and rest.tests == train.tests and not set(rest.functions) & set(train.functions)
-    tree = ast.parse((mutation.ROOT / rest.path).read_text())
-    names = {f"x_{node.name}" for node in tree.body if isinstance(node, ast.FunctionDef) and not node.decorator_list}
-    names |= {f"x\u01c1{node.name}\u01c1{method.name}" for node in tree.body if isinstance(node, ast.ClassDef)
-              for method in node.body if isinstance(method, ast.FunctionDef) and not method.decorator_list}
-    assert set(rest.functions) | set(train.functions) == names
-
-
-def test_a_lost_test_map_is_told_from_a_function_no_test_calls():
-    codes = {"m.x_f__mutmut_1": 1, "m.x_f__mutmut_2": 33, "m.x_g__mutmut_1": 33, "m.x_g__mutmut_2": None,
-             "m.x_h__mutmut_1": 0, "m.x_h__mutmut_2": 5, "m.x_k__mutmut_1": 36, "m.x_k__mutmut_2": None}
-    assert mutation._spurious_no_tests(codes) == ["m.x_f__mutmut_2", "m.x_h__mutmut_2"]
-
-
-def test_a_saved_run_seeds_a_fresh_copy_only_while_the_module_is_unchanged(tmp_path):
-    target = mutation.Target("m/x.py", ())
-    (tmp_path / "m").mkdir()
-    (tmp_path / "m/x.py").write_text("def f():\n    return 1\n")
-    codes = {"m.x.x_f__mutmut_1": 1, "m.x.x_f__mutmut_2": None}
-    saved = {"source_sha256": mutation._source_hash(tmp_path / "m/x.py"), "runs": ["abc1234"],
-             "exit_code_by_key": codes, "hash_by_function_name": {"x_f": "0f0f"}}
-    mutation._seed(tmp_path, target, saved)
-    meta = json.loads((tmp_path / "mutants/m/x.py.meta").read_text())
-    assert meta == {"exit_code_by_key": codes, "hash_by_function_name": {"x_f": "0f0f"}, "durations_by_key": {},
-                    "estimated_durations_by_key": {}}
-    (tmp_path / "m/x.py").write_text("def f():\n    return 2\n")
-    with pytest.raises(SystemExit, match=r"m/x\.py changed since its saved run \(commit abc1234\)"):
-        mutation._seed(tmp_path, target, saved)
-
-
-def test_a_render_from_the_saved_state_reports_the_run_that_ran_the_mutants(tmp_path, monkeypatch):
-    """`--minutes 0 --resume` writes the section of the saved run: its day, machine, command and tool, not its own."""
-    monkeypatch.setattr(mutation, "STATE", tmp_path / "state")
-    target, module = mutation.MODULES["schedules"], "mrnet_utils.diffusion.schedules"
-    killed, survived = f"{module}.x_snr__mutmut_1", f"{module}.x_snr__mutmut_2"
-    ran = {"day": "2026-11-30", "machine": "a machine", "command": "python -m benchmarks.mutation --modules schedules",
-           "tool": "mutmut 3.8.1, 2 worker(s)"}
-    render = {"day": "2026-12-01", "machine": "another", "command": "python -m benchmarks.mutation --minutes 0",
-              "tool": "mutmut"}
-    saved = {"module": target.path, "source_sha256": mutation._source_hash(mutation.ROOT / target.path),
-             "runs": ["abc1234"], "seconds": 90.0, "latest_run": ran, "hash_by_function_name": {},
-             "exit_code_by_key": {killed: 1, survived: 0}, "diffs": {survived: "-a\n+b"}}
-    (tmp_path / "state").mkdir()
-    (tmp_path / "state/schedules.json").write_text(json.dumps(saved))
-    outcome = mutation.run_module("schedules", tmp_path / "work", 2, minutes=0, resume=True, this_run=render)
-    assert outcome.latest_run == ran and outcome.runs == ["abc1234"] and outcome.seconds == 90.0
-    assert outcome.statuses == {killed: "killed", survived: "survived"} and outcome.diffs == {survived: "-a\n+b"}
-    assert json.loads((tmp_path / "state/schedules.json").read_text())["latest_run"] == ran
-    body = mutation.section(outcome, **outcome.latest_run)
-    assert body.startswith("Date: 2026-11-30. Tool: mutmut 3.8.1, 2 worker(s). Machine: a machine.\n\n"
-                           "Command (from the repository root): `python -m benchmarks.mutation --modules schedules`, "
-                           "at commit abc1234.")
-    # A state saved before runs were recorded: the render can only describe itself.
-    (tmp_path / "state/schedules.json").write_text(json.dumps({**saved, "latest_run": None}))
-    assert mutation.run_module("schedules", tmp_path / "work", 2, minutes=0, resume=True,
-                               this_run=render).latest_run == render
-
-
-def test_a_recheck_runs_again_only_the_survivors_noted_as_killed_later_and_says_what_it_found(tmp_path, monkeypatch):
-    module = "mrnet_utils.diffusion.schedules"
-    later, wrong, equivalent, unjudged, killed = (f"{module}.x_snr__mutmut_{n}" for n in range(1, 6))
-    target = mutation.Target(mutation.MODULES["schedules"].path, ("tests/test_diffusion.py",), {
-        later: "killed by `test_a` (tests/test_x.py), written after this run", wrong: "killed by `test_b`, later",
-        equivalent: "equivalent: ..."})
-    monkeypatch.setitem(mutation.MODULES, "schedules", target)
-    monkeypatch.setattr(mutation, "STATE", tmp_path / "state")
-    codes = {later: 0, wrong: 0, equivalent: 0, unjudged: 0, killed: 1}
-    saved = {"module": target.path, "source_sha256": mutation._source_hash(mutation.ROOT / target.path),
-             "runs": ["abc1234"], "seconds": 90.0, "latest_run": None, "hash_by_function_name": {},
-             "exit_code_by_key": codes, "diffs": {mutant: "-a\n+b" for mutant, code in codes.items() if code == 0}}
-    (tmp_path / "state").mkdir()
-    (tmp_path / "state/schedules.json").write_text(json.dumps(saved))
-    asked = []
-
-    class Mutmut:  # gives the named mutants their verdicts at HEAD: `later` is killed, `wrong` survives again
-        def __init__(self, command, cwd, **kwargs):
-            names = command[command.index("--max-children") + 2:]
-            asked.append(names)
-            meta_path = cwd / "mutants" / (target.path + ".meta")
-            meta = json.loads(meta_path.read_text())
-            for name in names:
-                meta["exit_code_by_key"][name] = {later: 1, wrong: 0}[name]
-                meta["durations_by_key"][name] = 2.0
-            meta_path.write_text(json.dumps(meta))
-
-        def wait(self, timeout=None):
-            return 0
-
-    monkeypatch.setattr(mutation, "subprocess", types.SimpleNamespace(
-        run=subprocess.run, Popen=Mutmut, STDOUT=subprocess.STDOUT, TimeoutExpired=subprocess.TimeoutExpired))
-    this_run = {"day": "2026-12-01", "machine": "a machine", "command": "python -m benchmarks.mutation --recheck",
-                "tool": "mutmut"}
-    outcome = mutation.run_module("schedules", tmp_path / "work", 2, minutes=5, this_run=this_run, recheck=True)
-    head = (tmp_path / "work/schedules" / mutation._COMMIT).read_text().strip()
-    assert asked == [[later, wrong]] and outcome.rechecked == {later: head, wrong: head}
-    assert outcome.statuses == {later: "killed", wrong: "survived", equivalent: "survived", unjudged: "survived",
-                                killed: "killed"}
-    assert outcome.runs == ["abc1234"] and outcome.latest_run == this_run and outcome.seconds > 90.0
-    state = json.loads((tmp_path / "state/schedules.json").read_text())
-    assert state["rechecked"] == {later: head, wrong: head} and state["exit_code_by_key"][later] == 1
-    body = mutation.section(outcome, **outcome.latest_run)
-    assert (f"Rechecked at {head}: 2 of the survivors, noted as killed by a test written after their run, ran again "
-            "against that commit's tests; 1 were killed.") in body
-    assert (f"- `x_snr__mutmut_2`: not yet judged: noted as killed by `test_b`, later, but it survived the recheck at "
-            f"{head}") in body and "- `x_snr__mutmut_1`" not in body and body.count(": not yet judged") == 2
+def test_mutmuts_configuration_names_modules_and_tests_that_exist():
+    """[tool.mutmut] in pyproject.toml: every module pattern matches a module, every test file and deselected
+    test exists (a renamed file would otherwise drop out of the mutation run silently)."""
+    root = Path(__file__).resolve().parents[1]
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["mutmut"]
+    modules = [path.relative_to(root).as_posix() for source in config["source_paths"]
+               for path in (root / source).rglob("*.py")]
+    for pattern in config["only_mutate"]:
+        assert fnmatch.filter(modules, pattern), f"only_mutate: {pattern} matches no module"
+    for argument in config["pytest_add_cli_args_test_selection"]:
+        path, _, test = argument.removeprefix("--deselect=").partition("::")
+        assert (root / path).is_file(), argument
+        assert not test or f"def {test}(" in (root / path).read_text(), argument
