@@ -81,10 +81,19 @@ def _synth(args: argparse.Namespace) -> None:
 
 def _preprocess(args: argparse.Namespace) -> None:
     from mrnet_utils.data.preprocess import preprocess
+    from mrnet_utils.data.volumes import VALID_FRACTION, preprocess_volumes
 
     central = None if args.all_slices else args.central_slices or CENTRAL_SLICES
-    out = preprocess(args.mrnet_root, args.plane, args.out, args.selection, central, args.max_exams,
-                     normalisation=args.normalisation)
+    volume_options = (args.pixel_size, args.exams, args.valid_fraction)
+    if args.volumes is None:
+        if any(option is not None for option in volume_options):
+            raise MRNetError("--pixel-size, --exams and --valid-fraction read volumes: give --volumes, not --mrnet-root")
+        out = preprocess(args.mrnet_root, args.plane, args.out, args.selection, central, args.max_exams,
+                         normalisation=args.normalisation)
+    else:
+        fraction = VALID_FRACTION if args.valid_fraction is None else args.valid_fraction
+        out = preprocess_volumes(args.volumes, args.plane, args.out, args.exams, fraction, args.pixel_size,
+                                 args.selection, central, args.max_exams, normalisation=args.normalisation)
     print(f"wrote slice cache {out}")
 
 
@@ -205,7 +214,17 @@ def build_parser() -> argparse.ArgumentParser:
     synth.set_defaults(run=_synth)
 
     prep = command("preprocess", "select, normalise and cache 256x256 slices")
-    prep.add_argument("--mrnet-root", type=Path, required=True, help="MRNet-v1.0 folder (or the phantom)")
+    source = prep.add_mutually_exclusive_group(required=True)
+    source.add_argument("--mrnet-root", type=Path, help="MRNet-v1.0 folder (or the phantom)")
+    source.add_argument("--volumes", type=Path,
+                        help="folder of NIfTI, NRRD or MHA volumes or DICOM series folders, one per exam (data.volumes)")
+    prep.add_argument("--exams", type=Path,
+                      help="with --volumes: CSV of exam,split[,abnormal,acl,meniscus] (default: exams.csv in the folder)")
+    prep.add_argument("--valid-fraction", type=float,
+                      help="with --volumes and no exam table: the share of exams, the last names, that are valid "
+                           "(default: 0.2)")
+    prep.add_argument("--pixel-size", type=float, metavar="MM",
+                      help="with --volumes: resample in-plane to this pixel size (default: the volumes' own)")
     prep.add_argument("--plane", choices=PLANES, default="coronal", help="which series of each exam")
     prep.add_argument("--out", type=Path, required=True, help="the cache file to write (.npz)")
     prep.add_argument("--selection", choices=SELECTIONS, default="all",

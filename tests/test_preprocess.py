@@ -155,6 +155,12 @@ def test_bad_output_paths(root, tmp_path):
 def test_constant_volume_is_refused(tmp_path):
     with pytest.raises(MRNetError, match="0007.npy is constant"):
         normalise(np.full((3, 256, 256), 9, np.uint8), tmp_path / "0007.npy")
+    nearly = np.full((3, 256, 256), 9, np.uint8)
+    nearly[0, :2] = 200  # 0.26 % of the voxels: the 99.5th percentile is still 9
+    with pytest.raises(MRNetError, match="0008.npy is nearly constant .*percentiles are equal"):
+        normalise(nearly, tmp_path / "0008.npy")
+    nearly[0, :5] = 200  # 0.65 %: an image to rescale
+    assert normalise(nearly, tmp_path / "0008.npy").max() == 1
 
 
 def test_nan_after_normalisation_names_the_exam_file(root, tmp_path, monkeypatch):

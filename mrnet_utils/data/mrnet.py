@@ -37,7 +37,7 @@ class Exam:
     exam_id: int
     split: str
     plane: str
-    volume: np.ndarray  # uint8 (slices, 256, 256)
+    volume: np.ndarray  # (slices, 256, 256): uint8 from MRNet, the stored type of other formats (data.volumes)
     labels: dict[str, int]  # keys TASKS
 
 
