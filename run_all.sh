@@ -1,36 +1,52 @@
 #!/usr/bin/env bash
-# Run the whole study with papermill, in order: preprocess; base 64, SR1 and SR2 with and without
-# Swin; single-stage 256; the pipeline (generation); the evaluation notebooks.
+# Usage: bash run_all.sh [OPTION]...
 #
-#   bash run_all.sh [--preset PRESET] [--mrnet-root DIR] [--all-slices] [--only PART[,PART...]]
-#                   [--retrain] [--device DEVICE] [--gpus N] [--out DIR] [--results DIR] [--tuning-exams N]
-#                   [--eval-slices N]
+# Run the study with papermill, in order: preprocess the data; train base 64, SR1 and SR2 with and
+# without Swin, the SR stages' regression baselines and single-stage 256; generate with each model
+# (pipeline); evaluate (SR against interpolation, generation). Every notebook is kept as it ran in
+# OUT/runs/PRESET/, also as a page to read (HTML).
 #
-# Parts: preprocess, each stage the study trains (base64, sr1, sr2, single256: the library's
-# `python -m mrnet_utils study-runs`), pipeline, evaluation; and, only when --only names them, swin
-# (the Swin question: SR stages in four arms x three seeds, evaluation/swin_question.ipynb), labels
-# (a label-conditional base stage, its guided samples read by a label probe, and the probe trained on
-# real and synthetic slices, evaluation/labels.ipynb) and realism (the phantom against real exams,
-# scripts/phantom_vs_real.py; needs --mrnet-root). swin and labels need the preprocessed data.
-# With no --mrnet-root (or $MRNET_ROOT) the study runs on the synthetic phantom.
-# Under --out (default: this folder): executed notebooks in runs/<preset>/, each also rendered to HTML next
-# to it; tables, figures and the evaluation notebooks' HTML in evaluation/results/<preset>/ (or --results
-# DIR); checkpoints in savepoints/<preset>/; data in data/.
-# --all-slices keeps every slice of each series instead of the preset's central ones (few real exams);
-# --tuning-exams N sets aside N valid exams for tuning instead of the preset's number (0 when the
-# samplers were chosen on other data, as for the 18-exam real sample); --eval-slices N scores N held-out
-# slices, evenly spread over the reported exams, in the SR evaluation and the Swin question instead of all.
-# A model whose final checkpoint exists is not retrained unless --retrain is given; an interrupted one
-# continues from its newest checkpoint.
-# --device (cpu, cuda, cuda:N) is where every notebook trains, samples and evaluates; default: the GPU if
-# there is one. --gpus N trains each model with torchrun, one process per GPU of this machine
-# (`python -m mrnet_utils train --resume` into the run folder its notebook uses, which then finds it trained).
+# Options:
+#   --preset NAME          smoke, demo, gpu, full or reference (default: demo)
+#   --mrnet-root DIR       the unzipped MRNet-v1.0 folder (default: $MRNET_ROOT; unset, the synthetic
+#                          phantom, written to OUT/data/phantom)
+#   --only PART[,PART...]  run only these parts (default: every part but the optional ones)
+#   --retrain              train again the models whose final checkpoint exists (default: skip them; an
+#                          interrupted one continues from its newest checkpoint)
+#   --all-slices           keep every slice of each series, not the preset's central ones (few real exams)
+#   --tuning-exams N       set aside N valid exams for tuning instead of the preset's number (0 when the
+#                          samplers were chosen on other data)
+#   --eval-slices N        score N held-out slices, spread over the reported exams, in the SR evaluation
+#                          and the Swin question (default: all)
+#   --device DEVICE        cpu, cuda or cuda:N, for every notebook (default: the GPU if there is one)
+#   --gpus N               train each model with torchrun on N GPUs of this machine (default: 1)
+#   --out DIR              where data/, savepoints/, runs/ and results/ go (default: this folder, where
+#                          git ignores them)
+#   --results DIR          where the tables, figures and pages to read go (default: OUT/results/PRESET)
+#   --refresh-results      write them into the committed record instead: evaluation/results/PRESET
+#                          (evaluation/results/ for realism)
+#   -h, --help             show this text and exit
+#
+# Parts: preprocess, base64, sr1, sr2, single256, pipeline, evaluation; and, run only when --only names
+# them: swin (the Swin question: the SR stages in four arms x three seeds), labels (a label-conditional
+# base stage, its guided samples read by a label probe) and realism (the phantom against real exams;
+# needs --mrnet-root). swin and labels need the preprocessed data.
+#
+# A bad option stops the script before anything runs (one line on stderr, exit code 2); a failing
+# notebook stops the run (exit code 1), naming the notebook and its error.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-usage() {
-    sed -n '5,7p' "$0" | sed 's/^# //' >&2
+usage() {  # the comment block above, without its comment marks
+    sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"
+}
+fail() {  # fail MESSAGE: a bad option, before anything runs
+    echo "error: $1 (bash run_all.sh --help lists every option)" >&2
     exit 2
+}
+value() {  # value OPTION [VALUE]: VALUE, or a one-line error when it is missing
+    [ $# -ge 2 ] && [ -n "$2" ] || fail "$1 needs a value"
+    echo "$2"
 }
 
 preset=demo
@@ -39,6 +55,7 @@ only=""
 retrain=False
 out="$root"
 results=""
+refresh=False
 all_slices=False
 tuning=""
 eval_slices=""
@@ -46,19 +63,20 @@ device=""
 gpus=1
 while [ $# -gt 0 ]; do
     case "$1" in
-        --preset) preset="${2:?--preset needs a value}"; shift 2 ;;
-        --mrnet-root) mrnet_root="${2:?--mrnet-root needs a folder}"; shift 2 ;;
-        --only) only="${2:?--only needs a stage}"; shift 2 ;;
+        --preset) preset="$(value "$@")"; shift 2 ;;
+        --mrnet-root) mrnet_root="$(value "$@")"; shift 2 ;;
+        --only) only="$(value "$@")"; shift 2 ;;
         --retrain) retrain=True; shift ;;
-        --out) out="${2:?--out needs a folder}"; shift 2 ;;
-        --results) results="${2:?--results needs a folder}"; shift 2 ;;
+        --out) out="$(value "$@")"; shift 2 ;;
+        --results) results="$(value "$@")"; shift 2 ;;
+        --refresh-results) refresh=True; shift ;;
         --all-slices) all_slices=True; shift ;;
-        --tuning-exams) tuning="${2:?--tuning-exams needs a number}"; shift 2 ;;
-        --eval-slices) eval_slices="${2:?--eval-slices needs a number}"; shift 2 ;;
-        --device) device="${2:?--device needs a value}"; shift 2 ;;
-        --gpus) gpus="${2:?--gpus needs a number}"; shift 2 ;;
-        -h|--help) usage ;;
-        *) echo "error: unknown argument $1" >&2; usage ;;
+        --tuning-exams) tuning="$(value "$@")"; shift 2 ;;
+        --eval-slices) eval_slices="$(value "$@")"; shift 2 ;;
+        --device) device="$(value "$@")"; shift 2 ;;
+        --gpus) gpus="$(value "$@")"; shift 2 ;;
+        -h|--help) usage; exit 0 ;;
+        *) fail "unknown option $1" ;;
     esac
 done
 if [ -n "$device" ] && ! [[ "$device" =~ ^(cpu|cuda(:[0-9]+)?)$ ]]; then
@@ -84,7 +102,10 @@ fi
 absolute() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 out="$(absolute "$out")"
 runs="$out/runs/$preset"
-results="$(absolute "${results:-$out/evaluation/results/$preset}")"
+# The tables and figures: git-ignored under OUT unless asked to refresh the committed record.
+results_root="$out/results"
+[ "$refresh" = True ] && results_root="$root/evaluation/results"
+results="$(absolute "${results:-$results_root/$preset}")"
 
 source "$root/scripts/setup_env.sh"
 
@@ -190,6 +211,13 @@ if wanted preprocess; then
     run_notebook notebooks/00_preprocess.ipynb 00_preprocess.ipynb "${quiet[@]}" "${data_options[@]}" \
         -p ALL_SLICES "$all_slices"
 fi
+# Every size the study needs, checked against the slice cache before the first training (study/sizes.py).
+if [ ",$only," != ",realism," ]; then
+    sizes=(--cache "$out/data/$preset/slices_coronal.npz" --preset "$preset")
+    [ -n "$tuning" ] && sizes+=(--tuning-exams "$tuning")
+    [ -n "$eval_slices" ] && sizes+=(--eval-slices "$eval_slices")
+    python -m mrnet_utils check-study "${sizes[@]}" || exit 2
+fi
 for run in "${study_runs[@]}"; do
     read -r stage use_swin process name <<<"$run"
     wanted "$stage" || continue
@@ -222,7 +250,7 @@ if named labels; then
 fi
 if named realism; then
     echo "[$(date +%H:%M:%S)] scripts/phantom_vs_real.py"
-    python "$root/scripts/phantom_vs_real.py" --mrnet-root "$(absolute "$mrnet_root")" --out "$out/evaluation/results"
+    python "$root/scripts/phantom_vs_real.py" --mrnet-root "$(absolute "$mrnet_root")" --out "$results_root"
 fi
 export_html
 if wanted evaluation; then  # the pages to read beside the tables they wrote

@@ -3,7 +3,8 @@
     python scripts/compare_studies.py OUT_A OUT_B [--preset demo]
 
 OUT_A and OUT_B are two `run_all.sh --out` folders (for example the same study run at two
-commits). Compared: every CSV under evaluation/results/<preset>/ (recursively), cell for cell,
+commits). Compared: every CSV under results/<preset>/ (recursively; a study run before run_all.sh
+wrote there has them in evaluation/results/<preset>/), cell for cell,
 without the columns that measure time (their names hold "second", "per_s" or "time"); and the
 weights of every final checkpoint under savepoints/<preset>/ (network and EMA), bit for bit.
 Prints one line per file and exits 1 when anything differs or is missing on one side.
@@ -48,12 +49,17 @@ def same_weights(a: Path, b: Path) -> tuple[bool, str]:
     return True, f"{tensors} tensors"
 
 
+def results_folder(out: Path, preset: str) -> Path:
+    folder = out / "results" / preset
+    return folder if folder.is_dir() else out / "evaluation" / "results" / preset
+
+
 def compare(out_a: Path, out_b: Path, preset: str) -> bool:
     """Print a line per file; True when every table and every final checkpoint agrees."""
-    pairs = [("evaluation/results", "*.csv", same_table), ("savepoints", "final.pt", same_weights)]
+    pairs = [(results_folder(out_a, preset), results_folder(out_b, preset), "*.csv", same_table),
+             (out_a / "savepoints" / preset, out_b / "savepoints" / preset, "final.pt", same_weights)]
     agree = True
-    for folder, pattern, same in pairs:
-        root_a, root_b = out_a / folder / preset, out_b / folder / preset
+    for root_a, root_b, pattern, same in pairs:
         names = sorted({p.relative_to(root_a) for p in root_a.rglob(pattern)}
                        | {p.relative_to(root_b) for p in root_b.rglob(pattern)})
         if not names:
@@ -65,7 +71,7 @@ def compare(out_a: Path, out_b: Path, preset: str) -> bool:
             else:
                 ok, detail = same(root_a / name, root_b / name)
             agree &= ok
-            print(f"{'same     ' if ok else 'DIFFERENT'} {folder}/{preset}/{name}: {detail}")
+            print(f"{'same     ' if ok else 'DIFFERENT'} {root_a.relative_to(out_a).as_posix()}/{name}: {detail}")
     return agree
 
 

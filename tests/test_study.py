@@ -84,7 +84,7 @@ def test_every_notebook_is_rendered_and_ran_without_error(smoke_study):
 
 @pytest.mark.slow
 def test_every_notebook_is_also_a_page_to_read_with_its_figures_in_order(smoke_study):
-    runs, results = smoke_study / "runs" / "smoke", smoke_study / "evaluation" / "results" / "smoke"
+    runs, results = smoke_study / "runs" / "smoke", smoke_study / "results" / "smoke"
     for name in RENDERED:
         notebook = nbformat.read(runs / f"{name}.ipynb", as_version=4)
         code = [cell for cell in notebook.cells if cell.cell_type == "code"]
@@ -105,7 +105,7 @@ def test_every_notebook_is_also_a_page_to_read_with_its_figures_in_order(smoke_s
 
 @pytest.mark.slow
 def test_tables_hold_every_method_and_metric(smoke_study):
-    results = smoke_study / "evaluation" / "results" / "smoke"
+    results = smoke_study / "results" / "smoke"
     for name, models in SR_ROWS.items():
         table = pd.read_csv(results / f"{name}.csv", index_col="method")
         assert list(table.index) == [*INTERPOLATIONS, *models, "high-res (reference)"], name
@@ -161,7 +161,7 @@ def test_tables_hold_every_method_and_metric(smoke_study):
 
 @pytest.mark.slow
 def test_figures_and_samples_are_written(smoke_study):
-    results = smoke_study / "evaluation" / "results" / "smoke"
+    results = smoke_study / "results" / "smoke"
     figures = [
         "data_planes", "data_slices", "data_histograms", "samples_side_by_side", "samples_by_resolution",
         "training_losses", "generation_metrics", "generation_histograms",
@@ -198,7 +198,7 @@ def test_second_run_skips_finished_training(smoke_study):
     assert result.returncode == 0, result.stderr
     assert "01_train_single256_swin.ipynb" in result.stdout and "02_pipeline" not in result.stdout
     assert final.stat().st_mtime_ns == before
-    record = json.loads((smoke_study / "evaluation" / "results" / "smoke" / "training" / "single256_swin.json").read_text())
+    record = json.loads((smoke_study / "results" / "smoke" / "training" / "single256_swin.json").read_text())
     assert record["trained"] is False and record["steps"] == 6 and record["seconds"] > 0
     rendered = (smoke_study / "runs" / "smoke" / "01_train_single256_swin.ipynb").read_text()
     assert "training skipped" in rendered
@@ -210,7 +210,7 @@ def test_only_swin_asks_the_swin_question_in_its_notebook(smoke_study):
     result = run_all("--preset", "smoke", "--only", "swin", "--out", str(smoke_study), "--device", "cpu")
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     assert "05_swin_question.ipynb" in result.stdout and "02_pipeline" not in result.stdout
-    runs, results = smoke_study / "runs" / "smoke", smoke_study / "evaluation" / "results" / "smoke"
+    runs, results = smoke_study / "runs" / "smoke", smoke_study / "results" / "smoke"
     assert error_outputs(nbformat.read(runs / "05_swin_question.ipynb", as_version=4)) == []
     trained = sorted(path.parent.name for path in (smoke_study / "savepoints" / "smoke" / "swin_question").glob("*/final.pt"))
     assert len(trained) == 2 * 4 * 3 and "sr2_ref_refswin_seed2" in trained
@@ -225,11 +225,11 @@ def test_only_swin_asks_the_swin_question_in_its_notebook(smoke_study):
 
 
 @pytest.mark.slow
-def test_only_labels_runs_the_label_study_in_its_notebook(smoke_study):
+def test_only_labels_runs_the_label_study_in_its_notebook(smoke_study, tmp_path):
     result = run_all("--preset", "smoke", "--only", "labels", "--out", str(smoke_study), "--device", "cpu")
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     assert "06_labels.ipynb" in result.stdout and "02_pipeline" not in result.stdout
-    runs, results = smoke_study / "runs" / "smoke", smoke_study / "evaluation" / "results" / "smoke"
+    runs, results = smoke_study / "runs" / "smoke", smoke_study / "results" / "smoke"
     assert error_outputs(nbformat.read(runs / "06_labels.ipynb", as_version=4)) == []
     assert (smoke_study / "savepoints" / "smoke" / "base64_labels" / "final.pt").is_file()
     shares = pd.read_csv(results / "labels_agreement.csv")
@@ -239,8 +239,7 @@ def test_only_labels_runs_the_label_study_in_its_notebook(smoke_study):
     assert {"labels_agreement.png", "labels_auc.png", "labels_samples.png", "labels_time.csv"} <= {
         p.name for p in results.iterdir()}
     # the notebook asks for the labels and scales it is given
-    custom = smoke_study / "custom_labels"
-    custom.mkdir()
+    custom = tmp_path / "custom_labels"
     papermill.execute_notebook(
         ROOT / "evaluation" / "labels.ipynb", custom / "labels.ipynb", cwd=ROOT / "evaluation", kernel_name="mrnet-diffusion",
         progress_bar=False, parameters=dict(PRESET="smoke", OUT_DIR=str(smoke_study), RESULTS_DIR=str(custom), DEVICE="cpu",
@@ -257,12 +256,42 @@ def test_gpus_trains_each_model_with_torchrun_and_its_notebook_finds_it_trained(
                      "--out", str(smoke_study))
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     assert result.stdout.count("torchrun on 2 processes") == 2 and "02_pipeline" not in result.stdout
-    runs, results = smoke_study / "runs" / "smoke", smoke_study / "evaluation" / "results" / "smoke"
+    runs, results = smoke_study / "runs" / "smoke", smoke_study / "results" / "smoke"
     for name in ("base64_swin", "base64_noswin"):
         assert f"trained {name} (smoke) for 6 steps" in (runs / f"01_train_{name}.torchrun.log").read_text()
         record = json.loads((results / "training" / f"{name}.json").read_text())
         assert record["trained"] is False and record["steps"] == 6  # the notebook found the final checkpoint
         assert "training skipped" in (runs / f"01_train_{name}.ipynb").read_text()
+
+
+@pytest.mark.slow
+def test_a_study_run_leaves_the_checkout_clean(smoke_study):
+    """What run_all.sh writes under --out (by default the repository), for every part run above, is what git
+    ignores there and tracks none of: so a study run never changes the committed record in
+    evaluation/results/ (only --refresh-results does), and the README's two commands pass in either order."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if tracked.returncode != 0:
+        pytest.skip("not a git checkout: what git ignores is unknown")
+    written = {path.relative_to(smoke_study).as_posix() for path in smoke_study.rglob("*") if path.is_file()}
+    assert {"results/smoke/study_times.csv", "results/smoke/sr_sr1_64_to_128.csv"} <= written
+    assert sorted(written & set(tracked.stdout.splitlines())) == []
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=ROOT, input="\n".join(sorted(written)),
+                             capture_output=True, text=True).stdout.splitlines()
+    assert sorted(written - set(ignored)) == []
+
+
+def test_help_shows_every_option_and_part_on_stdout():
+    script = (ROOT / "run_all.sh").read_text()
+    accepted = {option for case in re.findall(r"^ +(-[-\w|]+)\)", script, re.M) for option in case.split("|")}
+    parts = re.search(r"choose from: (.*)", run_all("--only", "nothing").stderr).group(1).split()
+    for flag in ("--help", "-h"):
+        result = run_all(flag)
+        assert (result.returncode, result.stderr) == (0, "")
+        assert result.stdout.startswith("Usage: bash run_all.sh [OPTION]...\n")
+        listed = set(re.findall(r"^ {2}(-[-\w]+)(?:, (--[-\w]+))?", result.stdout, re.M))
+        assert {option for pair in listed for option in pair if option} == accepted
+        described = result.stdout.split("Parts:")[1].split("\n\n")[0]
+        assert list(dict.fromkeys(word for word in re.findall(r"\w+", described) if word in parts)) == parts
 
 
 @pytest.mark.slow
@@ -292,6 +321,10 @@ def test_bad_arguments_are_refused_before_anything_runs(tmp_path):
     assert result.returncode == 2 and "--eval-slices must be a positive number of slices (not '0')" in result.stderr
     result = run_all("--preset", "smoke", "--tuning-exams", "two", "--out", str(tmp_path))
     assert result.returncode == 2 and "--tuning-exams must be a number of exams (not 'two')" in result.stderr
+    result = run_all("--preset", "smoke", "--out")
+    assert result.returncode == 2 and result.stderr == "error: --out needs a value (bash run_all.sh --help lists every option)\n"
+    result = run_all("--preset", "smoke", "--outdir", str(tmp_path))
+    assert result.returncode == 2 and "error: unknown option --outdir" in result.stderr and result.stdout == ""
     assert not (tmp_path / "runs").exists()  # refused before anything was written
 
 
@@ -420,3 +453,15 @@ def test_generated_samples_round_trip_with_their_samplers_and_refuse_old_or_miss
     (folder / generation.TIMING_FILE).write_text(json.dumps(record))
     with pytest.raises(MRNetError, match="before their samplers were recorded; generate them again"):
         generation.load_generated(folder)
+
+
+def test_the_preset_tuning_exams_leave_enough_exams_to_report_on(tiny_cache, monkeypatch):
+    assert data.tuning_count(tiny_cache, preset_count=1) == 0  # 2 valid exams: fewer than 6 to report on already
+    assert data.tuning_count(tiny_cache, preset_count=1, requested=1) == 1  # an explicit count is taken as given
+    monkeypatch.setattr(data, "MIN_REPORTED_EXAMS", 1)
+    assert data.tuning_count(tiny_cache, preset_count=5) == 1 and data.tuning_count(tiny_cache, 0) == 0
+    roles = data.exam_roles(tiny_cache, 1)
+    assert roles.to_dict("list") == {"exam_id": [2, 3], "role": ["tuning", "reported"], "slices": [2, 2]}
+    assert set(data.held_out(tiny_cache, None, tuning=1).exam_ids) == {3}
+    assert set(data.held_out(tiny_cache, None, exams="tune", tuning=1).exam_ids) == {2}
+
