@@ -10,6 +10,9 @@
 #   --preset NAME          smoke, demo, gpu, full or reference (default: demo)
 #   --mrnet-root DIR       the unzipped MRNet-v1.0 folder (default: $MRNET_ROOT; unset, the synthetic
 #                          phantom, written to OUT/data/phantom)
+#   --volumes DIR          instead of MRNet: a folder of NIfTI, NRRD or MHA volumes or DICOM series folders,
+#                          one per exam, split by DIR/exams.csv (exam,split[,abnormal,acl,meniscus]) or,
+#                          without it, with the last 20% of the names valid (mrnet_utils.data.volumes)
 #   --only PART[,PART...]  run only these parts (default: every part but the optional ones)
 #   --retrain              train again the models whose final checkpoint exists (default: skip them; an
 #                          interrupted one continues from its newest checkpoint)
@@ -50,7 +53,8 @@ value() {  # value OPTION [VALUE]: VALUE, or a one-line error when it is missing
 }
 
 preset=demo
-mrnet_root="${MRNET_ROOT:-}"
+mrnet_root=""
+volumes=""
 only=""
 retrain=False
 out="$root"
@@ -65,6 +69,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --preset) preset="$(value "$@")"; shift 2 ;;
         --mrnet-root) mrnet_root="$(value "$@")"; shift 2 ;;
+        --volumes) volumes="$(value "$@")"; shift 2 ;;
         --only) only="$(value "$@")"; shift 2 ;;
         --retrain) retrain=True; shift ;;
         --out) out="$(value "$@")"; shift 2 ;;
@@ -79,6 +84,8 @@ while [ $# -gt 0 ]; do
         *) fail "unknown option $1" ;;
     esac
 done
+[ -n "$volumes" ] && [ -n "$mrnet_root" ] && fail "--volumes and --mrnet-root are two sources of exams; give one"
+[ -z "$volumes" ] && [ -z "$mrnet_root" ] && mrnet_root="${MRNET_ROOT:-}"
 if [ -n "$device" ] && ! [[ "$device" =~ ^(cpu|cuda(:[0-9]+)?)$ ]]; then
     echo "error: --device must be cpu, cuda or cuda:N (not '$device')" >&2
     exit 2
@@ -95,7 +102,7 @@ if ! [[ "$gpus" =~ ^[1-9][0-9]*$ ]]; then
     echo "error: --gpus must be a positive number of GPUs (not '$gpus')" >&2
     exit 2
 fi
-if [[ "$preset" == full || "$preset" == reference ]] && [ -z "$mrnet_root" ]; then
+if [[ "$preset" == full || "$preset" == reference ]] && [ -z "$mrnet_root$volumes" ]; then
     echo "warning: the $preset preset is meant for real MRNet on a GPU (hours of training); running it on the phantom" >&2
 fi
 
@@ -208,6 +215,7 @@ train_on_gpus() {
 if wanted preprocess; then
     data_options=()
     [ -n "$mrnet_root" ] && data_options=(-r MRNET_ROOT "$(absolute "$mrnet_root")")
+    [ -n "$volumes" ] && data_options=(-r VOLUMES "$(absolute "$volumes")")
     run_notebook notebooks/00_preprocess.ipynb 00_preprocess.ipynb "${quiet[@]}" "${data_options[@]}" \
         -p ALL_SLICES "$all_slices"
 fi

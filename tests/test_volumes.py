@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -205,6 +206,19 @@ def test_pixel_size_resamples_in_plane_and_keeps_the_slices(tmp_path):
     assert padding == pytest.approx(5, abs=1)
 
 
+def test_downsampling_filters_what_the_new_pixels_cannot_hold(tmp_path):
+    """Stripes 0.75 mm apart (one bright 0.25 mm pixel in three) sampled at 0.75 mm: unfiltered, every new
+    pixel falls on the same phase of the stripes (here all dark: TorchIO without antialiasing gives 0);
+    filtered, they blur to the stripes' mean, a third of the bright value."""
+    data = np.zeros((96, 8, 96), np.float32)
+    data[::3] = 100  # stripes along R
+    path = tmp_path / "stripes.nii"
+    tio.ScalarImage(tensor=torch.from_numpy(data)[None], affine=np.diag([0.25, 3.0, 0.25, 1.0])).save(path)
+    series, _ = volumes.read_volume(path, "coronal", pixel_size=0.75)
+    middle = series[4, 128 - 8:128 + 8, 128 - 8:128 + 8]  # inside the 32 x 32 pixels of the field of view
+    assert abs(middle.mean() - 100 / 3) < 4 and middle.std() < 4
+
+
 def test_non_square_pixels_need_a_pixel_size(tmp_path):
     path = tmp_path / "oblong.nii.gz"
     square_phantom((0.5, 3.0, 1.0)).save(path)
@@ -377,6 +391,9 @@ def test_plane_examples_keep_the_anatomys_proportions(tmp_path):
     """A 2-D acquisition (thick slices) shown in the planes it was not acquired in: pixels made square."""
     square_phantom((1.0, 3.0, 1.0)).save(tmp_path / "a.nii")
     examples = volumes.plane_examples(tmp_path, 1)
+    for plane in PLANES:
+        series = volumes.read_volume(tmp_path / "a.nii", plane, pixel_size=1.0)[0]
+        np.testing.assert_allclose(examples[plane][0], series[len(series) // 2], atol=1e-3, err_msg=plane)
     assert block_width(examples["coronal"][0][None]) == (42, 42)
     assert block_width(examples["axial"][0][None]) == (42, 42)  # A (3 mm) resampled to 1 mm
 
@@ -402,3 +419,38 @@ def test_the_command_line_wants_one_source(tmp_path, capsys):
     assert code == 2 and "not allowed with argument" in capsys.readouterr().err
     code = cli.main(["preprocess", "--mrnet-root", str(tmp_path), "--pixel-size", "0.5", "--out", "c.npz"])
     assert code == 2 and "--pixel-size, --exams and --valid-fraction read volumes: give --volumes" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# run_all.sh --volumes
+# ---------------------------------------------------------------------------
+
+
+def run_all(*args: str) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if key != "MRNET_ROOT"}
+    return subprocess.run(["bash", str(ROOT / "run_all.sh"), *args], capture_output=True, text=True, env=env,
+                          timeout=1200)
+
+
+@pytest.mark.slow
+def test_run_all_sh_preprocesses_a_folder_of_nifti_volumes(tiny_phantom, tmp_path):
+    """The study's preprocessing notebook, run by run_all.sh on NIfTI volumes written from the phantom,
+    writes the cache that the MRNet path writes from the phantom with the same settings."""
+    folder = volumes.write_volumes(tiny_phantom, "coronal", tmp_path / "nifti")
+    study = tmp_path / "study"
+    result = run_all("--preset", "smoke", "--only", "preprocess", "--volumes", str(folder), "--out", str(study))
+    assert result.returncode == 0, f"run_all.sh failed:\n{result.stdout}\n{result.stderr}"
+    (cache_path,) = (study / "data").rglob("slices_coronal.npz")
+    got = arrays(cache_path)
+    assert got["metadata"]["source"] == str(folder.resolve()) and got["metadata"]["format"] == "volumes"
+    settings = {key: got["metadata"][key] for key in ("selection", "central_slices", "normalisation")}
+    expected = arrays(preprocess(tiny_phantom, "coronal", tmp_path / "mrnet.npz", progress=False, **settings))
+    assert_same_cache(expected, got)
+    assert (study / "runs" / "smoke" / "00_preprocess.html").is_file()
+
+
+def test_run_all_sh_takes_one_source_of_exams(tmp_path):
+    result = run_all("--volumes", str(tmp_path), "--mrnet-root", str(tmp_path), "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: --volumes and --mrnet-root are two sources of exams; give one")
+    assert not (tmp_path / "runs").exists()

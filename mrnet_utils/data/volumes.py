@@ -185,7 +185,8 @@ def _series(image, plane: str, pixel_size: float | None) -> np.ndarray:
     if pixel_size is not None:
         target = list(image.spacing)
         target[axes[1]] = target[axes[2]] = pixel_size
-        image = tio.Resample(tuple(target), image_interpolation="bspline", antialias=True)(image)
+        downsampling = pixel_size > min(image.spacing[axes[1]], image.spacing[axes[2]])
+        image = tio.Resample(tuple(target), image_interpolation="bspline", antialias=downsampling)(image)
     shape = list(image.spatial_shape)
     shape[axes[1]] = shape[axes[2]] = SIDE
     image = tio.CropOrPad(tuple(shape), padding_mode=float(image.data.min()))(image)
@@ -379,14 +380,23 @@ def plane_examples(folder: Path | str, count: int, pixel_size: float | None = No
     In-plane pixels are resampled to `pixel_size`, or where a plane's are not square (a plane the volume
     was not acquired in) to the finer of their two sides, so that the anatomy keeps its proportions.
     """
+    import torchio as tio
+
     examples: dict[str, list[np.ndarray]] = {plane: [] for plane in PLANES}
     for path in list(list_volumes(folder).values())[:count]:
         image = _canonical(path)
         for plane in PLANES:
+            (axis, *_), (flipped, *_) = display_axes(plane)
+            slices = image.spatial_shape[axis]
+            centre = slices - 1 - slices // 2 if flipped else slices // 2  # the series' slices // 2, in RAS+
+            # Resample only a slab around it (antialiasing filters need 4 voxels along every axis).
+            first, last = max(0, centre - 2), min(slices - 1, centre + 2)
+            cropping = [0] * 6
+            cropping[2 * axis], cropping[2 * axis + 1] = first, slices - 1 - last
             _, rows, columns = _plane_spacing(image, plane)
             square = math.isclose(rows, columns, rel_tol=SPACING_TOLERANCE)
-            series = _series(image, plane, pixel_size or (None if square else min(rows, columns)))
-            examples[plane].append(series[len(series) // 2])
+            slab = _series(tio.Crop(tuple(cropping))(image), plane, pixel_size or (None if square else min(rows, columns)))
+            examples[plane].append(slab[last - centre if flipped else centre - first])
     return examples
 
 

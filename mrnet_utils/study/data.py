@@ -46,13 +46,15 @@ def plane_examples(root: str | Path, count: int, split: str = "train") -> dict[s
 
 
 def cache_summary(cache_path: str | Path) -> pd.DataFrame:
-    """Per split: exams, slices, and the share of slices positive for each MRNet task."""
+    """Per split: exams, slices, and the share of slices positive for each MRNet task (NaN when unlabelled)."""
     cache = load_cache(cache_path)
+    labelled = cache["metadata"].get("labelled", True)  # volumes without labels (data.volumes) are not
     rows = {}
     for split in mrnet.SPLITS:
         arrays = cache[split]
         row = {"exams": len(np.unique(arrays["exam_ids"])), "slices": len(arrays["images"])}
-        row.update({f"{task}_share": float(arrays["labels"][:, i].mean()) for i, task in enumerate(mrnet.TASKS)})
+        row.update({f"{task}_share": float(arrays["labels"][:, i].mean()) if labelled else float("nan")
+                    for i, task in enumerate(mrnet.TASKS)})
         rows[split] = row
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "split"
