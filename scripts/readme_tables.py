@@ -1,7 +1,7 @@
-"""Write the README's result tables and numbers from the result files, or check that they match.
+"""Write the result tables and numbers of README.md and docs/*.md from the result files, or check them.
 
-The README never holds a typed result: each table and number stands between markers that name
-the file it comes from, and this script fills them in.
+No document holds a typed result: each table and number stands between markers that name the file
+it comes from, and this script fills them in.
 
     <!-- table: evaluation/results/demo/sr_sr1_64_to_128.csv | rows: lanczos; SR1 (Swin), mean | columns: psnr_mean, ssim_mean -->
     ...generated Markdown table...
@@ -9,19 +9,28 @@ the file it comes from, and this script fills them in.
 
     <!-- value: evaluation/results/demo/sr_sr1_64_to_128_comparisons.csv | row: SR1 (Swin), lanczos, psnr | column: difference -->4.2<!-- end -->
 
-`rows` (separated by ";", since row names hold commas) and `columns` (separated by ",") are
-optional (default: all); a row of a table with key columns (KEY_COLUMNS: the comparison,
-Swin and label tables) is named by their values joined with ", ", any other by its first column. Numbers are written as the
-result tables write them (evaluation.tables.markdown: 4 significant digits).
+A script's usage, as its `--help` prints it, stands in a fenced block between the same kind of markers:
 
-    python scripts/readme_tables.py            # rewrite README.md in place
-    python scripts/readme_tables.py --check    # exit 1, naming the block, if README.md is out of date
+    <!-- help: run_all.sh -->
+    ...`bash run_all.sh --help`, in a text block...
+    <!-- end -->
+
+Paths are relative to the repository, in every document. `rows` (separated by ";", since row names
+hold commas) and `columns` (separated by ",") are optional (default: all); a row of a table with key
+columns (KEY_COLUMNS: the comparison, Swin and label tables) is named by their values joined with
+", ", any other by its first column. Numbers are written as the result tables write them
+(evaluation.tables.markdown: 4 significant digits).
+
+    python scripts/readme_tables.py                         # rewrite README.md and docs/*.md in place
+    python scripts/readme_tables.py --check                 # exit 1, naming the block, if one is out of date
+    python scripts/readme_tables.py docs/results.md         # only the documents named
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -33,7 +42,7 @@ from mrnet_utils.evaluation.tables import markdown
 ROOT = Path(__file__).resolve().parents[1]
 # A row of a table with these columns is named by their values, in the table's order.
 KEY_COLUMNS = ("stage", "arm", "a", "b", "metric", "request", "guidance", "trained on", "task")
-BLOCK = re.compile(r"<!-- (table|value): (?P<spec>[^>]*?) -->(?P<body>.*?)<!-- end -->", re.S)
+BLOCK = re.compile(r"<!-- (table|value|help): (?P<spec>[^>]*?) -->(?P<body>.*?)<!-- end -->", re.S)
 
 
 def _fields(spec: str) -> tuple[Path, dict[str, list[str]]]:
@@ -46,9 +55,18 @@ def _fields(spec: str) -> tuple[Path, dict[str, list[str]]]:
     return ROOT / path, options
 
 
-def _read(path: Path) -> pd.DataFrame:
+def documents() -> list[Path]:
+    """The documents whose marked blocks are written from the result files."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _name(document: Path) -> str:
+    return document.relative_to(ROOT).as_posix() if document.is_relative_to(ROOT) else document.name
+
+
+def _read(path: Path, document: str) -> pd.DataFrame:
     if not path.is_file():
-        raise MRNetError(f"README cites {path.relative_to(ROOT)}, which does not exist; run the study that writes it")
+        raise MRNetError(f"{document} cites {path.relative_to(ROOT)}, which does not exist; run the study that writes it")
     table = pd.read_csv(path)
     index = [column for column in table.columns if column in KEY_COLUMNS] or [table.columns[0]]
     table.index = [", ".join(str(value) for value in row) for row in table[index].itertuples(index=False)]
@@ -56,14 +74,23 @@ def _read(path: Path) -> pd.DataFrame:
     return table.drop(columns=index)
 
 
-def _render(kind: str, spec: str) -> str:
+def _usage(script: str, document: str) -> str:
+    shown = subprocess.run(["bash", str(ROOT / script), "--help"], capture_output=True, text=True)
+    if shown.returncode != 0:
+        raise MRNetError(f"{document} shows the usage of {script}, whose --help failed: {shown.stderr.strip()}")
+    return f"\n```text\n{shown.stdout}```\n"
+
+
+def _render(kind: str, spec: str, document: str) -> str:
+    if kind == "help":
+        return _usage(spec.strip(), document)
     path, options = _fields(spec)
-    table = _read(path)
+    table = _read(path, document)
     rows = options.get("rows") or options.get("row") or list(table.index)
     columns = options.get("columns") or options.get("column") or list(table.columns)
     missing = [row for row in rows if row not in table.index] + [c for c in columns if c not in table.columns]
     if missing:
-        raise MRNetError(f"README cites {', '.join(missing)} of {path.relative_to(ROOT)}, which it does not hold")
+        raise MRNetError(f"{document} cites {', '.join(missing)} of {path.relative_to(ROOT)}, which it does not hold")
     selected = table.loc[rows, columns]
     if kind == "table":
         return "\n" + markdown(selected) + "\n"
@@ -71,29 +98,37 @@ def _render(kind: str, spec: str) -> str:
     return text.strip("| ").strip()
 
 
-def fill(text: str) -> str:
+def fill(text: str, document: str = "README.md") -> str:
     """`text` with every marked block rewritten from its file."""
-    return BLOCK.sub(lambda m: f"<!-- {m.group(1)}: {m.group('spec')} -->{_render(m.group(1), m.group('spec'))}<!-- end -->", text)
+    def block(match: re.Match) -> str:
+        kind, spec = match.group(1), match.group("spec")
+        return f"<!-- {kind}: {spec} -->{_render(kind, spec, document)}<!-- end -->"
+
+    return BLOCK.sub(block, text)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="only check; exit 1 if README.md is out of date")
-    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--check", action="store_true", help="only check; exit 1 if a document is out of date")
+    parser.add_argument("documents", nargs="*", type=Path, help="default: README.md and docs/*.md")
     args = parser.parse_args(argv)
-    text = args.readme.read_text()
-    try:
-        filled = fill(text)
-    except MRNetError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if args.check:
-        stale = [m.group("spec") for m, n in zip(BLOCK.finditer(text), BLOCK.finditer(filled)) if m.group(0) != n.group(0)]
-        for spec in stale:
-            print(f"README.md disagrees with its source: {spec} (run python scripts/readme_tables.py)", file=sys.stderr)
-        return 1 if stale else 0
-    args.readme.write_text(filled)
-    return 0
+    stale = False
+    for document in [path.resolve() for path in args.documents] or documents():
+        name, text = _name(document), document.read_text()
+        try:
+            filled = fill(text, name)
+        except MRNetError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        if args.check:
+            for old, new in zip(BLOCK.finditer(text), BLOCK.finditer(filled)):
+                if old.group(0) != new.group(0):
+                    print(f"{name} disagrees with its source: {old.group('spec')} (run python scripts/readme_tables.py)",
+                          file=sys.stderr)
+                    stale = True
+        elif filled != text:
+            document.write_text(filled)
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":
