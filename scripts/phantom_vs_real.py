@@ -5,7 +5,7 @@
 compares the coronal series of the real exams (train vs valid, and random half-splits
 for the spread) with those of a phantom (written to a temporary folder with the demo's
 48 + 12 exams unless --phantom-root is given) on the statistics of
-`mrnet_utils.realism`, and writes to --out (default evaluation/results):
+`mrnet_utils.evaluation.realism`, and writes to --out (default evaluation/results):
 phantom_vs_real.csv, phantom_vs_real.md and phantom_vs_real.png (four phantom slices
 beside four real ones). Exits with a one-line message when the real folder is absent.
 """
@@ -48,7 +48,7 @@ def _markdown_preamble(args, real_count: int, phantom_count: int, phantom_source
         f"median and {realism.SPREAD_QUANTILE:.0%} quantile over {args.repeats} random half-splits). "
         f"Phantom: {phantom_count} exams, {phantom_source}, against all {real_count} real exams. "
         "Slices normalised as the models see them (preprocess.normalise, then [0, 1]). "
-        "`within_spread`: phantom_vs_real <= real_half_q95. Definitions in `mrnet_utils/realism.py`. "
+        "`within_spread`: phantom_vs_real <= real_half_q95. Definitions in `mrnet_utils/evaluation/realism.py`. "
         "Regenerate with `python scripts/phantom_vs_real.py --mrnet-root ../shared/mrnet-sample/MRNet-v1.0`.\n\n"
     )
 

@@ -2,7 +2,7 @@
 # Run the test suite in the project's virtual environment (created on first use), on two pytest-xdist
 # workers that take one test file at a time (tests/conftest.py orders the files and shares the cores).
 # Arguments go to pytest; `-n 0` runs in one process. `--record-time FILE`, given first, also writes the
-# run's wall time and exit code to FILE (docs/test_times.csv is the one the README cites).
+# run's wall time and exit code to FILE, a CSV that the README can cite.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 record=""

@@ -1,4 +1,4 @@
-"""Tests for the UNet family (mrnet_utils/networks.py): shapes, conditioning, Swin ablation, errors."""
+"""Tests for the UNet family (mrnet_utils/networks/: unet, swin): shapes, conditioning, Swin ablation, errors."""
 
 import copy
 import dataclasses

@@ -1,4 +1,4 @@
-"""Tests for the reference study's network family (mrnet_utils/reference_networks.py).
+"""Tests for the reference study's network family (mrnet_utils/networks/reference.py).
 
 Sizes against the reference's own counts, the two Swin token orders, shapes, gradients, errors.
 """

@@ -15,7 +15,7 @@ The coil's sensitivity (a smooth bias field with patches), magnitude noise and a
 slight blur finish the image, and each slice is windowed to uint8 as MRNet's are
 (minimum 0, 99th percentile 255).
 
-Calibrated against 18 real exams (scripts/phantom_vs_real.py, mrnet_utils/realism.py):
+Calibrated against 18 real exams (scripts/phantom_vs_real.py, mrnet_utils/evaluation/realism.py):
 on coronal intensity histograms, power spectra, background fraction, per-exam contrast,
 slice-to-slice change and cross-exam diversity the phantom differs from them by no more
 than two halves of the real sample differ from each other.
