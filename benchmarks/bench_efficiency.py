@@ -51,10 +51,10 @@ from benchmarks.common import (
     timer,
 )
 from benchmarks.sections import update_section
-from mrnet_utils.config import PRESETS, StageConfig, stage_config
+from mrnet_utils.config import StageConfig
+from mrnet_utils.presets import PRESETS, default_sampler, stage_config
 from mrnet_utils.data.phantom import write_phantom
 from mrnet_utils.data.preprocess import preprocess
-from mrnet_utils.diffusion import processes
 from mrnet_utils.networks import build_network
 from mrnet_utils.pipeline import (
     TrainedStage,
@@ -139,10 +139,16 @@ def sample_pipeline(
     return SamplingCost(elapsed[0] / images, nfe, memory.mib, memory.kind)
 
 
+def reference_steps(stage: str) -> int:
+    """The reference study's T for `stage`, over which its ancestral sampler ran in full."""
+    return stage_config(stage, "reference").diffusion.timesteps
+
+
 def reference_seconds_per_image(
     pipeline: str, networks: dict[str, tuple[nn.Module, StageConfig]], device: torch.device, probe_steps: int
 ) -> tuple[float, bool]:
-    """The reference's path: ancestral DDPM over its whole T (stages.STAGES), batch 1. Returns (seconds, extrapolated).
+    """The reference's path: ancestral DDPM over its whole T (the reference preset's), batch 1. Returns (seconds,
+    extrapolated).
 
     With probe_steps > 0, each stage runs `probe_steps` ancestral steps and its time is
     scaled to the reference's step count (the per-step cost does not depend on T).
@@ -150,7 +156,7 @@ def reference_seconds_per_image(
     total, extrapolated = 0.0, False
     for name in PIPELINES[pipeline]:
         model, cfg = networks[name]
-        steps = STAGES[name].reference_steps
+        steps = reference_steps(name)
         run_steps, extrapolated = (probe_steps, True) if probe_steps and probe_steps < steps else (steps, extrapolated)
         # the reference's chain on this network: ancestral DDPM over T steps, whatever the stage's own process
         cfg = cfg.replace(diffusion={"process": "ddpm", "timesteps": steps, "prediction": "epsilon"})
@@ -221,7 +227,7 @@ def run(args: argparse.Namespace) -> tuple[str, list[dict[str, object]]]:
         return "\n\n".join(report), []
 
     sampling = rows = []
-    chosen = {name: processes.default_sampler(cfg) for name, cfg in configs.items()}
+    chosen = {name: default_sampler(cfg) for name, cfg in configs.items()}
     chosen |= dict(args.samplers)
     for pipeline in args.pipelines:
         warm_up = {name: (sampler, min(steps, 2)) for name, (sampler, steps) in chosen.items()}
@@ -235,7 +241,7 @@ def run(args: argparse.Namespace) -> tuple[str, list[dict[str, object]]]:
             "NFE / image": cost.nfe_per_image,
             "s / image": cost.seconds_per_image,
             f"peak memory (MiB, {cost.memory_kind})": cost.peak_mib,
-            "reference: DDPM, batch 1": "+".join(str(STAGES[n].reference_steps) for n in PIPELINES[pipeline]) + " steps",
+            "reference: DDPM, batch 1": "+".join(str(reference_steps(n)) for n in PIPELINES[pipeline]) + " steps",
             "reference s / image": reference,
             "reference timing": f"extrapolated from {args.reference_steps} steps per stage" if extrapolated
                 else "measured, whole chain",

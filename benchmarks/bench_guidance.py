@@ -36,7 +36,7 @@ from benchmarks.common import (
     timer,
 )
 from benchmarks.sections import update_section
-from mrnet_utils.config import preset
+from mrnet_utils.presets import preset
 from mrnet_utils.diffusion.guidance import parse_labels
 from mrnet_utils.evaluation import probe
 from mrnet_utils.study import labels

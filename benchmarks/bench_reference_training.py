@@ -30,7 +30,7 @@ from benchmarks.common import (
     markdown_table,
 )
 from benchmarks.sections import update_section
-from mrnet_utils.config import stage_config
+from mrnet_utils.presets import stage_config
 from mrnet_utils.stages import STAGES
 
 

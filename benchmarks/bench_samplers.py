@@ -50,16 +50,18 @@ from benchmarks.common import (
     strict_fp32,
 )
 from benchmarks.sections import update_section
-from mrnet_utils.config import preset
+from mrnet_utils.presets import preset
 from mrnet_utils.data.slices import to_unit
-from mrnet_utils.diffusion import processes
+from mrnet_utils.diffusion.processes import process_class
 from mrnet_utils.evaluation import metrics, statistics, tables
 from mrnet_utils.pipeline import TrainedStage, sample_stage
 from mrnet_utils.stages import STAGES
 from mrnet_utils.study.data import held_out
 from mrnet_utils.training.checkpoint import load_stage
 
-DDPM_CANDIDATES = (
+# Samplers tried on a stage whose process takes them; a process that takes none of them is tried with each
+# of its own samplers at every step count below its T.
+CANDIDATES = (
     "ddim:50", "ddim:100", "dpmpp:10", "dpmpp:15", "dpmpp:20", "dpmpp:25", "dpmpp:50",
     "dpmpp_sde:25", "dpmpp_sde:50", "dpmpp_sde:100", "ddpm:100", "ddpm:250",
 )
@@ -75,20 +77,18 @@ class Margins:
 
 def full_chain(stage: TrainedStage) -> tuple[str, int]:
     """The reference: the stage's process's own chain over all T steps."""
-    process = stage.config.diffusion.process
-    return ("ddpm" if process == "ddpm" else processes.OWN_SAMPLER[process]), stage.config.diffusion.timesteps
+    return process_class(stage.config.diffusion.process).default_sampler(stage.config.diffusion)
 
 
 def candidates(stage: TrainedStage, texts: list[str] | None) -> list[tuple[str, int]]:
-    """The samplers to try: `texts` (SAMPLER:STEPS), else every shorter run of the stage's process."""
+    """The samplers to try: `texts` (SAMPLER:STEPS), else `CANDIDATES`, else every shorter run of the process's own."""
     cfg = stage.config.diffusion
+    takes = process_class(cfg.process).samplers
     if texts is None:
-        if cfg.process == "ddpm":
-            texts = list(DDPM_CANDIDATES)
-        else:
-            texts = [f"{processes.OWN_SAMPLER[cfg.process]}:{steps}" for steps in range(1, cfg.timesteps)]
+        texts = [text for text in CANDIDATES if text.partition(":")[0] in takes]
+        texts = texts or [f"{name}:{steps}" for name in takes for steps in range(1, cfg.timesteps)]
     chosen = [parse_sampler(text, cfg.timesteps) for text in texts]
-    return [s for s in chosen if processes.takes_sampler(cfg, s[0]) and s[1] <= cfg.timesteps and s != full_chain(stage)]
+    return [s for s in chosen if s[0] in takes and s[1] <= cfg.timesteps and s != full_chain(stage)]
 
 
 def _sample(stage: TrainedStage, seeds: list[int], low_res, sampler: tuple[str, int], batch_size: int, bf16: bool):

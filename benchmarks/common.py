@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from mrnet_utils.diffusion.processes import OWN_SAMPLER
+from mrnet_utils.diffusion.processes import sampler_names
 from mrnet_utils.diffusion.samplers import SAMPLERS
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.evaluation.tables import markdown
@@ -64,7 +64,7 @@ def parse_sampler(text: str, timesteps: int | None = None) -> tuple[str, int]:
     name, _, steps = text.partition(":")
     if steps == "T" and timesteps:
         steps = str(timesteps)
-    names = (*SAMPLERS, *OWN_SAMPLER.values())
+    names = sampler_names()
     if name not in names or not steps.isdigit() or int(steps) < 1:
         raise MRNetError(f"sampler {text!r} is not SAMPLER:STEPS with SAMPLER one of {', '.join(names)} (e.g. dpmpp:15)")
     return name, int(steps)

@@ -67,13 +67,10 @@ from benchmarks.common import (
     timer,
 )
 from benchmarks.sections import update_section
-from mrnet_utils.config import StageConfig, stage_config
-from mrnet_utils.diffusion import processes
-from mrnet_utils.diffusion.samplers import (
-    SAMPLERS,
-    generators_from_seeds,
-    noise_from_seeds,
-)
+from mrnet_utils.config import StageConfig
+from mrnet_utils.diffusion.processes import DDPM, build_process, process_class
+from mrnet_utils.diffusion.samplers import generators_from_seeds, noise_from_seeds
+from mrnet_utils.presets import default_sampler, stage_config
 from mrnet_utils.pipeline import bf16_autocast
 from mrnet_utils.stages import STAGES
 
@@ -101,15 +98,22 @@ class Settings:
     repeats: int  # timed forward passes per memory format
 
 
+def _short_chain(cfg: StageConfig, steps: int) -> tuple[str, int]:
+    """A short sampling run of the stage's process: DPM-Solver++ in `steps` steps where the process takes it,
+    else the process's own chain."""
+    process = process_class(cfg.diffusion.process)
+    return ("dpmpp", steps) if "dpmpp" in process.samplers else process.default_sampler(cfg.diffusion)
+
+
 GPU = Settings(
     "full", 10, tuple(STAGES), 16, (8, 32), 100,
-    {name: processes.default_sampler(stage_config(name, "full")) for name in STAGES},
+    {name: default_sampler(stage_config(name, "full")) for name in STAGES},
     tuple(STAGES), 10, 4, 10,
 )
 # bf16 on a CPU without bf16 instructions is emulated and slow: one stage is enough to test the path.
 CPU_FALLBACK = Settings(
     "smoke", 1, ("base64",), 2, (2,), 2,
-    {name: ("dpmpp", 3) if not STAGES[name].is_super_resolution else ("resshift", 2) for name in STAGES},
+    {name: _short_chain(stage_config(name, "smoke"), 3) for name in STAGES},
     ("base64",), 3, 2, 1,
 )
 
@@ -160,17 +164,10 @@ def check_bf16(configs: dict[str, StageConfig], device: torch.device, settings: 
     return rows
 
 
-def _short_chain(cfg: StageConfig, steps: int) -> tuple[str, int]:
-    """A short sampling run of the stage's own process: DPM-Solver++ for ddpm, its own chain for resshift."""
-    return ("dpmpp", steps) if cfg.diffusion.process == "ddpm" else processes.default_sampler(cfg)
-
-
 def _run(model, cfg: StageConfig, noise: torch.Tensor, extra: dict, steps: int, generators=None) -> torch.Tensor:
-    """`_short_chain` from `noise`; a residual process shifts from the upsampled condition."""
-    schedule = processes.build_schedule(cfg.diffusion, noise.device)
-    return processes.generate(
-        model, cfg.diffusion, schedule, _short_chain(cfg, steps), noise, extra, generators, y0=extra.get("cond")
-    )
+    """`_short_chain` from `noise`; a process that starts from the input shifts from the upsampled condition."""
+    process = build_process(cfg.diffusion, noise.device)
+    return process.sample(model, _short_chain(cfg, steps), noise, extra, generators, y0=extra.get("cond"))
 
 
 class Perturbed(torch.nn.Module):
@@ -208,16 +205,16 @@ def check_host_syncs(configs: dict[str, StageConfig], device: torch.device, sett
     seeds = list(range(settings.check_batch))
     noise = noise_from_seeds(seeds, (1, sr1.resolution, sr1.resolution), device)
     extra = _extra_args(sr1, len(seeds), device)
-    runs = {name: (as_ddpm, (name, settings.check_steps)) for name in SAMPLERS}
-    if sr1.diffusion.process != "ddpm":
-        runs[sr1.diffusion.process] = (sr1, processes.default_sampler(sr1))
+    runs = {name: (as_ddpm, (name, settings.check_steps)) for name in DDPM.samplers}
+    own = default_sampler(sr1)
+    runs.setdefault(own[0], (sr1, own))  # the stage's own chain, where its process is not ddpm
     rows = []
     for name, (cfg, sampler) in runs.items():
-        schedule = processes.build_schedule(cfg.diffusion, "cpu")  # betas stay on the CPU, as the samplers read them
+        process = build_process(cfg.diffusion, "cpu")  # betas stay on the CPU, as the samplers read them
         generators = generators_from_seeds(seeds, device)
 
         def run() -> None:
-            processes.generate(model, cfg.diffusion, schedule, sampler, noise, extra, generators, extra["cond"])
+            process.sample(model, sampler, noise, extra, generators, extra["cond"])
 
         with torch.autocast("cuda", dtype=torch.bfloat16):
             run()  # warm-up

@@ -13,19 +13,19 @@ import signal
 import sys
 from pathlib import Path
 
-from mrnet_utils.config import PRESETS, stage_config
+from mrnet_utils.presets import PRESETS, stage_config
 from mrnet_utils.data.mrnet import PLANES, TASKS
 from mrnet_utils.data.preprocess import NORMALISATIONS, SELECTIONS
 from mrnet_utils.diffusion.guidance import parse_labels
-from mrnet_utils.diffusion.processes import OWN_SAMPLER
-from mrnet_utils.diffusion.samplers import SAMPLERS
+from mrnet_utils.diffusion.processes import PROCESSES, process_class, sampler_names
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.interrupts import Interrupted, raise_on_stop_signals
-from mrnet_utils.stages import BASELINE_PROCESS, STAGES
+from mrnet_utils.stages import STAGES
 
 # Library parameters and the options that set them, for errors that name a parameter.
 OPTIONS = {"out_dir": "--out", "resume": "--resume", "steps": "--steps", "sampler": "--sampler",
-           "data_path": "--data", "overwrite": "--overwrite", "labels": "--labels", "guidance": "--guidance"}
+           "data_path": "--data", "overwrite": "--overwrite", "labels": "--labels", "guidance": "--guidance",
+           "set": "--set", "process": "--process", "preset": "--preset"}
 CENTRAL_SLICES = 5  # preprocess's default number of central slices per series
 
 
@@ -106,6 +106,7 @@ def _train(args: argparse.Namespace) -> None:
         cfg = cfg.replace(unet={"num_labels": len(TASKS)})
     if args.steps:  # exactly this many, also for a preset that counts epochs
         cfg = cfg.replace(train={"steps": args.steps, "epochs": 0})
+    cfg = cfg.with_settings(dict(args.set))
     result = train(cfg, args.data, args.out, resume=args.resume, compile=args.compile, grids=not args.no_grids)
     load_checkpoint(result.checkpoint)  # success is a final checkpoint that loads, not only a return
     if not result.trained_steps:  # --resume found the run complete
@@ -134,7 +135,6 @@ def _sample(args: argparse.Namespace) -> None:
 
 def _sample_into(args: argparse.Namespace, expected: tuple[str, ...]) -> None:
     from mrnet_utils.diffusion.guidance import label_rows
-    from mrnet_utils.diffusion.processes import takes_sampler
     from mrnet_utils.pipeline import sample_cascade, samples_folder, write_samples
     from mrnet_utils.training.checkpoint import load_stage
 
@@ -147,7 +147,7 @@ def _sample_into(args: argparse.Namespace, expected: tuple[str, ...]) -> None:
     samplers = None
     if args.sampler:  # for each stage that samples with it (a residual stage has its own sampler)
         samplers = {stage.config.stage: (args.sampler, args.steps) for stage in stages
-                    if takes_sampler(stage.config.diffusion, args.sampler)}
+                    if args.sampler in process_class(stage.config.diffusion.process).samplers}
         if not samplers:
             raise MRNetError(f"no stage of --pipeline {args.pipeline} samples with --sampler {args.sampler}")
     labels = None if args.labels is None else label_rows(args.labels, len(seeds))
@@ -175,6 +175,13 @@ def _labels(text: str) -> dict[str, int]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _setting(text: str) -> tuple[str, str]:
+    key, separator, value = text.partition("=")
+    if not separator or not key or not value:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE, e.g. train.lr=1e-4")
+    return key.strip(), value.strip()
+
+
 def _named_path(text: str) -> tuple[str, Path]:
     name, separator, path = text.partition("=")
     if not separator or not name or not path:
@@ -191,7 +198,7 @@ def _export_html(args: argparse.Namespace) -> None:
 
 
 def _study_runs(args: argparse.Namespace) -> None:
-    from mrnet_utils.stages import run_name
+    from mrnet_utils.config import run_name
     from mrnet_utils.study.layout import study_runs
 
     for stage, use_swin, process in study_runs():
@@ -241,11 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
     train = command("train", "train one stage")
     train.add_argument("--stage", choices=tuple(STAGES), required=True, help="which stage of the study")
     train.add_argument("--no-swin", action="store_true", help="the variant without the Swin bottleneck")
-    train.add_argument("--preset", choices=tuple(PRESETS), default="demo", help="the configuration (config.PRESETS)")
+    train.add_argument("--preset", choices=tuple(PRESETS), default="demo", help="the configuration (docs/presets.md)")
     train.add_argument("--data", type=Path, required=True, help="slice cache written by `preprocess`")
     train.add_argument("--out", type=Path, required=True, help="run folder for checkpoints and logs")
-    train.add_argument("--process", choices=(BASELINE_PROCESS,),
-                       help="the learned baseline of an SR stage instead of the preset's process")
+    train.add_argument("--process", choices=tuple(PROCESSES),
+                       help="another process than the preset's, e.g. regression: the learned baseline of an SR stage")
+    train.add_argument("--set", type=_setting, action="append", default=[], metavar="KEY=VALUE",
+                       help="change one setting of the preset's config, e.g. train.lr=1e-4 or unet.channels=8,16,16 "
+                            "(repeatable; recorded in the checkpoint's config; docs/presets.md lists the settings)")
     train.add_argument("--steps", type=_positive,
                        help="train exactly this many steps (default: the preset's steps or epochs)")
     train.add_argument("--resume", action="store_true",
@@ -265,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="checkpoint files or run folders, one per stage in order")
     sample.add_argument("--n", type=_positive, default=16, help="number of images")
     sample.add_argument("--seed", type=_non_negative, default=0, help="image i uses seed SEED + i")
-    sample.add_argument("--sampler", choices=(*SAMPLERS, *OWN_SAMPLER.values()),
+    sample.add_argument("--sampler", choices=sampler_names(),
                         help="a sampler for every stage that takes it (default: each stage's own)")
     sample.add_argument("--steps", type=_positive, help="sampler steps (with --sampler)")
     sample.add_argument("--batch-size", type=_positive, default=8, help="images per forward pass")

@@ -4,8 +4,8 @@ Every stage is rebuilt from its checkpoint alone (training.checkpoint.load_stage
 Sampling is batched, and image i depends only on its own seed: its starting noise,
 its per-step noise and its conditioning-augmentation noise come from generators
 seeded by (seed, the stage's random stream in stages.STAGES), never from a shared stream.
-Each stage samples with its default sampler (stages.STAGES; the process's own chain for
-the residual processes) unless the caller names one.
+Each stage samples with its default sampler (presets.default_sampler) unless the caller names one;
+its process (diffusion.processes) builds the condition and runs the sampler.
 """
 
 from __future__ import annotations
@@ -23,16 +23,14 @@ from tqdm.auto import tqdm
 
 from mrnet_utils.config import StageConfig
 from mrnet_utils.data.slices import to_unit
-from mrnet_utils.diffusion import conditioning, processes
 from mrnet_utils.diffusion.guidance import Guided, check_guidance
-from mrnet_utils.diffusion.samplers import (
-    generators_from_seeds,
-    noise_from_seeds,
-)
-from mrnet_utils.diffusion.schedules import from_process, to_process
+from mrnet_utils.diffusion.processes import SamplerChoice, build_process, process_class
+from mrnet_utils.diffusion.samplers import generators_from_seeds, noise_from_seeds
+from mrnet_utils.diffusion.schedules import from_process
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.files import is_bookkeeping, remove_stale_partials, write_atomically
-from mrnet_utils.stages import SamplerChoice, check_chain
+from mrnet_utils.presets import default_sampler
+from mrnet_utils.stages import check_chain
 
 
 @dataclass(frozen=True)
@@ -66,7 +64,7 @@ def sample_stage(
 ) -> torch.Tensor:
     """Sample one image per seed from one stage; super-resolution stages take one low-res image per seed.
 
-    `sampler` is (name, steps); None: the stage's default (processes.default_sampler).
+    `sampler` is (name, steps); None: the stage's default (presets.default_sampler).
     `mixed_precision` samples under bf16 autocast on CUDA. `draws` > 1 returns the mean of that
     many draws per image (each from its own noise; the same condition): an estimate of the
     posterior mean E[x_0 | low-res], at `draws` times the cost. `progress` shows a bar over the
@@ -77,9 +75,28 @@ def sample_stage(
     label-conditional stage for those labels, with classifier-free guidance of scale `guidance`
     (diffusion.guidance: 0 unconditional, 1 conditional, more pushes further towards the labels).
     """
+    sampler = resolve_sampler(cfg, sampler)
+    return _sample_stage(model, cfg, seeds, low_res, sampler, batch_size, mixed_precision, progress, draws,
+                         step_progress, labels, guidance)
+
+
+def resolve_sampler(cfg: StageConfig, sampler: SamplerChoice | None) -> SamplerChoice:
+    """`sampler`, or the stage's default when None, checked against the stage's process (with the stage named)."""
+    sampler = sampler or default_sampler(cfg)
+    try:
+        process_class(cfg.diffusion.process).check_sampler(cfg.diffusion, sampler)
+    except MRNetError as error:
+        raise MRNetError(f"stage {cfg.stage} ({sampler[0]}): {error}", parameter=error.parameter) from None
+    return sampler
+
+
+def _sample_stage(
+    model: torch.nn.Module, cfg: StageConfig, seeds: list[int], low_res: torch.Tensor | None, sampler: SamplerChoice,
+    batch_size: int, mixed_precision: bool, progress: bool, draws: int, step_progress: bool,
+    labels: torch.Tensor | None, guidance: float,
+) -> torch.Tensor:
+    """`sample_stage` with a sampler already resolved and checked."""
     spec = cfg.spec
-    sampler = sampler or processes.default_sampler(cfg)
-    check_stage_sampler(cfg, sampler)
     if spec.is_super_resolution != (low_res is not None):
         raise MRNetError(f"stage {cfg.stage} {'needs' if spec.is_super_resolution else 'takes no'} low-res input")
     if draws < 1:
@@ -102,10 +119,9 @@ def sample_stage(
             raise MRNetError(f"got {len(labels)} label rows for {len(seeds)} seeds; give one per seed", parameter="labels")
         model = Guided(model, guidance)
     device = next(model.parameters()).device
-    schedule = processes.build_schedule(cfg.diffusion, device)
+    process = build_process(cfg.diffusion, device)
     shape = (1, cfg.resolution, cfg.resolution)
     level_value = cfg.conditioning.sample_level if cfg.conditioning.enabled else 0.0
-    mode = processes.UPSAMPLING[cfg.diffusion.process]
 
     chunks = []
     for start in tqdm(range(0, len(seeds), batch_size), desc=f"sample {cfg.name}", disable=not progress):
@@ -114,11 +130,8 @@ def sample_stage(
         if low_res is not None:
             level = torch.full((len(chunk),), level_value, device=device)
             aug_noise = noise_from_seeds(chunk, shape, device, stream=spec.condition_stream)
-            low = to_process(low_res[start : start + batch_size].to(device), cfg.diffusion.data_range)
-            cond, level = conditioning.make_condition(low, cfg.resolution, level, aug_noise, mode)
-            extra_args = {"cond": cond, "aug_level": level}
-            if cfg.diffusion.process != "ddpm":
-                y0 = conditioning.upsample(low, cfg.resolution, mode)
+            extra_args, y0 = process.condition(low_res[start : start + batch_size].to(device), cfg.resolution, level,
+                                               aug_noise)
         if labels is not None:
             extra_args["labels"] = labels[start : start + batch_size].to(device)
         total = 0
@@ -126,8 +139,7 @@ def sample_stage(
             noise = noise_from_seeds(chunk, shape, device, stream=spec.noise_stream, draw=draw)
             generators = generators_from_seeds(chunk, device, stream=spec.noise_stream, draw=draw)
             with bf16_autocast(device, mixed_precision):
-                images = processes.generate(model, cfg.diffusion, schedule, sampler, noise, extra_args, generators, y0,
-                                            step_progress)
+                images = process.sample(model, sampler, noise, extra_args, generators, y0, step_progress)
             total = total + from_process(images.float(), cfg.diffusion.data_range).clamp(-1, 1)
         chunks.append((total / draws).cpu())
     return torch.cat(chunks)
@@ -146,36 +158,25 @@ def sample_cascade(
     """A generating stage, then each super-resolution stage on the output of the one before (Ho et al. 2021).
 
     Returns the images at every resolution. `samplers` maps a stage name to (sampler, steps);
-    a stage not named uses its default. Every stage's sampler is checked before any stage samples.
-    `labels` and `guidance` (sample_stage) go to every stage that takes labels, and must reach one.
+    a stage not named uses its default. Every stage's sampler is resolved and checked once, before any
+    stage samples. `labels` and `guidance` (sample_stage) go to every stage that takes labels, and must reach one.
     """
     check_chain([stage.config.stage for stage in stages])
     check_guidance(labels, guidance)
     labelled = {stage.config.stage for stage in stages if stage.config.unet.num_labels}
     if labels is not None and not labelled:
         raise MRNetError("labels were given, but no stage of this pipeline was trained with labels "
-                         "(train a label-conditional stage: UNetConfig.num_labels=3)", parameter="labels")
-    steering = {"labels": labels, "guidance": guidance}
+                         "(train a label-conditional stage: train --labels)", parameter="labels")
     samplers = samplers or {}
-    for stage in stages:
-        check_stage_sampler(stage.config, samplers.get(stage.config.stage) or processes.default_sampler(stage.config))
+    chosen = [resolve_sampler(stage.config, samplers.get(stage.config.stage)) for stage in stages]
     images: dict[int, torch.Tensor] = {}
     low_res = None
-    for stage in stages:
-        low_res = sample_stage(
-            stage.model, stage.config, seeds, low_res, samplers.get(stage.config.stage), batch_size,
-            mixed_precision, progress, **(steering if stage.config.stage in labelled else {}),
-        )
+    for stage, sampler in zip(stages, chosen):
+        steering = (labels, guidance) if stage.config.stage in labelled else (None, 1.0)
+        low_res = _sample_stage(stage.model, stage.config, seeds, low_res, sampler, batch_size, mixed_precision,
+                                progress, 1, False, *steering)
         images[stage.config.resolution] = low_res
     return images
-
-
-def check_stage_sampler(cfg: StageConfig, sampler: SamplerChoice) -> None:
-    """processes.check_sampler, with the stage named: the error a cascade gives before its first stage samples."""
-    try:
-        processes.check_sampler(cfg.diffusion, sampler)
-    except MRNetError as error:
-        raise MRNetError(f"stage {cfg.stage} ({sampler[0]}): {error}", parameter=error.parameter) from None
 
 
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8) -> Path:

@@ -1,4 +1,4 @@
-"""Write docs/presets.md: every setting of every stage in the presets, side by side, from config.PRESETS.
+"""Write docs/presets.md: every setting of every stage in the presets, side by side, from presets.PRESETS.
 
     python scripts/preset_table.py            # rewrite docs/presets.md
     python scripts/preset_table.py --check    # exit 1 if docs/presets.md is out of date
@@ -13,12 +13,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from mrnet_utils.config import PRESETS, stage_config
+from mrnet_utils.presets import PRESETS, default_sampler, stage_config
 from mrnet_utils.evaluation.tables import markdown
+from mrnet_utils.study.layout import study_runs
 from mrnet_utils.stages import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "presets.md"
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+THROUGHPUT = "GPU check: NVIDIA H200 (CUDA 13.0)"  # the section of RESULTS.md the gpu preset's budget is sized by
 SHOWN = ("reference", "full", "gpu", "demo")  # smoke is test plumbing
 
 
@@ -26,24 +29,60 @@ def render() -> str:
     lines = [
         "# Every setting of the presets",
         "",
-        "Written by `python scripts/preset_table.py` from `mrnet_utils/config.py` (tests/test_readme.py",
+        "Written by `python scripts/preset_table.py` from `mrnet_utils/presets.py` (tests/test_readme.py",
         "checks it is current). The reference study's own values, with the notebook cell of each, are in",
-        "README.md, \"Presets\". Settings are per stage, with the Swin bottleneck (the no-Swin variants differ",
+        "docs/reference.md. Settings are per stage, with the Swin bottleneck (the no-Swin variants differ",
         "only in `unet.use_swin`, and in the `reference` preset in the epochs and learning rate of its runs).",
+        "Any setting can be changed for one run with `train --set KEY=VALUE` (e.g. `--set train.lr=1e-4`).",
     ]
     for stage in STAGES:
         columns = {}
         for name in SHOWN:
-            settings = stage_config(stage, name, use_swin=True).flat_settings()
-            columns[f"`{name}`"] = {key: str(value) for key, value in settings.items() if key not in ("stage", "preset")}
+            cfg = stage_config(stage, name, use_swin=True)
+            columns[f"`{name}`"] = {key: str(value) for key, value in cfg.flat_settings().items()
+                                    if key not in ("stage", "preset")} | {"default sampler": str(default_sampler(cfg))}
         table = pd.DataFrame(columns)
         table.index.name = "setting"
         lines += ["", f"## {stage}", "", markdown(table)]
     study = pd.DataFrame({f"`{name}`": {key: str(value) for key, value in dataclasses.asdict(PRESETS[name].study).items()}
-                          | {"sampler": str(PRESETS[name].sampler)} for name in SHOWN})
+                          for name in SHOWN})
     study.index.name = "study setting"
     lines += ["", "## The study each preset runs", "", markdown(study)]
+    lines += gpu_budget()
     return "\n".join(lines) + "\n"
+
+
+def measured_throughput() -> dict[str, float]:
+    """Training images/s per run name, from the "training throughput" table of RESULTS.md's `THROUGHPUT` section."""
+    section = RESULTS.read_text().split(f"## {THROUGHPUT}\n", 1)[1].split("\n## ", 1)[0]
+    table = section.split("### training throughput\n", 1)[1].strip().split("\n\n", 1)[0].splitlines()
+    header = [cell.strip() for cell in table[0].strip("|").split("|")]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table[2:]]
+    return {row[0]: float(row[header.index("images / s")]) for row in rows}
+
+
+def gpu_budget() -> list[str]:
+    """The `gpu` preset's training time on full MRNet, worked out from measured throughput."""
+    throughput = measured_throughput()
+    runs = [stage for stage, _, _ in study_runs()]
+    rows, total = [], 0.0
+    for stage in STAGES:
+        cfg = stage_config(stage, "gpu")
+        images = cfg.train.steps * cfg.train.batch_size
+        seconds = images / throughput[f"{stage}_swin"]
+        total += seconds * runs.count(stage)
+        rows.append({"stage": stage, "epochs": cfg.train.epochs, "steps on MRNet": cfg.train.steps,
+                     "images": images, "images / s": throughput[f"{stage}_swin"], "s per run": round(seconds),
+                     "runs in the study": runs.count(stage), "s": round(seconds * runs.count(stage))})
+    return [
+        "", "## The `gpu` preset's budget on MRNet", "",
+        "Its epochs on MRNet's 1,130 training exams x 5 central coronal slices (354 steps of 16 an epoch), at the",
+        f"training throughput measured in benchmarks/RESULTS.md, \"{THROUGHPUT}\" (bf16, batch 16, eager; the SR",
+        "stages were then DDPM stages: the network's cost per step is the same under ResShift). Other GPUs: scale",
+        "by their measured throughput; on the phantom or the real sample the epochs count far fewer slices.", "",
+        markdown(pd.DataFrame(rows).set_index("stage")), "",
+        f"All {len(runs)} runs: {total:,.0f} s = {total / 60:.0f} min of training on that GPU.",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ import torch
 from synthetic import write_cache
 from torch_threads import one_thread
 
-from mrnet_utils.config import stage_config
+from mrnet_utils.presets import stage_config
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.study.training import train_stage
 from mrnet_utils.training import checkpoint
@@ -117,7 +117,7 @@ def test_crash_mid_save_keeps_the_previous_file_and_no_temporary(tmp_path, monke
 SAVE_LOOP = """
 import sys, torch
 from mrnet_utils.training.checkpoint import save_checkpoint
-from mrnet_utils.config import stage_config
+from mrnet_utils.presets import stage_config
 config = stage_config("base64", "smoke").to_dict()
 for step in range(1, 10_000):
     weights = {"w": torch.full((2_000_000,), float(step))}

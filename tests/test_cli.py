@@ -9,8 +9,7 @@ import pytest
 from PIL import Image
 
 from mrnet_utils import cli
-from mrnet_utils.config import stage_config
-from mrnet_utils.diffusion import processes
+from mrnet_utils.presets import default_sampler, stage_config
 from mrnet_utils.stages import STAGES
 from mrnet_utils.training.checkpoint import FINAL_CHECKPOINT, load_checkpoint
 from mrnet_utils.training.log import LOG_FILE
@@ -94,7 +93,7 @@ def test_sample_checks_every_stage_steps_before_sampling_and_names_the_stage(smo
 def test_each_stage_samples_with_its_default_unless_a_sampler_is_named(smoke_run, capsys, tmp_path):
     """Without --sampler, single256 samples as --sampler/--steps set to its default would (the smoke preset's)."""
     checkpoint = smoke_run("single256", use_swin=False).folder / FINAL_CHECKPOINT
-    sampler, steps = processes.default_sampler(stage_config("single256", "smoke"))
+    sampler, steps = default_sampler(stage_config("single256", "smoke"))
     common = ["sample", "--pipeline", "single256", "--checkpoints", checkpoint, "--n", 2, "--device", "cpu"]
     runs = {"default": [], "explicit": ["--sampler", sampler, "--steps", steps], "other": ["--sampler", "ddim",
                                                                                           "--steps", 5]}

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from mrnet_utils.config import PRESETS, StageConfig, stage_config
+from mrnet_utils.config import StageConfig
+from mrnet_utils.presets import PRESETS, default_sampler, stage_config
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.stages import STAGES
 from mrnet_utils.study.layout import study_runs
@@ -35,9 +36,9 @@ def test_reference_preset_follows_the_notebooks():
     assert stage_config("sr2", "reference").diffusion.timesteps == 1000
     assert stage_config("sr2", "reference").train.lr == 5e-5
     assert not stage_config("sr2", "reference").conditioning.enabled  # the reference had no conditioning augmentation
-    study = PRESETS["reference"]
-    assert (study.sampler, study.study.selection, study.study.normalisation) == (("ddpm_large", None), "positives",
-                                                                                "slice")
+    reference = PRESETS["reference"]
+    assert (reference.samplers["sr1"], reference.study.selection, reference.study.normalisation) == (
+        ("ddpm_large", None), "positives", "slice")
 
 
 def test_full_preset_is_the_projects_recipe_at_the_references_scale():
@@ -45,7 +46,7 @@ def test_full_preset_is_the_projects_recipe_at_the_references_scale():
     assert sr1.unet.family == "project" and sr1.unet.channels == (64, 128, 256) and sr1.conditioning.enabled
     assert (base.diffusion.schedule, base.diffusion.prediction, base.train.ema_decay) == ("cosine", "v", 0.9999)
     assert (sr1.diffusion.process, sr1.diffusion.timesteps, sr1.diffusion.prediction) == ("resshift", 4, "residual")
-    assert PRESETS["full"].sampler is None  # the stage defaults
+    assert default_sampler(base) == ("dpmpp_sde", 25) and default_sampler(sr1) == ("resshift", 4)
 
 
 def test_replace_changes_nested_fields_and_validates():
@@ -95,18 +96,22 @@ def test_residual_processes_are_for_super_resolution_and_the_baseline_is_a_named
     baseline = stage_config("sr1", "demo", process="regression")
     assert (baseline.diffusion.process, baseline.diffusion.timesteps, baseline.name) == ("regression", 1, "sr1_swin_regression")
     assert baseline.train == stage_config("sr1", "demo").train and baseline.unet == stage_config("sr1", "demo").unet
-    with pytest.raises(MRNetError, match="process='ddpm'"):
-        stage_config("sr1", "demo", process="ddpm")
+    switched = stage_config("sr1", "demo", process="ddpm")  # an SR3-style stage: not a baseline, so not renamed
+    assert (switched.diffusion.process, switched.diffusion.timesteps, switched.diffusion.prediction) == ("ddpm", 1000,
+                                                                                                         "epsilon")
+    assert switched.name == "sr1_swin" and switched.diffusion.kappa == stage_config("sr1", "demo").diffusion.kappa
+    with pytest.raises(MRNetError, match="process must be one of ddpm, resshift, regression, not 'flow'"):
+        stage_config("sr1", "demo", process="flow")
 
 
 def test_gpu_preset_is_the_full_recipe_on_a_thirtieth_of_its_epochs():
     for stage in STAGES:
         gpu, full = stage_config(stage, "gpu"), stage_config(stage, "full")
         assert (gpu.unet, gpu.diffusion, gpu.conditioning) == (full.unet, full.diffusion, full.conditioning)
-        assert gpu.train.epochs == STAGES[stage].full_epochs // 30 and gpu.train.steps == gpu.train.epochs * 354
+        assert gpu.train.epochs == full.train.steps // 475 // 30 and gpu.train.steps == gpu.train.epochs * 354
         assert (gpu.train.batch_size, gpu.train.lr, gpu.train.ema_decay, gpu.train.warmup_steps) == (16, 1e-4, 0.99, 50)
     assert [stage_config(stage, "gpu").train.epochs for stage in STAGES] == [20, 5, 5, 20]
-    assert PRESETS["gpu"].study == PRESETS["full"].study and PRESETS["gpu"].sampler is None
+    assert PRESETS["gpu"].study == PRESETS["full"].study and PRESETS["gpu"].samplers == PRESETS["full"].samplers
 
 
 def measured_h200_training_rates() -> dict[str, float]:
@@ -119,7 +124,7 @@ def measured_h200_training_rates() -> dict[str, float]:
 
 
 def test_gpu_preset_trains_the_study_in_1_to_2_hours_on_an_a100_by_the_measured_throughput():
-    """The arithmetic of config._gpu and docs/multi_gpu.md, from the measured rates: 9 runs on MRNet's 5,650
+    """The arithmetic of presets.GPU and docs/multi_gpu.md, from the measured rates: 9 runs on MRNet's 5,650
     training slices take 33 min on the H200, 67-100 min on an A100 taken as 2-3x slower."""
     rates = measured_h200_training_rates()
     assert rates == {"base64": 403.5, "sr1": 436.5, "sr2": 148.6, "single256": 166.8}

@@ -32,8 +32,8 @@ import torch
 from torch_threads import one_thread
 
 from mrnet_utils import files
-from mrnet_utils.config import stage_config
-from mrnet_utils.diffusion import processes
+from mrnet_utils.presets import stage_config
+from mrnet_utils.diffusion.processes import DDPM
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.networks.unet import UNet
 from mrnet_utils.training import loop as training
@@ -62,7 +62,7 @@ def _worker(cache: Path, out: Path) -> None:
     result = training.train(CFG, cache, out / "ddp", progress=False)
     torch.save({"model": trained[-1].state_dict(), "skipped": result.skipped_batches}, out / f"rank{rank}_ddp.pt")
 
-    real_loss, calls = processes.loss, itertools.count()
+    real_loss, calls = DDPM.loss, itertools.count()  # the loss of the stage's process
 
     def poisoned_loss(*args, **kwargs):
         value = real_loss(*args, **kwargs)
@@ -73,7 +73,7 @@ def _worker(cache: Path, out: Path) -> None:
             return value + float("inf")  # an overflowed loss whose gradients stay finite
         return value
 
-    processes.loss = poisoned_loss
+    DDPM.loss = poisoned_loss
     cfg = CFG.replace(train=dict(on_nonfinite="skip"))
     result = training.train(cfg, cache, out / "poisoned", progress=False)
     torch.save(
@@ -88,7 +88,7 @@ def _worker(cache: Path, out: Path) -> None:
             os.kill(os.getpid(), signal.SIGTERM)
         return real_loss(*args, **kwargs)
 
-    processes.loss = signalled_loss
+    DDPM.loss = signalled_loss
     try:
         training.train(CFG, cache, out / "stopped", progress=False)
         stopped = None

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mrnet_utils import cli
-from mrnet_utils.config import stage_config
+from mrnet_utils.presets import stage_config
 from mrnet_utils.diffusion.guidance import NULL, Guided, check_guidance, label_rows, parse_labels
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.networks import build_network

@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from mrnet_utils.config import stage_config
+from mrnet_utils.presets import stage_config
 from mrnet_utils.data.slices import SliceDataset
 from mrnet_utils import pipeline
-from mrnet_utils.diffusion import processes
+from mrnet_utils.diffusion.processes import PROCESSES
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.pipeline import (
     bf16_autocast,
@@ -123,13 +123,14 @@ def test_each_stage_of_a_cascade_samples_the_output_of_the_one_before_with_its_o
     ({"sr2": ("resshift", 5)}, r"stage sr2 \(resshift\): steps=5 must be between 1 and the schedule's T=4"),
     ({"base64": ("dpmpp", 101)}, r"stage base64 \(dpmpp\): steps=101 must be between 1 and the schedule's T=100"),
     ({"base64": ("ddim", 30)}, r"stage base64 \(ddim\): DDIM steps=30 must divide the schedule's T=100"),
-    ({"sr1": ("dpmpp", 5)}, r"stage sr1 \(dpmpp\): a resshift stage samples with 'resshift', not 'dpmpp'"),
+    ({"sr1": ("dpmpp", 5)}, r"stage sr1 \(dpmpp\): a resshift stage samples with resshift, not 'dpmpp'"),
 ], ids=["last-stage-steps", "first-stage-steps", "ddim-divisor", "wrong-process"])
 def test_a_cascade_checks_every_stage_sampler_before_any_stage_samples(smoke_run, monkeypatch, samplers, message):
     """A bad sampler for the last stage used to surface only after the stages before it had sampled."""
     stages = [load_stage(smoke_run(stage).folder) for stage in ("base64", "sr1", "sr2")]
     calls = []
-    monkeypatch.setattr(processes, "generate", lambda *args, **kwargs: calls.append(args))
+    for process in PROCESSES.values():
+        monkeypatch.setattr(process, "sample", lambda *args, **kwargs: calls.append(args))
     with pytest.raises(MRNetError, match=message) as refused:
         sample_cascade(stages, [0], samplers, progress=False)
     assert calls == [] and refused.value.parameter in ("steps", "sampler")
@@ -145,7 +146,7 @@ def test_sample_stage_refuses_mismatched_low_res_input(smoke_run, valid_64):
         sample_stage(base.model, base.config, SEEDS, valid_64, progress=False)
     with pytest.raises(MRNetError, match=r"stage sr1 takes low-res images of shape \(N, 1, 64, 64\), got \(4, 1, 128, 128\)"):
         sample_stage(sr1.model, sr1.config, SEEDS, torch.zeros(4, 1, 128, 128), progress=False)
-    with pytest.raises(MRNetError, match="unknown sampler 'euler'"):
+    with pytest.raises(MRNetError, match="a ddpm stage samples with ddpm, ddpm_large, ddim, dpmpp, dpmpp_sde, not 'euler'"):
         sample_stage(base.model, base.config, SEEDS, sampler=("euler", 5), progress=False)
     with pytest.raises(MRNetError, match="^draws=0 must be at least 1$"):
         sample_stage(base.model, base.config, SEEDS, draws=0, progress=False)

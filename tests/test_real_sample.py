@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from mrnet_utils.config import stage_config
+from mrnet_utils.presets import stage_config
 from mrnet_utils.data.slices import SliceDataset, load_cache
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.data.mrnet import PLANES, SPLITS, TASKS, iter_exams, labels_path, list_exam_ids, read_labels

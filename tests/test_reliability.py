@@ -32,8 +32,8 @@ import torch
 from PIL import Image
 
 from mrnet_utils import cli, files, interrupts
-from mrnet_utils.diffusion import processes
-from mrnet_utils.config import stage_config
+from mrnet_utils.diffusion.processes import DDPM
+from mrnet_utils.presets import stage_config, default_sampler
 from mrnet_utils.data.mrnet import list_exam_ids
 from mrnet_utils.data.phantom import write_phantom
 from mrnet_utils.data.preprocess import preprocess
@@ -128,13 +128,13 @@ def digests(folder):
 def poison_losses(monkeypatch, steps):
     """Make the training loss NaN at the given (0-based) steps of a run that starts at step 0."""
     calls = itertools.count()
-    real_loss = processes.loss
+    real_loss = DDPM.loss  # the loss of the stage's process
 
     def loss(*args, **kwargs):
         value = real_loss(*args, **kwargs)
         return value * float("nan") if next(calls) in steps else value
 
-    monkeypatch.setattr(processes, "loss", loss)
+    monkeypatch.setattr(DDPM, "loss", loss)
 
 
 # --- exact resume ---------------------------------------------------------------------------------
@@ -602,7 +602,7 @@ def test_disk_full_while_writing_the_sample_grid_is_one_line_and_leaves_no_torn_
 def test_sample_grids_show_the_sampler_steps_and_can_be_turned_off(cache, tmp_path, capsys):
     state = training.build_state(BASE, torch.device("cpu"), channels_last=False)
     training._write_sample_grid(state, BASE, None, tmp_path / "grid.png", progress=True)
-    sampler, steps = processes.default_sampler(BASE)
+    sampler, steps = default_sampler(BASE)
     err = capsys.readouterr().err
     assert f"{sampler}: 100%" in err and f"{steps}/{steps}" in err, err
     training._write_sample_grid(state, BASE, None, tmp_path / "quiet.png", progress=False)
@@ -666,7 +666,7 @@ def test_a_second_stop_signal_stops_training_at_once_naming_the_newest_checkpoin
                                                                                    during):
     run = tmp_path / "run"
     calls = itertools.count()
-    real_loss = processes.loss
+    real_loss = DDPM.loss  # the loss of the stage's process
 
     def impatient(*args, **kwargs):  # Ctrl-C, and again, during a step
         if next(calls) == during:
@@ -674,7 +674,7 @@ def test_a_second_stop_signal_stops_training_at_once_naming_the_newest_checkpoin
             os.kill(os.getpid(), signal.SIGINT)
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(processes, "loss", impatient)
+    monkeypatch.setattr(DDPM, "loss", impatient)
     monkeypatch.setattr(training, "StopRequest", functools.partial(interrupts.StopRequest, repeat_window=-1))
     with pytest.raises(training.TrainingStopped) as stopped:
         train(BASE, cache, run, progress=False)

@@ -7,11 +7,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mrnet_utils.config import stage_config
+from mrnet_utils.presets import stage_config
 from mrnet_utils.diffusion.conditioning import upsample
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.networks.unet import UNet
-from mrnet_utils.diffusion.resshift import (
+from mrnet_utils.diffusion.processes.resshift import (
     NETWORK_TIME_SCALE,
     ResShiftSchedule,
     network_inputs,

@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mrnet_utils.config import preset
+from mrnet_utils.presets import preset
 from mrnet_utils.data.phantom import write_phantom
 from mrnet_utils.data.preprocess import preprocess
 from mrnet_utils.data.slices import downsample

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch_threads import one_thread
 
 from mrnet_utils import cli
-from mrnet_utils.config import stage_config
+from mrnet_utils.presets import default_sampler, stage_config
 from mrnet_utils.data.slices import SliceDataset
-from mrnet_utils.diffusion import processes
+from mrnet_utils.diffusion.processes import build_process
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.data.slices import to_unit
 from mrnet_utils.evaluation import metrics
@@ -107,13 +107,13 @@ def test_training_brings_samples_as_close_to_the_training_slices_as_held_out_rea
 
 @pytest.mark.slow
 def test_the_base_models_default_sampler_agrees_with_ancestral_ddpm_over_all_1000_steps(learned):
-    """SDE-DPM-Solver++ in 25 steps (the base stage's default, stages.STAGES) reaches the distribution of the
+    """SDE-DPM-Solver++ in 25 steps (the base stage's default, presets.default_sampler) reaches the distribution of the
     full chain (Lu et al. 2022), on the same model and seeds."""
     seeds = list(range(8))  # 8 images: their 1,000 network evaluations are the cost of this test
     with one_thread():
         fast, full = (
             sample_stage(learned.model, LEARN, seeds, sampler=sampler, batch_size=8, progress=False)
-            for sampler in (STAGES["base64"].sampler, ("ddpm", LEARN.diffusion.timesteps))
+            for sampler in (default_sampler(LEARN), ("ddpm", LEARN.diffusion.timesteps))
         )
     # Measures: mean and standard deviation of all pixels, and the W1 distance between the two
     # intensity histograms. Tolerances from the spread of the full chain between disjoint sets of
@@ -268,7 +268,7 @@ def test_a_unit_range_stage_trains_on_zero_to_one_images(tiny_cache):
     cfg = stage_config("sr1", "smoke").replace(
         diffusion=dict(process="ddpm", timesteps=100, prediction="epsilon", data_range="unit"), conditioning=dict(enabled=False)
     )
-    batch = draw_batch(cfg, 0, images, low, torch.zeros(len(images), 3), 100)
+    batch = draw_batch(cfg, build_process(cfg.diffusion), 0, images, low, torch.zeros(len(images), 3))
     assert batch.x0.min() >= 0 and batch.x0.max() <= 1 and batch.x0.min() < 0.2
     assert batch.extra_args["cond"].min() >= 0  # the condition too, upsampled from [0, 1] images
 
@@ -310,14 +310,14 @@ def test_a_ddpm_sr_stage_learns_to_take_the_image_from_its_own_condition_in_fort
         truth = SliceDataset(tiny_cache, "valid", 128).images
         own = F.interpolate(SliceDataset(tiny_cache, "valid", 64).images, size=(128, 128), mode="bilinear",
                             align_corners=False)
-        schedule = processes.build_schedule(cfg.diffusion)
+        process = build_process(cfg.diffusion)
 
         def loss(t: int, cond: torch.Tensor) -> float:
             noise = torch.randn(truth.shape, generator=torch.Generator().manual_seed(t))
             steps = torch.full((len(truth),), t)
             extra = {"cond": cond, "aug_level": torch.zeros(len(truth))}
             with torch.no_grad():
-                return float(processes.loss(network, cfg.diffusion, schedule, truth, steps, noise, extra).mean())
+                return float(process.loss(network, truth, steps, noise, extra, None).mean())
 
         for t, required in ((50, 0.85), (90, 0.7)):
             assert loss(t, own) < required * loss(t, own.roll(1, 0)), t

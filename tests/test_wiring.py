@@ -24,10 +24,10 @@ from torch import nn
 from synthetic import smooth_slices, write_cache
 from torch_threads import one_thread
 
-from mrnet_utils.config import stage_config
+from mrnet_utils.presets import stage_config
 from mrnet_utils.data.slices import SliceDataset, degrade
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.diffusion import processes
+from mrnet_utils.diffusion.processes import build_process, process_class
 from mrnet_utils.diffusion.samplers import generators_from_seeds, noise_from_seeds
 from mrnet_utils.networks.unet import UNet
 from mrnet_utils.pipeline import sample_stage
@@ -89,7 +89,7 @@ def test_each_training_row_is_conditioned_on_its_own_low_res_image_at_the_level_
     low_res = degrade(images, 64)
     levels = []
     for step in range(4):
-        batch = draw_batch(cfg, step, images, low_res, torch.zeros(6, 3), T)
+        batch = draw_batch(cfg, build_process(cfg.diffusion), step, images, low_res, torch.zeros(6, 3))
         rows = [row_of(x0, images) for x0 in batch.x0]
         clean = upsampled(low_res[rows], 128, mode)
         level = batch.extra_args["aug_level"]
@@ -112,7 +112,7 @@ def test_without_augmentation_the_condition_is_the_clean_upsampled_low_res_image
     cfg = sr_config(process, augment=False)
     images = smooth_slices(6, 128, seed=1)
     low_res = degrade(images, 64)
-    batch = draw_batch(cfg, 0, images, low_res, torch.zeros(6, 3), T)
+    batch = draw_batch(cfg, build_process(cfg.diffusion), 0, images, low_res, torch.zeros(6, 3))
     rows = [row_of(x0, images) for x0 in batch.x0]
     assert torch.equal(batch.extra_args["aug_level"], torch.zeros(len(rows)))
     torch.testing.assert_close(batch.extra_args["cond"], upsampled(low_res[rows], 128, mode), rtol=0, atol=1e-6)
@@ -131,12 +131,13 @@ def test_a_batch_is_a_function_of_the_seed_and_the_step_alone():
     def fields(batch):
         return [batch.x0, batch.t, batch.noise, *(batch.extra_args[key] for key in ("cond", "aug_level", "labels"))]
 
-    first = draw_batch(cfg, 5, images, low_res, labels, T)
+    process = build_process(cfg.diffusion)
+    first = draw_batch(cfg, process, 5, images, low_res, labels)
     torch.rand(7)  # the global generator moves; the batch must not
-    for same, again in zip(fields(first), fields(draw_batch(cfg, 5, images, low_res, labels, T))):
+    for same, again in zip(fields(first), fields(draw_batch(cfg, process, 5, images, low_res, labels))):
         assert torch.equal(same, again)
-    for other in (draw_batch(cfg, 6, images, low_res, labels, T), draw_batch(cfg.replace(train=dict(seed=4)), 5, images,
-                                                                             low_res, labels, T)):
+    for other in (draw_batch(cfg, process, 6, images, low_res, labels),
+                  draw_batch(cfg.replace(train=dict(seed=4)), process, 5, images, low_res, labels)):
         assert not torch.equal(first.noise, other.noise) and not torch.equal(first.t, other.t)
     assert first.t.tolist() == PINNED_TIMESTEPS
 
@@ -147,7 +148,7 @@ PINNED_TIMESTEPS = [38, 6, 36, 78, 66, 7, 12, 94, 26, 49, 66, 28]  # seed 3, ste
 def test_to_device_gives_each_rank_its_own_rows_of_every_tensor():
     cfg = sr_config("resshift")
     images = smooth_slices(4, 128, seed=5)
-    batch = draw_batch(cfg, 0, images, degrade(images, 64), torch.zeros(4, 3), T)
+    batch = draw_batch(cfg, build_process(cfg.diffusion), 0, images, degrade(images, 64), torch.zeros(4, 3))
     for rank, channels_last in ((0, True), (1, False)):
         moved = to_device(batch, Distributed(rank=rank, world_size=2), torch.device("cpu"), channels_last)
         rows = slice(2 * rank, 2 * rank + 2)
@@ -165,7 +166,7 @@ def test_each_row_carries_its_own_slice_labels_or_null_ones_at_the_dropout_rates
     labels = torch.tensor([[(code >> bit) & 1 for bit in range(3)] for code in range(8)], dtype=torch.float32)
     whole = entries = rows = 0
     for step in range(30):
-        batch = draw_batch(cfg, step, images, None, labels, T)
+        batch = draw_batch(cfg, build_process(cfg.diffusion), step, images, None, labels)
         for x0, given in zip(batch.x0, batch.extra_args["labels"]):
             rows += 1
             own = labels[row_of(x0, images)]
@@ -328,12 +329,12 @@ def test_sampling_draws_from_the_stages_own_streams_and_averages_its_draws(proce
     low_res = degrade(smooth_slices(3, 128, seed=4), 64)
     calls = []
 
-    def recording_generate(model, diffusion, schedule, sampler, noise, extra_args, generators, y0, progress):
+    def recording_sample(self, model, sampler, noise, extra_args, generators, y0, progress):
         first_numbers = torch.stack([torch.randn(4, generator=g) for g in generators])
         calls.append(dict(noise=noise, extra=extra_args, numbers=first_numbers, y0=y0, progress=progress))
         return noise * 0.6 + 0.1 * len(calls)  # a different image per draw, often outside [-1, 1]
 
-    monkeypatch.setattr(processes, "generate", recording_generate)
+    monkeypatch.setattr(process_class(cfg.diffusion.process), "sample", recording_sample)
     out = sample_stage(ZeroModel(), cfg, seeds, low_res, batch_size=3, progress=False, draws=2, step_progress=True)
     assert len(calls) == 2
     for draw, call in enumerate(calls):
@@ -356,7 +357,7 @@ def test_sampling_draws_from_the_stages_own_streams_and_averages_its_draws(proce
 def test_a_unit_range_stage_returns_its_images_in_minus_one_to_one(monkeypatch):
     """A stage trained on [0, 1] images samples in [0, 1]; what it returns is on the project's [-1, 1]."""
     cfg = sr_config("ddpm", augment=False).replace(diffusion=dict(data_range="unit"))
-    monkeypatch.setattr(processes, "generate", lambda model, diffusion, schedule, sampler, noise, *rest:
+    monkeypatch.setattr(process_class("ddpm"), "sample", lambda self, model, sampler, noise, *rest:
                         torch.full_like(noise, 0.75))
     out = sample_stage(ZeroModel(), cfg, [0, 1], torch.zeros(2, 1, 64, 64), progress=False)
     assert torch.equal(out, torch.full((2, 1, 128, 128), 0.5))
@@ -479,14 +480,14 @@ def one_step(grad_clip: float, on_nonfinite: str = "stop", noise_scale: float = 
     torch.manual_seed(0)
     state = loop.build_state(cfg, torch.device("cpu"), channels_last=False)
     images = smooth_slices(4, 64)
-    batch = draw_batch(cfg, 0, images, None, torch.full((4, 3), -1), T)
+    batch = draw_batch(cfg, build_process(cfg.diffusion), 0, images, None, torch.full((4, 3), -1))
     batch = dataclasses.replace(batch, noise=batch.noise * noise_scale)  # a large target, a large gradient
-    schedule = processes.build_schedule(cfg.diffusion, torch.device("cpu"))
+    process = build_process(cfg.diffusion, torch.device("cpu"))
     reference = loop.build_state(cfg, torch.device("cpu"), channels_last=False).model
     reference.load_state_dict(state.model.state_dict())
-    processes.loss(reference, cfg.diffusion, schedule, batch.x0, batch.t, batch.noise, batch.extra_args).mean().backward()
+    process.loss(reference, batch.x0, batch.t, batch.noise, batch.extra_args, None).mean().backward()
     raw = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in reference.parameters()]))
-    loop.train_step(state, state.model, batch, schedule, cfg, nullcontext(), last_good)
+    loop.train_step(state, state.model, batch, process, cfg, nullcontext(), last_good)
     return raw, [p.grad for p in state.model.parameters()], [p.grad for p in reference.parameters()]
 
 

@@ -16,14 +16,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from mrnet_utils.config import DiffusionConfig
 from mrnet_utils.errors import MRNetError
 
+if TYPE_CHECKING:
+    from mrnet_utils.config import DiffusionConfig
+
 PREDICTIONS = ("epsilon", "v")
+# The range of x_0 in the noise process: "symmetric" [-1, 1] (the project's), or "unit" [0, 1] (the
+# reference study's ToTensor images; at a given abar_t the signal is then half as strong).
+DATA_RANGES = ("symmetric", "unit")
 
 
 def linear_betas(T: int, beta_start: float, beta_end: float) -> Tensor:
@@ -103,4 +109,4 @@ def from_process(x0: Tensor, data_range: str) -> Tensor:
     return x0 if data_range == "symmetric" else x0 * 2 - 1
 
 
-__all__ = ["PREDICTIONS", "linear_betas", "cosine_betas", "NoiseSchedule", "q_sample", "snr", "alpha_sigma", "to_process", "from_process"]
+__all__ = ["PREDICTIONS", "DATA_RANGES", "linear_betas", "cosine_betas", "NoiseSchedule", "q_sample", "snr", "alpha_sigma", "to_process", "from_process"]

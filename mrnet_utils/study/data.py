@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mrnet_utils.config import StudySettings
+from mrnet_utils.presets import StudySettings
 from mrnet_utils.data import mrnet, phantom
 from mrnet_utils.data.slices import SliceDataset, degrade, load_cache
 from mrnet_utils.diffusion import conditioning

@@ -14,9 +14,9 @@ import torch
 from mrnet_utils import pipeline
 from mrnet_utils.data.samples import SIDE, Samples
 from mrnet_utils.data.slices import SliceDataset, to_unit
-from mrnet_utils.diffusion import processes
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.evaluation import metrics, tables
+from mrnet_utils.presets import default_sampler
 from mrnet_utils.study.data import held_out
 from mrnet_utils.study.layout import (
     GENERATORS,
@@ -47,11 +47,10 @@ def generate(
 ) -> Generated:
     """`count` images (seeds 0..count-1) from a generator's trained stages, timed end to end.
 
-    Each stage samples with its default (processes.default_sampler: the stage's, or its preset's), recorded
-    in `samplers`.
+    Each stage samples with its default (presets.default_sampler), recorded in `samplers`.
     """
     stages = [checkpoint.load_stage(find_run(paths, stage, use_swin), device) for stage, use_swin in generator.stages]
-    samplers = {stage.config.stage: processes.default_sampler(stage.config) for stage in stages}
+    samplers = {stage.config.stage: default_sampler(stage.config) for stage in stages}
     seeds = list(range(count))
     start = time.perf_counter()
     images = pipeline.sample_cascade(stages, seeds, samplers, batch_size=batch_size, progress=progress)

@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mrnet_utils.config import StageConfig, stage_config
+from mrnet_utils.config import StageConfig
+from mrnet_utils.presets import stage_config
 from mrnet_utils.data.mrnet import TASKS
 from mrnet_utils.data.slices import SliceDataset, to_unit
 from mrnet_utils.diffusion.guidance import label_rows

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import torch
 
-from mrnet_utils.config import preset
-from mrnet_utils.stages import BASELINE_PROCESS, CASCADE, STAGES, run_name
+from mrnet_utils.config import run_name
+from mrnet_utils.presets import preset
+from mrnet_utils.stages import CASCADE, STAGES
 
 # The two network variants of every cascade stage: with and without the Swin bottleneck.
 VARIANTS = {"Swin": True, "no Swin": False}
@@ -52,14 +53,14 @@ class SRModel:
 
     label: str  # in row names: "SR1 (Swin), sample"
     use_swin: bool
-    process: str | None = None  # None: the preset's; "regression": the learned baseline (diffusion.processes)
+    process: str | None = None  # None: the preset's; else a baseline process (diffusion.processes), e.g. regression
 
 
 SR_MODELS = (
     SRModel("Swin", True),
     SRModel("no Swin", False),
     # The same network, data, degradation, conditioning and budget as the Swin stage, without noise.
-    SRModel("regression", True, BASELINE_PROCESS),
+    SRModel("regression", True, "regression"),
 )
 
 

@@ -12,7 +12,8 @@ from matplotlib.figure import Figure
 from mrnet_utils import pipeline
 from mrnet_utils.data.slices import to_unit
 from mrnet_utils.evaluation import metrics, plots, tables
-from mrnet_utils.stages import BASELINE_PROCESS, CASCADE, STAGES
+from mrnet_utils.diffusion.processes import process_class
+from mrnet_utils.stages import CASCADE, STAGES
 from mrnet_utils.study.data import HeldOut
 from mrnet_utils.study.layout import SR_MODELS, SRModel, StudyPaths
 from mrnet_utils.study.training import find_run
@@ -85,7 +86,9 @@ def super_resolve(
 
 def output_kinds(model: SRModel) -> dict[str, int]:
     """{kind: draws}: a diffusion stage's sample and posterior-mean outputs, or the baseline's one output."""
-    return {"output": 1} if model.process == BASELINE_PROCESS else {"sample": 1, "mean": MEAN_DRAWS}
+    if model.process is not None and process_class(model.process).deterministic:
+        return {"output": 1}
+    return {"sample": 1, "mean": MEAN_DRAWS}
 
 
 def row_name(task: str, model: SRModel, kind: str) -> str:

@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mrnet_utils.config import StageConfig, stage_config
+from mrnet_utils.config import StageConfig
+from mrnet_utils.presets import stage_config
 from mrnet_utils.data.slices import to_unit
 from mrnet_utils.evaluation import metrics, statistics
 from mrnet_utils.stages import STAGES

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from mrnet_utils.config import StageConfig, stage_config
+from mrnet_utils.config import StageConfig
+from mrnet_utils.presets import stage_config
 from mrnet_utils.data.slices import load_cache
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.networks import build_network

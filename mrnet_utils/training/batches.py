@@ -16,7 +16,7 @@ import torch
 from mrnet_utils.config import StageConfig
 from mrnet_utils.diffusion import conditioning
 from mrnet_utils.diffusion.losses import sample_timesteps
-from mrnet_utils.diffusion.processes import UPSAMPLING
+from mrnet_utils.diffusion.processes import Process
 from mrnet_utils.diffusion.schedules import to_process
 from mrnet_utils.training.distributed import Distributed
 
@@ -38,27 +38,27 @@ class Batch:
     t: torch.Tensor  # (B,) timesteps
     noise: torch.Tensor  # (B, 1, R, R)
     extra_args: dict  # what the network takes besides (x_t, t): cond and aug_level, labels
-    y0: torch.Tensor | None = None  # the clean upsampled input of the residual processes
+    y0: torch.Tensor | None = None  # the clean upsampled input, where the process's chain starts from it
 
 
 def draw_batch(
     cfg: StageConfig,
+    process: Process,
     step: int,
     images: torch.Tensor,
     low_res: torch.Tensor | None,
     labels: torch.Tensor,
-    timesteps: int,
 ) -> Batch:
     """The global batch at `step` with all its random draws, from a generator seeded by (seed, step).
 
     `images` are the stage's targets and `low_res` (super-resolution stages) their low-res
-    inputs, row for row; the condition of row i is made from `low_res[i]` alone.
+    inputs, row for row; the condition of row i is made from `low_res[i]` alone, by `process`.
     """
     generator = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + step)
     batch = cfg.train.batch_size
     index = global_batch_indices(step, batch, len(images), cfg.train.seed)
     x0 = to_process(images[index], cfg.diffusion.data_range)
-    t = sample_timesteps(batch, timesteps, generator)
+    t = sample_timesteps(batch, cfg.diffusion.timesteps, generator)
     noise = torch.randn(x0.shape, generator=generator)
     extra_args, y0 = {}, None
     if low_res is not None:
@@ -67,12 +67,7 @@ def draw_batch(
             conditioning.sample_aug_levels(batch, aug.max_level, generator) if aug.enabled else torch.zeros(batch)
         )
         aug_noise = torch.randn(x0.shape, generator=generator)
-        low = to_process(low_res[index], cfg.diffusion.data_range)
-        mode = UPSAMPLING[cfg.diffusion.process]
-        cond, level = conditioning.make_condition(low, cfg.resolution, level, aug_noise, mode)
-        extra_args = {"cond": cond, "aug_level": level}
-        if cfg.diffusion.process != "ddpm":
-            y0 = conditioning.upsample(low, cfg.resolution, mode)
+        extra_args, y0 = process.condition(low_res[index], cfg.resolution, level, aug_noise)
     if cfg.unet.num_labels:
         # Classifier-free guidance (Ho & Salimans 2022): a share of rows trains with every label null (-1),
         # the unconditional model; of the others, each label is null with the same probability, so that

@@ -28,8 +28,9 @@ from tqdm.auto import tqdm
 
 from mrnet_utils.config import StageConfig
 from mrnet_utils.data.slices import SliceDataset, degrade
-from mrnet_utils.diffusion import conditioning, processes
+from mrnet_utils.diffusion import conditioning
 from mrnet_utils.diffusion.losses import sample_timesteps
+from mrnet_utils.diffusion.processes import Process, build_process
 from mrnet_utils.diffusion.schedules import to_process
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.files import claim_folder
@@ -143,7 +144,7 @@ def train_step(
     state: TrainState,
     net: torch.nn.Module,
     batch: Batch,
-    schedule: processes.Schedule,
+    process: Process,
     cfg: StageConfig,
     autocast: AbstractContextManager,
     last_good: Path | None,
@@ -155,9 +156,7 @@ def train_step(
     outside cfg.train.grad_norm_window (when set) changes nothing either.
     """
     with autocast:
-        loss = processes.loss(
-            net, cfg.diffusion, schedule, batch.x0, batch.t, batch.noise, batch.extra_args, batch.y0
-        ).mean()
+        loss = process.loss(net, batch.x0, batch.t, batch.noise, batch.extra_args, batch.y0).mean()
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     clip = cfg.train.grad_clip if cfg.train.grad_clip > 0 else math.inf  # the norm is measured either way
@@ -202,8 +201,7 @@ def validation_loss(
     epoch (seeded by seed and epoch), as the reference study measured it for its LR schedule.
     Conditioning is clean (level 0): the loss measures the network, not the augmentation."""
     generator = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + 10**9 + epoch)
-    schedule = processes.build_schedule(cfg.diffusion, device)
-    mode = processes.UPSAMPLING[cfg.diffusion.process]
+    process = build_process(cfg.diffusion, device)
     model.eval()
     total = 0.0
     for start in range(0, len(images), cfg.train.batch_size):
@@ -212,13 +210,10 @@ def validation_loss(
         noise = torch.randn(x0.shape, generator=generator)
         extra, y0 = {}, None
         if low_res is not None:
-            low = to_process(low_res[start : start + cfg.train.batch_size], cfg.diffusion.data_range).to(device)
+            low = low_res[start : start + cfg.train.batch_size].to(device)
             clean = torch.zeros(x0.shape, device=device)  # level 0: the condition is not noised
-            cond, level = conditioning.make_condition(low, cfg.resolution, 0.0, clean, mode)
-            extra = {"cond": cond, "aug_level": level}
-            y0 = conditioning.upsample(low, cfg.resolution, mode)
-        losses = processes.loss(model, cfg.diffusion, schedule, x0.to(device), t.to(device), noise.to(device),
-                                extra, y0)
+            extra, y0 = process.condition(low, cfg.resolution, 0.0, clean)
+        losses = process.loss(model, x0.to(device), t.to(device), noise.to(device), extra, y0)
         total += float(losses.sum())
     model.train()
     return total / len(images)
@@ -272,7 +267,7 @@ def _train(
     if cfg.train.lr_schedule == "plateau":
         valid = SliceDataset(data_path, "valid", cfg.resolution).images
         valid_low = degrade(valid, cfg.low_resolution) if cfg.is_super_resolution else None
-    schedule = processes.build_schedule(cfg.diffusion, device)
+    process = build_process(cfg.diffusion, device)
 
     channels_last = device.type == "cuda"
     state = build_state(cfg, device, channels_last)
@@ -303,9 +298,9 @@ def _train(
     with StopRequest(f"training {cfg.name}") as stop:
         try:  # close the bar when a step raises, so the error starts on a line of its own
             while state.step < cfg.train.steps:
-                batch = draw_batch(cfg, state.step, images, low_res, dataset.labels, cfg.diffusion.timesteps)
+                batch = draw_batch(cfg, process, state.step, images, low_res, dataset.labels)
                 batch = to_device(batch, distributed, device, channels_last)
-                loss = train_step(state, net, batch, schedule, cfg, autocast, last_good)
+                loss = train_step(state, net, batch, process, cfg, autocast, last_good)
                 done = state.step
                 window.images += cfg.train.batch_size
                 bar.update(1)

@@ -20,7 +20,7 @@ Names in the code and the paper's symbols (equation numbers of the arXiv version
     loss                   sum_t ||f_theta(x_t, y_0, t) - x_0||^2, the network predicting x_0 (eq. 8,
                            without its weight w_t, as the paper recommends)
 
-Timesteps are 0-based as in diffusion.py: index t in [0, T) holds eta_{t+1}; the clean
+Timesteps are 0-based as in schedules.py: index t in [0, T) holds eta_{t+1}; the clean
 image sits at eta = 0, one past the last index.
 
 What the network sees (choices of this module, not the paper's):
@@ -32,25 +32,29 @@ What the network sees (choices of this module, not the paper's):
 - `extra_args` go to the network unchanged: for the project's UNet the (augmented) upsampled
   condition `cond` and its `aug_level` (conditioning.augment applied to y_0).
 - y_0 is the bicubic upsampling of the low-res image (conditioning.upsample(..., "bicubic")), not the
-  bilinear one of SR3: a better starting point (1.6 dB closer to the high-res phantom slices at
-  64 -> 128, and 1.2 dB better after the demo's 150 training steps in the scratch study).
+  bilinear one of SR3: a starting point closer to the high-res image.
 - with conditioning augmentation the chain's y_0 stays the clean upsampled image; only the
-  network's `cond` is noised. (Shifting towards the noised image made the network denoise it too,
-  which cost about 4 dB after 150 steps.)
+  network's `cond` is noised (shifting towards the noised image would make the network denoise it too).
+
+`ResShift` at the end is the process (processes/base.py) that training and sampling call.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from mrnet_utils.diffusion.processes.base import Process, SamplerChoice, reconstruction_loss
 from mrnet_utils.diffusion.samplers import trailing_timesteps
 from mrnet_utils.errors import MRNetError
+
+if TYPE_CHECKING:
+    from mrnet_utils.config import DiffusionConfig
 
 Model = Callable[..., Tensor]
 PREDICTIONS = ("residual", "x0")
@@ -218,9 +222,7 @@ def resshift_loss(
     if loss not in LOSSES:
         raise MRNetError(f"loss must be one of {LOSSES}, not {loss!r}")
     x_t = q_sample(schedule, x0, y0, t, noise)
-    error = predict_x0(model, schedule, x_t, t, y0, extra_args).float() - x0.float()
-    error = error.square() if loss == "l2" else error.abs()
-    return error.mean(dim=tuple(range(1, x0.ndim)))
+    return reconstruction_loss(predict_x0(model, schedule, x_t, t, y0, extra_args), x0, loss)
 
 
 def _check_sampling(
@@ -300,7 +302,7 @@ def posterior_mean(
     the little spread that x_T's noise adds: the better estimator when f_theta is well trained
     at t = T. With more steps each draw is a posterior sample, so the average carries the whole
     posterior spread and needs more draws, but later steps can correct an f_theta that is still
-    poor at t = T, as it is after a short CPU training (see the scratch study in the report).
+    poor at t = T, as it can be after a short training.
     (Approximate either way: at training time x_T still holds (1 - eta_T) x_0.)
     """
     draws = noise[None] if noise.ndim == 4 else noise
@@ -326,4 +328,33 @@ __all__ = [
     "resshift_loss",
     "sample_resshift",
     "posterior_mean",
+    "ResShift",
 ]
+
+
+class ResShift(Process):
+    """Residual shifting as a stage's process: `resshift_schedule`, `resshift_loss` and `sample_resshift`."""
+
+    name = "resshift"
+    predictions = PREDICTIONS
+    samplers = ("resshift",)
+    starts_from_input = True
+    switch_settings = {"timesteps": 4, "prediction": "residual"}
+
+    @classmethod
+    def check_timesteps(cls, timesteps: int) -> None:
+        if timesteps < 1:
+            raise MRNetError(f"timesteps={timesteps} does not suit process 'resshift' (at least 1)")
+
+    @staticmethod
+    def build_schedule(cfg: DiffusionConfig, device: torch.device | str) -> ResShiftSchedule:
+        return resshift_schedule(cfg.timesteps, cfg.kappa, cfg.eta_power, prediction=cfg.prediction)
+
+    def loss(self, model: Model, x0: Tensor, t: Tensor, noise: Tensor, extra_args: dict[str, Any],
+             y0: Tensor | None) -> Tensor:
+        return resshift_loss(model, self.schedule, x0, y0, t, noise, extra_args, self.cfg.loss)
+
+    def sample(self, model: Model, sampler: SamplerChoice, noise: Tensor, extra_args: dict[str, Any],
+               generators: list[torch.Generator] | None, y0: Tensor | None, progress: bool = False) -> Tensor:
+        return sample_resshift(model, self.schedule, y0, noise, sampler[1], extra_args, generators, progress)
+
