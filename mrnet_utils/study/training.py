@@ -28,7 +28,7 @@ def training_config(
     stage: str, preset: str, use_swin: bool, sample_grids: int, process: str | None = None,
     cache_path: str | Path | None = None,
 ) -> StageConfig:
-    """The preset's config (config.stage_config), writing `sample_grids` sample grids during training
+    """The preset's config (presets.stage_config), writing `sample_grids` sample grids during training
     besides the final one.
 
     Grids fall every steps // (sample_grids + 1) + 1 steps: evenly spaced and before the
