@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
+from mrnet_utils import __version__
 from mrnet_utils.presets import PRESETS, stage_config
 from mrnet_utils.data.mrnet import PLANES, TASKS
 from mrnet_utils.data.preprocess import NORMALISATIONS, SELECTIONS
@@ -20,6 +22,7 @@ from mrnet_utils.diffusion.guidance import parse_labels
 from mrnet_utils.diffusion.processes import PROCESSES, process_class, sampler_names
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.interrupts import Interrupted, raise_on_stop_signals
+from mrnet_utils.progress import LOG_SECONDS, quiet
 from mrnet_utils.stages import STAGES
 
 # Library parameters and the options that set them, for errors that name a parameter.
@@ -106,8 +109,11 @@ def _train(args: argparse.Namespace) -> None:
         cfg = cfg.replace(unet={"num_labels": len(TASKS)})
     if args.steps:  # exactly this many, also for a preset that counts epochs
         cfg = cfg.replace(train={"steps": args.steps, "epochs": 0})
+    if args.seed is not None:
+        cfg = cfg.replace(train={"seed": args.seed})
     cfg = cfg.with_settings(dict(args.set))
-    result = train(cfg, args.data, args.out, resume=args.resume, compile=args.compile, grids=not args.no_grids)
+    result = train(cfg, args.data, args.out, resume=args.resume, compile=args.compile, grids=not args.no_grids,
+                   device=args.device)
     load_checkpoint(result.checkpoint)  # success is a final checkpoint that loads, not only a return
     if not result.trained_steps:  # --resume found the run complete
         print(f"{cfg.name} ({cfg.preset}) already has its {result.steps} steps; final checkpoint {result.checkpoint}")
@@ -207,10 +213,15 @@ def _study_runs(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mrnet_utils", description=__doc__.splitlines()[0], formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"mrnet_utils {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
+        sub = commands.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
+        sub.add_argument("--quiet", action="store_true",
+                         help=f"no progress output (a bar on a terminal, else a line every {LOG_SECONDS:g} s); "
+                              "results and errors still print")
+        return sub
 
     synth = command("synth", "write the synthetic knee phantom in MRNet's layout")
     synth.add_argument("--out", type=Path, required=True, help="folder to write (MRNet-v1.0 layout)")
@@ -263,6 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-grids", action="store_true",
                        help="draw no sample grids (they sample the network; minutes for a large one on a CPU)")
     train.add_argument("--compile", action="store_true", help="torch.compile the network (GPU; slow first steps)")
+    train.add_argument("--device", type=_device,
+                       help="cpu, cuda or cuda:N (default: the GPU if there is one; under torchrun each process's own)")
+    train.add_argument("--seed", type=_non_negative,
+                       help="the training seed: initial weights, batches, noise (default: the preset's)")
     train.add_argument("--labels", action="store_true",
                        help=f"label-conditional: the network takes the labels {', '.join(TASKS)}, each dropped at "
                             "the preset's label_dropout, for sampling with --labels and --guidance")
@@ -333,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
             if command == "sample" and bool(args.steps) != bool(args.sampler):
                 raise MRNetError("--sampler and --steps go together (without them each stage uses its own sampler)")
             with raise_on_stop_signals(f"`{command}`; files it was writing were removed, finished ones kept"):
-                args.run(args)
+                with quiet() if args.quiet else nullcontext():
+                    args.run(args)
     except MRNetError as error:
         print(f"error: {error}{_option(error.parameter)}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -123,19 +124,29 @@ def test_train_takes_the_baseline_process_and_steps_also_for_a_preset_that_count
 
     trained = []
 
-    def fake_train(cfg, data, out, resume, compile, grids):
-        trained.append((cfg, resume))
+    def fake_train(cfg, data, out, resume, compile, grids, device):
+        trained.append((cfg, resume, device))
         return loop.TrainResult(out / "final.pt", cfg.train.steps, cfg.train.steps, 1.0, 2.0, 0)
 
     monkeypatch.setattr(loop, "train", fake_train)
     monkeypatch.setattr(checkpoint, "load_checkpoint", lambda path: {})  # the final checkpoint train() names
     base = ["train", "--data", "x.npz", "--out", str(tmp_path), "--resume"]
     assert run_cli(capsys, *base, "--stage", "sr1", "--preset", "gpu", "--process", "regression")[0] == 0
-    cfg, resume = trained[-1]
+    cfg, resume, device = trained[-1]
     assert (cfg.name, cfg.diffusion.process, cfg.train.epochs, resume) == ("sr1_swin_regression", "regression", 5, True)
+    assert (cfg.train.seed, device) == (stage_config("sr1", "gpu").train.seed, None)  # the preset's; train() picks
     assert run_cli(capsys, *base, "--stage", "base64", "--preset", "gpu", "--steps", "7")[0] == 0
-    cfg, _ = trained[-1]
+    cfg, _, _ = trained[-1]
     assert (cfg.train.steps, cfg.train.epochs) == (7, 0)  # the steps asked for, not the preset's epochs
+    assert run_cli(capsys, *base, "--stage", "base64", "--preset", "gpu", "--seed", "7", "--device", "cpu")[0] == 0
+    cfg, _, device = trained[-1]
+    assert (cfg.train.seed, device) == (7, "cpu")
+
+
+def test_version_prints_the_installed_packages_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out == f"mrnet_utils {metadata.version('mrnet_utils')}\n"
 
 
 # Each case: the arguments, and a piece of the message that names the parameter at fault.
@@ -178,6 +189,10 @@ BAD_ARGUMENTS = {
     "missing notebook": (["export-html", "{tmp}/none.ipynb"], "notebook {tmp}/none.ipynb does not exist; run it first"),
     "negative seed": (["sample", "--pipeline", "single256", "--checkpoints", "{tmp}", "--seed", "-3",
                        "--out", "{tmp}"], "argument --seed"),
+    "negative training seed": (["train", "--stage", "sr1", "--seed", "-1", "--data", "x.npz", "--out", "{tmp}"],
+                               "argument --seed"),
+    "unavailable training device": (["train", "--stage", "sr1", "--device", "cuda:99", "--data", "x.npz",
+                                     "--out", "{tmp}"], "argument --device: cuda:99 is not available"),
 }
 
 

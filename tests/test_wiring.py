@@ -636,12 +636,13 @@ def test_the_training_bar_counts_the_runs_steps_from_where_it_resumed_and_shows_
             self.closed = True
 
     cache = write_cache(tmp_path / "cache.npz", 4)
-    monkeypatch.setattr(loop, "tqdm", Bar)
+    monkeypatch.setattr(loop, "track", Bar)
     cfg = stage_config("base64", "smoke").replace(train=dict(steps=2, batch_size=2, ema_decay=0.0))
     loop.train(cfg, cache, tmp_path / "run", grids=False)  # progress by default
     loop.train(cfg.replace(train=dict(steps=3)), cache, tmp_path / "run", resume=True, progress=False, grids=False)
-    assert [bar.settings for bar in bars] == [{"total": 2, "initial": 0, "desc": "train base64_swin", "disable": False},
-                                              {"total": 3, "initial": 2, "desc": "train base64_swin", "disable": True}]
+    shown = {"desc": "train base64_swin", "unit": "step"}
+    assert [bar.settings for bar in bars] == [{**shown, "total": 2, "initial": 0, "enabled": True},
+                                              {**shown, "total": 3, "initial": 2, "enabled": False}]
     assert [(bar.steps, bar.closed) for bar in bars] == [(2, True), (1, True)]
     with open(tmp_path / "run" / loop.LOG_FILE, newline="") as handle:  # a postfix for each row, as logged
         assert postfixes == [{"loss": row["loss"], "img_s": row["images_per_s"]} for row in csv.DictReader(handle)]

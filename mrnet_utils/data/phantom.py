@@ -39,10 +39,10 @@ from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
-from tqdm.auto import tqdm
 
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.data.mrnet import PLANES, SIDE, SPLITS, TASKS, labels_path, volume_path
+from mrnet_utils.progress import track
 
 MIN_SLICES, MAX_SLICES = 17, 61  # MRNet's range of slices per series
 # Slices per series, mean and standard deviation per plane: those of the 18 real exams of
@@ -622,8 +622,7 @@ def write_phantom(
     try:
         with ThreadPoolExecutor(workers) as pool:
             exams = pool.map(write_exam, *zip(*jobs))
-            labels = list(tqdm(exams, total=len(jobs), desc=f"phantom {out.name}", unit="exam",
-                               disable=not progress))
+            labels = list(track(exams, desc=f"phantom {out.name}", total=len(jobs), unit="exam", enabled=progress))
     except OSError as error:
         raise MRNetError(f"writing the phantom to {out} failed ({error}); free space or choose another folder") from None
     for split in SPLITS:

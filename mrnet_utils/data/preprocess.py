@@ -27,13 +27,13 @@ from typing import Callable, Iterable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.data.mrnet import (
     PLANES, SIDE, SPLITS, TASKS, Exam, check_choice, iter_exams, labels_path, read_labels, volume_path,
 )
 from mrnet_utils.files import remove_stale_partials, write_atomically
+from mrnet_utils.progress import track
 
 FORMAT_VERSION = 1
 FIELDS = ("images", "exam_ids", "slice_index", "labels")
@@ -134,7 +134,7 @@ def split_arrays(exams: Iterable[Exam], count: int, description: str, source: Ca
     `source(exam)` is the file an error about the exam names; `description` labels the progress bar.
     """
     images, ids, indices, labels = [], [], [], []
-    for exam in tqdm(exams, total=count, desc=description, unit="exam", disable=not progress):
+    for exam in track(exams, desc=description, total=count, unit="exam", enabled=progress):
         keep = central_slice_indices(len(exam.volume), central_slices)
         if normalisation == "slice":
             normalised = normalise_slices(exam.volume)

@@ -24,12 +24,12 @@ import torch.nn.functional as F
 from monai.networks.nets import Classifier
 from torch import nn
 from torchmetrics.functional.classification import binary_auroc
-from tqdm.auto import tqdm
 
 from mrnet_utils.data.mrnet import TASKS
 from mrnet_utils.data.slices import degrade
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.evaluation.statistics import BOOTSTRAP_SAMPLES, MIN_EXAMS
+from mrnet_utils.progress import track
 
 SIDE = 64  # the probe sees 64x64 slices: cheap on a CPU, and the base stage's resolution
 CHANNELS = (16, 32, 64, 128)
@@ -61,7 +61,7 @@ def train_probe(
     probe = build_probe(seed).train()
     optimiser = torch.optim.Adam(probe.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
-    for _ in tqdm(range(steps), desc="probe", disable=not progress):
+    for _ in track(range(steps), desc="probe", unit="step", enabled=progress):
         index = torch.randint(len(images), (batch_size,), generator=generator)
         flip = torch.rand(batch_size, generator=generator) < 0.5
         batch = torch.where(flip[:, None, None, None], images[index].flip(-1), images[index])

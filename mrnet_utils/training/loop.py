@@ -24,7 +24,6 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm.auto import tqdm
 
 from mrnet_utils.config import StageConfig
 from mrnet_utils.data.slices import SliceDataset, degrade
@@ -37,6 +36,7 @@ from mrnet_utils.files import claim_folder
 from mrnet_utils.interrupts import Interrupted, StopRequest
 from mrnet_utils.networks import build_network
 from mrnet_utils.pipeline import bf16_autocast, sample_stage, save_grid
+from mrnet_utils.progress import track
 from mrnet_utils.training import checkpoint
 from mrnet_utils.training.batches import Batch, draw_batch, to_device
 from mrnet_utils.training.checkpoint import FINAL_CHECKPOINT
@@ -287,12 +287,8 @@ def _train(
     autocast = bf16_autocast(device, cfg.train.mixed_precision)
 
     last_good = checkpoint.latest_checkpoint(out_dir) if distributed.is_main else None
-    bar = tqdm(
-        total=cfg.train.steps,
-        initial=start_step,
-        desc=f"train {cfg.name}",
-        disable=not (progress and distributed.is_main),
-    )
+    bar = track(desc=f"train {cfg.name}", total=cfg.train.steps, initial=start_step, unit="step",
+                enabled=progress and distributed.is_main)
     started = time.perf_counter()
     window = _RateWindow(started)
     with StopRequest(f"training {cfg.name}") as stop:
