@@ -67,7 +67,7 @@ def test_planes_rows_are_planes_with_uint8_limits(rng):
     assert _single_image(narrow.axes[0]).get_clim() == (-1.0, 1.0)
 
 
-def test_loss_curves_draw_raw_and_ema_lines(rng):
+def test_loss_curves_draw_raw_and_bias_corrected_ema_lines(rng):
     logs = {
         name: pd.DataFrame({"step": np.arange(50), "loss": rng.uniform(0.05, 1.0, 50), "lr": 1e-4})
         for name in ("swin", "no swin")
@@ -79,15 +79,46 @@ def test_loss_curves_draw_raw_and_ema_lines(rng):
     for index, (name, log) in enumerate(logs.items()):
         raw, smoothed = ax.lines[2 * index], ax.lines[2 * index + 1]
         np.testing.assert_allclose(raw.get_ydata(), log["loss"])
-        expected = [log["loss"][0]]
-        for value in log["loss"][1:]:
-            expected.append(0.8 * expected[-1] + 0.2 * value)
+        # m_t = 0.8 m_{t-1} + 0.2 x_t from m_{-1} = 0, divided by 1 - 0.8^(t+1)
+        average, expected = 0.0, []
+        for step, value in enumerate(log["loss"]):
+            average = 0.8 * average + 0.2 * value
+            expected.append(average / (1 - 0.8 ** (step + 1)))
         np.testing.assert_allclose(smoothed.get_ydata(), expected)
+        assert smoothed.get_ydata()[0] == pytest.approx(log["loss"][0])  # no pull towards 0 or the first value
         assert raw.get_alpha() < 1.0 and smoothed.get_linewidth() > raw.get_linewidth()
-        assert raw.get_color() == smoothed.get_color()
+        assert raw.get_color() == smoothed.get_color() and raw.get_linestyle() == smoothed.get_linestyle()
         assert smoothed.get_label() == name
+    # two runs: two colours and two line styles, so that coinciding curves both show
+    assert ax.lines[1].get_linestyle() != ax.lines[3].get_linestyle()
+    assert ax.lines[1].get_color() != ax.lines[3].get_color()
     with pytest.raises(MRNetError, match="loss"):
         plots.plot_loss_curves({"run": pd.DataFrame({"step": [0, 1]})})
+    with pytest.raises(MRNetError, match="EMA weight"):
+        plots.plot_loss_curves(logs, smooth=1.0)
+
+
+def test_the_default_ema_follows_a_falling_loss_closely():
+    """Over about a tenth of the logged points: the smoothed loss ends near the logged one, not far above it."""
+    steps = np.arange(0, 240, 10)
+    log = pd.DataFrame({"step": steps, "loss": 0.3 * np.exp(-steps / 60) + 0.02})
+    assert plots.default_smoothing(len(log)) == pytest.approx(1 - 1 / 2.4)
+    assert plots.default_smoothing(8) == 0.0 and plots.default_smoothing(10_000) == pytest.approx(0.999)
+    ema = plots.plot_loss_curves({"run": log}).axes[0].lines[1].get_ydata()
+    assert ema[-1] < 1.2 * log["loss"].iloc[-1]
+    unadjusted = log["loss"].ewm(alpha=0.1, adjust=False).mean().iloc[-1]  # TensorBoard 0.9 without correction
+    assert unadjusted > 1.5 * log["loss"].iloc[-1]
+
+
+def test_loss_panels_one_per_group_with_its_runs():
+    log = pd.DataFrame({"step": [10, 20, 30], "loss": [1.0, 0.5, 0.25]})
+    fig = plots.plot_loss_panels({"base64": {"Swin": log, "no Swin": log}, "sr1": {"Swin": log}}, title="Training loss")
+    base, sr1 = fig.axes
+    assert (base.get_title(), sr1.get_title(), fig.get_suptitle()) == ("base64", "sr1", "Training loss")
+    assert [line.get_label() for line in base.lines[1::2]] == ["Swin", "no Swin"] and len(sr1.lines) == 2
+    assert {line.get_linestyle() for line in base.lines[1::2]} == {"-", "--"}
+    with pytest.raises(MRNetError, match="panels is empty"):
+        plots.plot_loss_panels({})
 
 
 def test_grids_over_training_are_ordered_and_titled_by_step(rng):
@@ -139,29 +170,54 @@ def _texts(ax):
     return [text.get_text() for text in ax.texts]
 
 
-def test_metric_bars_skip_non_numeric_cells():
+def test_metric_intervals_draw_dots_and_intervals_on_axes_that_span_the_values():
     table = pd.DataFrame(
         {
             "PSNR_mean": [27.0, 25.0, "not computed: no samples"],
             "PSNR_ci_low": [26.0, 24.5, np.nan],
             "PSNR_ci_high": [28.0, 25.5, np.nan],
             "FID_mean": ["not computed: offline", "not computed: offline", "not computed: offline"],
+            "ag_mean": [0.030, 0.025, 0.028],
         },
         index=["SR (Swin)", "bicubic", "SR (no Swin)"],
     )
-    fig = plots.plot_metric_bars(table, ["PSNR", "FID"], higher_is_better={"PSNR": True})
-    psnr, fid = fig.axes
-    assert [bar.get_height() for bar in psnr.patches] == [27.0, 25.0]
-    assert _texts(psnr) == ["not computed"]
-    assert psnr.get_title() == "PSNR (higher is better)"
-    assert [label.get_text() for label in psnr.get_xticklabels()] == list(table.index)
-    # The error bars span exactly [ci_low, ci_high].
-    (bars,) = psnr.collections
-    spans = sorted(tuple(segment[:, 1]) for segment in bars.get_segments())
-    assert spans == [(24.5, 25.5), (26.0, 28.0)]
-    assert not fid.patches and _texts(fid) == ["not computed"] and fid.get_title() == "FID"
+    fig = plots.plot_metric_intervals(table, ["PSNR", "FID", "ag"], higher_is_better={"PSNR": True, "FID": False},
+                                      targets={"ag": 0.04})
+    psnr, ag = fig.axes  # FID has no number: no panel
+    assert psnr.get_title() == "PSNR\n(higher is better)"
+    assert ag.get_title() == "ag\n(closer to the dashed line is better)"
+    assert [label.get_text() for label in psnr.get_yticklabels()] == list(table.index)
+    intervals = [line for line in psnr.lines if line.get_marker() in ("None", "", None)]
+    dots = [line for line in psnr.lines if line.get_marker() == "o"]
+    assert sorted(tuple(line.get_xdata()) for line in intervals) == [(24.5, 25.5), (26.0, 28.0)]
+    assert [(line.get_xdata()[0], line.get_ydata()[0]) for line in dots] == [(27.0, 2), (25.0, 1)]  # first row on top
+    assert psnr.get_xlim()[0] > 20  # not from zero: the difference between the methods shows
+    assert dots[0].get_color() != dots[1].get_color()
+    (target,) = [line for line in ag.lines if line.get_linestyle() == "--"]
+    assert list(target.get_xdata()) == [0.04, 0.04]
+    caption = fig.get_supxlabel()
+    assert caption.startswith("not computed: FID (the table says why)") and caption.count("not computed") == 1
+    assert "PSNR: no value for SR (no Swin)" in caption and "dot: mean, line: its 95% interval" in caption
+    assert caption.endswith("dashed line: the real slices' value")
     with pytest.raises(MRNetError, match="SSIM_mean"):
-        plots.plot_metric_bars(table, ["SSIM"])
+        plots.plot_metric_intervals(table, ["SSIM"], {"SSIM": True})
+    with pytest.raises(MRNetError, match="no direction for 'ag'"):
+        plots.plot_metric_intervals(table, ["ag"])
+
+
+def test_generation_metrics_take_the_real_slices_as_the_target_where_there_is_no_better_direction():
+    columns = {column: [1.0, 2.0, 0.5] for column in plots.GENERATION_CHART}
+    table = pd.DataFrame(columns, index=["cascade", "single", "real"])
+    table["fid"] = ["not computed: few", "not computed: few", np.nan]
+    fig = plots.plot_generation_metrics(table, "real")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "FID" not in " ".join(titles) and len(fig.axes) == len(plots.GENERATION_CHART) - 1
+    assert "diversity MS-SSIM\n(closer to the dashed line is better)" in titles
+    assert "histogram W1\n(lower is better)" in titles
+    diversity = fig.axes[titles.index("diversity MS-SSIM\n(closer to the dashed line is better)")]
+    # the real row is not a row of dots but the dashed line
+    assert [label.get_text() for label in fig.axes[0].get_yticklabels()] == ["cascade", "single"]
+    assert any(list(line.get_xdata()) == [0.5, 0.5] for line in diversity.lines)
 
 
 def test_comparison_forest_plot_colours_only_clear_differences():
@@ -171,9 +227,13 @@ def test_comparison_forest_plot_colours_only_clear_differences():
     table = pd.DataFrame(
         {"difference": [2.0, 0.01, 1.5], "ci_low": [1.5, -0.02, np.nan], "ci_high": [2.5, 0.04, np.nan]}, index=index
     )
-    fig = plots.plot_comparisons(table, title="paired")
+    fig = plots.plot_comparisons(table, title="paired", higher_is_better={"psnr": True})
     psnr, ssim = fig.axes
     assert (psnr.get_title(), ssim.get_title()) == ("psnr", "ssim")
+    assert psnr.get_xlabel() == "A - B\n(A better to the right)" and ssim.get_xlabel() == "A - B"
+    (legend,) = fig.legends  # what the colours mean
+    assert [text.get_text() for text in legend.get_texts()] == [
+        "difference, 95% interval excluding 0", "interval including 0 (or none)"]
     assert [label.get_text() for label in psnr.get_yticklabels()] == ["SR1 - lanczos", "SR1 - bicubic"]
     interval, point = psnr.lines[0], psnr.lines[1]
     assert list(point.get_xdata()) == [2.0]
@@ -187,7 +247,9 @@ def test_comparison_forest_plot_colours_only_clear_differences():
     psnr, ssim = plots.plot_comparisons(table).axes
     crosses = [line for line in psnr.lines if line.get_marker() == "x"]
     assert [list(line.get_xdata()) for line in crosses] == [[1.0, 3.0], [2.0, 2.0]]
-    assert ssim.get_legend().get_texts()[0].get_text() == "each training seed"
+    fig = plots.plot_comparisons(table, higher_is_better={"psnr": False})
+    assert fig.axes[0].get_xlabel() == "A - B\n(A better to the left)"
+    assert fig.legends[0].get_texts()[-1].get_text() == "each training seed"
 
 
 def test_label_agreement_draws_each_requests_shares_against_the_scale_and_the_real_share():
@@ -233,11 +295,18 @@ def test_save_figure_writes_a_screen_resolution_png_and_closes(tmp_path):
     ax.plot([0, 1], [1, 0])
     path = plots.save_figure(fig, tmp_path / "new" / "folder" / "line.png")
     assert path == tmp_path / "new" / "folder" / "line.png"
-    assert path.stat().st_size > 0
+    assert plots.saved_path(fig) == path.resolve()  # what a page links instead of embedding the figure again
+    assert plots.saved_path(Figure()) is None
     with Image.open(path) as image:
-        assert image.format == "PNG" and image.mode == "RGB"  # a blue line: colour, opaque
+        # a chart: its colours in a palette (a blue line, black text, their anti-aliased edges)
+        assert image.format == "PNG" and image.mode == "P"
         assert image.info["dpi"] == pytest.approx((100, 100), abs=0.1)
         assert image.size == (640, 480)  # matplotlib's default 6.4 x 4.8 inches
+        rendered = io.BytesIO()
+        fig.savefig(rendered, dpi=100, format="png")
+        exact = np.asarray(Image.open(rendered).convert("RGB"), dtype=float)
+        # the palette keeps the pixels within 2 levels of the drawn ones, on average
+        assert np.abs(np.asarray(image.convert("RGB"), dtype=float) - exact).mean() < 2
     assert fig.number not in plt.get_fignums()
     with pytest.raises(MRNetError, match="png"):
         plots.save_figure(plots.plot_image_grid(np.zeros((4, 4))), tmp_path / "grid.pdf")
@@ -246,17 +315,35 @@ def test_save_figure_writes_a_screen_resolution_png_and_closes(tmp_path):
 def test_a_figure_without_colour_is_saved_as_the_same_pixels_in_grey(tmp_path):
     images = np.random.default_rng(0).uniform(-1, 1, (3, 1, 32, 32))
     fig = plots.plot_image_grid(images, labels=["a", "b", "c"])
+    assert plots.save_dpi(fig) == plots.SLICES_DPI  # slices: about their own size on a page
     rendered = io.BytesIO()
-    fig.savefig(rendered, dpi=100, format="png")
+    fig.savefig(rendered, dpi=plots.SLICES_DPI, format="png")
     with Image.open(rendered) as image:
         expected = np.asarray(image.convert("RGBA"))
     with Image.open(plots.save_figure(fig, tmp_path / "grid.png")) as saved:
         assert saved.mode == "L"
         assert np.array_equal(np.asarray(saved), expected[..., 0]) and (expected[..., 3] == 255).all()
         assert (expected[..., 0] == expected[..., 2]).all()
+
+
+def test_slices_with_colour_keep_every_pixel_and_large_figures_are_drawn_at_screen_size(tmp_path):
+    truth = np.random.default_rng(0).uniform(-1, 1, (1, 32, 32))
+    fig = plots.plot_sr_comparison(truth[:, ::2, ::2], {"bicubic": truth}, truth, zoom=(8, 8, 8))
+    with Image.open(plots.save_figure(fig, tmp_path / "sr.png")) as saved:
+        assert saved.mode == "L"  # its zoom boxes are white edged in black: no colour
+    fig = plots.plot_image_grid(truth, title="in red")
+    fig.suptitle("in red", color="red")
+    rendered = io.BytesIO()
+    fig.savefig(rendered, dpi=plots.save_dpi(fig), format="png")
+    with Image.open(rendered) as image, Image.open(plots.save_figure(fig, tmp_path / "red.png")) as saved:
+        assert saved.mode == "RGB" and np.array_equal(np.asarray(saved), np.asarray(image.convert("RGB")))
     wide = plt.figure(figsize=(25, 4))
     with Image.open(plots.save_figure(wide, tmp_path / "wide.png")) as saved:
-        assert saved.size[0] == 2000  # at most SAVE_WIDTH pixels wide
+        assert saved.size == (plots.SAVE_WIDTH, 224)  # at most SAVE_WIDTH pixels wide
+    tall = plots.plot_image_grid(np.zeros((36, 8, 8)), nrow=3)
+    tall.set_size_inches(12, 30)  # 960 x 2400 pixels at SLICES_DPI: more than SAVE_PIXELS
+    with Image.open(plots.save_figure(tall, tmp_path / "tall.png")) as saved:
+        assert 0.95 * plots.SAVE_PIXELS < saved.size[0] * saved.size[1] <= plots.SAVE_PIXELS
 
 
 def test_disk_full_while_saving_a_figure_is_one_line_and_keeps_the_previous_file(tmp_path, monkeypatch):

@@ -168,7 +168,8 @@ def test_figures_and_samples_are_written(smoke_study):
         *(f"memorisation_{generator.folder}" for generator in layout.GENERATORS),
         *(f"{name}_{kind}" for name in SR_ROWS for kind in ("comparison", "metrics", "differences")),
         "generation_differences",
-        *(f"training/{name}_{kind}" for name in TRAINED for kind in ("data", "loss", "grids")),
+        *(f"training/{name}_{kind}" for name in TRAINED for kind in ("loss", "grids")),
+        *(f"training/{stage}_data" for stage in ("base64", "sr1", "sr2", "single256")),  # one per stage
     ]
     for figure in figures:
         with Image.open(results / f"{figure}.png") as image:

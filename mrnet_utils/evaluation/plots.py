@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import math
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,9 +24,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib import patheffects
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.transforms import blended_transform_factory
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from mrnet_utils.errors import MRNetError
@@ -33,6 +36,9 @@ from mrnet_utils.files import write_atomically
 
 MODEL_RANGE = (-1.0, 1.0)
 UINT8_RANGE = (0.0, 255.0)
+# Forest plots: a difference whose interval excludes zero, and one whose interval includes it (or has none).
+CLEAR = "C3"
+UNCLEAR = "0.55"
 
 
 def _to_numpy(values, name: str) -> np.ndarray:
@@ -119,32 +125,76 @@ def plot_planes(
     return fig
 
 
-def plot_loss_curves(logs: Mapping[str, pd.DataFrame], smooth: float = 0.9, title: str | None = "Training loss") -> Figure:
-    """Training loss of several runs: the logged values faint, their exponential moving average bold, log y.
+# Line styles cycled with the colours, so that runs whose curves coincide (Swin and no Swin early in
+# training) stay distinguishable: a dashed line over a solid one shows both.
+LINE_STYLES = ("-", "--", ":", "-.")
 
-    `smooth` is the EMA weight of the past (TensorBoard's smoothing slider): 0 leaves the curve as logged.
+
+def ema(values: pd.Series, smooth: float) -> pd.Series:
+    """The bias-corrected exponential moving average of `values`, with weight `smooth` on the past.
+
+    m_t = smooth * m_{t-1} + (1 - smooth) * x_t from m_{-1} = 0, divided by 1 - smooth**(t + 1): the
+    bias correction of Adam (Kingma & Ba 2015, sec. 3), which TensorBoard's smoothing also applies.
+    Without it, the average starts at the first logged value and lags behind the logged loss for
+    about 1 / (1 - smooth) points. pandas' `adjust=True` average is exactly this quotient.
     """
     if not 0.0 <= smooth < 1.0:
         raise MRNetError(f"smooth={smooth}: the EMA weight must be in [0, 1)")
-    fig = Figure(figsize=(7.0, 4.5), layout="constrained")
-    ax = fig.subplots()
+    return values.ewm(alpha=1.0 - smooth, adjust=True).mean()
+
+
+def default_smoothing(points: int) -> float:
+    """The EMA weight that averages over about a tenth of a run's logged points (none below 20 points)."""
+    return 1.0 - 1.0 / max(1.0, points / 10)
+
+
+def _draw_losses(ax: Axes, logs: Mapping[str, pd.DataFrame], smooth: float | None) -> None:
     for index, (name, log) in enumerate(logs.items()):
         missing = {"step", "loss"} - set(log.columns)
         if missing:
             raise MRNetError(f"the log of run {name!r} lacks the column(s) {sorted(missing)}; pass the training log CSV")
-        colour = f"C{index}"
-        ax.plot(log["step"], log["loss"], color=colour, alpha=0.25, linewidth=0.8)
-        # adjust=False is the plain recursion s_t = smooth * s_{t-1} + (1 - smooth) * x_t, started at x_0.
-        ema = log["loss"].ewm(alpha=1.0 - smooth, adjust=False).mean()
-        ax.plot(log["step"], ema, color=colour, linewidth=2.0, label=name)
+        style = {"color": f"C{index % 10}", "linestyle": LINE_STYLES[index % len(LINE_STYLES)]}
+        ax.plot(log["step"], log["loss"], alpha=0.3, linewidth=0.8, **style)
+        weight = default_smoothing(len(log)) if smooth is None else smooth
+        ax.plot(log["step"], ema(log["loss"], weight), linewidth=2.0, label=name, **style)
     ax.set_yscale("log")
     ax.set_xlabel("training step")
-    ax.set_ylabel("loss")
+    ax.set_ylabel("loss (lower is better)")
     ax.grid(True, which="both", alpha=0.3)
     if logs:
-        ax.legend(title=f"faint: logged, bold: EMA ({smooth})", fontsize=9, title_fontsize=9)
+        ax.legend(title="faint: logged, bold: EMA", fontsize=8, title_fontsize=8)
+
+
+def plot_loss_curves(
+    logs: Mapping[str, pd.DataFrame], smooth: float | None = None, title: str | None = "Training loss"
+) -> Figure:
+    """Training loss of several runs in one panel: the logged values faint, their bias-corrected EMA bold, log y.
+
+    `smooth` is the EMA weight of the past (TensorBoard's smoothing slider; 0 leaves the curve as
+    logged); None averages over about a tenth of each run's logged points (`default_smoothing`).
+    Each run has its own colour and line style.
+    """
+    return plot_loss_panels({title or "": logs}, smooth, title=None)
+
+
+def plot_loss_panels(
+    panels: Mapping[str, Mapping[str, pd.DataFrame]], smooth: float | None = None, title: str | None = None
+) -> Figure:
+    """`plot_loss_curves` in one panel per group of runs (e.g. one per stage, its variants as lines), side by side."""
+    if not panels:
+        raise MRNetError("panels is empty; pass {panel title: {run name: training log}} with at least one panel")
+    columns = min(len(panels), 4)
+    rows = math.ceil(len(panels) / columns)
+    fig = Figure(figsize=(max(7.0, 3.6 * columns), 3.2 * rows + 0.8 * (rows == 1) + 0.3 * bool(title)),
+                 layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax, (name, logs) in zip(axes, panels.items()):
+        _draw_losses(ax, logs, smooth)
+        ax.set_title(name)
+    for ax in axes[len(panels):]:
+        fig.delaxes(ax)
     if title:
-        ax.set_title(title)
+        fig.suptitle(title)
     return fig
 
 
@@ -193,9 +243,14 @@ def _add_zoom_inset(
     # Pixel centres sit on integers, so pixel i spans [i - 0.5, i + 0.5].
     inset.set_xlim(x0 - 0.5, x0 + width - 0.5)
     inset.set_ylim(y0 + height - 0.5, y0 - 0.5)
+    # White lines edged in black: visible on dark and bright tissue alike, and the figure stays grey
+    # (saved as 8-bit grey, save_figure).
+    outline = [patheffects.withStroke(linewidth=2.5, foreground="black")]
     for spine in inset.spines.values():
-        spine.set_edgecolor("yellow")
-    ax.indicate_inset_zoom(inset, edgecolor="yellow", alpha=0.9)
+        spine.set(edgecolor="white", path_effects=outline)
+    zoom = ax.indicate_inset_zoom(inset, edgecolor="white", alpha=1.0)
+    for artist in [zoom.rectangle, *zoom.connectors]:
+        artist.set_path_effects(outline)
 
 
 def centre_zoom(side: int, fraction: float = 0.25) -> tuple[int, int, int]:
@@ -268,17 +323,37 @@ def _numeric(table: pd.DataFrame, column: str) -> pd.Series:
     return pd.to_numeric(table[column], errors="coerce")
 
 
-def plot_metric_bars(
+def direction(metric: str, higher_is_better: Mapping[str, bool | None] | None, target: float | None = None) -> str:
+    """Which way is better for `metric`, as a panel says it: higher, lower, or closer to a target value."""
+    if target is not None:
+        return "closer to the dashed line is better"
+    better = (higher_is_better or {}).get(metric)
+    if better is None:
+        raise MRNetError(f"no direction for {metric!r}: say in higher_is_better whether higher is better, "
+                         "or give the value it should approach in targets")
+    return "higher is better" if better else "lower is better"
+
+
+def plot_metric_intervals(
     table: pd.DataFrame,
     metrics: Sequence[str],
-    higher_is_better: Mapping[str, bool] | None = None,
+    higher_is_better: Mapping[str, bool | None] | None = None,
+    targets: Mapping[str, float] | None = None,
+    target_label: str = "the real slices' value",
     title: str | None = None,
+    per_row: int = 4,
 ) -> Figure:
-    """One panel per metric, one bar per method (the table's index), with confidence intervals.
+    """Dot-and-interval chart: one panel per metric, one row per method (the table's index).
 
-    Reads the evaluation table's columns '<metric>_mean', '<metric>_ci_low', '<metric>_ci_high'.
-    A non-numeric mean (e.g. 'not computed: ...') gets no bar but the words 'not computed' in its
-    place. `higher_is_better` maps a metric to True/False to print its direction in the panel title.
+    Reads the evaluation table's '<metric>_mean' and, where present, '<metric>_ci_low' and
+    '<metric>_ci_high': the dot is the mean, the line its 95% interval, drawn from low to high (a
+    bootstrap interval of a biased statistic, such as FID, need not contain the full-sample value).
+    Each axis spans the values, not zero, so that differences between methods show. Each panel says
+    which way is better: from `higher_is_better`, or "closer to the dashed line" for a metric in
+    `targets`, whose value is drawn as that line (`target_label` in the caption: e.g. the real
+    slices' sharpness). A metric
+    without a number for any method (e.g. 'not computed: ...' cells) gets no panel: the caption under
+    the figure names it once, as it names a method without a number in a panel.
     """
     if not metrics:
         raise MRNetError("metrics is empty; name at least one metric of the table")
@@ -286,61 +361,76 @@ def plot_metric_bars(
     for metric in metrics:
         if f"{metric}_mean" not in table.columns:
             raise MRNetError(f"the table has no column '{metric}_mean'; the metrics it holds are {available}")
+    targets = dict(targets or {})
+    titles = {metric: direction(metric, higher_is_better, targets.get(metric)) for metric in metrics}
+    means = {metric: _numeric(table, f"{metric}_mean").to_numpy() for metric in metrics}
+    drawn = [metric for metric in metrics if np.isfinite(means[metric]).any()]
     methods = [str(method) for method in table.index]
-    positions = np.arange(len(methods))
-    colours = [f"C{index % 10}" for index in range(len(methods))]
-    fig = Figure(figsize=(max(3.0 * len(metrics), 4.0), 4.2 + 0.4 * (title is not None)), layout="constrained")
-    for ax, metric in zip(fig.subplots(1, len(metrics), squeeze=False)[0], metrics):
-        mean = _numeric(table, f"{metric}_mean").to_numpy()
-        low = _numeric(table, f"{metric}_ci_low").to_numpy()
-        high = _numeric(table, f"{metric}_ci_high").to_numpy()
-        computed = np.isfinite(mean)
-        ax.bar(positions[computed], mean[computed], color=[c for c, ok in zip(colours, computed) if ok])
-        # Drawn from low to high rather than around the mean: a bootstrap interval of a biased
-        # statistic (FID) need not contain the full-sample value.
-        with_ci = computed & np.isfinite(low) & np.isfinite(high)
-        ax.errorbar(
-            positions[with_ci],
-            (low[with_ci] + high[with_ci]) / 2,
-            yerr=(high[with_ci] - low[with_ci]) / 2,
-            fmt="none",
-            ecolor="black",
-            capsize=4,
-        )
-        if computed.any():
-            at_base = blended_transform_factory(ax.transData, ax.transAxes)
-            for position in positions[~computed]:
-                ax.text(position, 0.03, "not computed", transform=at_base, rotation=90, ha="center", va="bottom",
-                        color="0.4", fontsize=9)
-        else:
-            ax.text(0.5, 0.5, "not computed", transform=ax.transAxes, ha="center", va="center", color="0.4",
-                    fontsize=11)
-            ax.set_yticks([])
-        ax.set_xticks(positions, methods, rotation=30, ha="right")
-        ax.set_xlim(-0.6, len(methods) - 0.4)
-        ax.grid(True, axis="y", alpha=0.3)
-        ax.set_axisbelow(True)
-        direction = (higher_is_better or {}).get(metric)
-        ax.set_title(metric if direction is None else f"{metric} ({'higher' if direction else 'lower'} is better)")
+    rows = np.arange(len(methods))[::-1]
+    columns = max(1, min(per_row, len(drawn)))
+    grid = max(1, math.ceil(len(drawn) / columns))
+    label_width = 0.075 * max(len(method) for method in methods) + 0.3
+    fig = Figure(figsize=(2.7 * columns + label_width, grid * (0.27 * len(methods) + 1.1) + 0.4 * bool(title) + 0.3),
+                 layout="constrained")
+    axes = fig.subplots(grid, columns, squeeze=False, sharey=True).ravel()
+    caption, intervals = [], False
+    for ax, metric in zip(axes, drawn):
+        mean = means[metric]
+        low, high = (_numeric(table, f"{metric}_ci_{end}").to_numpy() for end in ("low", "high"))
+        for index, row in enumerate(rows):
+            if not np.isfinite(mean[index]):
+                continue
+            colour = f"C{index % 10}"
+            if np.isfinite(low[index]) and np.isfinite(high[index]):
+                ax.plot([low[index], high[index]], [row, row], color=colour, linewidth=2.2, solid_capstyle="butt")
+                intervals = True
+            ax.plot([mean[index]], [row], "o", color=colour, markersize=5)
+        if metric in targets:
+            ax.axvline(targets[metric], color="0.3", linestyle="--", linewidth=1)
+        missing = [method for method, value in zip(methods, mean) if not np.isfinite(value)]
+        if missing:
+            caption.append(f"{metric}: no value for {', '.join(missing)}")
+        ax.set_title(f"{metric}\n({titles[metric]})", fontsize=10)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
+        ax.grid(True, axis="x", alpha=0.3)
+        ax.margins(x=0.08, y=0.04)
+    for ax in axes[len(drawn):]:
+        fig.delaxes(ax)
+    if drawn:
+        axes[0].set_yticks(rows, methods)
+    not_computed = [metric for metric in metrics if metric not in drawn]
+    if not_computed:
+        caption.insert(0, f"not computed: {', '.join(not_computed)} (the table says why)")
+    if intervals:
+        caption.append("dot: mean, line: its 95% interval")
+    if set(targets) & set(drawn):
+        caption.append(f"dashed line: {target_label}")
+    if caption:
+        fig.supxlabel("; ".join(caption), fontsize=9, color="0.3")
     if title:
         fig.suptitle(title)
     return fig
 
 
-def plot_comparisons(table: pd.DataFrame, title: str | None = None) -> Figure:
+def plot_comparisons(
+    table: pd.DataFrame, title: str | None = None, higher_is_better: Mapping[str, bool] | None = None
+) -> Figure:
     """A forest plot: one panel per metric, one row per pair "A - B", the difference and its interval.
 
     Reads a comparison table (tables.comparison_table: index (a, b, metric), columns
     `difference`, `ci_low`, `ci_high`). The dashed line is no difference; a row whose
-    interval misses it is drawn in colour, one that straddles it in grey. A table with a
-    `per_seed` column (the Swin question: each training seed's difference, "d1, d2, ...") also
-    shows each seed's difference as a cross, so that the seed spread stands beside the interval.
+    interval misses it is drawn in colour, one that straddles it in grey; the legend says so.
+    `higher_is_better` maps a metric to its direction, which the panel's axis label turns into
+    the side on which A is better. A table with a `per_seed` column (the Swin question: each
+    training seed's difference, "d1, d2, ...") also shows each seed's difference as a cross, so
+    that the seed spread stands beside the interval.
     """
     if table.empty:
         raise MRNetError("the comparison table is empty; there is nothing to plot")
     metrics = list(dict.fromkeys(table.index.get_level_values("metric")))
     pairs = list(dict.fromkeys(zip(table.index.get_level_values("a"), table.index.get_level_values("b"))))
-    fig = Figure(figsize=(3.2 * len(metrics) + 2.5, 0.4 * len(pairs) + 1.6 + 0.3 * (title is not None)),
+    label_width = 0.07 * max(len(f"{a} - {b}") for a, b in pairs) + 0.3
+    fig = Figure(figsize=(2.8 * len(metrics) + label_width, 0.3 * len(pairs) + 1.9 + 0.3 * (title is not None)),
                  layout="constrained")
     axes = fig.subplots(1, len(metrics), squeeze=False, sharey=True)[0]
     rows = np.arange(len(pairs))[::-1]
@@ -351,33 +441,43 @@ def plot_comparisons(table: pd.DataFrame, title: str | None = None) -> Figure:
             entry = table.loc[(a, b, metric)]
             low, high, difference = entry["ci_low"], entry["ci_high"], entry["difference"]
             clear = np.isfinite(low) and (low > 0 or high < 0)
-            colour = "C3" if clear else "0.55"
+            colour = CLEAR if clear else UNCLEAR
             if np.isfinite(low):
                 ax.plot([low, high], [row, row], color=colour, linewidth=2)
             ax.plot([difference], [row], "o", color=colour)
             if "per_seed" in table.columns:
                 seeds = [float(value) for value in str(entry["per_seed"]).split(",")]
-                ax.plot(seeds, [row] * len(seeds), "x", color="black", markersize=6,
-                        label="each training seed" if row == rows[0] else None)
+                ax.plot(seeds, [row] * len(seeds), "x", color="black", markersize=6)
         ax.axvline(0, color="black", linestyle="--", linewidth=1)
+        better = (higher_is_better or {}).get(metric)
+        side = "" if better is None else "\n(A better to the right)" if better else "\n(A better to the left)"
         ax.set_title(metric)
+        ax.set_xlabel(f"A - B{side}", fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
         ax.grid(True, axis="x", alpha=0.3)
     axes[0].set_yticks(rows, [f"{a} - {b}" for a, b in pairs])
+    legend = [
+        Line2D([], [], color=CLEAR, marker="o", linewidth=2, label="difference, 95% interval excluding 0"),
+        Line2D([], [], color=UNCLEAR, marker="o", linewidth=2, label="interval including 0 (or none)"),
+    ]
     if "per_seed" in table.columns:
-        axes[-1].legend(loc="best", fontsize="small")
+        legend.append(Line2D([], [], color="black", marker="x", linestyle="none", label="each training seed"))
+    fig.legend(handles=legend, loc="outside lower center", ncols=len(legend), fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
     return fig
 
 
+# The generation table's charted columns: panel name, and True/False for higher/lower is better or
+# None where the real slices' value (the table's real row) is the one to approach.
 GENERATION_CHART = {
-    "fid": "FID",
-    "kid_mean": "KID",
-    "is_mean": "IS",
-    "diversity_ms_ssim": "diversity MS-SSIM",
-    "histogram_w1": "histogram W1",
-    "spectrum_distance": "spectrum distance",
-    "nearest_train_correlation": "nearest-train correlation",
+    "fid": ("FID", False),
+    "kid_mean": ("KID", False),
+    "is_mean": ("IS", True),
+    "diversity_ms_ssim": ("diversity MS-SSIM", None),
+    "histogram_w1": ("histogram W1", False),
+    "spectrum_distance": ("spectrum distance", False),
+    "nearest_train_correlation": ("nearest-train correlation", None),
 }
 
 
@@ -419,18 +519,23 @@ def plot_auc(table: pd.DataFrame) -> Figure:
                 ax.plot([entry["ci_low"], entry["ci_high"]], [row, row], color="C0", linewidth=2)
             ax.plot([entry["auc"]], [row], "o", color="C0")
         ax.axvline(0.5, color="0.5", linestyle="--", linewidth=1)
-        ax.set(title=task, xlabel="AUC on real exams", xlim=(0, 1))
+        ax.set(title=task, xlabel="AUC on real exams\n(higher is better)", xlim=(0, 1))
     axes[0].set_yticks(rows, sets)
+    fig.supxlabel("dot: AUC, line: its 95% interval (none: too few exams); dashed line: chance", fontsize=9, color="0.3")
     return fig
 
 
 def plot_generation_metrics(table: pd.DataFrame, real_row: str) -> Figure:
-    """Bars of the generation table's metrics for each model ("not computed" where weights were missing)."""
-    models = table.drop(index=real_row, errors="ignore")
-    values = models[list(GENERATION_CHART)].rename(columns=lambda column: f"{GENERATION_CHART[column]}_mean")
-    directions = {"FID": False, "KID": False, "IS": True, "histogram W1": False, "spectrum distance": False}
-    title = "Generation (models only; the table holds the real slices' values)"
-    return plot_metric_bars(values, list(GENERATION_CHART.values()), directions, title=title)
+    """Dots of the generation table's metrics for each model; the real slices' value as the target where it has one."""
+    names = {column: name for column, (name, _) in GENERATION_CHART.items()}
+    real = {column: float(_numeric(table, column).get(real_row, np.nan)) for column in GENERATION_CHART}
+    targets = {names[column]: real[column] for column, (_, better) in GENERATION_CHART.items()
+               if better is None and np.isfinite(real[column])}
+    values = table.drop(index=real_row, errors="ignore")[list(GENERATION_CHART)]
+    values = values.rename(columns=lambda column: f"{names[column]}_mean")
+    directions = {name: better for name, better in GENERATION_CHART.values()}
+    title = "Generation: each model's samples against the real held-out slices"
+    return plot_metric_intervals(values, list(names.values()), directions, targets, "the real slices' value", title=title)
 
 
 def plot_histograms(
@@ -460,7 +565,8 @@ def plot_histograms(
         if index == 0:
             ax.stairs(density, edges, fill=True, color="0.7", label=label)
         else:
-            ax.stairs(density, edges, color=f"C{(index - 1) % 10}", linewidth=1.6, label=label)
+            ax.stairs(density, edges, color=f"C{(index - 1) % 10}", linewidth=1.6, label=label,
+                      linestyle=LINE_STYLES[(index - 1) % len(LINE_STYLES)])
     if log_density:
         ax.set_yscale("log")
     ax.set_xlim(*value_range)
@@ -472,27 +578,54 @@ def plot_histograms(
     return fig
 
 
-# Saved figures are for reading on a screen: SAVE_DPI, and at most SAVE_WIDTH pixels wide (the SR
-# comparison panels are 25 inches wide, drawn at 80 dpi).
+# Saved figures are for reading on a screen: charts at SAVE_DPI, figures of slices at SLICES_DPI (a 2.2-inch
+# panel is 176 pixels, about a 256-pixel slice as a page shows it), and at most SAVE_WIDTH pixels wide and
+# SAVE_PIXELS in all (the SR comparison panels are 25 inches wide; a grid of 6 x 6 slices 13 inches square).
 SAVE_DPI = 100
-SAVE_WIDTH = 2000
+SLICES_DPI = 80
+SAVE_WIDTH = 1400
+SAVE_PIXELS = 2_000_000
+# Where each figure was last saved (save_figure), so that a page can link the file instead of embedding it again.
+_SAVED: weakref.WeakKeyDictionary[Figure, Path] = weakref.WeakKeyDictionary()
+
+
+def shows_slices(fig: Figure) -> bool:
+    """Whether a figure holds images (slices), rather than only a chart."""
+    return any(ax.images for ax in fig.axes)
+
+
+def save_dpi(fig: Figure) -> float:
+    """SAVE_DPI for a chart, SLICES_DPI for slices, or less for a figure that would be wider than SAVE_WIDTH
+    or larger than SAVE_PIXELS pixels."""
+    width, height = fig.get_size_inches()
+    dpi = SLICES_DPI if shows_slices(fig) else SAVE_DPI
+    return min(dpi, SAVE_WIDTH / width, math.sqrt(SAVE_PIXELS / (width * height)))
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
     """Write `fig` as a PNG at screen resolution (creating the folder), atomically, close it, and return the path.
 
-    Figures without colour (slices, grey panels and black text) are stored as 8-bit grey, opaque
-    ones without their alpha channel: the same pixels in a third or three quarters of the bytes.
+    Figures without colour (slices, grey panels and black text) are stored as 8-bit grey, other
+    opaque ones with slices without their alpha channel: the same pixels in a third or three
+    quarters of the bytes. Charts (no slices) are stored with a palette of 256 colours: their few
+    colours exactly, their anti-aliased edges to the nearest of them; a third of the bytes.
+    `saved_path(fig)` then returns the path.
     """
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise MRNetError(f"{path}: figures are saved as PNG; give the file a .png suffix")
     path.parent.mkdir(parents=True, exist_ok=True)
-    dpi = min(SAVE_DPI, SAVE_WIDTH / fig.get_figwidth())
+    dpi = save_dpi(fig)
     write_atomically(path, lambda handle: _write_png(fig, handle, dpi), "figure")
+    _SAVED[fig] = path.resolve()
     # Only matters for figures made with pyplot (ours are not registered with it): frees them in long runs.
     plt.close(fig)
     return path
+
+
+def saved_path(fig: Figure) -> Path | None:
+    """The file `fig` was last saved to by save_figure (absolute), or None."""
+    return _SAVED.get(fig)
 
 
 def _write_png(fig: Figure, handle, dpi: float) -> None:
@@ -502,5 +635,7 @@ def _write_png(fig: Figure, handle, dpi: float) -> None:
         pixels = np.asarray(image.convert("RGBA"))
     opaque = bool((pixels[..., 3] == 255).all())
     grey = opaque and bool((pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all())
-    kept = pixels[..., 0] if grey else pixels[..., :3] if opaque else pixels
-    Image.fromarray(np.ascontiguousarray(kept)).save(handle, format="PNG", optimize=True, dpi=(dpi, dpi))
+    kept = Image.fromarray(np.ascontiguousarray(pixels[..., 0] if grey else pixels[..., :3] if opaque else pixels))
+    if opaque and not grey and not shows_slices(fig):
+        kept = kept.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    kept.save(handle, format="PNG", optimize=True, dpi=(dpi, dpi))

@@ -60,9 +60,20 @@ def _sr_tasks() -> dict[str, SRTask]:
 
 
 SR_TASKS = _sr_tasks()  # sr1_64_to_128, sr2_128_to_256, cascade_64_to_256
-SR_CHART_METRICS = ("psnr", "ssim", "ms_ssim", "fsim", "lpips", "ag", "vif")
-# Average gradient has no better direction: a faithful image has the ground truth's (the table's reference row).
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ms_ssim": True, "fsim": True, "lpips": False, "vif": True}
+# The SR chart: fidelity, then closeness to the real slice's spectrum, then sharpness (average gradient),
+# which has no better direction: a faithful image has the ground truth's (the table's reference row).
+SR_CHART_METRICS = ("psnr", "ssim", "ms_ssim", "fsim", "vif", "lpips", "spectrum_error", "ag")
+
+
+def metric_figure(scores: tables.SRScores, task: str) -> Figure:
+    """The SR chart of one task: each method's mean and 95% interval per metric, sharpness against the real slices'."""
+    table = scores.table
+    return plots.plot_metric_intervals(
+        table.drop(index=tables.REFERENCE_ROW), SR_CHART_METRICS, tables.SR_HIGHER_IS_BETTER,
+        targets={"ag": float(table.loc[tables.REFERENCE_ROW, "ag_mean"])}, target_label="the real slices' value",
+        title=SR_TASKS[task].title,
+    )
+
 
 
 # The two outputs of a diffusion SR stage: one draw, and the mean of `draws` draws (an estimate of

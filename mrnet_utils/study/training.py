@@ -17,7 +17,7 @@ from mrnet_utils.presets import stage_config
 from mrnet_utils.data.slices import load_cache
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.networks import build_network
-from mrnet_utils.study.layout import StudyPaths
+from mrnet_utils.study.layout import StudyPaths, study_runs
 from mrnet_utils.training import checkpoint
 from mrnet_utils.training.checkpoint import FINAL_CHECKPOINT
 from mrnet_utils.training.log import read_train_log
@@ -118,6 +118,18 @@ def trained_runs(paths: StudyPaths) -> dict[str, Path]:
     """{run name: folder} of every run of the preset with a final checkpoint, e.g. 'sr1_swin'."""
     found = sorted(paths.savepoints.glob(f"*/{FINAL_CHECKPOINT}"))
     return {path.parent.name: path.parent for path in found}
+
+
+def loss_logs(paths: StudyPaths) -> dict[str, dict[str, pd.DataFrame]]:
+    """{stage: {variant: training log}} of the study's trained runs (layout.study_runs), for a loss figure with
+    one panel per stage and its variants (Swin, no Swin, a baseline process) as lines."""
+    panels: dict[str, dict[str, pd.DataFrame]] = {}
+    for stage, use_swin, process in study_runs():
+        run_dir = paths.run(stage, use_swin, process)
+        if (run_dir / FINAL_CHECKPOINT).is_file():
+            variant = ("Swin" if use_swin else "no Swin") + (f", {process}" if process else "")
+            panels.setdefault(stage, {})[variant] = read_train_log(run_dir)
+    return panels
 
 
 def training_table(paths: StudyPaths) -> pd.DataFrame:
