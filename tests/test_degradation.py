@@ -1,0 +1,102 @@
+"""The degradations that make a slice's lower resolutions: k-space truncation keeps a band-limited image
+exactly and removes all it discards, adds noise at the stated SNR, the same for a slice in any batch; the
+reference's one-step PIL resize and the project's halving chain are what they say."""
+
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mrnet_utils.data.degradation import Degradation, kspace_truncate
+from mrnet_utils.data.slices import degrade
+from mrnet_utils.errors import MRNetError
+
+SIDE = 256
+
+
+def band_limited(positions: np.ndarray) -> np.ndarray:
+    """A smooth intensity pattern in (0, 1) with no frequency above 5 cycles per slice, at continuous positions."""
+    u, v = np.meshgrid(positions, positions, indexing="ij")
+    return (0.5 + 0.2 * np.cos(2 * np.pi * 3 * u / SIDE + 0.4) + 0.1 * np.sin(2 * np.pi * 5 * v / SIDE)
+            + 0.05 * np.cos(2 * np.pi * (2 * u + 4 * v) / SIDE))
+
+
+def to_model(intensity: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(intensity * 2 - 1)[None, None]
+
+
+@pytest.mark.parametrize("size", [128, 64])
+def test_a_band_limited_slice_survives_kspace_truncation_exactly_on_the_centred_low_res_grid(size):
+    """Its low-res image is the pattern itself at the centres of the size x size blocks: (m + 0.5) S / size - 0.5."""
+    slice_ = to_model(band_limited(np.arange(SIDE, dtype=np.float64)))
+    got = kspace_truncate(slice_, size)
+    centres = (np.arange(size) + 0.5) * SIDE / size - 0.5
+    torch.testing.assert_close(got, to_model(band_limited(centres)), rtol=0, atol=1e-9)
+
+
+def test_the_energy_of_the_discarded_frequencies_is_gone():
+    """A pattern at frequencies outside the kept block leaves only the slice's mean; halving in the image domain
+    keeps some of it (aliased), which is the difference between the two."""
+    u, v = np.meshgrid(np.arange(SIDE), np.arange(SIDE), indexing="ij")
+    high = 0.5 + 0.3 * np.cos(2 * np.pi * 34 * u / SIDE) * np.cos(2 * np.pi * 36 * v / SIDE)  # just past 64's 32
+    got = kspace_truncate(to_model(high), 64)
+    torch.testing.assert_close(got, torch.full_like(got, 0.0), rtol=0, atol=1e-9)  # intensity 0.5 is 0 in [-1, 1]
+    assert float(degrade(to_model(high).float(), 64).std()) > 0.01
+
+
+def test_truncation_rings_at_an_edge_and_the_hann_window_damps_it():
+    """Gibbs: a sharp truncation overshoots a step by about 9% of its height; a Hann window (Tukey alpha 1) far less."""
+    step = np.where(np.arange(SIDE) < SIDE // 2 + 7, 0.2, 0.8)[:, None].repeat(SIDE, 1)
+    ringing = {alpha: float(kspace_truncate(to_model(step), 64, window=alpha).max()) for alpha in (0.0, 1.0)}
+    top = 0.8 * 2 - 1
+    assert 0.04 < (ringing[0.0] - top) / 1.2 < 0.12  # of the step's height in [-1, 1]
+    assert ringing[1.0] - top < 0.1 * (ringing[0.0] - top)
+
+
+def test_noise_comes_at_the_stated_snr_and_a_slice_gets_the_same_noise_in_any_batch():
+    """On a flat slice of intensity 0.6 at SNR 20 the magnitude's spread is sigma = 0.6 / 20 (Rician, nearly Gaussian
+    at this SNR), in [-1, 1] units twice that; its mean stays 0.6 to within sigma^2 / (2 * 0.6)."""
+    flat = torch.full((6, 1, SIDE, SIDE), 0.6 * 2 - 1, dtype=torch.float64)
+    flat[1:] += torch.arange(1, 6, dtype=torch.float64).view(5, 1, 1, 1) * 1e-6  # distinct slices, distinct noise
+    noisy = Degradation("kspace", kspace_snr=20.0).apply(flat, 64)
+    intensity = (noisy + 1) / 2
+    sigma = 0.6 / 20
+    assert abs(float(intensity.std()) / sigma - 1) < 0.03
+    assert abs(float(intensity.mean()) - 0.6) < sigma**2
+    assert not torch.equal(noisy[0], noisy[1])
+    alone = Degradation("kspace", kspace_snr=20.0).apply(flat[3:4], 64)
+    assert torch.equal(alone[0], noisy[3])
+    other_seed = Degradation("kspace", kspace_snr=20.0, noise_seed=1).apply(flat[3:4], 64)
+    assert not torch.equal(other_seed[0], noisy[3])
+
+
+def test_pil_is_one_8_bit_bilinear_resize_and_image_is_the_halving_chain():
+    slices = torch.rand(2, 1, SIDE, SIDE, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    pil = Degradation("pil").apply(slices, 64)
+    pixels = np.round((slices[1, 0].numpy() + 1) / 2 * 255).astype(np.uint8)
+    by_hand = np.asarray(Image.fromarray(pixels).resize((64, 64), Image.Resampling.BILINEAR), dtype=np.float32)
+    torch.testing.assert_close(pil[1, 0], torch.from_numpy(by_hand / 255 * 2 - 1), rtol=0, atol=1e-6)
+    assert torch.equal(Degradation("image").apply(slices, 64), degrade(slices, 64))
+    assert not torch.allclose(pil, degrade(slices, 64), atol=1e-3)
+    for method in ("image", "pil", "kspace"):
+        assert torch.equal(Degradation(method).apply(slices, SIDE), slices)  # the full resolution is the slice
+
+
+@pytest.mark.parametrize("setting, message", [
+    (Degradation("sinc"), "degradation.method must be one of image, kspace, pil, not 'sinc'"),
+    (Degradation("kspace", kspace_window=1.5), "degradation.kspace_window=1.5 must lie in [0, 1]"),
+    (Degradation("kspace", kspace_snr=-1.0), "degradation.kspace_snr=-1.0 must be 0 (no noise) or a positive SNR"),
+    (Degradation("kspace", kspace_snr=math.inf), "degradation.kspace_snr=inf must be 0"),
+    (Degradation("image", kspace_snr=10.0), "apply to method 'kspace', not 'image'"),
+])
+def test_bad_settings_are_refused_naming_the_setting(setting, message):
+    with pytest.raises(MRNetError, match=re.escape(message)):
+        setting.apply(torch.zeros(1, 1, 8, 8), 4)
+
+
+def test_sizes_that_are_not_a_power_of_two_below_the_slice_are_refused():
+    with pytest.raises(MRNetError, match="cannot take shape"):
+        Degradation("kspace").apply(torch.zeros(1, 1, 256, 256), 96)
