@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torchvision.utils import make_grid
-from tqdm.auto import tqdm
 
 from mrnet_utils.config import StageConfig
 from mrnet_utils.data.slices import to_unit
@@ -30,6 +29,7 @@ from mrnet_utils.diffusion.schedules import from_process
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.files import is_bookkeeping, remove_stale_partials, write_atomically
 from mrnet_utils.presets import default_sampler
+from mrnet_utils.progress import track
 from mrnet_utils.stages import check_chain
 
 
@@ -124,7 +124,7 @@ def _sample_stage(
     level_value = cfg.conditioning.sample_level if cfg.conditioning.enabled else 0.0
 
     chunks = []
-    for start in tqdm(range(0, len(seeds), batch_size), desc=f"sample {cfg.name}", disable=not progress):
+    for start in track(range(0, len(seeds), batch_size), desc=f"sample {cfg.name}", unit="batch", enabled=progress):
         chunk = seeds[start : start + batch_size]
         extra_args, y0 = {}, None
         if low_res is not None:

@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from mrnet_utils.diffusion.schedules import NoiseSchedule
 from mrnet_utils.errors import MRNetError
+from mrnet_utils.progress import track
 
 if TYPE_CHECKING:  # diffusers takes seconds to import; the schedulers below import it when first built
     from diffusers.schedulers.scheduling_utils import SchedulerMixin
@@ -139,7 +139,7 @@ def _denoise(
     x = noise
     # Python ints: diffusers indexes its CPU-side alphas with them, so no step waits on the GPU.
     timesteps = scheduler.timesteps.tolist()
-    for t in tqdm(timesteps, desc=name, disable=not progress):
+    for t in track(timesteps, desc=name, unit="step", enabled=progress):
         # 1. the network takes t as a (B,) long tensor beside x
         t_batch = torch.full((len(x),), t, dtype=torch.long, device=x.device)
         # 2. predict epsilon or v at (x_t, t)

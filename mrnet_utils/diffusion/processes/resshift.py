@@ -47,11 +47,11 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from mrnet_utils.diffusion.processes.base import Process, SamplerChoice, reconstruction_loss
 from mrnet_utils.diffusion.samplers import trailing_timesteps
 from mrnet_utils.errors import MRNetError
+from mrnet_utils.progress import track
 
 if TYPE_CHECKING:
     from mrnet_utils.config import DiffusionConfig
@@ -270,7 +270,7 @@ def sample_resshift(
     indices = trailing_timesteps(schedule.timesteps, steps)
     # 1. start from the prior p(x_T | y_0) = N(y_0, kappa^2 eta_T I)
     x = y0 + schedule.kappa * math.sqrt(float(schedule.etas[-1])) * noise
-    for k, t in enumerate(tqdm(indices, desc="resshift", disable=not progress)):
+    for k, t in enumerate(track(indices, desc="resshift", unit="step", enabled=progress)):
         s = indices[k + 1] if k + 1 < len(indices) else -1
         # 2. predict x_0 at (x_t, t)
         t_batch = torch.full((len(x),), t, dtype=torch.long, device=x.device)
