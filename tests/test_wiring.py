@@ -20,6 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 from synthetic import smooth_slices, write_cache
 from torch_threads import one_thread
@@ -659,11 +660,16 @@ def test_sample_grids_are_drawn_every_sample_every_steps_and_at_the_end_from_the
     def record(state, stage_cfg, low, path, progress):
         assert stage_cfg == cfg and torch.equal(low, low_res) and progress is False
         drawn.append((state.step, path.name))
+        Image.new("L", (6 + state.step, 4)).save(path)  # a grid whose width tells its step
 
     monkeypatch.setattr(loop, "_write_sample_grid", record)
     loop.train(cfg, cache, tmp_path / "run", progress=False, grids=grids)
     expected = [(2, "samples_step_00000002.png"), (4, "samples_step_00000004.png"), (5, "samples_final.png")]
     assert drawn == (expected if grids else [])
+    logged = EventAccumulator(str(tmp_path / "run"))  # each grid in TensorBoard at its step, as drawn
+    logged.Reload()
+    shown = [(image.step, image.width) for image in logged.Images("samples")] if grids else []
+    assert shown == [(step, 6 + step) for step, _ in drawn] and ("samples" in logged.Tags()["images"]) == grids
 
 
 def test_each_log_row_counts_the_images_of_the_steps_since_the_last_row_and_the_time_so_far(tmp_path, monkeypatch):

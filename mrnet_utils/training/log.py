@@ -1,4 +1,5 @@
-"""The training log: one CSV row every `log_every` steps, in the run folder."""
+"""The training log, in the run folder: one CSV row every `log_every` steps, and the same values with the
+sample grids as TensorBoard event files beside it (`tensorboard --logdir RUN_FOLDER`, or a folder of runs)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,17 @@ import csv
 import io
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from PIL import Image
+from torch.utils.tensorboard import SummaryWriter
 
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.files import write_atomically
 
 LOG_FILE = "train_log.csv"
 LOG_COLUMNS = ("step", "loss", "lr", "images_per_s", "elapsed_s", "skipped", "val_loss")
+EVENT_SCALARS = ("loss", "lr", "images_per_s", "val_loss")  # the columns also written as TensorBoard scalars
 
 
 def append_log(path: Path, row: dict) -> None:
@@ -50,3 +55,46 @@ def read_train_log(run_dir: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise MRNetError(f"no training log at {path}; train the stage first")
     return pd.read_csv(path)
+
+
+class EventLog:
+    """TensorBoard event files in the run folder (torch.utils.tensorboard), written by the process that writes
+    the log (`enabled`): each log row's EVENT_SCALARS under "train/", and each sample grid under "samples".
+
+    A run calls `restart(step)` where it truncates its CSV log: TensorBoard then hides the events an earlier
+    attempt wrote past that step (SummaryWriter's purge_step), which this run writes again. The files are
+    created at the first event, so that a run that fails before it leaves none; leaving the context closes them.
+    """
+
+    def __init__(self, run_dir: Path, enabled: bool):
+        self.run_dir, self.enabled = run_dir, enabled
+        self.purge_step = 1
+        self.writer: SummaryWriter | None = None
+
+    def restart(self, step: int) -> None:
+        self.purge_step = step + 1
+
+    def add_row(self, row: dict) -> None:
+        """A log row as `append_log` takes it (numbers, or their text; an empty val_loss is left out)."""
+        if self._open():
+            for name in EVENT_SCALARS:
+                if row[name] != "":
+                    self.writer.add_scalar(f"train/{name}", float(row[name]), int(row["step"]))
+
+    def add_grid(self, path: Path, step: int) -> None:
+        """A sample grid as its PNG was written."""
+        if self._open():
+            with Image.open(path) as image:
+                self.writer.add_image("samples", np.asarray(image.convert("L")), step, dataformats="HW")
+
+    def _open(self) -> bool:
+        if self.enabled and self.writer is None:
+            self.writer = SummaryWriter(str(self.run_dir), purge_step=self.purge_step)
+        return self.writer is not None
+
+    def __enter__(self) -> "EventLog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -41,7 +41,7 @@ from mrnet_utils.training import checkpoint
 from mrnet_utils.training.batches import Batch, draw_batch, to_device
 from mrnet_utils.training.checkpoint import FINAL_CHECKPOINT
 from mrnet_utils.training.distributed import Distributed, init_distributed, process_device
-from mrnet_utils.training.log import LOG_FILE, append_log, truncate_log
+from mrnet_utils.training.log import LOG_FILE, EventLog, append_log, truncate_log
 
 
 @dataclass(frozen=True)
@@ -249,15 +249,16 @@ def train(
     out_dir = Path(out_dir)
     device = process_device(device)
     distributed = init_distributed(cfg.train.batch_size)
-    with claim_folder(out_dir) if distributed.is_main else nullcontext():
+    claimed = claim_folder(out_dir) if distributed.is_main else nullcontext()
+    with claimed, EventLog(out_dir, distributed.is_main) as events:
         if not resume:
             _refuse_earlier_run(out_dir)
-        return _train(cfg, data_path, out_dir, resume, progress, compile, grids, device, distributed)
+        return _train(cfg, data_path, out_dir, resume, progress, compile, grids, device, distributed, events)
 
 
 def _train(
     cfg: StageConfig, data_path: str | Path, out_dir: Path, resume: bool, progress: bool, compile: bool,
-    grids: bool, device: torch.device, distributed: Distributed,
+    grids: bool, device: torch.device, distributed: Distributed, events: EventLog,
 ) -> TrainResult:
     dataset = SliceDataset(data_path, "train", cfg.resolution)
     images = dataset.images
@@ -279,6 +280,7 @@ def _train(
             print(f"resuming {cfg.name} from {found} at step {state.step}")
     if distributed.is_main:  # rows past the checkpoint (all of them when none was written) are rewritten
         truncate_log(out_dir / LOG_FILE, state.step)
+        events.restart(state.step)
     start_step = state.step
 
     net = DistributedDataParallel(state.model) if distributed.world_size > 1 else state.model
@@ -309,9 +311,12 @@ def _train(
                     if distributed.is_main:
                         row = _log_row(state, loss, window, elapsed)
                         append_log(out_dir / LOG_FILE, row)
+                        events.add_row(row)
                         bar.set_postfix(loss=row["loss"], img_s=row["images_per_s"])
                 if distributed.is_main and grids and cfg.train.sample_every and done % cfg.train.sample_every == 0:
-                    _write_sample_grid(state, cfg, low_res, out_dir / f"samples_step_{done:08d}.png", progress)
+                    grid = out_dir / f"samples_step_{done:08d}.png"
+                    _write_sample_grid(state, cfg, low_res, grid, progress)
+                    events.add_grid(grid, done)
                 if done == cfg.train.steps:
                     break  # the final checkpoint follows
                 due = done % cfg.train.checkpoint_every == 0
@@ -358,6 +363,7 @@ def _train(
                               f"step; the run is complete: {final}{left_out}", final, state.step, False)
     if distributed.is_main and trained_steps and grids:
         _write_sample_grid(state, cfg, low_res, out_dir / "samples_final.png", progress)
+        events.add_grid(out_dir / "samples_final.png", state.step)
     distributed.barrier()
     training_seconds = seconds - state.seconds_before
     rate = trained_steps * cfg.train.batch_size / max(training_seconds, 1e-9) if trained_steps else math.nan
