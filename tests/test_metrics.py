@@ -12,7 +12,7 @@ from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.evaluation import metrics
+from mrnet_utils.evaluation import metrics, weights
 
 
 class TinyFeatures(nn.Module):
@@ -257,11 +257,11 @@ def test_weights_are_found_in_the_hub_cache_and_by_environment(no_weights, tmp_p
 
 
 def test_weight_sources_match_the_libraries_that_would_download_them():
-    assert metrics.WEIGHT_FILES["alex"].url == torchvision.models.AlexNet_Weights.IMAGENET1K_V1.url
-    assert metrics.WEIGHT_FILES["vgg"].url == torchvision.models.VGG16_Weights.IMAGENET1K_V1.url
+    assert weights.WEIGHT_FILES["alex"].url == torchvision.models.AlexNet_Weights.IMAGENET1K_V1.url
+    assert weights.WEIGHT_FILES["vgg"].url == torchvision.models.VGG16_Weights.IMAGENET1K_V1.url
     fidelity = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
-    assert metrics.WEIGHT_FILES["inception"].url == fidelity.URL_INCEPTION_V3
-    for spec in metrics.WEIGHT_FILES.values():
+    assert weights.WEIGHT_FILES["inception"].url == fidelity.URL_INCEPTION_V3
+    for spec in weights.WEIGHT_FILES.values():
         assert spec.url.endswith(spec.files[0])
 
 

@@ -11,7 +11,8 @@ in its docstring.
 
 Pretrained networks (the LPIPS backbone, the FID Inception) are never downloaded: their
 weight files are looked up in an explicit path, an environment variable, or the torch
-hub cache, and `MissingWeights` says which file is missing and how to supply it.
+hub cache (evaluation.weights), and `MissingWeights` says which file is missing and how to
+supply it; `python -m mrnet_utils weights --download` fetches them on request.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import importlib.util
 import itertools
 import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -43,75 +43,9 @@ from torchmetrics.image import (
 from torchmetrics.image.fid import NoTrainInceptionV3
 
 from mrnet_utils.errors import MRNetError
+from mrnet_utils.evaluation.weights import MissingWeights, find_weights
 
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
-
-
-class MissingWeights(MRNetError):
-    """A pretrained network's weight file (or the package that reads it) is not on this machine."""
-
-
-# ---------------------------------------------------------------------------
-# Locating pretrained weights without downloading them
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WeightFile:
-    """Where a pretrained network's weights come from and where this module looks for them."""
-
-    files: tuple[str, ...]  # accepted names in the torch hub cache; the first is the canonical one
-    env: str  # environment variable that may hold the file's path
-    url: str  # where to fetch it by hand, on a machine with internet
-    used_by: str
-
-
-WEIGHT_FILES = {
-    # torch-fidelity re-hosts pytorch-fid's conversion of the TF FID Inception under another
-    # name; both names end in the same SHA-256 prefix (6726825d), so either file works.
-    "inception": WeightFile(
-        files=("weights-inception-2015-12-05-6726825d.pth", "pt_inception-2015-12-05-6726825d.pth"),
-        env="MRNET_INCEPTION_WEIGHTS",
-        url="https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
-        "weights-inception-2015-12-05-6726825d.pth",
-        used_by="FID/IS/KID (FID Inception-v3)",
-    ),
-    "alex": WeightFile(
-        files=("alexnet-owt-7be5be79.pth",),
-        env="MRNET_LPIPS_WEIGHTS",
-        url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
-        used_by="LPIPS (torchvision AlexNet backbone)",
-    ),
-    "vgg": WeightFile(
-        files=("vgg16-397923af.pth",),
-        env="MRNET_LPIPS_VGG_WEIGHTS",
-        url="https://download.pytorch.org/models/vgg16-397923af.pth",
-        used_by="LPIPS (torchvision VGG16 backbone)",
-    ),
-}
-
-
-def find_weights(network: str, path: str | os.PathLike | None = None) -> Path:
-    """Return the local weight file of `network` (a key of WEIGHT_FILES); never downloads.
-
-    Looks, in order, at `path`, the environment variable `WEIGHT_FILES[network].env`, and
-    `torch.hub.get_dir()/checkpoints` (where torchvision and torch-fidelity cache them).
-    Raises MissingWeights naming the file and the three ways to supply it.
-    """
-    spec = WEIGHT_FILES[network]
-    for given, source in ((path, "the weights argument"), (os.environ.get(spec.env), spec.env)):
-        if given:
-            if not Path(given).is_file():
-                raise MissingWeights(f"{source} points to {given}, which is not a file; {spec.used_by} needs {spec.files[0]}")
-            return Path(given)
-    cache = Path(torch.hub.get_dir()) / "checkpoints"
-    for name in spec.files:
-        if (cache / name).is_file():
-            return cache / name
-    raise MissingWeights(
-        f"{spec.used_by} needs {spec.files[0]}, which is not in {cache}; fetch it from {spec.url} "
-        f"and put it there, set {spec.env}=/path/to/{spec.files[0]}, or pass its path"
-    )
 
 
 # ---------------------------------------------------------------------------
