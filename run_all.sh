@@ -261,10 +261,21 @@ if named realism; then
     python "$root/scripts/phantom_vs_real.py" --mrnet-root "$(absolute "$mrnet_root")" --out "$results_root"
 fi
 export_html
-if wanted evaluation; then  # the pages to read beside the tables they wrote
-    mkdir -p "$results"
-    cp "$runs/03_sr_vs_interpolation.html" "$results/sr_vs_interpolation.html"
-    cp "$runs/04_generation.html" "$results/generation.html"
+# results_page NOTEBOOK PAGE: an evaluation notebook as a page to read beside the tables and figures it
+# wrote, linking those figures instead of embedding them again.
+results_page() {
+    python -m mrnet_utils export-html "$runs/$1" --out "$results/$2" --link-figures >/dev/null ||
+        echo "warning: the HTML export of $1 failed" >&2
+}
+if wanted evaluation; then
+    results_page 03_sr_vs_interpolation.ipynb sr_vs_interpolation.html
+    results_page 04_generation.ipynb generation.html
+fi
+if named swin; then
+    results_page 05_swin_question.ipynb swin_question.html
+fi
+if named labels; then
+    results_page 06_labels.ipynb labels.html
 fi
 if [ -z "$only" ]; then  # a whole study: its wall time per notebook, a file the README can cite
     mkdir -p "$results"

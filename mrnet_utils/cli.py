@@ -198,21 +198,12 @@ def _named_path(text: str) -> tuple[str, Path]:
 def _export_html(args: argparse.Namespace) -> None:
     from mrnet_utils.study.notebooks import export_html
 
+    if args.out is not None and len(args.notebooks) > 1:
+        raise MRNetError(f"--out names one page, but {len(args.notebooks)} notebooks were given; "
+                         "export them one at a time, or leave out --out to write each page next to its notebook")
     for notebook in args.notebooks:
-        page = export_html(notebook)
+        page = export_html(notebook, args.out, link_figures=args.link_figures)
         print(f"{page} ({page.stat().st_size / 1e6:.2f} MB)")
-
-
-def _weights(args: argparse.Namespace) -> None:
-    from mrnet_utils.evaluation.weights import WEIGHT_FILES, check, fetch
-
-    for network in WEIGHT_FILES:
-        status = check(network)
-        if args.download and status.problem:
-            print(f"downloading {WEIGHT_FILES[network].url}", file=sys.stderr, flush=True)
-            fetch(network)
-            status = check(network)
-        print(status.describe())
 
 
 def _study_runs(args: argparse.Namespace) -> None:
@@ -336,15 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
     presets = command("presets", "list the presets (config.PRESETS), one per line")
     presets.set_defaults(run=lambda args: print("\n".join(PRESETS)))
 
-    html = command("export-html", "render executed notebooks to self-contained HTML next to them")
+    html = command("export-html", "render executed notebooks to pages to read (HTML, code folded), next to them")
     html.add_argument("notebooks", type=Path, nargs="+", metavar="NOTEBOOK")
+    html.add_argument("--out", type=Path, metavar="PAGE", help="where to write the page (one notebook only)")
+    html.add_argument("--link-figures", action="store_true",
+                      help="link the figures the notebook saved in the page's folder instead of embedding them "
+                           "again (a results folder that holds each figure once)")
     html.set_defaults(run=_export_html)
-
-    weights = command("weights", "list the pretrained weight files the metrics need (FID/IS/KID Inception, LPIPS "
-                                 "backbones): where each goes and whether it is there with the right SHA-256")
-    weights.add_argument("--download", action="store_true",
-                         help="fetch the missing or damaged ones (needs internet; nothing else ever downloads)")
-    weights.set_defaults(run=_weights)
 
     runs = command("study-runs", "list the (stage, use_swin, process) runs the study trains, for run_all.sh")
     runs.set_defaults(run=_study_runs)

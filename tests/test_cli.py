@@ -187,6 +187,8 @@ BAD_ARGUMENTS = {
     "unavailable device": (["sample", "--pipeline", "single256", "--checkpoints", "{run}", "--device", "cuda:99",
                             "--out", "{tmp}"], "argument --device: cuda:99 is not available"),
     "missing notebook": (["export-html", "{tmp}/none.ipynb"], "notebook {tmp}/none.ipynb does not exist; run it first"),
+    "one page for two notebooks": (["export-html", "{tmp}/a.ipynb", "{tmp}/b.ipynb", "--out", "{tmp}/page.html"],
+                                   "--out names one page, but 2 notebooks were given"),
     "negative seed": (["sample", "--pipeline", "single256", "--checkpoints", "{tmp}", "--seed", "-3",
                        "--out", "{tmp}"], "argument --seed"),
     "negative training seed": (["train", "--stage", "sr1", "--seed", "-1", "--data", "x.npz", "--out", "{tmp}"],

@@ -29,13 +29,12 @@ from mrnet_utils.evaluation import plots
 from mrnet_utils.study import notebooks
 from mrnet_utils.study.layout import StudyPaths
 
+from browser import ABSENT, CHROMIUM, chromium, probe
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ["notebooks/00_preprocess.ipynb", "notebooks/01_train_stage.ipynb", "notebooks/02_pipeline.ipynb",
              "evaluation/sr_vs_interpolation.ipynb", "evaluation/generation.ipynb", "evaluation/swin_question.ipynb",
              "evaluation/labels.ipynb"]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def kernel_name() -> str:
@@ -143,6 +142,23 @@ def test_figures_display_at_screen_resolution_charts_as_png_and_slices_as_jpeg(s
     assert notebooks.screen_dpi(wide) == 56 and 1200 < width <= notebooks.SCREEN_WIDTH + 20
 
 
+def test_a_figure_shows_with_its_alt_text_and_the_file_it_was_saved_to(shell, tmp_path):
+    notebooks.setup_notebook()
+    fig = plots.plot_loss_curves({"run": pd.DataFrame({"step": [1, 2], "loss": [1.0, 0.5]})})
+    _, metadata = shell.display_formatter.format(fig)
+    assert metadata["image/png"] == {"alt": notebooks.alt_text(fig)} and "Training loss" in metadata["image/png"]["alt"]
+    path = plots.save_figure(fig, tmp_path / "loss.png")
+    _, metadata = shell.display_formatter.format(fig)
+    assert metadata["image/png"][notebooks.SAVED_AS] == str(path.resolve())  # what a page can link instead
+
+
+def test_tables_show_whole_in_a_notebook(shell):
+    notebooks.setup_notebook()
+    wide = pd.DataFrame([["x" * 80] * 40], columns=[f"column_{i}" for i in range(40)])
+    html = shell.display_formatter.format(wide)[0]["text/html"]
+    assert "..." not in html and html.count("x" * 80) == 40  # every column, every cell whole
+
+
 def test_setup_notebook_does_nothing_outside_ipython():
     assert InteractiveShell.initialized() is False
     notebooks.setup_notebook()  # no shell: nothing to set up, and no error
@@ -209,40 +225,16 @@ def test_export_html_embeds_the_figures_and_keeps_the_code(preprocess_run, tmp_p
         notebooks.export_html(tmp_path / "missing.ipynb")
 
 
-PROBE = """
-<script>
-window.addEventListener("load", () => {
-  const images = Array.from(document.images);
-  document.body.dataset.images = images.length;
-  document.body.dataset.loaded = images.filter((image) => image.complete && image.naturalWidth > 0).length;
-  document.body.dataset.text = document.body.innerText.trim().length;
-});
-</script>
-"""
-
-
-def chromium(*arguments: str, profile: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(CHROMIUM), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *arguments],
-                          capture_output=True, text=True, timeout=120)
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent (Debian: apt-get install -y chromium; "
-                    ".ci/run installs it)")
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=ABSENT)
 def test_the_html_page_shows_its_figures_in_a_real_browser(preprocess_run, tmp_path):
     page = notebooks.export_html(preprocess_run, tmp_path / "page.html")
-    # What the browser loaded: every <img> with its natural width, counted by a script the page runs.
-    probe = tmp_path / "probe.html"
-    probe.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
-    dom = chromium("--virtual-time-budget=20000", "--dump-dom", probe.as_uri(), profile=tmp_path / "profile1")
-    body = re.search(r"<body[^>]*>", dom.stdout)
-    assert body, f"no page from chromium: {dom.stderr[-2000:]}"
-    counts = dict(re.findall(r'data-(images|loaded|text)="(\d+)"', body.group(0)))
-    assert counts.get("images") == "3" and counts.get("loaded") == "3", body.group(0)
-    assert int(counts["text"]) > 500  # the markdown, code and tables are there
+    counts = probe(page, tmp_path)  # what the browser loaded: every <img> with its natural width
+    assert counts["images"] == "3" and counts["loaded"] == "3" and counts["described"] == "3", counts
+    assert counts["cut"] == "0" and int(counts["text"]) > 500  # the markdown and tables are there
     # What a reader sees: a screenshot that is not blank, with dark (image) pixels in it
     shot = tmp_path / "page.png"
-    chromium("--window-size=1200,2400", f"--screenshot={shot}", page.as_uri(), profile=tmp_path / "profile2")
+    chromium("--window-size=1200,2400", f"--screenshot={shot}", page.as_uri(), profile=tmp_path / "profile")
     grey = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
     assert grey.shape == (2400, 1200)
     assert grey.std() > 20 and (grey < 60).mean() > 0.01, "the page renders blank or without its figures"

@@ -383,6 +383,126 @@ def write_table(
     return csv_path, md_path
 
 
+# Columns that readable() writes with their sign: differences between two methods or settings.
+SIGNED_COLUMNS = ("difference", "change")
+READABLE_WIDTH = 125  # characters per row of one readable table (index included): about a page's width
+TEXT_WIDTH = 30  # a longer text cell (a verdict, a row name) wraps on the page, taking this many characters' width
+
+
+def readable(table: pd.DataFrame, width: int = READABLE_WIDTH) -> list[pd.DataFrame]:
+    """`table` as a reader sees it: tables of text, each at most about `width` characters wide.
+
+    A value with a 95% interval (`<metric>_mean`, `_ci_low`, `_ci_high`, or a comparison's
+    `difference`, `ci_low`, `ci_high`) becomes one cell "value [low, high]", rounded to two
+    significant digits of the narrowest interval of its metric (the precision the uncertainty
+    allows: PSNR in dB to about 2 decimals, SSIM to 3 or 4); other numbers keep 3 significant
+    digits, counts none, NaN reads "n/a". A multi-level index reads "a / b / metric". The columns
+    are then split, in order, into as many tables as it takes (each with the index) for none to
+    need cutting. "not computed: ..." cells are kept whole (markdown() footnotes them).
+    """
+    frame = table.copy()
+    frame.columns = [str(column) for column in frame.columns]
+    if isinstance(frame.index, pd.MultiIndex):
+        frame.index = pd.Index([" / ".join(str(part) for part in label) for label in frame.index],
+                               name=" / ".join(str(name) for name in table.index.names))
+    metric_of_row = (table.index.get_level_values("metric") if "metric" in (table.index.names or [])
+                     else pd.Index([None] * len(table)))
+    intervals = _interval_columns(list(frame.columns))
+    ends = {end for _, low, high in intervals.values() for end in (low, high)}
+    cells: dict[str, list[str]] = {}
+    for column in frame.columns:
+        if column in intervals:
+            name, low, high = intervals[column]
+            cells[name] = _intervals(frame[column], frame[low], frame[high], metric_of_row, column in SIGNED_COLUMNS)
+        elif column not in ends:
+            cells[column] = [_readable_cell(value) for value in frame[column]]
+    text = pd.DataFrame(cells, index=frame.index)
+    return [text[part] for part in _parts(text, width)]
+
+
+def _interval_columns(columns: list[str]) -> dict[str, tuple[str, str, str]]:
+    """{value column: (name, low column, high column)} for each value with an interval: `<m>_mean` with
+    `<m>_ci_low` and `<m>_ci_high` (named m), `<v>` with `<v>_low` and `<v>_high`, or the column just
+    before `ci_low` and `ci_high` (a comparison's `difference`, an `auc`)."""
+    found = {}
+    for position, column in enumerate(columns):
+        stem = column[: -len("_mean")]
+        if column.endswith("_mean") and {f"{stem}_ci_low", f"{stem}_ci_high"} <= set(columns):
+            found[column] = (stem, f"{stem}_ci_low", f"{stem}_ci_high")
+        elif {f"{column}_low", f"{column}_high"} <= set(columns):
+            found[column] = (column, f"{column}_low", f"{column}_high")
+        elif columns[position + 1: position + 2] == ["ci_low"] and "ci_high" in columns:
+            found[column] = (column, "ci_low", "ci_high")
+    return found
+
+
+def _intervals(values: pd.Series, lows: pd.Series, highs: pd.Series, groups: pd.Index, signed: bool) -> list[str]:
+    """"value [low, high]" per row, each group of rows (a metric) rounded to its narrowest interval."""
+    numbers = [pd.to_numeric(series, errors="coerce").to_numpy(dtype=float) for series in (values, lows, highs)]
+    value, low, high = numbers
+    decimals = {}
+    for group in dict.fromkeys(groups):
+        rows = np.asarray(groups == group) if group is not None else np.ones(len(value), bool)
+        widths = (high - low)[rows]
+        widths = widths[np.isfinite(widths) & (widths > 0)]
+        decimals[group] = int(np.clip(1 - math.floor(math.log10(widths.min())), 0, 8)) if len(widths) else None
+    cells = []
+    for index, group in enumerate(groups):
+        if not np.isfinite(value[index]):
+            cells.append(_readable_cell(values.iloc[index]))
+            continue
+        places = decimals[group]
+        if places is None:  # no interval to go by
+            cells.append(_significant(value[index]))
+            continue
+        sign = "+" if signed else ""
+        cell = f"{value[index]:{sign}.{places}f}"
+        if np.isfinite(low[index]) and np.isfinite(high[index]):
+            cell += f" [{low[index]:{sign}.{places}f}, {high[index]:{sign}.{places}f}]"
+        cells.append(cell)
+    return cells
+
+
+def _significant(value: float, digits: int = 3) -> str:
+    """`value` to `digits` significant digits, without an exponent between 0.001 and 10**digits."""
+    if value == 0 or not 1e-3 <= abs(value) < 10**digits:
+        return f"{value:.{digits}g}"
+    places = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    return f"{value:.{places}f}"
+
+
+def _readable_cell(value) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return str(value)
+    if isinstance(value, (float, np.floating)):
+        if math.isnan(value):
+            return "n/a"
+        return str(int(value)) if float(value).is_integer() and abs(value) < 1e6 else _significant(float(value))
+    return str(value)
+
+
+def _parts(text: pd.DataFrame, width: int) -> list[list[str]]:
+    """The columns of `text` in order, grouped so that each group (with the index) fits in `width` characters."""
+    def chars(values, name) -> int:
+        # markdown() writes a "not computed: ..." cell as "not computed [k]"
+        lengths = [16 if value.startswith(NOT_COMPUTED) else len(value) for value in values]
+        return min(max([len(str(name)), *lengths]), TEXT_WIDTH) + 3
+
+    index_width = chars([str(label) for label in text.index], text.index.name or "")
+    parts: list[list[str]] = [[]]
+    used = index_width
+    for column in text.columns:
+        need = chars(text[column], column)
+        if parts[-1] and used + need > width:
+            parts.append([])
+            used = index_width
+        parts[-1].append(column)
+        used += need
+    return parts
+
+
 def markdown(table: pd.DataFrame, index: bool = True) -> str:
     """`table` as a Markdown table (pandas' to_markdown needs the optional tabulate package).
 
