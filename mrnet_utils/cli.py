@@ -206,6 +206,18 @@ def _export_html(args: argparse.Namespace) -> None:
         print(f"{page} ({page.stat().st_size / 1e6:.2f} MB)")
 
 
+def _weights(args: argparse.Namespace) -> None:
+    from mrnet_utils.evaluation.weights import WEIGHT_FILES, check, fetch
+
+    for network in WEIGHT_FILES:
+        status = check(network)
+        if args.download and status.problem:
+            print(f"downloading {WEIGHT_FILES[network].url}", file=sys.stderr, flush=True)
+            fetch(network)
+            status = check(network)
+        print(status.describe())
+
+
 def _study_runs(args: argparse.Namespace) -> None:
     from mrnet_utils.config import run_name
     from mrnet_utils.study.layout import study_runs
@@ -334,6 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="link the figures the notebook saved in the page's folder instead of embedding them "
                            "again (a results folder that holds each figure once)")
     html.set_defaults(run=_export_html)
+
+    weights = command("weights", "list the pretrained weight files the metrics need (FID/IS/KID Inception, LPIPS "
+                                 "backbones): where each goes and whether it is there with the right SHA-256")
+    weights.add_argument("--download", action="store_true",
+                         help="fetch the missing or damaged ones (needs internet; nothing else ever downloads)")
+    weights.set_defaults(run=_weights)
 
     runs = command("study-runs", "list the (stage, use_swin, process) runs the study trains, for run_all.sh")
     runs.set_defaults(run=_study_runs)
