@@ -393,7 +393,7 @@ def test_study_paths_put_each_part_in_its_place(tmp_path):
     assert paths.cache("coronal") == tmp_path / "data" / "demo" / "slices_coronal.npz"
     assert paths.run("sr1", False) == tmp_path / "savepoints" / "demo" / "sr1_noswin"
     assert paths.samples(layout.GENERATORS[0]) == tmp_path / "savepoints" / "demo" / "samples" / "cascade_swin"
-    assert paths.results == tmp_path / "evaluation" / "results" / "demo"
+    assert paths.results == tmp_path / "results" / "demo"
     with pytest.raises(MRNetError, match="unknown preset"):
         layout.StudyPaths(tmp_path, "tiny")
     with pytest.raises(MRNetError, match=r"no final checkpoint .*: sr2_swin of the demo study is not trained yet"):

@@ -6,7 +6,9 @@ One output folder holds the whole study of one preset (`StudyPaths`):
     data/<preset>/slices_<plane>.npz         the slice cache
     savepoints/<preset>/<stage>_<swin|noswin>/   one training run folder each (training.loop.train)
     savepoints/<preset>/samples/<model>/     generated images and their sampling time
-    evaluation/results/<preset>/             tables (CSV + Markdown), figures (PNG), run records (JSON)
+    results/<preset>/                        tables (CSV + Markdown), figures (PNG), run records (JSON); git-ignored
+                                             (the committed record, evaluation/results/<preset>/, is written only
+                                             when asked: run_all.sh --refresh-results)
     runs/<preset>/                           the executed notebooks (written by run_all.sh)
 
 The models the study compares are `GENERATORS`; the runs it trains (`study_runs`) are
@@ -82,7 +84,7 @@ class StudyPaths:
 
     root: Path
     preset: str
-    results_dir: Path | None = None  # where tables and figures go; None: root/evaluation/results/<preset>
+    results_dir: Path | None = None  # where tables and figures go; None: root/results/<preset>
 
     def __post_init__(self) -> None:
         preset(self.preset)  # an error listing the presets if unknown
@@ -109,7 +111,7 @@ class StudyPaths:
 
     @property
     def results(self) -> Path:
-        return self.results_dir or self.root / "evaluation" / "results" / self.preset
+        return self.results_dir or self.root / "results" / self.preset
 
 
 def pick_device(requested: str | None = None) -> torch.device:
