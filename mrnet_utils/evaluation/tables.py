@@ -393,7 +393,8 @@ def readable(table: pd.DataFrame, width: int = READABLE_WIDTH) -> list[pd.DataFr
     """`table` as a reader sees it: tables of text, each at most about `width` characters wide.
 
     A value with a 95% interval (`<metric>_mean`, `_ci_low`, `_ci_high`, or a comparison's
-    `difference`, `ci_low`, `ci_high`) becomes one cell "value [low, high]", rounded to two
+    `difference`, `ci_low`, `ci_high`) becomes one cell "value [low, high]" (no-break spaces: a
+    page wraps the text columns, never an interval), rounded to two
     significant digits of the narrowest interval of its metric (the precision the uncertainty
     allows: PSNR in dB to about 2 decimals, SSIM to 3 or 4); other numbers keep 3 significant
     digits, counts none, NaN reads "n/a". A multi-level index reads "a / b / metric". The columns
@@ -458,7 +459,7 @@ def _intervals(values: pd.Series, lows: pd.Series, highs: pd.Series, groups: pd.
         sign = "+" if signed else ""
         cell = f"{value[index]:{sign}.{places}f}"
         if np.isfinite(low[index]) and np.isfinite(high[index]):
-            cell += f" [{low[index]:{sign}.{places}f}, {high[index]:{sign}.{places}f}]"
+            cell += f"\N{NO-BREAK SPACE}[{low[index]:{sign}.{places}f},\N{NO-BREAK SPACE}{high[index]:{sign}.{places}f}]"
         cells.append(cell)
     return cells
 
