@@ -12,7 +12,7 @@ from torch import nn
 
 from mrnet_utils import files
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.evaluation import metrics
+from mrnet_utils.evaluation import metrics, statistics
 from mrnet_utils.evaluation import tables as evaluation
 
 
@@ -44,7 +44,8 @@ def test_evaluate_super_resolution_table_with_exam_intervals():
     low_res = F.avg_pool2d(high_res, 2)
     exams = [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
     predictions = {"perfect": high_res.clone(), "blurred": F.avg_pool2d(high_res, 3, stride=1, padding=1)}
-    scores = evaluation.evaluate_super_resolution(low_res, high_res, predictions, exams, timings={"perfect": 0.5})
+    scores = evaluation.evaluate_super_resolution(low_res, high_res, predictions, exams, timings={"perfect": 0.5},
+                                                  evaluations={"perfect": 8})
     table = scores.table
 
     assert list(table.index) == [*metrics.INTERPOLATIONS, "perfect", "blurred", evaluation.REFERENCE_ROW]
@@ -59,6 +60,7 @@ def test_evaluate_super_resolution_table_with_exam_intervals():
     assert perfect["ag_error_mean"] == 0 and perfect["spectrum_error_mean"] == pytest.approx(0, abs=1e-6)
     assert perfect["seconds_per_image"] == 0.5 and math.isnan(table.loc["blurred", "seconds_per_image"])
     assert (table.loc[list(metrics.INTERPOLATIONS), "seconds_per_image"] > 0).all()
+    assert perfect["nfe"] == 8 and math.isnan(table.loc["blurred", "nfe"]) and (table.loc["lanczos", "nfe"] == 0)
     assert table.loc["blurred", "ssim_ci_low"] < table.loc["blurred", "ssim_mean"] < table.loc["blurred", "ssim_ci_high"]
     # No LPIPS backbone on this machine: the cell says which file is missing, no number is invented.
     assert "alexnet-owt-7be5be79.pth" in table.loc["perfect", "lpips_mean"]
@@ -72,7 +74,7 @@ def test_evaluate_super_resolution_table_with_exam_intervals():
     assert first_exam == pytest.approx(blurred["ssim"].iloc[:2].mean())
     comparison = scores.compare("blurred", "nearest", "spectrum_error")
     assert comparison.difference.exams == 6 and comparison.b == "nearest"
-    assert scores.compare("blurred", "perfect", "ssim").verdict == "perfect better than blurred"
+    assert statistics.verdict(scores.compare("blurred", "perfect", "ssim")) == "perfect better than blurred"
     with pytest.raises(MRNetError, match="not scored on the same slices"):
         SRScores = type(scores)
         SRScores(scores.table, scores.per_slice.drop(index=scores.per_slice.index[-1])).compare(
@@ -136,7 +138,8 @@ def test_evaluate_generation_with_enough_samples_computes_fid_kid_and_is():
     table = evaluation.evaluate_generation({"darker": darker}, real, torch.arange(2100) // 5, train,
                                            feature_extractor=PooledFeatures(), diversity_pairs=10)
     assert table.loc["darker", "fid"] > 0 and table.loc["darker", "kid_mean"] > 0
-    assert table.loc["darker", "kid_std"] >= 0 and table.loc[evaluation.REAL_ROW, "is_mean"] >= 1
+    assert table.loc["darker", "kid_ci_low"] < table.loc["darker", "kid_mean"] < table.loc["darker", "kid_ci_high"]
+    assert table.loc[evaluation.REAL_ROW, "is_mean"] >= 1
     assert table.loc["darker", "fid_note"].startswith("biased upward")
 
 
@@ -157,7 +160,7 @@ def test_generation_comparisons_pair_seeds_and_resample_exams():
     comparisons = evaluation.generation_comparisons(samples, real, exams, [("close", "far")], bootstrap=200)
     assert [c.metric for c in comparisons] == ["histogram_w1", "spectrum_distance"]
     w1 = comparisons[0]
-    assert w1.difference.mean < 0 and w1.difference.high < 0 and w1.verdict == "close better than far"
+    assert w1.difference.mean < 0 and w1.difference.high < 0 and statistics.verdict(w1) == "close better than far"
     assert w1.difference.exams == 10
     with pytest.raises(MRNetError, match="one seed each"):
         evaluation.generation_comparisons({"a": real[:3], "b": real[:4]}, real, exams, [("a", "b")])
@@ -248,17 +251,18 @@ def test_the_generation_table_passes_every_setting_to_its_metric(monkeypatch):
     train_like = 0.75 * train.repeat(2, 1, 1, 1)[:10] + 0.25 * model_space(10, 16, 3) * 0.5  # correlation ~0.9
     samples = {"hundred": real * 0.8 + 0.1, "fifty": real[:50] * 0.7, "ten": train_like}
     table = evaluation.evaluate_generation(samples, real, exams, train, feature_weights="w.pth", is_splits=3,
-                                           kid_subset_size=30, near_copy_threshold=0.5, diversity_pairs=20, seed=7)
+                                           near_copy_threshold=0.5, diversity_pairs=20, bootstrap=50, seed=7)
     assert built == [("w.pth", "2048"), ("w.pth", "logits_unbiased")]
-    assert set(table.columns) == {"samples", "exams", "fid", "fid_note", "kid_mean", "kid_std", "is_mean", "is_std",
+    intervals = [f"{m}_ci_{end}" for m in ("kid", "diversity_ms_ssim", "histogram_w1", "spectrum_distance")
+                 for end in ("low", "high")]
+    assert set(table.columns) == {"samples", "exams", "fid", "fid_note", "kid_mean", "is_mean", "is_std",
                                   "diversity_ms_ssim", "histogram_w1", "spectrum_distance", "near_copy_share",
-                                  "nearest_train_correlation"}
+                                  "nearest_train_correlation", *intervals}
     unit = {name: (images + 1) / 2 for name, images in {**samples, evaluation.REAL_ROW: real}.items()}
     net = PooledFeatures()
-    # KID at exactly its minimum of 100 samples, with the subset size and seed given
-    assert (table.loc["hundred", "kid_mean"], table.loc["hundred", "kid_std"]) == pytest.approx(
-        metrics.kid(unit["hundred"], unit[evaluation.REAL_ROW], net, subset_size=30, seed=7))
-    assert table.loc["fifty", "kid_mean"].startswith("not computed") and math.isnan(table.loc["fifty", "kid_std"])
+    # KID at exactly its minimum of 100 samples, over the whole sets
+    assert table.loc["hundred", "kid_mean"] == pytest.approx(metrics.kid(unit["hundred"], unit[evaluation.REAL_ROW], net))
+    assert table.loc["fifty", "kid_mean"].startswith("not computed") and math.isnan(table.loc["fifty", "kid_ci_low"])
     # IS: 2 splits of 50 for 100 images (3 asked), 1 split at exactly 50
     assert (table.loc["hundred", "is_mean"], table.loc["hundred", "is_std"]) == pytest.approx(
         metrics.inception_score(unit["hundred"], net, splits=2, seed=7))
@@ -303,19 +307,33 @@ def test_generation_distance_is_the_metric_of_the_same_name():
     assert evaluation.generation_distance("spectrum_distance", a, b) == pytest.approx(metrics.power_spectrum_distance(a, b))
 
 
-def test_comparison_table_has_a_row_per_comparison_with_its_interval_and_verdict():
-    from mrnet_utils.evaluation import statistics
-
+def test_comparison_table_has_a_row_per_comparison_with_its_interval_tests_and_verdict():
     exams = [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
     better = statistics.paired_comparison("ours", "bicubic", "psnr", [3.0] * 10, [1.0] * 10, exams)
-    same = statistics.paired_comparison("ours", "lanczos", "ssim", [0.5, 0.6] * 5, [0.6, 0.5] * 5, exams)
-    table = evaluation.comparison_table([better, same])
+    ours = np.array([0.5, 0.6, 0.55, 0.52, 0.6] * 2)
+    close = statistics.paired_comparison("ours", "lanczos", "ssim", ours,
+                                         ours - np.array([0.001, 0.0, -0.001, 0.0005, -0.0005] * 2), exams)
+    unknown = statistics.paired_comparison("ours", "nearest", "ag_error", [0.0, 1.0] * 5, [1.0, 0.0] * 5, exams,
+                                           higher_is_better=False)
+    table = evaluation.comparison_table([better, close, unknown], primary=[True, True, False])
     assert table.index.names == ["a", "b", "metric"]
-    assert list(table.columns) == ["difference", "ci_low", "ci_high", "detectable", "exams", "slices", "verdict"]
+    assert list(table.columns) == ["difference", "ci_low", "ci_high", "df", "p", "margin", "p_equivalence", "endpoint",
+                                   "family", "p_holm", "p_equivalence_holm", "exams", "slices", "verdict"]
     row = table.loc[("ours", "bicubic", "psnr")]
     assert (row["difference"], row["ci_low"], row["ci_high"], row["exams"], row["slices"]) == (2, 2, 2, 5, 10)
-    assert row["verdict"] == "ours better than bicubic" and row["detectable"] == better.detectable
-    assert table.loc[("ours", "lanczos", "ssim"), "verdict"].startswith("no difference detectable")
+    assert row["verdict"] == "ours better than bicubic" and row["endpoint"] == "primary" and row["family"] == 2
+    assert row["margin"] == 0.2 and row["p_equivalence"] == 1.0
+    ssim = table.loc[("ours", "lanczos", "ssim")]
+    # Holm: the smaller p (PSNR's, 0) times 2, the larger times 1; for equivalence SSIM's is the smaller
+    assert ssim["p_holm"] == pytest.approx(ssim["p"]) and ssim["margin"] == 0.005
+    assert ssim["p_equivalence_holm"] == pytest.approx(min(1, 2 * ssim["p_equivalence"]))
+    assert ssim["verdict"] == "equivalent within 0.005"
+    exploratory = table.loc[("ours", "nearest", "ag_error")]
+    assert exploratory["endpoint"] == "exploratory" and exploratory[["family", "p_holm", "margin"]].isna().all()
+    assert exploratory["verdict"].startswith("inconclusive: the data cannot exclude ")
+    assert (evaluation.comparison_table([better])["endpoint"] == "exploratory").all()
+    with pytest.raises(MRNetError, match="give one primary flag per comparison: 1 comparisons, 2 flags"):
+        evaluation.comparison_table([better], primary=[True, False])
 
 
 def test_markdown_cells_and_headers():
@@ -332,17 +350,18 @@ def test_write_table_makes_its_folders_and_writes_the_legend_under_the_table(tmp
     assert md_path.read_text() == "| method | psnr |\n|---|---|\n| ours | 20 |\n\n- `psnr`: dB, higher is better\n"
 
 
-def test_sr_comparisons_take_each_metrics_direction_and_seed_and_per_exam_keeps_the_table_order():
+def test_sr_comparisons_take_each_metrics_direction_and_per_exam_keeps_the_table_order():
     high_res = F.avg_pool2d(model_space(10, 128, 0), 2)
     blurred = F.avg_pool2d(high_res, 3, stride=1, padding=1)
     scores = evaluation.evaluate_super_resolution(F.avg_pool2d(high_res, 2), high_res, {"blurred": blurred},
                                                   [0, 0, 1, 1, 2, 2, 3, 3, 4, 4])
     for metric, higher_is_better in (("spectrum_error", False), ("ssim", True)):
-        comparison = scores.compare("blurred", "bicubic", metric, seed=3)
+        comparison = scores.compare("blurred", "bicubic", metric)
         assert (comparison.metric, comparison.higher_is_better) == (metric, higher_is_better)
-        assert comparison.difference == scores.compare("blurred", "bicubic", metric, seed=3).difference
-        other_draws = scores.compare("blurred", "bicubic", metric, seed=4).difference
-        assert other_draws.mean == comparison.difference.mean and other_draws.se != comparison.difference.se
+        per_slice = scores.per_slice.set_index("method")
+        by_hand = statistics.exam_interval(per_slice.loc["blurred", metric].to_numpy()
+                                           - per_slice.loc["bicubic", metric].to_numpy(), [0, 0, 1, 1, 2, 2, 3, 3, 4, 4])
+        assert comparison.difference == by_hand
     assert list(dict.fromkeys(scores.per_exam()["method"])) == [*metrics.INTERPOLATIONS, "blurred"]
 
 
@@ -393,3 +412,25 @@ def test_a_sample_set_compared_with_an_identical_one_differs_by_exactly_zero_in_
                                                         [("a", "copy")], bootstrap=50):
         d = comparison.difference
         assert (d.mean, d.low, d.high, d.se) == (0, 0, 0, 0), comparison.metric
+
+
+def test_generation_intervals_resample_samples_one_by_one_and_real_slices_by_exam():
+    """Copies of each real exam's slices, one sample per exam: resampling the real exams moves the
+    distance, and an interval holds the point estimate; too few exams or samples give none."""
+    real = model_space(24, 32, 1) * 0.5
+    exams = np.arange(24) // 4  # 6 exams of 4 slices
+    samples = {"close": real[::4] * 0.9, "far": real[::4] * 0.5 - 0.4}
+    table = evaluation.evaluate_generation(samples, real, exams, real[:2], diversity_pairs=50, bootstrap=200)
+    for name in samples:
+        for metric in ("histogram_w1", "spectrum_distance", "diversity_ms_ssim"):
+            low, point, high = table.loc[name, [f"{metric}_ci_low", metric, f"{metric}_ci_high"]]
+            assert low <= point <= high and low < high
+    assert table.loc["far", "histogram_w1_ci_low"] > table.loc["close", "histogram_w1_ci_high"]
+    real_row = table.loc[evaluation.REAL_ROW]
+    assert real_row["diversity_ms_ssim_ci_low"] < real_row["diversity_ms_ssim"] < real_row["diversity_ms_ssim_ci_high"]
+    # the counts behind the intervals: samples drawn one by one, real slices in whole exams
+    samples_drawn, slices_drawn = evaluation._resample_counts(6, exams, 3, np.random.default_rng(0))
+    assert (samples_drawn.sum(axis=1) == 6).all() and (slices_drawn.sum(axis=1) == 24).all()
+    assert all(len(set(row[exams == e])) == 1 for row in slices_drawn for e in range(6))
+    few = evaluation.evaluate_generation({"close": real[:4]}, real, exams, real[:2], diversity_pairs=6, bootstrap=20)
+    assert math.isnan(few.loc["close", "histogram_w1_ci_low"])  # 4 samples: too few to resample

@@ -51,6 +51,6 @@ def test_a_change_in_share_is_paired_over_seeds_and_judged():
     change = labels._change(guided, baseline, 3.0, 0.0)
     assert change["change"] == 0.75 and 0.5 < change["change_low"] < 0.75 < change["change_high"] <= 1
     assert change["verdict"] == "guidance 3 better than guidance 0"
-    assert labels._change(baseline, baseline, 1.0, 0.0)["verdict"].startswith("no difference detectable")
+    assert labels._change(baseline, baseline, 1.0, 0.0)["verdict"] == "inconclusive: the data cannot exclude +0"
     with pytest.raises(MRNetError, match="request {'acl': 2} is not one label set to 1 or 0; the requests are abnormal=1"):
         labels.agreement(None, None, None, None, None, count=2, batch_size=2, requests=({"acl": 2},))

@@ -3,6 +3,7 @@
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -212,8 +213,8 @@ def test_feature_metrics_refuse_uint8_and_out_of_range_images():
 def test_kid_is_near_zero_for_a_set_with_itself_and_grows_with_a_shift():
     real = noise_images(40, 16, seed=2) * 0.5
     network = TinyFeatures()
-    same, _ = metrics.kid(real, real, network, subsets=10)
-    shifted, _ = metrics.kid(real + 0.3, real, network, subsets=10)
+    same = metrics.kid(real, real, network)
+    shifted = metrics.kid(real + 0.3, real, network)
     assert abs(same) < 1e-3 < shifted
 
 
@@ -477,16 +478,39 @@ def test_a_uint8_set_is_named_with_its_metric_on_either_side():
                 call(*pair)
 
 
-def test_kid_subsets_have_the_size_and_number_asked_for_capped_by_the_smaller_set():
+@pytest.mark.filterwarnings("ignore:Metric `Kernel Inception Distance` will save")
+def test_kid_is_torchmetrics_kid_over_the_whole_sets():
+    """With one subset as large as both sets, torchmetrics' KID (Binkowski et al.'s estimate) is the
+    unbiased MMD^2 over every pair of images: metrics.kid's value."""
+    from torchmetrics.image.kid import KernelInceptionDistance
+
     network = TinyFeatures()
-    eight, five = noise_images(8, 16, seed=1) * 0.5, noise_images(5, 16, seed=2) * 0.5 + 0.2
-    # subsets of the whole of both sets are all the same subset: no spread (but for the order of summation)
-    mean, spread = metrics.kid(eight, eight + 0.2, network, subsets=4)
-    assert spread < 1e-5 * mean
-    assert metrics.kid(eight, eight + 0.2, network, subsets=4, subset_size=3)[1] > 1e-3 * mean  # smaller ones vary
-    assert metrics.kid(eight, eight + 0.2, network, subsets=1, subset_size=3)[1] == 0  # one subset: no spread
-    for samples, real in ((five, eight), (eight, five)):  # capped at the smaller set (torchmetrics refuses more)
-        assert math.isfinite(metrics.kid(samples, real, network, subsets=3)[0])
+    eight, shifted = noise_images(8, 16, seed=1) * 0.5, noise_images(8, 16, seed=2) * 0.5 + 0.2
+    reference = KernelInceptionDistance(feature=network, subsets=1, subset_size=8)
+    reference.update(metrics._to_rgb(eight), real=True)
+    reference.update(metrics._to_rgb(shifted), real=False)
+    assert metrics.kid(shifted, eight, network) == pytest.approx(float(reference.compute()[0]), rel=1e-5)
+    five = noise_images(5, 16, seed=3) * 0.5
+    assert math.isfinite(metrics.kid(five, eight, network)) and math.isfinite(metrics.kid(eight, five, network))
+
+
+def test_kid_weighs_each_image_by_its_bootstrap_count_leaving_out_self_pairs():
+    rng = np.random.default_rng(0)
+    x, y = torch.from_numpy(rng.normal(size=(6, 3))), torch.from_numpy(rng.normal(1, 1, size=(5, 3)))
+    c, w = np.array([[2.0, 0, 1, 3, 0, 1]]), np.array([[1.0, 1, 0, 2, 1]])
+
+    def kernel(a, b):
+        return (float(a @ b) / 3 + 1) ** 3
+
+    def within(z, counts):  # every pair of distinct images, weighed by both counts
+        pairs = [(i, j) for i in range(len(z)) for j in range(len(z)) if i != j]
+        return sum(counts[i] * counts[j] * kernel(z[i], z[j]) for i, j in pairs) / sum(counts[i] * counts[j] for i, j in pairs)
+
+    cross = sum(c[0, i] * w[0, j] * kernel(x[i], y[j]) for i in range(6) for j in range(5)) / (c.sum() * w.sum())
+    by_hand = within(x, c[0]) + within(y, w[0]) - 2 * cross
+    assert metrics.kid_from_features(x, y, c, w) == pytest.approx([by_hand])
+    assert metrics.kid_from_features(x, y, np.ones((1, 6)), np.ones((1, 5)))[0] == pytest.approx(
+        metrics.kid_from_features(x, y))
 
 
 def test_memorisation_is_a_per_image_correlation_and_counts_the_threshold_itself():

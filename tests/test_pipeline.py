@@ -253,3 +253,14 @@ def test_bf16_autocast_is_asked_for_on_a_cuda_device_only_and_only_when_enabled(
         bf16_autocast(torch.device("cuda"), enabled=False)
     with pytest.warns(UserWarning, match="CUDA is not available"):
         assert bf16_autocast(torch.device("cuda")).fast_dtype == torch.bfloat16  # enabled by default
+
+
+def test_super_resolve_counts_the_network_evaluations_per_image(smoke_run, valid_64):
+    from mrnet_utils.study.super_resolution import super_resolve
+
+    stage = load_stage(smoke_run("sr1").folder)
+    one = super_resolve(stage, valid_64[:3], batch_size=2, progress=False)
+    two = super_resolve(stage, valid_64[:3], batch_size=3, progress=False, draws=2)
+    assert one.evaluations == stage.config.diffusion.timesteps  # ResShift samples its T = 4 steps
+    assert two.evaluations == 2 * one.evaluations and one.images.shape == (3, 1, 128, 128)
+    assert not stage.model._forward_pre_hooks  # the counter is removed

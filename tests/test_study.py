@@ -129,15 +129,22 @@ def test_tables_hold_every_method_and_metric(smoke_study):
         comparisons = pd.read_csv(results / f"{name}_comparisons.csv")
         assert set(comparisons["b"]) >= {"lanczos", "bicubic"} and {"psnr", "spectrum_error"} <= set(comparisons["metric"])
         assert comparisons["verdict"].str.startswith("no interval: 2 exams < 5").all()
+        # the declared primary endpoints, 2 outputs x 2 baselines x 2 metrics per task, Holm over all 3 tasks
+        primary = comparisons[comparisons["endpoint"] == "primary"]
+        assert len(primary) == 8 and (primary["family"] == 24).all() and set(primary["metric"]) == {"psnr", "ssim"}
+        assert (comparisons["endpoint"] != "primary").sum() == len(comparisons) - 8
+        assert set(primary["nfe_b"]) == {0, 1} and (primary["nfe_a"] > 0).all()  # Lanczos: none; regression: one
 
     generation = pd.read_csv(results / "generation.csv", index_col="method")
     assert list(generation.index) == GENERATION_ROWS
     assert generation.loc["cascade (Swin)", "fid"].startswith("not computed: FID needs at least 2048 samples")
+    exams = pd.read_csv(results / "exams.csv")
+    assert list(exams.columns) == ["exam_id", "role", "slices"] and set(exams["role"]) == {"reported"}
     generation_comparisons = pd.read_csv(results / "generation_comparisons.csv")
     assert list(generation_comparisons["metric"]) == ["histogram_w1", "spectrum_distance"] * 2
     assert generation_comparisons["verdict"].str.startswith("no interval").all()  # 2 samples, 2 real exams
     assert {"fid", "is_mean", "kid_mean", "diversity_ms_ssim", "histogram_w1", "spectrum_distance",
-            "near_copy_share", "nearest_train_correlation", "train_seconds", "sample_seconds_per_image"} <= set(
+            "histogram_w1_ci_low", "spectrum_distance_ci_high", "diversity_ms_ssim_ci_low", "near_copy_share", "nearest_train_correlation", "train_seconds", "sample_seconds_per_image"} <= set(
         generation.columns
     )
     models = generation.loc[GENERATION_ROWS[:3]]

@@ -38,7 +38,6 @@ from torchmetrics.functional.image import peak_signal_noise_ratio
 from torchmetrics.image import (
     FrechetInceptionDistance,
     InceptionScore,
-    KernelInceptionDistance,
 )
 from torchmetrics.image.fid import NoTrainInceptionV3
 
@@ -270,7 +269,7 @@ def inception_features(weights: str | os.PathLike | None = None, feature: str = 
 
 @contextlib.contextmanager
 def _quiet_feature_buffer():
-    """Silence torchmetrics' warning that IS/KID keep all features: the study's sets are small."""
+    """Silence torchmetrics' warning that IS keeps all features: the study's sets are small."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*will save all extracted features")
         yield
@@ -330,31 +329,50 @@ def inception_score(
     return float(mean), float(std)
 
 
+@torch.no_grad()
+def image_features(
+    images: Tensor, feature_extractor: nn.Module | None = None, weights: str | os.PathLike | None = None,
+    batch_size: int = 50, name: str = "kid",
+) -> Tensor:
+    """(N, F) features of float [0, 1] images from `feature_extractor`, by default the FID Inception's pool features."""
+    images = _feature_input(images, name)
+    network = (feature_extractor if feature_extractor is not None else inception_features(weights, "2048")).to(images.device)
+    return torch.cat([network(batch).reshape(len(batch), -1).double().cpu() for batch in images.split(batch_size)])
+
+
+def kid_from_features(samples: Tensor, real: Tensor, sample_counts=None, real_counts=None) -> np.ndarray:
+    """Kernel inception distance (Binkowski et al. 2018, eq. 4): the unbiased MMD^2 between two feature sets
+    with the kernel k(x, y) = (x.y / F + 1)^3, over every pair of distinct images.
+
+    `sample_counts` (B, N) and `real_counts` (B, M) weigh each image by how often a bootstrap resample drew
+    it; pairs of an image with itself stay out, as in the unbiased estimate. Returns one value per row of
+    counts (B,), or a scalar without counts."""
+    x, y = samples.double().numpy(), real.double().numpy()
+    width = x.shape[1]
+    k_xx, k_yy, k_xy = ((a @ b.T / width + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+    np.fill_diagonal(k_xx, 0.0)
+    np.fill_diagonal(k_yy, 0.0)
+    c = np.ones((1, len(x))) if sample_counts is None else np.atleast_2d(np.asarray(sample_counts, dtype=float))
+    w = np.ones((1, len(y))) if real_counts is None else np.atleast_2d(np.asarray(real_counts, dtype=float))
+
+    def within(counts, kernel):  # sum over pairs of distinct images, each weighed by both counts
+        return np.einsum("bi,bi->b", counts @ kernel, counts) / (counts.sum(1) ** 2 - (counts**2).sum(1))
+
+    values = within(c, k_xx) + within(w, k_yy) - 2 * np.einsum("bi,bi->b", c @ k_xy, w) / (c.sum(1) * w.sum(1))
+    return values if sample_counts is not None or real_counts is not None else values[0]
+
+
 def kid(
     samples: Tensor,
     real: Tensor,
     feature_extractor: nn.Module | None = None,
     weights: str | os.PathLike | None = None,
-    subsets: int = 100,
-    subset_size: int = 1000,
     batch_size: int = 50,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Kernel inception distance (Binkowski et al. 2018): mean and std over random subsets.
-
-    The subset size is capped at the smaller set's size; subsets are drawn with `seed`.
-    """
-    samples, real = _feature_input(samples, "kid"), _feature_input(real, "kid")
+) -> float:
+    """Kernel inception distance between two image sets (kid_from_features of their image_features)."""
     network = feature_extractor if feature_extractor is not None else inception_features(weights, "2048")
-    size = min(subset_size, len(samples), len(real))
-    with _quiet_feature_buffer():
-        metric = KernelInceptionDistance(feature=network, subsets=subsets, subset_size=size).to(samples.device)
-    _update(metric, real, batch_size, real=True)
-    _update(metric, samples, batch_size, real=False)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        mean, std = metric.compute()
-    return float(mean), float(std)
+    return float(kid_from_features(image_features(samples, network, batch_size=batch_size),
+                                   image_features(real, network, batch_size=batch_size)))
 
 
 # ---------------------------------------------------------------------------
@@ -362,15 +380,13 @@ def kid(
 # ---------------------------------------------------------------------------
 
 
-def diversity_ms_ssim(
+def pairwise_ms_ssim(
     samples: Tensor, max_pairs: int = 1000, batch_size: int = 64, seed: int = 0, groups=None
-) -> float:
-    """Mean MS-SSIM over pairs of distinct samples; lower means more diverse.
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs (P, 2) of distinct samples that diversity_ms_ssim averages, and the MS-SSIM of each (P,).
 
-    All pairs when there are at most `max_pairs`, else `max_pairs` random pairs (seeded),
-    as in the medical diffusion literature (e.g. Pinaya et al. 2022). `groups` (one id per
-    image, e.g. the exam of a real slice) keeps only pairs from different groups: two
-    slices of one knee look alike, which would understate real diversity.
+    All pairs when there are at most `max_pairs`, else `max_pairs` random pairs (seeded). `groups`
+    (one id per image, e.g. the exam of a real slice) keeps only pairs from different groups.
     """
     _check_images(samples)
     n = len(samples)
@@ -382,7 +398,19 @@ def diversity_ms_ssim(
         pairs = pairs[np.random.default_rng(seed).choice(len(pairs), max_pairs, replace=False)]
     first, second = torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1])
     values = [ms_ssim(samples[i], samples[j]) for i, j in zip(first.split(batch_size), second.split(batch_size))]
-    return float(torch.cat(values).mean())
+    return pairs, torch.cat(values).double().cpu().numpy()
+
+
+def diversity_ms_ssim(
+    samples: Tensor, max_pairs: int = 1000, batch_size: int = 64, seed: int = 0, groups=None
+) -> float:
+    """Mean MS-SSIM over pairs of distinct samples (pairwise_ms_ssim); lower means more diverse.
+
+    As in the medical diffusion literature (e.g. Pinaya et al. 2022). `groups` (e.g. the exam of a
+    real slice) keeps only pairs from different groups: two slices of one knee look alike, which would
+    understate real diversity.
+    """
+    return float(pairwise_ms_ssim(samples, max_pairs, batch_size, seed, groups)[1].mean())
 
 
 def histogram_distance(samples: Tensor, real: Tensor, bins: int = 256) -> float:

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from mrnet_utils.data.slices import to_unit
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.evaluation import metrics, statistics
+from mrnet_utils.evaluation import endpoints, metrics, statistics
 from mrnet_utils.files import write_atomically
 
 # Per-slice metrics of a super-resolved image against its real high-res slice ([0, 1], data range 1),
@@ -46,7 +46,8 @@ SR_LEGEND = {
     "ag_sobel": "average gradient as the reference study computed it: mean Sobel magnitude (about 8x `ag`)",
     "ag_error": "|ag of the output - ag of its real slice| (lower is closer in sharpness)",
     "spectrum_error": "mean |log10 ratio| of the output's radial power spectrum to its real slice's (lower is closer)",
-    "_mean, _ci_low, _ci_high": "mean over slices and its 95% interval from resampling exams (statistics.py)",
+    "_mean, _ci_low, _ci_high": "mean over slices and its 95% interval with the exam as the unit (statistics.exam_interval)",
+    "nfe": "network evaluations per output image (a posterior mean: all its draws; interpolation: 0)",
 }
 REFERENCE_ROW = "high-res (reference)"
 REAL_ROW = "real (held-out)"
@@ -80,8 +81,8 @@ class SRScores:
         grouped = self.per_slice.drop(columns="slice_index").groupby(["method", "exam_id"], sort=False)
         return grouped.mean().join(grouped.size().rename("slices")).reset_index()
 
-    def compare(self, a: str, b: str, metric: str, seed: int = 0) -> statistics.Comparison:
-        """The paired, exam-bootstrapped difference `a - b` in `metric` over the same slices."""
+    def compare(self, a: str, b: str, metric: str) -> statistics.Comparison:
+        """The paired difference `a - b` in `metric` over the same slices, with its exam-level interval."""
         values = self.per_slice.set_index("method")
         first, second = values.loc[a], values.loc[b]
         if not np.array_equal(first["slice_index"].to_numpy(), second["slice_index"].to_numpy()):
@@ -89,7 +90,7 @@ class SRScores:
         better = SR_HIGHER_IS_BETTER[metric]
         return statistics.paired_comparison(
             a, b, metric, first[metric].to_numpy(), second[metric].to_numpy(), first["exam_id"].to_numpy(),
-            higher_is_better=better, seed=seed,
+            higher_is_better=better,
         )
 
 
@@ -108,16 +109,18 @@ def evaluate_super_resolution(
     lpips_weights: dict[str, str | os.PathLike | None] | None = None,
     timings: dict[str, float] | None = None,
     batch_size: int = 32,
+    evaluations: dict[str, int] | None = None,
 ) -> SRScores:
     """Score each interpolation baseline (computed here from `low_res`) and each model in `predictions`.
 
     Images are paired by index: `predictions[name][i]` is the super-resolution of
     `low_res[i]`, whose ground truth `high_res[i]` comes from exam `exam_ids[i]`. The table
     has one row per method with `<metric>_mean`, `_ci_low`, `_ci_high` (mean over slices,
-    95% interval from resampling exams: statistics.exam_bootstrap) for every metric of
+    95% interval with the exam as the unit: statistics.exam_interval) for every metric of
     SR_LEGEND, `exams` and `slices`, `psnr_n_inf` (identical pairs, left out of the PSNR
-    mean) and `seconds_per_image` (`timings` for the models; the baselines are timed
-    here). A last row, "high-res (reference)", holds the ground truth's average gradients,
+    mean), `seconds_per_image` (`timings` for the models; the baselines are timed
+    here) and `nfe`, the network evaluations per image (`evaluations` for the models; 0 for
+    the baselines). A last row, "high-res (reference)", holds the ground truth's average gradients,
     the values a sharp but faithful method should approach. LPIPS cells hold the reason
     when a backbone's weights are missing (`lpips_weights` maps "alex"/"vgg" to a file,
     else metrics.find_weights looks in the usual places). All images are in model space
@@ -167,6 +170,7 @@ def evaluate_super_resolution(
                 row.update({f"{column}_mean": network, f"{column}_ci_low": math.nan, f"{column}_ci_high": math.nan})
         row["psnr_n_inf"] = int(np.isinf(values["psnr"].numpy()).sum())
         row["seconds_per_image"] = timings.get(method, math.nan)
+        row["nfe"] = 0 if method in metrics.INTERPOLATIONS else (evaluations or {}).get(method, math.nan)
         rows[method] = row
     rows[REFERENCE_ROW] = {
         "exams": len(np.unique(exam_ids)), "slices": len(exam_ids),
@@ -177,20 +181,58 @@ def evaluate_super_resolution(
 
 
 def _summary(name: str, values: np.ndarray, exam_ids: np.ndarray) -> dict[str, float]:
-    estimate = statistics.exam_bootstrap(values, exam_ids)
+    estimate = statistics.exam_interval(values, exam_ids)
     return {f"{name}_mean": estimate.mean, f"{name}_ci_low": estimate.low, f"{name}_ci_high": estimate.high}
 
 
-def comparison_table(comparisons: list[statistics.Comparison]) -> pd.DataFrame:
-    """One row per paired comparison: the mean difference A - B, its exam-bootstrap interval, sizes and verdict."""
-    rows = [
-        {
-            "a": c.a, "b": c.b, "metric": c.metric, "difference": c.difference.mean,
-            "ci_low": c.difference.low, "ci_high": c.difference.high, "detectable": c.detectable,
-            "exams": c.difference.exams, "slices": c.difference.slices, "verdict": c.verdict,
-        }
-        for c in comparisons
-    ]
+# Column meanings, written under each comparison table.
+COMPARISON_LEGEND = {
+    "difference, ci_low, ci_high": "mean of A - B over the same slices and its 95% interval (exam-level t, "
+                                   "statistics.exam_interval; seeds and exams both random where there are seeds)",
+    "df, p": "degrees of freedom of the t reference and the two-sided p of no difference (n/a: a bootstrap interval)",
+    "margin, p_equivalence": "equivalence margin (evaluation.endpoints.MARGINS) and the p of two one-sided tests against it",
+    "endpoint": "primary: declared before the run (evaluation.endpoints); exploratory: every other row, read at its own 5% level",
+    "family, p_holm, p_equivalence_holm": "primary rows: the number of primary tests and their Holm-adjusted p values",
+    "verdict": "what the row supports at the 5% level (adjusted for a primary row): 'A better than B', "
+               "'equivalent within' the margin, or 'inconclusive: the data cannot exclude' the interval's farther end",
+}
+
+
+def comparison_table(
+    comparisons: list[statistics.Comparison], primary: list[bool] | None = None,
+    margins: dict[str, endpoints.Margin] = endpoints.MARGINS,
+) -> pd.DataFrame:
+    """One row per paired comparison A - B: the difference, its interval, tests, sizes and verdict.
+
+    Columns: `difference`, `ci_low`, `ci_high` (95%), `df` (of the t reference; NaN for a bootstrap
+    interval, which has no test), `p` (two-sided, no difference), `margin` (endpoints.MARGINS) and
+    `p_equivalence` (two one-sided tests against it), `endpoint` ("primary" where `primary` says so,
+    else "exploratory"), `family` (how many primary tests the adjustment spans) and the Holm-adjusted
+    `p_holm` and `p_equivalence_holm` (primary rows only), `exams`, `slices`, and `verdict`
+    (statistics.verdict: from the adjusted tests for a primary row, its own for an exploratory one).
+    """
+    primary = [False] * len(comparisons) if primary is None else list(primary)
+    if len(primary) != len(comparisons):
+        raise MRNetError(f"give one primary flag per comparison: {len(comparisons)} comparisons, {len(primary)} flags")
+    margin = [margins.get(c.metric) for c in comparisons]
+    p = np.array([c.p_value for c in comparisons])
+    p_equivalence = np.array([c.equivalence_p(m.value) if m else math.nan for c, m in zip(comparisons, margin)])
+    chosen = np.array(primary, dtype=bool)
+    p_holm, p_equivalence_holm = np.full(len(p), np.nan), np.full(len(p), np.nan)
+    p_holm[chosen], p_equivalence_holm[chosen] = statistics.holm(p[chosen]), statistics.holm(p_equivalence[chosen])
+    rows = []
+    for i, c in enumerate(comparisons):
+        d, m = c.difference, margin[i]
+        tests = (p_holm[i], p_equivalence_holm[i]) if chosen[i] else (p[i], p_equivalence[i])
+        rows.append({
+            "a": c.a, "b": c.b, "metric": c.metric, "difference": d.mean, "ci_low": d.low, "ci_high": d.high,
+            "df": d.df, "p": p[i], "margin": m.value if m else math.nan, "p_equivalence": p_equivalence[i],
+            "endpoint": endpoints.PRIMARY if chosen[i] else endpoints.EXPLORATORY,
+            "family": int(chosen.sum()) if chosen[i] else math.nan,
+            "p_holm": p_holm[i], "p_equivalence_holm": p_equivalence_holm[i],
+            "exams": d.exams, "slices": d.slices,
+            "verdict": statistics.verdict(c, m.value if m else None, m.unit if m else "", *tests),
+        })
     return pd.DataFrame(rows).set_index(["a", "b", "metric"])
 
 
@@ -199,7 +241,7 @@ def comparison_table(comparisons: list[statistics.Comparison]) -> pd.DataFrame:
 # singular, and Heusel et al. (2017, sec. "Fréchet Inception Distance") recommend at least
 # 10,000 samples, as FID is biased upward at small sizes (Chong & Forsyth 2020). KID is
 # unbiased at any size (Binkowski et al. 2018, sec. 3); below 100 samples we do not report it
-# (a project choice: its spread over subsets, reported beside it, grows as 1/sqrt(n)). IS: at
+# (a project choice: its interval, reported beside it, widens as 1/sqrt(n)). IS: at
 # least 50 images per split, so that each split's marginal class distribution means something.
 MIN_FID_SAMPLES = 2048
 RECOMMENDED_FID_SAMPLES = 10_000
@@ -211,6 +253,35 @@ def _too_few(metric: str, have: int, need: int, why: str) -> str:
     return f"{NOT_COMPUTED} {metric} needs at least {need} {why}; {have} here"
 
 
+GENERATION_BOOTSTRAP = 500  # resamples for the generation table's intervals and comparisons
+
+
+def _resample_counts(samples: int, exam_index: np.ndarray, draws: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """How often each generated sample (draws, samples) and each real slice (draws, slices) is drawn when the
+    samples are resampled one by one (each its own seed) and the real slices by exam (each drawn exam
+    bringing all its slices)."""
+    exams = exam_index.max() + 1
+    sample_counts = np.stack([np.bincount(rng.integers(0, samples, samples), minlength=samples) for _ in range(draws)])
+    exam_counts = np.stack([np.bincount(rng.integers(0, exams, exams), minlength=exams) for _ in range(draws)])
+    return sample_counts.astype(float), exam_counts[:, exam_index].astype(float)
+
+
+def _interval(point: float, draws: np.ndarray, confidence: float, enough: bool) -> dict[str, float]:
+    """A percentile interval of bootstrap values, NaN ones (a resample without a value) left out; NaN without
+    enough samples and exams to resample."""
+    ends = [(1 - confidence) / 2, (1 + confidence) / 2]
+    low, high = np.nanquantile(draws, ends) if enough else (math.nan, math.nan)
+    return {"mean": point, "low": float(low), "high": float(high), "se": float(np.nanstd(draws, ddof=1))}
+
+
+def _pair_mean(pairs: np.ndarray, values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The mean of per-pair `values`, each pair weighed by how often a resample drew both its images (NaN for a
+    resample that drew no pair)."""
+    weights = counts[:, pairs[:, 0]] * counts[:, pairs[:, 1]]
+    total = weights.sum(axis=1)
+    return np.divide(weights @ values, total, out=np.full(len(total), np.nan), where=total > 0)
+
+
 def evaluate_generation(
     samples: dict[str, Tensor],
     real: Tensor,
@@ -219,21 +290,27 @@ def evaluate_generation(
     feature_weights: str | os.PathLike | None = None,
     feature_extractor: nn.Module | None = None,
     is_splits: int = 10,
-    kid_subset_size: int = 1000,
     near_copy_threshold: float = 0.95,
     diversity_pairs: int = 1000,
+    bootstrap: int = GENERATION_BOOTSTRAP,
     seed: int = 0,
+    confidence: float = 0.95,
 ) -> pd.DataFrame:
     """One row per generative model in `samples`, plus a "real (held-out)" row.
 
     Columns: `samples` (and `exams` for the real set); `fid` and `fid_note`; `is_mean`,
     `is_std` (over at most `is_splits` splits of at least MIN_IS_PER_SPLIT images);
-    `kid_mean`, `kid_std` (over random subsets); `diversity_ms_ssim` (mean pairwise
-    MS-SSIM, lower = more diverse; real pairs only across exams); `histogram_w1` and
-    `spectrum_distance` against `real`; `near_copy_share` and `nearest_train_correlation`
-    (mean correlation with the nearest of `train_images`). The real row holds what has a
-    meaning for real images (IS, diversity, memorisation against the training set), the
-    target for the models.
+    `kid_mean` (unbiased over every pair of images, metrics.kid_from_features);
+    `diversity_ms_ssim` (mean pairwise MS-SSIM, lower = more diverse; real pairs only across
+    exams); `histogram_w1` and `spectrum_distance` against `real`; `near_copy_share` and
+    `nearest_train_correlation` (mean correlation with the nearest of `train_images`). The real
+    row holds what has a meaning for real images (IS, diversity, memorisation against the
+    training set), the target for the models.
+
+    KID, diversity and the two distances come with `<column>_ci_low` and `_ci_high`: a 95%
+    percentile interval from `bootstrap` resamples of the generated samples one by one (each is
+    its own seed) and, independently, of the real slices by exam (the real row's diversity: its
+    exams only); with fewer than statistics.MIN_EXAMS samples or real exams, none.
 
     FID, KID and IS below the sizes above are not computed: the cell says so and why. The
     feature network is `feature_extractor` (pooled features for FID/KID and logits for IS)
@@ -243,6 +320,7 @@ def evaluate_generation(
     real_exams = np.asarray(real_exams)
     if real_exams.shape != (len(real),):
         raise MRNetError(f"give one exam id per real slice: {len(real)} slices, {real_exams.shape} ids")
+    exam_ids, exam_index = np.unique(real_exams, return_inverse=True)
     real, train_images = to_unit(real), to_unit(train_images)
     sets = {name: to_unit(images) for name, images in samples.items()}
     try:
@@ -254,12 +332,18 @@ def evaluate_generation(
         missing = None
     except metrics.MissingWeights as error:
         missing = f"{NOT_COMPUTED} {error}"
+    rng = np.random.default_rng(seed)
+    real_features = _set_features(real)
+    real_pool = None  # the real slices' pool features, computed once when KID is
 
     rows = {}
     for name, images in {**sets, REAL_ROW: real}.items():
         is_real = name == REAL_ROW
         n = len(images)
-        row = {"samples": n, "exams": len(np.unique(real_exams)) if is_real else math.nan}
+        row = {"samples": n, "exams": len(exam_ids) if is_real else math.nan}
+        sample_counts, real_counts = _resample_counts(n, exam_index, bootstrap, rng)
+        enough = min(n, len(exam_ids)) >= statistics.MIN_EXAMS
+        intervals = {}
         if not is_real:  # FID and KID compare a model's samples with the real set
             smallest = min(n, len(real))
             if smallest < MIN_FID_SAMPLES:
@@ -270,12 +354,18 @@ def evaluate_generation(
                 f"biased upward below {RECOMMENDED_FID_SAMPLES} samples (Heusel et al. 2017)"
                 if smallest < RECOMMENDED_FID_SAMPLES else ""
             )
-            if smallest < MIN_KID_SAMPLES:
-                row["kid_mean"], row["kid_std"] = _too_few("KID", smallest, MIN_KID_SAMPLES, "samples"), math.nan
+            if smallest < MIN_KID_SAMPLES or missing:
+                kid = missing or _too_few("KID", smallest, MIN_KID_SAMPLES, "samples")
+                row.update({"kid_mean": kid, "kid_ci_low": math.nan, "kid_ci_high": math.nan})
             else:
-                row["kid_mean"], row["kid_std"] = (missing, math.nan) if missing else metrics.kid(
-                    images, real, pool_net, subset_size=kid_subset_size, seed=seed
-                )
+                real_pool = metrics.image_features(real, pool_net) if real_pool is None else real_pool
+                pool = metrics.image_features(images, pool_net)
+                intervals["kid"] = _interval(float(metrics.kid_from_features(pool, real_pool)), metrics.kid_from_features(
+                    pool, real_pool, sample_counts, real_counts), confidence, enough)
+            features = _set_features(images)
+            for metric in GENERATION_DISTANCES:
+                intervals[metric] = _interval(_distance(metric, features, real_features), _distance(
+                    metric, features, real_features, sample_counts, real_counts), confidence, enough)
         splits = min(is_splits, n // MIN_IS_PER_SPLIT)
         if splits < 1:
             row["is_mean"], row["is_std"] = _too_few("IS", n, MIN_IS_PER_SPLIT, "images (one split)"), math.nan
@@ -283,11 +373,13 @@ def evaluate_generation(
             row["is_mean"], row["is_std"] = (missing, math.nan) if missing else metrics.inception_score(
                 images, logit_net, splits=splits, seed=seed
             )
-        groups = real_exams if is_real else None
-        row["diversity_ms_ssim"] = metrics.diversity_ms_ssim(images, diversity_pairs, seed=seed, groups=groups)
-        if not is_real:
-            row["histogram_w1"] = metrics.histogram_distance(images, real)
-            row["spectrum_distance"] = metrics.power_spectrum_distance(images, real)
+        pairs, values = metrics.pairwise_ms_ssim(images, diversity_pairs, seed=seed, groups=real_exams if is_real else None)
+        counts = real_counts if is_real else sample_counts
+        intervals["diversity_ms_ssim"] = _interval(float(values.mean()), _pair_mean(pairs, values, counts), confidence,
+                                                   enough)
+        for column, estimate in intervals.items():
+            key = "kid_mean" if column == "kid" else column
+            row.update({key: estimate["mean"], f"{column}_ci_low": estimate["low"], f"{column}_ci_high": estimate["high"]})
         nearest = metrics.memorisation(images, train_images, threshold=near_copy_threshold)
         row["near_copy_share"] = nearest.near_copy_share
         row["nearest_train_correlation"] = float(nearest.correlation.mean())
@@ -301,7 +393,7 @@ GENERATION_DISTANCES = ("histogram_w1", "spectrum_distance")
 
 def generation_comparisons(
     samples: dict[str, Tensor], real: Tensor, real_exams, pairs: list[tuple[str, str]],
-    bootstrap: int = 500, seed: int = 0, confidence: float = 0.95,
+    bootstrap: int = GENERATION_BOOTSTRAP, seed: int = 0, confidence: float = 0.95,
 ) -> list[statistics.Comparison]:
     """Paired differences A - B of each distance to the real slices, for each (A, B) in `pairs`.
 
@@ -321,25 +413,16 @@ def generation_comparisons(
         n = len(samples[a])
         if len(samples[b]) != n:
             raise MRNetError(f"{a} and {b} hold {n} and {len(samples[b])} samples; paired comparisons need one seed each")
-        point = {m: _distance(m, features[a], real_features) - _distance(m, features[b], real_features)
-                 for m in GENERATION_DISTANCES}
-        draws = {m: [] for m in GENERATION_DISTANCES}
-        for _ in range(bootstrap):
-            seeds = rng.integers(0, n, n)
-            rows = np.concatenate([np.flatnonzero(exam_index == e) for e in rng.integers(0, len(exams), len(exams))])
-            for m in GENERATION_DISTANCES:
-                draws[m].append(
-                    _distance(m, features[a], real_features, seeds, rows)
-                    - _distance(m, features[b], real_features, seeds, rows)
-                )
+        sample_counts, real_counts = _resample_counts(n, exam_index, bootstrap, rng)
         for m in GENERATION_DISTANCES:
-            values = np.asarray(draws[m])
-            low, high = np.quantile(values, [(1 - confidence) / 2, (1 + confidence) / 2])
-            if min(n, len(exams)) < statistics.MIN_EXAMS:  # too few seeds or exams to resample
-                low = high = math.nan
-            estimate = statistics.Estimate(point[m], float(low), float(high), float(values.std(ddof=1)),
-                                           len(exams), len(real))
-            comparisons.append(statistics.Comparison(a, b, m, estimate, higher_is_better=False))
+            point, draws = (
+                _distance(m, features[a], real_features, *counts) - _distance(m, features[b], real_features, *counts)
+                for counts in ((), (sample_counts, real_counts))
+            )
+            estimate = _interval(point, draws, confidence, min(n, len(exams)) >= statistics.MIN_EXAMS)
+            comparisons.append(statistics.Comparison(a, b, m, statistics.Estimate(
+                estimate["mean"], estimate["low"], estimate["high"], estimate["se"], len(exams), len(real)
+            ), higher_is_better=False))
     return comparisons
 
 
@@ -353,13 +436,18 @@ def _set_features(images: Tensor) -> dict[str, np.ndarray]:
     return {"histogram": metrics.intensity_histograms(images), "spectrum": metrics.radial_power_spectrum(images).numpy()}
 
 
-def _distance(metric: str, samples: dict, real: dict, seeds=slice(None), rows=slice(None)) -> float:
-    """A set-level distance to the real slices, over the chosen samples (`seeds`) and real slices (`rows`)."""
+def _distance(metric: str, samples: dict, real: dict, sample_counts=None, real_counts=None):
+    """A set-level distance to the real slices; with (draws, N) and (draws, M) counts from _resample_counts,
+    one value per resample, each image weighed by how often it was drawn."""
+    if sample_counts is None:
+        return float(_distance(metric, samples, real, np.ones((1, len(samples["spectrum"]))),
+                               np.ones((1, len(real["spectrum"]))))[0])
     if metric == "histogram_w1":
-        return metrics.histogram_w1(samples["histogram"][seeds].sum(0), real["histogram"][rows].sum(0))
-    mean_spectrum = {name: torch.from_numpy(part["spectrum"][index].mean(0))
-                     for name, part, index in (("samples", samples, seeds), ("real", real, rows))}
-    return metrics.spectrum_log_distance(mean_spectrum["samples"], mean_spectrum["real"])
+        pooled = sample_counts @ samples["histogram"], real_counts @ real["histogram"]
+        return np.array([metrics.histogram_w1(s, r) for s, r in zip(*pooled)])
+    mean_sample = sample_counts @ samples["spectrum"] / sample_counts.sum(axis=1, keepdims=True)
+    mean_real = real_counts @ real["spectrum"] / real_counts.sum(axis=1, keepdims=True)
+    return np.array([metrics.spectrum_log_distance(s, r) for s, r in zip(mean_sample, mean_real)])
 
 
 def _table(rows: dict[str, dict]) -> pd.DataFrame:

@@ -105,6 +105,30 @@ class HeldOut:
         return pd.DataFrame({"exam_id": self.exam_ids, "slice_index": self.slice_index})
 
 
+# The fewest valid exams a study reports on when the preset's tuning exams would leave fewer: the
+# smallest exam count at which the study's intervals were shown to keep their coverage
+# (benchmarks/bench_coverage.py, docs/statistics.md).
+MIN_REPORTED_EXAMS = 6
+
+
+def tuning_count(cache_path: str | Path, preset_count: int, requested: int | None = None) -> int:
+    """How many valid exams to set aside for tuning: `requested` when given, else the preset's count, but
+    no more than leaves MIN_REPORTED_EXAMS to report on (a real sample of 8 valid exams: 2 for tuning,
+    6 reported; the phantom's 12 at the demo preset: 6 and 6)."""
+    if requested is not None:
+        return requested
+    valid = len(np.unique(load_cache(cache_path)["valid"]["exam_ids"]))
+    return max(0, min(preset_count, valid - MIN_REPORTED_EXAMS))
+
+
+def exam_roles(cache_path: str | Path, tuning: int) -> pd.DataFrame:
+    """One row per valid exam: its id, its role ("tuning": set aside, never reported; "reported") and slices."""
+    exam_ids = load_cache(cache_path)["valid"]["exam_ids"]
+    ids, slices = np.unique(exam_ids, return_counts=True)
+    tune = np.isin(ids, tuning_exams(cache_path, tuning))
+    return pd.DataFrame({"exam_id": ids, "role": np.where(tune, "tuning", "reported"), "slices": slices})
+
+
 def tuning_exams(cache_path: str | Path, count: int) -> np.ndarray:
     """The valid exams set aside for tuning (sampler steps, thresholds): `count` of them, spread over the ids.
 

@@ -83,8 +83,7 @@ def agreement(trained, label_probe, train: SliceDataset, valid: SliceDataset, re
 
     Every scale of a request draws from the same seeds, so each scale after the first is compared with
     the first (`scales[0]`, unconditional by default) seed by seed: the change in share with its 95%
-    interval from resampling seeds (statistics.paired_comparison, a seed being its own cluster) and
-    the verdict."""
+    interval, each seed its own cluster (statistics.paired_comparison), and the verdict (statistics.verdict)."""
     unknown = [request for request in requests if request not in REQUESTS]
     if unknown:
         raise MRNetError(f"request {unknown[0]} is not one label set to 1 or 0; the requests are "
@@ -122,7 +121,7 @@ def _change(side: np.ndarray, baseline: np.ndarray, scale: float, baseline_scale
     change = statistics.paired_comparison(f"guidance {scale:g}", f"guidance {baseline_scale:g}", "share",
                                           side, baseline, exams=np.arange(len(side)))
     d = change.difference
-    return {"change": d.mean, "change_low": d.low, "change_high": d.high, "verdict": change.verdict}
+    return {"change": d.mean, "change_low": d.low, "change_high": d.high, "verdict": statistics.verdict(change)}
 
 
 def usefulness(trained, train: SliceDataset, valid: SliceDataset, reported: np.ndarray, batch_size: int,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -11,7 +12,7 @@ from matplotlib.figure import Figure
 
 from mrnet_utils import pipeline
 from mrnet_utils.data.slices import to_unit
-from mrnet_utils.evaluation import metrics, plots, tables
+from mrnet_utils.evaluation import endpoints, metrics, plots, tables
 from mrnet_utils.diffusion.processes import process_class
 from mrnet_utils.stages import CASCADE, STAGES
 from mrnet_utils.study.data import HeldOut
@@ -24,6 +25,7 @@ from mrnet_utils.training import checkpoint
 class Timed:
     images: torch.Tensor  # (N, 1, R, R) in [-1, 1], on the CPU
     seconds_per_image: float
+    evaluations: int  # network evaluations per image, as counted
 
 
 @dataclass(frozen=True)
@@ -86,13 +88,20 @@ MEAN_DRAWS = 4  # draws averaged for the mean: 4 times a sample's network evalua
 def super_resolve(
     stage: pipeline.TrainedStage, low_res: torch.Tensor, batch_size: int = 8, progress: bool = True, draws: int = 1
 ) -> Timed:
-    """Super-resolve each low-res image (image i with seed i), the mean of `draws` draws, with the wall time per image."""
+    """Super-resolve each low-res image (image i with seed i), the mean of `draws` draws, with the wall time
+    and the network evaluations per image (the network's calls counted, over the batches)."""
+    calls = []
+    counter = stage.model.register_forward_pre_hook(lambda *_: calls.append(1))
     start = time.perf_counter()
-    images = pipeline.sample_stage(
-        stage.model, stage.config, list(range(len(low_res))), low_res,
-        batch_size=batch_size, progress=progress, draws=draws,
-    )
-    return Timed(images, (time.perf_counter() - start) / len(low_res))
+    try:
+        images = pipeline.sample_stage(
+            stage.model, stage.config, list(range(len(low_res))), low_res,
+            batch_size=batch_size, progress=progress, draws=draws,
+        )
+    finally:
+        counter.remove()
+    batches = math.ceil(len(low_res) / batch_size)
+    return Timed(images, (time.perf_counter() - start) / len(low_res), len(calls) // batches)
 
 
 def output_kinds(model: SRModel) -> dict[str, int]:
@@ -118,8 +127,8 @@ def super_resolution_outputs(
     """{task: {kind: output}}: the SR stages of one model on the held-out slices, for each of SR_TASKS.
 
     A chained task feeds each stage's output to the next, as the cascade does (samples to a
-    sample, means to a mean); its time is the sum of its stages'. A chain reuses the output
-    of its first stage on the same input instead of sampling it again.
+    sample, means to a mean); its time and network evaluations are the sums of its stages'. A
+    chain reuses the output of its first stage on the same input instead of sampling it again.
     """
     loaded = {
         name: checkpoint.load_stage(find_run(paths, name, model.use_swin, model.process), device)
@@ -129,9 +138,10 @@ def super_resolution_outputs(
 
     def chain(start: int, stages: tuple[str, ...], draws: int) -> Timed:
         if (start, stages, draws) not in done:
-            before = chain(start, stages[:-1], draws) if len(stages) > 1 else Timed(held.at(start), 0.0)
+            before = chain(start, stages[:-1], draws) if len(stages) > 1 else Timed(held.at(start), 0.0, 0)
             result = super_resolve(loaded[stages[-1]], before.images, batch_size, progress, draws)
-            done[start, stages, draws] = Timed(result.images, before.seconds_per_image + result.seconds_per_image)
+            done[start, stages, draws] = Timed(result.images, before.seconds_per_image + result.seconds_per_image,
+                                               before.evaluations + result.evaluations)
         return done[start, stages, draws]
 
     return {
@@ -150,6 +160,7 @@ def evaluate_sr_task(
     return tables.evaluate_super_resolution(
         held.at(spec.low_resolution), held.at(spec.resolution), {name: r.images for name, r in results.items()},
         held.exam_ids, held.slice_index, lpips_weights, {name: r.seconds_per_image for name, r in results.items()},
+        evaluations={name: r.evaluations for name, r in results.items()},
     )
 
 
@@ -158,18 +169,51 @@ COMPARED_METRICS = ("psnr", "ssim", "spectrum_error", "ag_error")
 BASELINES = ("lanczos", "bicubic")
 
 
-def sr_comparisons(scores: tables.SRScores, task: str) -> pd.DataFrame:
-    """Paired, exam-bootstrapped comparisons on COMPARED_METRICS: every model output against Lanczos and
-    bicubic, Swin against no Swin for each output, and each diffusion output against the regression baseline."""
-    rows = set(scores.table.index)
-    outputs = [row_name(task, model, kind) for model in SR_MODELS for kind in output_kinds(model)]
-    pairs = [(row, baseline) for row in outputs for baseline in BASELINES]
+def _row(task: str, label: str, kind: str) -> str:
+    """The table row of an SR model's output (by its label) or of an interpolation (by its name)."""
+    if label in metrics.INTERPOLATIONS:
+        return label
+    model = next(model for model in SR_MODELS if model.label == label)
+    return row_name(task, model, kind if kind in output_kinds(model) else "output")
+
+
+def primary_rows(task: str) -> set[tuple[str, str, str]]:
+    """The (A, B, metric) rows of `task`'s comparisons that are primary endpoints (endpoints.SR_ENDPOINTS)."""
+    return {(_row(task, e.model, e.output), _row(task, e.baseline, "output"), e.metric)
+            for e in endpoints.SR_ENDPOINTS if e.task == task}
+
+
+def sr_comparisons(scores: dict[str, tables.SRScores]) -> dict[str, pd.DataFrame]:
+    """Per task: paired comparisons on COMPARED_METRICS (tables.comparison_table): every model output
+    against Lanczos and bicubic, Swin against no Swin for each output, and each diffusion output against
+    the regression baseline, with the network evaluations per image of A and B (`nfe_a`, `nfe_b`).
+
+    The primary endpoints (endpoints.SR_ENDPOINTS) of all the tasks given form one family, Holm-adjusted
+    together; every other row is exploratory."""
     swin, no_swin, regression = SR_MODELS
-    for kind in OUTPUT_KINDS:
-        pairs.append((row_name(task, swin, kind), row_name(task, no_swin, kind)))
-        pairs += [(row_name(task, model, kind), row_name(task, regression, "output")) for model in (swin, no_swin)]
-    pairs = [(a, b) for a, b in pairs if a in rows and b in rows]
-    return tables.comparison_table([scores.compare(a, b, metric) for a, b in pairs for metric in COMPARED_METRICS])
+    keyed, comparisons = [], []
+    for task, task_scores in scores.items():
+        rows = set(task_scores.table.index)
+        outputs = [row_name(task, model, kind) for model in SR_MODELS for kind in output_kinds(model)]
+        pairs = [(row, baseline) for row in outputs for baseline in BASELINES]
+        for kind in OUTPUT_KINDS:
+            pairs.append((row_name(task, swin, kind), row_name(task, no_swin, kind)))
+            pairs += [(row_name(task, model, kind), row_name(task, regression, "output")) for model in (swin, no_swin)]
+        for a, b in pairs:
+            if a in rows and b in rows:
+                keyed += [(task, a, b, metric) for metric in COMPARED_METRICS]
+                comparisons += [task_scores.compare(a, b, metric) for metric in COMPARED_METRICS]
+    primary = {(task, *row) for task in scores for row in primary_rows(task)}
+    table = tables.comparison_table(comparisons, primary=[key in primary for key in keyed])
+    table.insert(0, "task", [task for task, *_ in keyed])
+    result = {}
+    for task, task_scores in scores.items():
+        part = table[table["task"] == task].drop(columns="task")
+        nfe = task_scores.table["nfe"]
+        part.insert(part.columns.get_loc("exams"), "nfe_a", nfe.reindex(part.index.get_level_values("a")).to_numpy())
+        part.insert(part.columns.get_loc("exams"), "nfe_b", nfe.reindex(part.index.get_level_values("b")).to_numpy())
+        result[task] = part
+    return result
 
 
 def sr_candidates(low_res: torch.Tensor, predictions: dict[str, torch.Tensor], size: int) -> dict[str, torch.Tensor]:

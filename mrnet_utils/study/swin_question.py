@@ -10,14 +10,15 @@ conditioning augmentation off, since the reference networks take no augmentation
 - "ref, no Swin": the same network without the Swin block;
 - "project": the project's UNet with its Swin bottleneck.
 
-Each arm is trained with several seeds (initial weights, data order, noise), and the answer is a
-paired, exam-level difference beside the spread between seeds: an architecture effect smaller
-than what changing the seed does is not an effect this experiment can see.
+Each arm is trained with several seeds (initial weights, data order, noise), and the answer treats
+both the training seeds and the exams as random (statistics.seeds_and_exams): an interval for the
+architecture's effect that holds for another seed and other exams, with a verdict of "better",
+"equivalent within" the margin of evaluation.endpoints, or "inconclusive". These comparisons are
+exploratory: the study's primary endpoints are its SR comparisons with interpolation and regression.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import torch
 from mrnet_utils.config import StageConfig
 from mrnet_utils.presets import stage_config
 from mrnet_utils.data.slices import to_unit
-from mrnet_utils.evaluation import metrics, statistics
+from mrnet_utils.evaluation import metrics, statistics, tables
 from mrnet_utils.stages import STAGES
 from mrnet_utils.study.data import HeldOut
 from mrnet_utils.study.layout import StudyPaths
@@ -103,41 +104,27 @@ def scores(paths: StudyPaths, held: HeldOut, stages=SR_STAGES, seeds=SEEDS, batc
 
 
 def answer(per_slice: pd.DataFrame) -> pd.DataFrame:
-    """One row per stage, pair of arms and metric: the difference A - B averaged over seeds, its 95%
-    exam-bootstrap interval, each seed's own difference, the spread between seeds, and a verdict."""
-    rows = []
+    """One row per stage, pair of arms and metric: the difference A - B over seeds and exams (seed s of A
+    against seed s of B, slice for slice, averaged per exam), its 95% interval with seeds and exams both
+    random (statistics.seeds_and_exams), each seed's own difference and their spread (`seed_sd`, to
+    read beside the interval), and the tests and verdict of tables.comparison_table (every row exploratory)."""
+    comparisons, per_seed = [], []
     for (stage, metric), (a, b) in ((key, pair) for key in _keys(per_slice) for pair in COMPARISONS):
         table = per_slice[per_slice["stage"] == stage].pivot_table(
             index=["exam_id", "slice_index"], columns=["arm", "seed"], values=metric
         )
         by_seed = table[a] - table[b]  # (slices, seeds): the seed-s A against the seed-s B, slice for slice
-        exams = by_seed.index.get_level_values("exam_id").to_numpy()
-        comparison = statistics.paired_comparison(a, b, metric, table[a].mean(axis=1), table[b].mean(axis=1), exams,
-                                                  higher_is_better=True)
-        per_seed = by_seed.mean(axis=0)
-        spread = float(per_seed.std(ddof=1)) if len(per_seed) > 1 else math.nan
-        rows.append({
-            "stage": stage, "a": a, "b": b, "metric": metric, "difference": comparison.difference.mean,
-            "ci_low": comparison.difference.low, "ci_high": comparison.difference.high,
-            "per_seed": ", ".join(f"{value:+.3g}" for value in per_seed), "seed_sd": spread,
-            "exams": comparison.difference.exams, "slices": comparison.difference.slices,
-            "seeds": len(per_seed), "verdict": verdict(comparison, spread),
-        })
-    return pd.DataFrame(rows).set_index(["stage", "a", "b", "metric"])
-
-
-def verdict(comparison: statistics.Comparison, seed_sd: float) -> str:
-    """One sentence saying what the data support, the seed spread taken into account."""
-    d = comparison.difference
-    if not d.has_interval:
-        return f"no interval: {d.exams} exams < {statistics.MIN_EXAMS}"
-    if d.low <= 0 <= d.high:
-        return f"no difference detectable at this size (detectable: {comparison.detectable:.3g})"
-    better, worse = (comparison.a, comparison.b) if d.mean > 0 else (comparison.b, comparison.a)
-    if math.isfinite(seed_sd) and abs(d.mean) <= 2 * seed_sd:
-        return (f"{better} better than {worse} on these seeds, but by no more than twice the spread between "
-                f"training seeds ({seed_sd:.3g}): not an effect of the architecture this run can separate")
-    return f"{better} better than {worse}, by more than twice the spread between training seeds"
+        by_exam = by_seed.groupby(level="exam_id").mean()  # (exams, seeds)
+        estimate = statistics.seeds_and_exams(by_exam.to_numpy().T, slices=len(by_seed))
+        comparisons.append(statistics.Comparison(a, b, metric, estimate, higher_is_better=True))
+        per_seed.append(by_seed.mean(axis=0))
+    result = tables.comparison_table(comparisons)
+    result.insert(0, "stage", [stage for stage, _ in _keys(per_slice) for _ in COMPARISONS])
+    result.insert(result.columns.get_loc("exams"), "per_seed",
+                  [", ".join(f"{value:+.3g}" for value in seeds) for seeds in per_seed])
+    result.insert(result.columns.get_loc("exams"), "seed_sd", [seeds.std(ddof=1) for seeds in per_seed])
+    result.insert(result.columns.get_loc("exams"), "seeds", [len(seeds) for seeds in per_seed])
+    return result.reset_index().set_index(["stage", "a", "b", "metric"])
 
 
 def _keys(per_slice: pd.DataFrame) -> list[tuple[str, str]]:
