@@ -219,8 +219,11 @@ if wanted preprocess; then
     run_notebook notebooks/00_preprocess.ipynb 00_preprocess.ipynb "${quiet[@]}" "${data_options[@]}" \
         -p ALL_SLICES "$all_slices"
 fi
-# Every size the study needs, checked against the slice cache before the first training (study/sizes.py).
-if [ ",$only," != ",realism," ]; then
+# Every size the study needs, checked against the slice cache before the first training (study/sizes.py),
+# unless only the data parts run.
+beyond_data=False
+for part in ${only//,/ }; do [[ "$part" == preprocess || "$part" == realism ]] || beyond_data=True; done
+if [ -z "$only" ] || [ "$beyond_data" = True ]; then
     sizes=(--cache "$out/data/$preset/slices_coronal.npz" --preset "$preset")
     [ -n "$tuning" ] && sizes+=(--tuning-exams "$tuning")
     [ -n "$eval_slices" ] && sizes+=(--eval-slices "$eval_slices")

@@ -9,6 +9,7 @@ of its current step, with that step saved, others at once, removing what they we
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 from contextlib import nullcontext
@@ -125,7 +126,8 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _sample(args: argparse.Namespace) -> None:
-    from mrnet_utils.files import claim_folder
+    from mrnet_utils.files import result_folder
+    from mrnet_utils.pipeline import SAMPLE_FILES
     from mrnet_utils.stages import CASCADE
 
     expected = CASCADE if args.pipeline == "cascade" else ("single256",)
@@ -133,18 +135,19 @@ def _sample(args: argparse.Namespace) -> None:
         raise MRNetError(
             f"--pipeline {args.pipeline} needs {len(expected)} --checkpoints: {', '.join(expected)} (files or run folders)"
         )
-    # The output folder is this process's from here on: checked, locked, and removed again if it was
-    # created here and nothing was written, all before the first network evaluation.
-    with claim_folder(args.out):
-        _sample_into(args, expected)
+    # The output folder is checked and locked before the first network evaluation; the samples are
+    # written beside it and take its place only when all are written (files.result_folder).
+    with result_folder(args.out, args.overwrite, SAMPLE_FILES, "samples folder") as folder:
+        _sample_into(args, expected, folder)
+    print(f"wrote {args.n} samples to {args.out}")
 
 
-def _sample_into(args: argparse.Namespace, expected: tuple[str, ...]) -> None:
+def _sample_into(args: argparse.Namespace, expected: tuple[str, ...], folder: Path) -> None:
     from mrnet_utils.diffusion.guidance import label_rows
-    from mrnet_utils.pipeline import sample_cascade, samples_folder, write_samples
+    from mrnet_utils.pipeline import resolve_sampler, sample_cascade, write_sample_files
+    from mrnet_utils.provenance import environment, stage_record
     from mrnet_utils.training.checkpoint import load_stage
 
-    samples_folder(args.out, overwrite=args.overwrite)
     seeds = list(range(args.seed, args.seed + args.n))
     stages = [load_stage(path, args.device, compile=args.compile) for path in args.checkpoints]
     for stage, name in zip(stages, expected):
@@ -159,19 +162,46 @@ def _sample_into(args: argparse.Namespace, expected: tuple[str, ...]) -> None:
     labels = None if args.labels is None else label_rows(args.labels, len(seeds))
     images = sample_cascade(stages, seeds, samplers, batch_size=args.batch_size, labels=labels,
                             guidance=args.guidance)[stages[-1].config.resolution]
-    out = write_samples(images, args.out, seeds, overwrite=args.overwrite, labels=args.labels, guidance=args.guidance)
-    print(f"wrote {len(seeds)} samples to {out}")
+    presets = sorted({stage.config.preset for stage in stages})
+    provenance = {"pipeline": args.pipeline, "preset": presets[0] if len(presets) == 1 else presets,
+                  "stages": [stage_record(stage.config, stage.path, stage.step,
+                                          resolve_sampler(stage.config, (samplers or {}).get(stage.config.stage)))
+                             for stage in stages],
+                  "environment": environment()}
+    write_sample_files(images, folder, seeds, args.labels, args.guidance, provenance)
 
 
 def _score(args: argparse.Namespace) -> None:
     from mrnet_utils.data.samples import read_samples
     from mrnet_utils.evaluation.tables import write_table
+    from mrnet_utils.files import result_folder
+    from mrnet_utils.provenance import environment
     from mrnet_utils.study.generation import score_samples
 
-    samples = {name: read_samples(path) for name, path in args.samples}
-    table = score_samples(samples, args.cache, args.train_cache, args.tuning_exams, args.inception_weights)
-    csv_path, md_path = write_table(table, args.out, args.name)
-    print(f"wrote {csv_path} and {md_path}")
+    names = [name for name, _ in args.samples]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise MRNetError(f"--samples names {', '.join(repeated)} more than once; give each set of samples its own NAME")
+    owned = (f"{args.name}.csv", f"{args.name}.md")
+    record = {"samples": {name: str(path.resolve()) for name, path in args.samples}, "cache": str(args.cache.resolve()),
+              "environment": environment()}
+    with result_folder(args.out, args.overwrite, owned, "score folder", record=record) as folder:
+        samples = {name: read_samples(path) for name, path in args.samples}
+        table = score_samples(samples, args.cache, args.train_cache, args.tuning_exams, args.inception_weights)
+        write_table(table, folder, args.name)
+    print(f"wrote {args.out / owned[0]} and {args.out / owned[1]}")
+
+
+def _check_study(args: argparse.Namespace) -> None:
+    from mrnet_utils.presets import preset
+    from mrnet_utils.study.sizes import check_sizes
+
+    sizes, notes = check_sizes(args.cache, preset(args.preset).study, args.tuning_exams, args.eval_slices)
+    print(f"study sizes on {args.cache}: {sizes.train_exams} train exams ({sizes.train_slices} slices), "
+          f"{sizes.valid_exams} valid exams: {sizes.tuning_exams} for tuning, {sizes.reported_exams} reported "
+          f"({sizes.reported_slices} slices); {sizes.samples} samples per model")
+    for note in notes:
+        print(f"note: {note}")
 
 
 def _labels(text: str) -> dict[str, int]:
@@ -186,6 +216,16 @@ def _setting(text: str) -> tuple[str, str]:
     if not separator or not key or not value:
         raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE, e.g. train.lr=1e-4")
     return key.strip(), value.strip()
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
+    return value
 
 
 def _named_path(text: str) -> tuple[str, Path]:
@@ -318,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--labels", type=_labels, metavar="NAME=0|1,...",
                         help=f"ask label-conditional stages for these labels ({', '.join(TASKS)}; one not named "
                              "is left unsaid), for example acl=1,meniscus=0")
-    sample.add_argument("--guidance", type=float, default=1.0,
+    sample.add_argument("--guidance", type=_finite, default=1.0,
                         help="classifier-free guidance scale with --labels: 0 unconditional, 1 conditional, "
                              "more pushes further towards the labels")
     sample.set_defaults(run=_sample)
@@ -326,6 +366,15 @@ def build_parser() -> argparse.ArgumentParser:
     score = command("score", "score generated images (PNG folders or arrays) on a slice cache's real slices")
     score.add_argument("--samples", type=_named_path, nargs="+", required=True, metavar="NAME=PATH",
                        help="a folder of PNGs or an .npy/.npz array per model; grey or RGB, any square size")
+    check = command("check-study", "check the sizes the study needs against its slice cache, before any training "
+                                   "(run_all.sh runs it after preprocessing)")
+    check.add_argument("--cache", type=Path, required=True, help="the study's slice cache (written by `preprocess`)")
+    check.add_argument("--preset", choices=tuple(PRESETS), default="demo", help="whose study settings to check")
+    check.add_argument("--tuning-exams", type=_non_negative,
+                       help="valid exams set aside for tuning (default: the preset's, as the notebooks choose it)")
+    check.add_argument("--eval-slices", type=_positive, help="held-out slices the SR evaluation scores")
+    check.set_defaults(run=_check_study)
+
     score.add_argument("--cache", type=Path, required=True, help="slice cache whose valid slices are the real set")
     score.add_argument("--train-cache", type=Path, help="slice cache of the training slices, for memorisation "
                        "(default: --cache)")
@@ -334,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--inception-weights", type=Path, help="weights-inception-2015-12-05-6726825d.pth")
     score.add_argument("--out", type=Path, required=True, help="folder for the table")
     score.add_argument("--name", default="generation_scored", help="table file name (without extension)")
+    score.add_argument("--overwrite", action="store_true",
+                       help="replace the table of this --name in a non-empty --out folder (otherwise it is refused)")
     score.set_defaults(run=_score)
 
     presets = command("presets", "list the presets (config.PRESETS), one per line")

@@ -10,10 +10,10 @@ its process (diffusion.processes) builds the condition and runs the sampler.
 
 from __future__ import annotations
 
-import json
+import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, Sequence
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from mrnet_utils.diffusion.processes import SamplerChoice, build_process, proces
 from mrnet_utils.diffusion.samplers import generators_from_seeds, noise_from_seeds
 from mrnet_utils.diffusion.schedules import from_process
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.files import is_bookkeeping, remove_stale_partials, write_atomically
+from mrnet_utils.files import result_folder, write_atomically, write_json
 from mrnet_utils.presets import default_sampler
 from mrnet_utils.progress import track
 from mrnet_utils.stages import check_chain
@@ -191,53 +191,65 @@ def write_png(image: torch.Tensor, path: str | Path, what: str) -> Path:
     return write_atomically(path, lambda handle: pixels.save(handle, format="PNG"), what)
 
 
+def check_finite_samples(images: torch.Tensor, stage_name: str | None, seeds: Sequence[int]) -> None:
+    """Refuse images holding NaN or infinite values, in one line naming the stage that sampled them (None: not
+    known), the seeds affected and the likely causes, before they reach the next stage or a file."""
+    finite = torch.isfinite(images.reshape(len(images), -1)).all(dim=1).tolist()
+    bad = [seed for seed, ok in zip(seeds, finite) if not ok]
+    if not bad:
+        return
+    shown = ", ".join(map(str, bad[:8])) + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
+    source = f"stage {stage_name} sampled" if stage_name else "the samples hold"
+    raise MRNetError(
+        f"{source} NaN or infinite values for seed{'s' if len(bad) > 1 else ''} {shown} ({len(bad)} of {len(seeds)} "
+        "images); nothing was written. Likely causes: non-finite weights in a checkpoint (train the stage again, or "
+        "from an earlier checkpoint), or a guidance scale so large that the guided prediction overflows (lower "
+        "--guidance)"
+    )
+
+
+def _save_npy(handle: BinaryIO, array: np.ndarray) -> None:
+    """np.save through a buffer: np.save to a file reports a short write without its errno (ENOSPC, EFBIG)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    handle.write(buffer.getbuffer())
+
+
 SAMPLE_FILES = ("sample_*.png", "samples.npy", "grid.png", "samples.json")  # what write_samples writes
-
-
-def samples_folder(out_dir: str | Path, overwrite: bool = False) -> Path:
-    """Check, before any sampling, that `out_dir` can take new samples: an empty folder (created if need
-    be), or, with `overwrite`, one whose earlier samples may be replaced. Returns it."""
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise MRNetError(f"cannot create the samples folder {out_dir} ({error.strerror}); choose another out_dir",
-                         parameter="out_dir") from None
-    held = sorted(path.name for path in out_dir.iterdir() if not is_bookkeeping(path))
-    if held and not overwrite:
-        listed = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
-        raise MRNetError(
-            f"samples folder {out_dir} is not empty ({listed}); choose an empty out_dir, or replace the samples "
-            "there with overwrite=True", parameter="overwrite",
-        )
-    return out_dir
 
 
 def write_samples(
     images: torch.Tensor, out_dir: str | Path, seeds: list[int], overwrite: bool = False,
-    labels: dict[str, int] | None = None, guidance: float = 1.0,
+    labels: dict[str, int] | None = None, guidance: float = 1.0, provenance: dict | None = None,
 ) -> Path:
-    """One 8-bit PNG per image (named by seed), a grid, `samples.npy`: the float stack in [-1, 1], and
-    `samples.json`: the seeds, and the labels asked for (by task; a task not named was left unsaid)
-    with the guidance scale.
+    """A samples folder (`write_sample_files`), written whole: it appears at `out_dir` complete, with
+    files.COMPLETE_FILE, or not at all (files.result_folder).
 
-    `out_dir` must be empty (`samples_folder`), unless `overwrite`: then the samples of an earlier
-    call there are removed first, so that the folder never mixes two sets; other files stay.
+    `out_dir` must be new or empty, unless `overwrite`: then its earlier samples are replaced once the
+    new set is complete, so that the folder never mixes two sets, and other files stay.
     """
-    out_dir = Path(out_dir)
+    with result_folder(out_dir, overwrite, SAMPLE_FILES, "samples folder") as folder:
+        write_sample_files(images, folder, seeds, labels, guidance, provenance)
+    return Path(out_dir)
+
+
+def write_sample_files(
+    images: torch.Tensor, folder: Path, seeds: list[int], labels: dict[str, int] | None = None,
+    guidance: float = 1.0, provenance: dict | None = None,
+) -> None:
+    """The files of a samples folder, into `folder` (one that files.result_folder is writing): one 8-bit PNG
+    per image (`sample_<seed>.png`), `grid.png` (the first 64), `samples.npy`: the float stack in [-1, 1],
+    and `samples.json` (strict JSON): the seeds, the labels asked for (by task; a task not named was left
+    unsaid) with the guidance scale, and `provenance` (its keys as given: provenance.py's checkpoints,
+    samplers and code). Images holding NaN or infinite values are refused (`check_finite_samples`).
+    """
     if len(images) != len(seeds):
         raise MRNetError(f"got {len(images)} images for {len(seeds)} seeds; give one seed per image")
-    samples_folder(out_dir, overwrite)
-    for pattern in SAMPLE_FILES:
-        for earlier in out_dir.glob(pattern):
-            earlier.unlink()
-    remove_stale_partials(out_dir)
+    check_finite_samples(images, None, seeds)
     images = images.float().cpu()
     for image, seed in zip(to_unit(images), seeds):
-        write_png(image[0], out_dir / f"sample_{seed:06d}.png", "sample")
-    write_atomically(out_dir / "samples.npy", lambda handle: np.save(handle, images.numpy()), "sample array")
-    save_grid(images[:64], out_dir / "grid.png")
-    record = {"seeds": seeds, "labels": labels or {}, "guidance": guidance if labels else None}
-    write_atomically(out_dir / "samples.json", lambda handle: handle.write(json.dumps(record, indent=1).encode()),
-                     "sample record")
-    return out_dir
+        write_png(image[0], folder / f"sample_{seed:06d}.png", "sample")
+    write_atomically(folder / "samples.npy", lambda handle: _save_npy(handle, images.numpy()), "sample array")
+    save_grid(images[:64], folder / "grid.png")
+    record = {"seeds": seeds, "labels": labels or {}, "guidance": guidance if labels else None, **(provenance or {})}
+    write_json(folder / "samples.json", record, "sample record")

@@ -72,7 +72,8 @@ def test_sample_single256_with_a_sampler_override(smoke_run, capsys, tmp_path):
     assert code == 2 and err.startswith(f"error: samples folder {tmp_path} is not empty") and "--overwrite" in err
     code, _, err = run_cli(capsys, *command, "--n", 1, "--seed", 1, "--overwrite")
     assert code == 0, err
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["grid.png", "sample_000001.png", "samples.json", "samples.npy"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["_COMPLETE.json", "grid.png", "sample_000001.png",
+                                                               "samples.json", "samples.npy"]
     assert np.load(tmp_path / "samples.npy").shape == (1, 1, 256, 256)
 
 

@@ -192,7 +192,7 @@ def test_file_that_is_not_npy(root, content):
 
 def test_object_array_is_refused_not_unpickled(root):
     np.save(root / "train" / "axial" / "0001.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(MRNetError, match="train/axial/0001.npy is not a readable .npy volume"):
+    with pytest.raises(MRNetError, match=r"train/axial/0001.npy holds object \(1,\); an MRNet volume is uint8"):
         _read_all(root)
 
 

@@ -10,6 +10,7 @@ import pytest
 from mrnet_utils.data import phantom
 from mrnet_utils.data.mrnet import PLANES, SPLITS, TASKS
 from mrnet_utils.errors import MRNetError
+from mrnet_utils.files import COMPLETE_FILE
 
 TRAIN, VALID = 4, 2
 
@@ -27,7 +28,8 @@ def root(tmp_path_factory):
 
 def test_layout_is_mrnet(root):
     names = {p.name for p in root.iterdir()}
-    assert names == {"train", "valid"} | {f"{split}-{task}.csv" for split in SPLITS for task in TASKS}
+    # MRNet's layout, and the marker of a folder written whole (files.result_folder)
+    assert names == {"train", "valid", COMPLETE_FILE} | {f"{split}-{task}.csv" for split in SPLITS for task in TASKS}
     expected_ids = {"train": range(TRAIN), "valid": range(TRAIN, TRAIN + VALID)}
     for split in SPLITS:
         assert {p.name for p in (root / split).iterdir()} == set(PLANES)

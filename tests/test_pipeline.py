@@ -13,14 +13,14 @@ from PIL import Image
 
 from mrnet_utils.presets import stage_config
 from mrnet_utils.data.slices import SliceDataset
-from mrnet_utils import pipeline
+from mrnet_utils import files, pipeline
 from mrnet_utils.diffusion.processes import PROCESSES
 from mrnet_utils.errors import MRNetError
+from mrnet_utils.files import COMPLETE_FILE
 from mrnet_utils.pipeline import (
     bf16_autocast,
     sample_cascade,
     sample_stage,
-    samples_folder,
     save_grid,
     write_samples,
 )
@@ -162,8 +162,12 @@ def test_write_samples_refuses_a_used_folder_and_overwrite_replaces_the_whole_se
         write_samples(images[:1], out, [5])
     assert refused.value.parameter == "overwrite"
     write_samples(images[:1], out, [5], overwrite=True)
-    assert sorted(path.name for path in out.iterdir()) == ["grid.png", "notes.txt", "sample_000005.png", "samples.json", "samples.npy"]
+    assert sorted(path.name for path in out.iterdir()) == [COMPLETE_FILE, "grid.png", "notes.txt", "sample_000005.png",
+                                                          "samples.json", "samples.npy"]
     assert np.array_equal(np.load(out / "samples.npy"), images[:1].numpy())
+    # The marker lists the set, not the user's file carried over.
+    assert sorted(json.loads((out / COMPLETE_FILE).read_text())["files"]) == [
+        "grid.png", "sample_000005.png", "samples.json", "samples.npy"]
 
 
 @pytest.mark.parametrize("target", ["png", "npy", "json"])
@@ -178,20 +182,22 @@ def test_disk_full_while_writing_samples_is_one_line_and_leaves_nothing_torn(tmp
     elif target == "npy":
         monkeypatch.setattr(pipeline.np, "save", full)
     else:
-        monkeypatch.setattr(pipeline.json, "dumps", full)
+        monkeypatch.setattr(files.json, "dumps", full)
     name, what = {"png": ("sample_000000.png", "sample"), "npy": ("samples.npy", "sample array"),
                   "json": ("samples.json", "sample record")}[target]
     with pytest.raises(MRNetError, match=rf"^cannot write {what} {name} to {tmp_path}: No space left on device; "
                                          "free disk space there or write to a disk with room"):
         write_samples(torch.zeros(2, 1, 16, 16), tmp_path, [0, 1])
     assert not list(tmp_path.glob(".*.partial")) and not (tmp_path / name).exists()
+    assert not list(tmp_path.parent.glob(f".{tmp_path.name}.*"))  # no temporary folder or lock beside it
 
 
 def test_write_samples_names_each_image_by_its_seed(tmp_path):
     images = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     seeds = [7, 12, 123456]
     out = write_samples(images, tmp_path / "samples", seeds)
-    names = {"sample_000007.png", "sample_000012.png", "sample_123456.png", "grid.png", "samples.npy", "samples.json"}
+    names = {"sample_000007.png", "sample_000012.png", "sample_123456.png", "grid.png", "samples.npy", "samples.json",
+             COMPLETE_FILE}
     assert {path.name for path in out.iterdir()} == names
     assert np.array_equal(np.load(out / "samples.npy"), images.numpy())
     assert json.loads((out / "samples.json").read_text()) == {"seeds": seeds, "labels": {}, "guidance": None}
@@ -200,25 +206,30 @@ def test_write_samples_names_each_image_by_its_seed(tmp_path):
         assert np.abs(png - (image[0].numpy() + 1) * 127.5).max() <= 0.5 + 1e-3  # 8-bit rounding only
     with pytest.raises(MRNetError, match="got 3 images for 2 seeds"):
         write_samples(images, tmp_path / "other", seeds[:2])
-    with pytest.raises(MRNetError, match=re.escape(f"cannot create the samples folder {out / 'samples.npy'}")):
+    with pytest.raises(MRNetError, match=re.escape(f"samples folder {out / 'samples.npy'} is a file")):
         write_samples(images, out / "samples.npy", seeds)  # a file, not a folder
 
 
-def test_samples_folder_creates_nested_folders_and_refuses_a_used_one_by_default(tmp_path):
-    nested = samples_folder(tmp_path / "a" / "b")
-    assert nested.is_dir() and not list(nested.iterdir())
+def test_write_samples_creates_nested_folders_and_refuses_a_used_one_by_default(tmp_path):
+    images = torch.zeros(1, 1, 8, 8)
+    nested = write_samples(images, tmp_path / "a" / "b", [0])
+    assert (nested / "sample_000000.png").is_file()
+    user = tmp_path / "user"
+    user.mkdir()
     for name in ("one", "two", "three"):
-        (nested / name).write_text("")
-    with pytest.raises(MRNetError, match=r"is not empty \(one, three, two\); choose an empty out_dir, or replace the "
-                                         r"samples there with overwrite=True$"):
-        samples_folder(nested)
-    (nested / "four").write_text("")
+        (user / name).write_text("")
+    with pytest.raises(MRNetError, match=r"is not empty \(one, three, two\); choose an empty out_dir, or replace "
+                                         r"what it holds with overwrite=True$"):
+        write_samples(images, user, [0])
+    (user / "four").write_text("")
     with pytest.raises(MRNetError, match=r"is not empty \(four, one, three and 1 more\)"):
-        samples_folder(nested)
-    assert samples_folder(nested, overwrite=True) == nested
+        write_samples(images, user, [0])
+    assert write_samples(images, user, [0], overwrite=True) == user
+    assert {"one", "two", "three", "four", "sample_000000.png"} <= {path.name for path in user.iterdir()}
     (tmp_path / "file").write_text("")
-    with pytest.raises(MRNetError, match="cannot create the samples folder") as refused:
-        samples_folder(tmp_path / "file" / "samples")
+    with pytest.raises(MRNetError, match=re.escape(f"output folder {tmp_path / 'file' / 'samples'} is not writable "
+                                                   "(Not a directory)")) as refused:
+        write_samples(images, tmp_path / "file" / "samples", [0])
     assert refused.value.parameter == "out_dir"
 
 

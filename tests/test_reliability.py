@@ -657,7 +657,7 @@ def test_sample_checks_its_output_folder_before_loading_or_sampling_anything(tmp
                                  "choose another out_dir (option --out)"]
     code, err = run_cli(capsys, *sample, used)
     assert code == 2 and err == [f"error: samples folder {used} is not empty (sample_000000.png); choose an empty "
-                                 "out_dir, or replace the samples there with overwrite=True (option --overwrite)"]
+                                 "out_dir, or replace what it holds with overwrite=True (option --overwrite)"]
     # A folder `sample` created and left empty when it failed later is removed again.
     code, err = run_cli(capsys, *sample, tmp_path / "new")
     assert code == 2 and err == [f"error: no checkpoint file at {tmp_path / 'none.pt'}; check the path "

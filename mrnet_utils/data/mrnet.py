@@ -20,6 +20,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from mrnet_utils.data.arrays import load_npy
 from mrnet_utils.errors import MRNetError
 
 SPLITS = ("train", "valid")
@@ -68,6 +69,7 @@ def _check_root(root: Path | str) -> Path:
 
 def _read_label_file(path: Path) -> dict[int, int]:
     """Rows `id,label` of one label CSV as {id: label}."""
+    _check_regular(path)
     if not path.is_file():
         raise MRNetError(f"label file {path} is missing; MRNet has one CSV per split and task (id,label rows)")
     try:
@@ -122,6 +124,7 @@ def _volume_files(root: Path, split: str, plane: str) -> dict[int, Path]:
     for path in sorted(folder.glob("*.npy")):
         if not _VOLUME_NAME.fullmatch(path.name):
             raise MRNetError(f"{path} is not named like an MRNet volume (NNNN.npy, four digits); move it out of {folder}")
+        _check_regular(path)
         exam_id = int(path.stem)
         if exam_id in files:
             raise MRNetError(f"{path} and {files[exam_id]} are the same exam {exam_id:04d}; keep one")
@@ -138,20 +141,27 @@ def list_exam_ids(root: Path | str, split: str, plane: str) -> list[int]:
 
 
 def load_volume(path: Path | str) -> np.ndarray:
-    """One MRNet volume, checked to be uint8 (slices, 256, 256); never unpickles."""
+    """One MRNet volume, checked to be uint8 (slices, 256, 256) from its header before it is read; never unpickles."""
     path = Path(path)
+
+    def accept(name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        if dtype != np.uint8 or len(shape) != 3 or shape[1:] != (SIDE, SIDE) or not shape[0]:
+            raise MRNetError(f"{path} holds {dtype} {shape}; an MRNet volume is uint8 (slices, {SIDE}, {SIDE})")
+
+    _check_regular(path)
     try:
-        volume = np.load(path, allow_pickle=False)
+        with open(path, "rb") as handle:
+            if handle.read(4) == b"PK\x03\x04":  # an .npz archive (a zip file) renamed to .npy
+                raise MRNetError(f"{path} is an .npz archive, not one .npy volume; restore it from the MRNet archive")
+        return load_npy(path, accept)
     except (OSError, ValueError, EOFError) as error:
         raise MRNetError(f"{path} is not a readable .npy volume ({error}); restore it from the MRNet archive") from None
-    if not isinstance(volume, np.ndarray):  # an .npz archive renamed to .npy
-        volume.close()
-        raise MRNetError(f"{path} is an .npz archive, not one .npy volume; restore it from the MRNet archive")
-    if volume.dtype != np.uint8 or volume.ndim != 3 or volume.shape[1:] != (SIDE, SIDE) or not volume.shape[0]:
-        raise MRNetError(
-            f"{path} holds {volume.dtype} {volume.shape}; an MRNet volume is uint8 (slices, {SIDE}, {SIDE})"
-        )
-    return volume
+
+
+def _check_regular(path: Path) -> None:
+    """Refuse what is not a regular file (a FIFO, a device, a folder), which reading could block on or never end."""
+    if path.exists() and not path.is_file():
+        raise MRNetError(f"{path} is not a regular file (a folder, FIFO or device); move it out of {path.parent}")
 
 
 def iter_exams(

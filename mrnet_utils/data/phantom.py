@@ -32,7 +32,6 @@ x lateral (+) / medial (-), y anterior (+), z superior (+); the joint line is z 
 from __future__ import annotations
 
 import os
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from mrnet_utils.errors import MRNetError
+from mrnet_utils.files import result_folder
 from mrnet_utils.data.mrnet import PLANES, SIDE, SPLITS, TASKS, labels_path, volume_path
 from mrnet_utils.progress import track
 
@@ -567,27 +567,6 @@ def write_exam(out: Path, split: str, exam_id: int, seed: int) -> dict[str, int]
     return labels
 
 
-def _prepare_folder(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise MRNetError(f"phantom folder {out} is a file; give a folder path")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise MRNetError(
-                f"phantom folder {out} is not empty; choose a new folder, or pass overwrite=True "
-                "to replace its train/, valid/ and label files"
-            )
-        for split in SPLITS:
-            shutil.rmtree(out / split, ignore_errors=True)
-            for task in TASKS:
-                labels_path(out, split, task).unlink(missing_ok=True)
-    try:
-        for split in SPLITS:
-            for plane in PLANES:
-                (out / split / plane).mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise MRNetError(f"cannot create the phantom folder {out} ({error}); choose a writable place") from None
-
-
 def write_phantom(
     out: Path | str,
     train_exams: int = 80,
@@ -603,8 +582,12 @@ def write_phantom(
     arguments give the same bytes. `workers` threads render exams in parallel (default:
     one per CPU, at most 4); the result does not depend on it. Threads, not processes:
     numpy releases the GIL in the array arithmetic that dominates, and a thread pool
-    needs no `if __name__ == "__main__"` guard in the caller's script. The label files
-    are written last, so an interrupted run leaves a folder that the reader refuses.
+    needs no `if __name__ == "__main__"` guard in the caller's script.
+
+    The folder is written whole (files.result_folder): beside `out`, renamed into place when
+    complete, so that an interrupted run leaves no folder (or the earlier one) at `out`. A non-empty
+    `out` is refused unless `overwrite`: then its train/, valid/ and label files are replaced, other
+    files kept.
     """
     if train_exams < 1 or valid_exams < 1:
         raise MRNetError(f"train_exams and valid_exams must be at least 1, not {train_exams} and {valid_exams}")
@@ -616,20 +599,25 @@ def write_phantom(
     if workers < 1:
         raise MRNetError(f"workers must be at least 1, not {workers}")
     out = Path(out)
-    _prepare_folder(out, overwrite)
-    jobs = [(out, "train", exam_id, seed) for exam_id in range(train_exams)]
-    jobs += [(out, "valid", exam_id, seed) for exam_id in range(train_exams, train_exams + valid_exams)]
-    try:
-        with ThreadPoolExecutor(workers) as pool:
-            exams = pool.map(write_exam, *zip(*jobs))
-            labels = list(track(exams, desc=f"phantom {out.name}", total=len(jobs), unit="exam", enabled=progress))
-    except OSError as error:
-        raise MRNetError(f"writing the phantom to {out} failed ({error}); free space or choose another folder") from None
-    for split in SPLITS:
-        rows = [(exam_id, label) for (_, job_split, exam_id, _), label in zip(jobs, labels) if job_split == split]
-        for task in TASKS:
-            text = "".join(f"{exam_id:04d},{label[task]}\n" for exam_id, label in rows)
-            labels_path(out, split, task).write_text(text, encoding="utf-8", newline="\n")
+    owned = (*SPLITS, *(labels_path(out, split, task).name for split in SPLITS for task in TASKS))
+    with result_folder(out, overwrite, owned, "phantom folder") as folder:
+        try:
+            for split in SPLITS:
+                for plane in PLANES:
+                    (folder / split / plane).mkdir(parents=True)
+            jobs = [(folder, "train", exam_id, seed) for exam_id in range(train_exams)]
+            jobs += [(folder, "valid", exam_id, seed) for exam_id in range(train_exams, train_exams + valid_exams)]
+            with ThreadPoolExecutor(workers) as pool:
+                exams = pool.map(write_exam, *zip(*jobs))
+                labels = list(track(exams, desc=f"phantom {out.name}", total=len(jobs), unit="exam", enabled=progress))
+            for split in SPLITS:
+                rows = [(exam_id, label) for (_, job_split, exam_id, _), label in zip(jobs, labels) if job_split == split]
+                for task in TASKS:
+                    text = "".join(f"{exam_id:04d},{label[task]}\n" for exam_id, label in rows)
+                    labels_path(folder, split, task).write_text(text, encoding="utf-8", newline="\n")
+        except OSError as error:
+            raise MRNetError(f"writing the phantom to {out} failed ({error}); free space or choose another folder "
+                             "(an earlier folder there is untouched)") from None
     return out
 
 

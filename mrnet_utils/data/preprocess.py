@@ -32,7 +32,7 @@ from mrnet_utils.errors import MRNetError
 from mrnet_utils.data.mrnet import (
     PLANES, SIDE, SPLITS, TASKS, Exam, check_choice, iter_exams, labels_path, read_labels, volume_path,
 )
-from mrnet_utils.files import remove_stale_partials, write_atomically
+from mrnet_utils.files import path_lock, remove_stale_partials, write_atomically
 from mrnet_utils.progress import track
 
 FORMAT_VERSION = 1
@@ -179,22 +179,23 @@ def preprocess(
     root = Path(mrnet_root)
     check_settings(plane, selection, normalisation, central_slices, max_exams)
     out = check_output(out)
-    splits = {}
-    for split in SPLITS:
-        exam_ids = select_exams(read_labels(root, split), selection, max_exams)
-        if not exam_ids:
-            tasks = TASKS if selection == "positives" else [selection]
-            raise MRNetError(
-                f"no {split} exam of {root} is positive for {selection!r} "
-                f"({', '.join(str(labels_path(root, split, task)) for task in tasks)} has no label 1); "
-                "choose another selection, or 'all'"
-            )
-        splits[split] = split_arrays(iter_exams(root, split, plane, exam_ids), len(exam_ids), f"{split} {plane}",
-                                     lambda exam: volume_path(root, exam.split, plane, exam.exam_id),
-                                     central_slices, normalisation, progress)
-    metadata = dict(plane=plane, selection=selection, normalisation=normalisation, central_slices=central_slices,
-                    source=str(root.resolve()), labelled=True)
-    return write_cache(out, splits, metadata)
+    with path_lock(out, "out_dir"):  # one writer: a second preprocess into `out` is refused, naming this one
+        splits = {}
+        for split in SPLITS:
+            exam_ids = select_exams(read_labels(root, split), selection, max_exams)
+            if not exam_ids:
+                tasks = TASKS if selection == "positives" else [selection]
+                raise MRNetError(
+                    f"no {split} exam of {root} is positive for {selection!r} "
+                    f"({', '.join(str(labels_path(root, split, task)) for task in tasks)} has no label 1); "
+                    "choose another selection, or 'all'"
+                )
+            splits[split] = split_arrays(iter_exams(root, split, plane, exam_ids), len(exam_ids), f"{split} {plane}",
+                                         lambda exam: volume_path(root, exam.split, plane, exam.exam_id),
+                                         central_slices, normalisation, progress)
+        metadata = dict(plane=plane, selection=selection, normalisation=normalisation, central_slices=central_slices,
+                        source=str(root.resolve()), labelled=True)
+        return write_cache(out, splits, metadata)
 
 
 __all__ = ["FORMAT_VERSION", "FIELDS", "SELECTIONS", "NORMALISATIONS", "central_slice_indices", "normalise",

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from mrnet_utils.errors import MRNetError
+from mrnet_utils.data.arrays import load_npz, numbers
 from mrnet_utils.data.mrnet import SIDE, SPLITS, TASKS, check_choice
 from mrnet_utils.data.preprocess import FIELDS, FORMAT_VERSION
 
@@ -41,12 +42,19 @@ def load_cache(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise MRNetError(f"cache file {path} does not exist; write it with mrnet_utils.data.preprocess.preprocess")
+
+    def accept(name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        if name == "metadata":  # one JSON string
+            if dtype.kind != "U" or shape != (1,) or dtype.itemsize > 2**22:
+                raise _not_a_cache(path, f"metadata is {dtype} {shape}, not one string")
+        else:
+            numbers(path, name, dtype)
+
     try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise _not_a_cache(path, "a single array, not an .npz archive")
-        with archive:
-            contents = {name: archive[name] for name in archive.files}
+        with open(path, "rb") as handle:
+            if handle.read(len(np.lib.format.MAGIC_PREFIX)) == np.lib.format.MAGIC_PREFIX:
+                raise _not_a_cache(path, "a single array, not an .npz archive")
+        contents = load_npz(path, accept)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise MRNetError(f"{path} is corrupt or not an .npz cache ({error}); write it again with preprocess") from None
     if "metadata" not in contents:

@@ -256,7 +256,12 @@ def export_html(notebook: str | Path, html: str | Path | None = None, link_figur
     if not notebook.is_file():
         raise MRNetError(f"notebook {notebook} does not exist; run it first (run_all.sh renders to runs/<preset>/)")
     html = Path(html) if html is not None else notebook.with_suffix(".html")
-    content = nbformat.read(notebook, as_version=4)
+    try:
+        content = nbformat.read(notebook, as_version=4)
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError, nbformat.ValidationError) as error:
+        # NotJSONError is a ValueError; a JSON file that is not a notebook fails conversion or validation
+        raise MRNetError(f"{notebook} is not a Jupyter notebook ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0][:120]}); give an executed .ipynb file") from None
     if link_figures:
         link_saved_figures(content, html.parent)
     exporter = HTMLExporter(template_name="classic", template_file="page.html.j2",

@@ -26,6 +26,7 @@ import hashlib
 import pickle
 import re
 import warnings
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -86,11 +87,17 @@ def save_checkpoint(directory: str | Path, payload: dict[str, Any], keep: int = 
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by `save_checkpoint`, refusing anything that is not plain tensors and data."""
+def load_checkpoint(path: str | Path, map_location: Any = "cpu", check_finite: bool = True) -> dict[str, Any]:
+    """Load a checkpoint written by `save_checkpoint`, refusing anything that is not plain tensors and data.
+
+    Also refused: a zip entry stored compressed (torch.save never compresses; a crafted one could inflate
+    without bound), and, unless `check_finite` is false (to inspect a broken run), a floating-point tensor
+    holding NaN or infinity, which would sample NaN images or train on NaN.
+    """
     path = Path(path)
     if not path.is_file():
         raise MRNetError(f"no checkpoint file at {path}; check the path (savepoints/<run>/step_*.pt)")
+    _refuse_compressed(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
@@ -118,7 +125,36 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     if _digest(payload) != expected:
         raise MRNetError(f"checkpoint {path} is truncated or corrupt: its content digest does not match")
     _check_keys(payload, f"checkpoint {path}")
+    broken = _non_finite(payload, "") if check_finite else None
+    if broken:
+        raise MRNetError(f"checkpoint {path}: {broken} holds NaN or infinite values, so it cannot sample or train; "
+                         "use an earlier checkpoint of the run, or train it again")
     return payload
+
+
+def _refuse_compressed(path: Path) -> None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            squeezed = next((info.filename for info in archive.infolist() if info.compress_type != zipfile.ZIP_STORED),
+                            None)
+    except (zipfile.BadZipFile, OSError):
+        return  # not a zip file: torch.load says what it is
+    if squeezed:
+        raise MRNetError(f"checkpoint {path}: entry {squeezed} is stored compressed, which torch.save never does; the "
+                         "file was rewritten by other software, or is crafted: use the run's own checkpoint")
+
+
+def _non_finite(value: Any, where: str) -> str | None:
+    """The key path (e.g. `model.conv.weight`) of the first floating-point tensor in `value` holding NaN or inf."""
+    if isinstance(value, torch.Tensor):
+        finite = not value.is_floating_point() or bool(torch.isfinite(value).all())
+        return None if finite else where or "a tensor"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for key, item in items:
+        found = _non_finite(item, f"{where}.{key}".lstrip("."))
+        if found:
+            return found
+    return None
 
 
 def latest_checkpoint(directory: str | Path) -> Path | None:
@@ -158,9 +194,31 @@ def load_stage(
         state = {k.removeprefix("module."): v for k, v in payload["ema"].items() if k.startswith("module.")}
     else:
         state = payload["model"]
+    _check_shapes(path, model.state_dict(), state)
     model.load_state_dict(state)
     model = model.to(device).eval()
     return TrainedStage(torch.compile(model) if compile else model, cfg, payload["step"], path)
+
+
+def _check_shapes(path: Path, expected: dict[str, torch.Tensor], found: dict[str, Any]) -> None:
+    """One line naming the first tensor of the network the checkpoint's config describes that the checkpoint's
+    weights lack or hold in another shape (or the first weight that network has no place for)."""
+    for key, tensor in expected.items():
+        if key not in found:
+            problem = f"lacks {key} {tuple(tensor.shape)}"
+        elif not isinstance(found[key], torch.Tensor) or found[key].shape != tensor.shape:
+            shape = tuple(found[key].shape) if isinstance(found[key], torch.Tensor) else type(found[key]).__name__
+            problem = f"holds {key} as {shape}, where its config's network has {tuple(tensor.shape)}"
+        else:
+            continue
+        break
+    else:
+        extra = next((key for key in found if key not in expected), None)
+        if extra is None:
+            return
+        problem = f"holds {extra}, which its config's network does not have"
+    raise MRNetError(f"checkpoint {path} {problem}: its weights do not fit its own config (written by other code, "
+                     "or edited); use a checkpoint written by this project's training")
 
 
 def check_compatible(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.files import write_atomically
+from mrnet_utils.files import write_atomically, write_failure
 
 LOG_FILE = "train_log.csv"
 LOG_COLUMNS = ("step", "loss", "lr", "images_per_s", "elapsed_s", "skipped", "val_loss")
@@ -21,12 +22,26 @@ EVENT_SCALARS = ("loss", "lr", "images_per_s", "val_loss")  # the columns also w
 
 
 def append_log(path: Path, row: dict) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    """Append one row (and the header, to a new log). A write that fails (a full disk, a quota, a file-size
+    limit) is one MRNetError line naming the log, and leaves the log as it was: no torn row, no empty file."""
+    size = path.stat().st_size if path.exists() else None
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=LOG_COLUMNS)
+    if size is None:
+        writer.writeheader()
+    writer.writerow(row)
+    try:
+        with path.open("a", newline="") as handle:
+            handle.write(text.getvalue())
+    except OSError as error:
+        try:
+            if size is None:
+                path.unlink(missing_ok=True)
+            else:
+                os.truncate(path, size)  # shrinking needs no space
+        except OSError:
+            pass  # a row torn here is dropped when the run restarts (truncate_log)
+        raise MRNetError(write_failure(path, error, "training log")) from None
 
 
 def truncate_log(path: Path, step: int) -> None:
