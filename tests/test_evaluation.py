@@ -426,6 +426,8 @@ def test_generation_intervals_resample_samples_one_by_one_and_real_slices_by_exa
             low, point, high = table.loc[name, [f"{metric}_ci_low", metric, f"{metric}_ci_high"]]
             assert low <= point <= high and low < high
     assert table.loc["far", "histogram_w1_ci_low"] > table.loc["close", "histogram_w1_ci_high"]
+    shown = pd.concat(evaluation.readable(table), axis=1)  # each distance joined with its interval on the page
+    assert "histogram_w1_ci_low" not in shown.columns and shown.loc["far", "histogram_w1"].count("[") == 1
     real_row = table.loc[evaluation.REAL_ROW]
     assert real_row["diversity_ms_ssim_ci_low"] < real_row["diversity_ms_ssim"] < real_row["diversity_ms_ssim_ci_high"]
     # the counts behind the intervals: samples drawn one by one, real slices in whole exams

@@ -511,8 +511,8 @@ def readable(table: pd.DataFrame, width: int = READABLE_WIDTH) -> list[pd.DataFr
 
 def _interval_columns(columns: list[str]) -> dict[str, tuple[str, str, str]]:
     """{value column: (name, low column, high column)} for each value with an interval: `<m>_mean` with
-    `<m>_ci_low` and `<m>_ci_high` (named m), `<v>` with `<v>_low` and `<v>_high`, or the column just
-    before `ci_low` and `ci_high` (a comparison's `difference`, an `auc`)."""
+    `<m>_ci_low` and `<m>_ci_high` (named m), `<v>` with `<v>_low` and `<v>_high` or with `<v>_ci_low` and
+    `<v>_ci_high`, or the column just before `ci_low` and `ci_high` (a comparison's `difference`, an `auc`)."""
     found = {}
     for position, column in enumerate(columns):
         stem = column[: -len("_mean")]
@@ -520,6 +520,8 @@ def _interval_columns(columns: list[str]) -> dict[str, tuple[str, str, str]]:
             found[column] = (stem, f"{stem}_ci_low", f"{stem}_ci_high")
         elif {f"{column}_low", f"{column}_high"} <= set(columns):
             found[column] = (column, f"{column}_low", f"{column}_high")
+        elif {f"{column}_ci_low", f"{column}_ci_high"} <= set(columns):  # the generation table's distances
+            found[column] = (column, f"{column}_ci_low", f"{column}_ci_high")
         elif columns[position + 1: position + 2] == ["ci_low"] and "ci_high" in columns:
             found[column] = (column, "ci_low", "ci_high")
     return found
