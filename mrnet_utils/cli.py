@@ -1,4 +1,4 @@
-"""Command line: `python -m mrnet_utils {synth,preprocess,train,sample,score,export-html} ...`.
+"""Command line: `python -m mrnet_utils {synth,preprocess,train,distill,sample,score,export-html} ...`.
 
 The notebooks call the same library functions. Bad arguments or inputs give one
 line on stderr and exit status 2; a traceback means a bug. SIGTERM and SIGINT stop any
@@ -29,7 +29,7 @@ from mrnet_utils.stages import STAGES
 # Library parameters and the options that set them, for errors that name a parameter.
 OPTIONS = {"out_dir": "--out", "resume": "--resume", "steps": "--steps", "sampler": "--sampler",
            "data_path": "--data", "overwrite": "--overwrite", "labels": "--labels", "guidance": "--guidance",
-           "set": "--set", "process": "--process", "preset": "--preset"}
+           "set": "--set", "process": "--process", "preset": "--preset", "teacher": "--teacher"}
 CENTRAL_SLICES = 5  # preprocess's default number of central slices per series
 
 
@@ -123,6 +123,24 @@ def _train(args: argparse.Namespace) -> None:
         f"trained {cfg.name} ({cfg.preset}) for {result.steps} steps in {result.seconds:.1f} s "
         f"({result.images_per_second:.1f} images/s); final checkpoint {result.checkpoint}"
     )
+
+
+def _distill(args: argparse.Namespace) -> None:
+    from mrnet_utils.training.checkpoint import FINAL_CHECKPOINT, load_checkpoint, rebuild_config
+    from mrnet_utils.training.distill import distill
+
+    path = args.teacher / FINAL_CHECKPOINT if args.teacher.is_dir() else args.teacher
+    if not path.is_file():
+        raise MRNetError(f"no teacher checkpoint at {args.teacher}: train the stage first", parameter="teacher")
+    teacher = rebuild_config(load_checkpoint(path))
+    cfg = stage_config(teacher.stage, teacher.preset, teacher.unet.use_swin, process="distilled")
+    steps = {"diffusion.distilled_steps": args.steps, "diffusion.distilled_from": args.from_steps}
+    cfg = cfg.with_settings({**{key: value for key, value in steps.items() if value}, **dict(args.set)})
+    results = distill(cfg, path, args.data, args.out, resume=args.resume, grids=not args.no_grids, device=args.device)
+    for result in results:
+        done = f"trained in {result.seconds:.1f} s" if result.trained_steps else "already trained"
+        print(f"round of {result.steps} steps {done}: {result.checkpoint}")
+    print(f"distilled {teacher.name} ({teacher.preset}) to {cfg.diffusion.distilled_steps} steps: {args.out}")
 
 
 def _sample(args: argparse.Namespace) -> None:
@@ -337,6 +355,23 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"label-conditional: the network takes the labels {', '.join(TASKS)}, each dropped at "
                             "the preset's label_dropout, for sampling with --labels and --guidance")
     train.set_defaults(run=_train)
+
+    distil = command("distill", "distil a trained generating stage into a few-step generator (progressive "
+                                "distillation, Salimans & Ho 2022), round by round, each round resumable")
+    distil.add_argument("--teacher", type=Path, required=True, help="the stage's trained run folder (or checkpoint)")
+    distil.add_argument("--data", type=Path, required=True, help="slice cache the teacher was trained on")
+    distil.add_argument("--out", type=Path, required=True,
+                        help="run folder of the generator (its earlier rounds go to OUT/rounds/)")
+    distil.add_argument("--steps", type=_positive, help="the generator's DDIM steps (default: the preset's)")
+    distil.add_argument("--from-steps", type=_positive,
+                        help="the teacher's DDIM steps in the first round, halved each round (default: the preset's)")
+    distil.add_argument("--set", type=_setting, action="append", default=[], metavar="KEY=VALUE",
+                        help="change one setting of every round's config, e.g. train.steps=100 (a round's budget)")
+    distil.add_argument("--resume", action="store_true", help="continue a stopped distillation in --out")
+    distil.add_argument("--no-grids", action="store_true", help="draw no sample grids")
+    distil.add_argument("--device", type=_device,
+                        help="cpu, cuda or cuda:N (default: the GPU if there is one)")
+    distil.set_defaults(run=_distill)
 
     sample = command("sample", "generate 256x256 images from trained checkpoints")
     sample.add_argument("--pipeline", choices=("cascade", "single256"), required=True,

@@ -114,6 +114,11 @@ class DiffusionConfig:
     eta_power: float = 0.3  # resshift: p of the eta schedule (Yue et al. 2023, eq. 11)
     loss: str = "l2"  # resshift/regression: "l2" or "l1" on x_0
     data_range: str = "symmetric"  # x_0 in [-1, 1], or the reference's [0, 1] (schedules.DATA_RANGES)
+    # distilled (processes/distilled.py): the checkpoint it learns from, its DDIM steps, and the first teacher's
+    # DDIM steps, whose halvings are the rounds (training.distill)
+    teacher: str = ""
+    distilled_steps: int = 0
+    distilled_from: int = 0
 
     def validate(self) -> None:
         if self.data_range not in DATA_RANGES:

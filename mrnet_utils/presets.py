@@ -58,6 +58,9 @@ class Preset:
     stages: Mapping[str, Settings] = field(default_factory=dict)  # per stage, over the shared settings
     # Per (stage, use_swin), over the per-stage settings; when given, the preset builds only these runs.
     runs: Mapping[tuple[str, bool], Settings] = field(default_factory=dict)
+    # Per (stage, process): the settings of a stage switched to another process (`stage_config`'s `process`)
+    # over the stage's own, such as the rounds and budget of its distilled generator.
+    switched: Mapping[tuple[str, str], Settings] = field(default_factory=dict)
     # Per stage: (sampler, steps) it samples with unless the caller names one, where its process takes that
     # sampler (steps None: all T). Elsewhere the process's own full chain (presets.default_sampler).
     samplers: Mapping[str, tuple[str, int | None]] = field(default_factory=dict)
@@ -93,6 +96,10 @@ _PROJECT = Preset(
                         samples=1000, batch_size=32, tuning_exams=10),
     # The stochastic SDE-DPM-Solver++(2M) for the generating stages (benchmarks/RESULTS.md, "Samplers").
     samplers={"base64": ("dpmpp_sde", 25), "single256": ("dpmpp_sde", 100)},
+    # Progressive distillation of the generating stages to 4 DDIM steps, from their network's 256 (six rounds),
+    # each round a twentieth of the teacher's steps at its learning rate (a budget, not a tuned one).
+    switched={(stage, "distilled"): {"diffusion.distilled_from": 256, "diffusion.distilled_steps": 4,
+                                     "train.steps": 20_000} for stage in ("base64", "single256")},
 )
 
 SMOKE = replace(
@@ -106,6 +113,8 @@ SMOKE = replace(
     study=StudySettings(phantom_train_exams=4, phantom_valid_exams=2, central_slices=2, eval_slices=2, samples=2,
                         batch_size=2, label_samples=2, probe_steps=2),
     samplers={"base64": ("dpmpp_sde", 5), "single256": ("dpmpp_sde", 5)},  # sampling at 256x256 stays cheap
+    switched={(stage, "distilled"): {"diffusion.distilled_from": 8, "diffusion.distilled_steps": 2}
+              for stage in ("base64", "single256")},
 )
 
 # Small enough for a laptop-class CPU: narrower levels and smaller batches at higher resolution.
@@ -125,6 +134,10 @@ DEMO = replace(
     },
     study=StudySettings(phantom_train_exams=48, phantom_valid_exams=12, central_slices=5, eval_slices=None,
                         samples=16, batch_size=8, tuning_exams=6),
+    # Three rounds from 32 DDIM steps to 4, each a third of base64's steps: what fits the demo study's time.
+    switched={("base64", "distilled"): {"diffusion.distilled_from": 32, "diffusion.distilled_steps": 4,
+                                        "train.steps": 80, "train.lr": 3e-4, "train.warmup_steps": 10,
+                                        "train.ema_decay": 0.9, "train.checkpoint_every": 40}},
 )
 
 
@@ -163,6 +176,7 @@ GPU = replace(
     train=replace(FULL.train, warmup_steps=50, ema_decay=0.99, checkpoint_every=1000),
     stages={stage: {**FULL.stages[stage], "train.epochs": epochs, "train.steps": epochs * _MRNET_STEPS_PER_EPOCH}
             for stage, epochs in _GPU_EPOCHS.items()},
+    switched={run: {**settings, "train.epochs": 0, "train.steps": 1000} for run, settings in FULL.switched.items()},
 )
 
 # The reference study's runs, from its notebooks (docs/reference.md gives the notebook and cell of each value):
@@ -216,11 +230,15 @@ def stage_config(
 ) -> StageConfig:
     """The named preset's config for a stage, with or without the Swin bottleneck; `process` switches the
     stage to another process (Process.switch_settings), such as "regression" for the learned baseline of a
-    super-resolution stage: its network, data, conditioning and training budget, trained without noise."""
+    super-resolution stage: its network, data, conditioning and training budget, trained without noise, or
+    "distilled" for a generating stage's few-step generator, with the preset's settings for the switch
+    (`Preset.switched`)."""
     cfg = preset(preset_name).stage_config(stage_spec(stage), use_swin)
     if process is None or process == cfg.diffusion.process:
         return cfg
-    return cfg.replace(diffusion={"process": process, **process_class(process).switch_settings})
+    switch = {f"diffusion.{key}": value for key, value in process_class(process).switch_settings.items()}
+    return cfg.with_settings({"diffusion.process": process, **switch,
+                              **preset(preset_name).switched.get((stage, process), {})})
 
 
 def default_sampler(cfg: StageConfig) -> SamplerChoice:

@@ -100,7 +100,7 @@ def test_residual_processes_are_for_super_resolution_and_the_baseline_is_a_named
     assert (switched.diffusion.process, switched.diffusion.timesteps, switched.diffusion.prediction) == ("ddpm", 1000,
                                                                                                          "epsilon")
     assert switched.name == "sr1_swin" and switched.diffusion.kappa == stage_config("sr1", "demo").diffusion.kappa
-    with pytest.raises(MRNetError, match="process must be one of ddpm, resshift, regression, not 'flow'"):
+    with pytest.raises(MRNetError, match="process must be one of ddpm, resshift, regression, distilled, not 'flow'"):
         stage_config("sr1", "demo", process="flow")
 
 

@@ -174,7 +174,7 @@ def test_a_sampler_the_process_cannot_run_is_refused_naming_the_parameter():
 
 
 @pytest.mark.parametrize("cfg, message", [
-    (DiffusionConfig(process="flow"), "process must be one of ddpm, resshift, regression, not 'flow'"),
+    (DiffusionConfig(process="flow"), "process must be one of ddpm, resshift, regression, distilled, not 'flow'"),
     (DiffusionConfig(prediction="residual"), "prediction must be one of epsilon, v for process 'ddpm', not 'residual'"),
     (DiffusionConfig(process="resshift", timesteps=4), "prediction must be one of residual, x0 for process 'resshift'"),
     (DiffusionConfig(timesteps=1), "timesteps=1 does not suit process 'ddpm' (at least 2)"),
@@ -188,7 +188,7 @@ def test_each_process_checks_its_own_settings(cfg, message):
 
 
 # A process name compared with ==, != or `in`, or used as a key of a table of per-process facts.
-NAME = r"[\"'](ddpm|resshift|regression)[\"']"
+NAME = r"[\"'](ddpm|resshift|regression|distilled)[\"']"
 NAME_BRANCH = rf"[!=]=\s*{NAME}|{NAME}\s*[!=]=|\bin\s*\(\s*{NAME}|{NAME}\s*:\s*[\"'\d]|OWN_SAMPLER|UPSAMPLING"
 
 

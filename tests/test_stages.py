@@ -29,9 +29,11 @@ def test_every_random_stream_is_used_once():
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_default_samplers_exist_and_fit_every_presets_schedule(preset):
     for name in STAGES:
-        # the regression baseline works in [-1, 1], which the reference's [0, 1] stages do not
+        # the regression baseline works in [-1, 1], which the reference's [0, 1] stages do not; every generating
+        # stage can be distilled
         baseline = STAGES[name].is_super_resolution and preset != "reference"
-        for process in (None, "regression") if baseline else (None,):
+        switched = ("regression",) if baseline else () if STAGES[name].is_super_resolution else ("distilled",)
+        for process in (None, *switched):
             cfg = stage_config(name, preset, process=process)
             process_class(cfg.diffusion.process).check_sampler(cfg.diffusion, default_sampler(cfg))
 
@@ -47,6 +49,9 @@ def test_a_stage_samples_with_its_presets_choice_where_its_process_takes_it_else
     assert default_sampler(stage_config("single256", "smoke")) == ("dpmpp_sde", 5)
     assert default_sampler(stage_config("sr2", "smoke")) == ("resshift", 4)
     assert default_sampler(stage_config("sr1", "demo", process="regression")) == ("regression", 1)
+    # a distilled generator: DDIM in the steps it was distilled to, the preset's (demo: 32 -> 4, three rounds)
+    assert default_sampler(stage_config("base64", "demo", process="distilled")) == ("ddim", 4)
+    assert stage_config("base64", "demo", process="distilled").diffusion.distilled_from == 32
     # a stage switched to ddpm where its preset names no sampler: the ancestral chain over all T steps
     assert default_sampler(stage_config("sr1", "demo", process="ddpm")) == ("ddpm", 1000)
     # a config whose preset is no longer registered samples with its process's own chain

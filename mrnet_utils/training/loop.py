@@ -274,6 +274,9 @@ def _train(
     state = build_state(cfg, device, channels_last)
     state.data = data_record(data_path, dataset)
     found = restore(state, cfg, out_dir) if resume else None
+    initial = process.initial_weights() if found is None else None  # a distilled student starts as its teacher
+    if initial is not None:
+        state.model.load_state_dict(initial)
     if found is not None:
         _refuse_fewer_steps(state, cfg, out_dir, found)
         if distributed.is_main:

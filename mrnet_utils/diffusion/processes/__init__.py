@@ -3,6 +3,7 @@
 - ddpm: denoising diffusion from pure noise (Ho et al. 2020; SR3 conditioning for super-resolution stages).
 - resshift: residual shifting from the upsampled low-res image in a handful of steps (Yue et al. 2023).
 - regression: one forward pass, no noise: the learned baseline of the super-resolution tables.
+- distilled: a generating stage distilled to a few DDIM steps (progressive distillation, Salimans & Ho 2022).
 
 A new process is one module with a `base.Process` subclass and one entry in `PROCESSES`.
 """
@@ -15,6 +16,7 @@ import torch
 
 from mrnet_utils.diffusion.processes.base import Process, SamplerChoice
 from mrnet_utils.diffusion.processes.ddpm import DDPM
+from mrnet_utils.diffusion.processes.distilled import Distilled
 from mrnet_utils.diffusion.processes.regression import Regression
 from mrnet_utils.diffusion.processes.resshift import ResShift
 from mrnet_utils.errors import MRNetError
@@ -22,7 +24,7 @@ from mrnet_utils.errors import MRNetError
 if TYPE_CHECKING:
     from mrnet_utils.config import DiffusionConfig
 
-PROCESSES: dict[str, type[Process]] = {process.name: process for process in (DDPM, ResShift, Regression)}
+PROCESSES: dict[str, type[Process]] = {process.name: process for process in (DDPM, ResShift, Regression, Distilled)}
 
 
 def process_class(name: str) -> type[Process]:

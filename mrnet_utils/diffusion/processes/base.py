@@ -36,6 +36,8 @@ class Process(ABC):
     starts_from_input: ClassVar[bool]  # its chain starts from the upsampled input y_0 (so it only super-resolves)
     baseline: ClassVar[bool] = False  # trained beside a stage's own process: its runs carry its name
     deterministic: ClassVar[bool] = False  # its output does not depend on the noise (one output, no posterior mean)
+    # Trained from a trained run of the stage (DiffusionConfig.teacher; training.distill), not from scratch.
+    from_teacher: ClassVar[bool] = False
     # The settings a stage of another process takes when switched to this one (presets.stage_config).
     switch_settings: ClassVar[dict[str, Any]]
 
@@ -91,6 +93,10 @@ class Process(ABC):
         cond, level = conditioning.make_condition(low, size, level, aug_noise, self.upsampling)
         y0 = conditioning.upsample(low, size, self.upsampling) if self.starts_from_input else None
         return {"cond": cond, "aug_level": level}, y0
+
+    def initial_weights(self) -> dict[str, Tensor] | None:
+        """The network's weights before its first training step: None for a fresh initialisation."""
+        return None
 
     @abstractmethod
     def loss(
