@@ -140,6 +140,7 @@ def _sample_stage(
             generators = generators_from_seeds(chunk, device, stream=spec.noise_stream, draw=draw)
             with bf16_autocast(device, mixed_precision):
                 images = process.sample(model, sampler, noise, extra_args, generators, y0, step_progress)
+            check_finite_samples(images, cfg.stage, chunk)  # before the clamp, which would hide inf
             total = total + from_process(images.float(), cfg.diffusion.data_range).clamp(-1, 1)
         chunks.append((total / draws).cpu())
     return torch.cat(chunks)

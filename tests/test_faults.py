@@ -360,6 +360,22 @@ def test_non_finite_samples_are_refused_naming_the_stage_the_seeds_and_the_cause
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_stage_with_non_finite_weights_stops_the_cascade_at_that_stage(capsys):
+    """Before: NaN weights (with a valid digest) sampled black images with exit 0. The check sits in the pipeline,
+    after each stage's sampler and before the clamp that would turn inf into 1, so the next stage never runs."""
+    from mrnet_utils.pipeline import TrainedStage, sample_cascade
+
+    stages = []
+    for name in ("base64", "sr1", "sr2"):
+        cfg = stage_config(name, "smoke")
+        torch.manual_seed(0)
+        stages.append(TrainedStage(build_network(cfg.unet).eval(), cfg, 0, None))
+    with torch.no_grad():
+        next(stages[1].model.parameters()).fill_(float("nan"))
+    with pytest.raises(MRNetError, match=r"^stage sr1 sampled NaN or infinite values for seeds 0, 1 \(2 of 2 images\)"):
+        sample_cascade(stages, [0, 1], progress=False)
+
+
 def test_guidance_must_be_a_finite_number(capsys, tmp_path):
     """Before: `--guidance inf` sampled NaN images and wrote `"guidance": Infinity` (not JSON) with exit 0."""
     for value in ("inf", "nan", "-inf"):

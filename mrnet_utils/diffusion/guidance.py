@@ -91,10 +91,15 @@ class Guided(nn.Module):
         return uncond + self.scale * (cond - uncond)
 
 
+# The largest guidance scale taken: classifier-free guidance is used up to about this (Ho & Salimans 2022
+# go to 4; text-to-image work to about 20); far beyond, the guided prediction only overflows.
+MAX_GUIDANCE = 30.0
+
+
 def _check_scale(scale: float) -> None:
-    if not scale >= 0:
-        raise MRNetError(f"guidance={scale} must be at least 0 (0: unconditional, 1: conditional)",
-                         parameter="guidance")
+    if not 0 <= scale <= MAX_GUIDANCE:  # also refuses NaN
+        raise MRNetError(f"guidance={scale} must lie between 0 and {MAX_GUIDANCE:g} (0: unconditional, 1: conditional, "
+                         "more: further towards the labels)", parameter="guidance")
 
 
 def _twice(value: Any) -> Any:

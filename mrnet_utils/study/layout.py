@@ -18,7 +18,6 @@ the stages they use, which `run_all.sh` reads from here.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import torch
 
 from mrnet_utils.config import run_name
+from mrnet_utils.files import write_json
 from mrnet_utils.presets import preset
 from mrnet_utils.stages import CASCADE, STAGES
 
@@ -120,7 +120,8 @@ def pick_device(requested: str | None = None) -> torch.device:
 
 
 def write_record(path: str | Path, record) -> Path:
-    """Write a dataclass or dict as JSON (paths as strings, NaN as null), creating the folder."""
+    """Write a dataclass or dict as strict JSON, atomically (files.write_json), creating the folder: paths as
+    strings, a NaN ("not measured", such as the speed of a run that trained no step) as null."""
     values = dataclasses.asdict(record) if dataclasses.is_dataclass(record) else dict(record)
     values = {
         key: str(value) if isinstance(value, Path) else None if isinstance(value, float) and math.isnan(value) else value
@@ -128,5 +129,4 @@ def write_record(path: str | Path, record) -> Path:
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(values, indent=2) + "\n")
-    return path
+    return write_json(path, values, "run record")
