@@ -23,16 +23,16 @@ def test_the_primary_endpoints_are_declared_for_every_sr_task_output_baseline_an
     ]
 
 
-def _scores(task: str, rng, gains: dict[str, float], nfe: dict[str, int]) -> tables.SRScores:
-    """Per-slice scores of every row of `task` over 6 exams x 4 slices: a common exam effect plus each row's
-    gain and a little noise."""
-    exams, slices = np.repeat(np.arange(6), 4), np.tile(np.arange(4), 6)
-    exam_effect = rng.normal(0, 1, 6)[exams]
+def _scores(task: str, rng, gains: dict[str, float], nfe: dict[str, int], exams: int = 6) -> tables.SRScores:
+    """Per-slice scores of every row of `task` over `exams` exams x 4 slices: a common exam effect plus each
+    row's gain and a little noise."""
+    exam_ids, slices = np.repeat(np.arange(exams), 4), np.tile(np.arange(4), exams)
+    exam_effect = rng.normal(0, 1, exams)[exam_ids]
     frames = []
     for method, gain in gains.items():
-        frame = pd.DataFrame({"method": method, "exam_id": exams, "slice_index": slices})
+        frame = pd.DataFrame({"method": method, "exam_id": exam_ids, "slice_index": slices})
         for metric in METRICS:
-            frame[metric] = exam_effect + gain + rng.normal(0, 0.05, len(exams))
+            frame[metric] = exam_effect + gain + rng.normal(0, 0.05, len(exam_ids))
         frames.append(frame)
     table = pd.DataFrame({"nfe": pd.Series(nfe)}).rename_axis("method")
     return tables.SRScores(table, pd.concat(frames, ignore_index=True))
@@ -56,6 +56,9 @@ def test_sr_comparisons_adjust_the_primary_endpoints_of_all_tasks_together():
     combined = pd.concat(result.values())
     primary = combined[combined["endpoint"] == "primary"]
     assert len(primary) == 16 and (primary["family"] == 16).all()  # 2 tasks x 2 outputs x 2 baselines x 2 metrics
+    few = sr.sr_comparisons({"sr1_64_to_128": _scores("sr1_64_to_128", rng, *_task_rows("SR1", 1.0), exams=4)})
+    untested = few["sr1_64_to_128"].query("endpoint == 'primary'")
+    assert len(untested) == 8 and untested["family"].isna().all() and untested["p_holm"].isna().all()
     assert primary["p_holm"].to_numpy() == pytest.approx(statistics.holm(primary["p"].to_numpy()))
     assert (combined.loc[combined["endpoint"] == "exploratory", "p_holm"].isna()).all()
     assert set(primary.index) == {row for task in scores for row in sr.primary_rows(task)}
@@ -92,6 +95,10 @@ def test_a_claim_names_the_output_its_nfe_the_verdict_and_what_it_rests_on():
         "to -0.01; 6 exams, 48 slices, one training run each); exploratory.")
     equivalent = _row(verdict="equivalent within 0.2 dB", difference=0.01, ci_low=-0.05, ci_high=0.07)
     assert claims.claim(equivalent).startswith("SR2 (Swin), sample (4 NFE) and lanczos are equivalent within 0.2 dB on PSNR")
+    untested = _row(ci_low=np.nan, ci_high=np.nan, family=np.nan, verdict="no interval: 2 exams < 5")
+    assert claims.claim(untested) == (
+        "SR2 (Swin), sample (4 NFE) against lanczos on PSNR: no interval: 2 exams < 5 (difference -0.1 dB; 6 exams, "
+        "48 slices); a primary endpoint, untested.")
     margin = _row(a="x", b="y", nfe_a=np.nan, nfe_b=np.nan, verdict="y better than x, by less than the 0.2 dB margin")
     assert claims.claim(margin).startswith("y is better than x on PSNR, by less than the 0.2 dB margin (")
 

@@ -45,8 +45,10 @@ def claim(row: Mapping) -> str:
         head = f"{b} is better than {a} on {metric}{verdict[len(b_better):]}"
     elif verdict.startswith("equivalent"):
         head = f"{a} and {b} are {verdict} on {metric}"
-    else:  # "inconclusive: ..." or "no interval: ..."
+    elif verdict.startswith("inconclusive"):
         head = f"{a} against {b} on {metric} is {verdict}"
+    else:  # "no interval: ..."
+        head = f"{a} against {b} on {metric}: {verdict}"
     sizes = f"{int(row['exams'])} exams, {int(row['slices'])} slices"
     if "seeds" in row and not pd.isna(row["seeds"]):
         sizes += f", {int(row['seeds'])} training seeds per arm"
@@ -54,8 +56,10 @@ def claim(row: Mapping) -> str:
         sizes += ", one training run each"
     numbers = (f"difference {row['difference']:+.3g}{unit}" if pd.isna(row["ci_low"]) else
                f"difference {row['difference']:+.3g}{unit}, 95% CI {row['ci_low']:+.3g} to {row['ci_high']:+.3g}")
-    if row.get("endpoint") == endpoints.PRIMARY:
+    if row.get("endpoint") == endpoints.PRIMARY and not pd.isna(row.get("family")):
         kind = f"a primary endpoint, Holm-adjusted over {int(row['family'])} tests"
+    elif row.get("endpoint") == endpoints.PRIMARY:
+        kind = "a primary endpoint, untested"
     else:
         kind = "exploratory"
     return f"{head} ({numbers}; {sizes}); {kind}."

@@ -207,7 +207,8 @@ def comparison_table(
     Columns: `difference`, `ci_low`, `ci_high` (95%), `df` (of the t reference; NaN for a bootstrap
     interval, which has no test), `p` (two-sided, no difference), `margin` (endpoints.MARGINS) and
     `p_equivalence` (two one-sided tests against it), `endpoint` ("primary" where `primary` says so,
-    else "exploratory"), `family` (how many primary tests the adjustment spans) and the Holm-adjusted
+    else "exploratory"), `family` (how many primary tests the adjustment spans; none for a row without a
+    test) and the Holm-adjusted
     `p_holm` and `p_equivalence_holm` (primary rows only), `exams`, `slices`, and `verdict`
     (statistics.verdict: from the adjusted tests for a primary row, its own for an exploratory one).
     """
@@ -228,7 +229,7 @@ def comparison_table(
             "a": c.a, "b": c.b, "metric": c.metric, "difference": d.mean, "ci_low": d.low, "ci_high": d.high,
             "df": d.df, "p": p[i], "margin": m.value if m else math.nan, "p_equivalence": p_equivalence[i],
             "endpoint": endpoints.PRIMARY if chosen[i] else endpoints.EXPLORATORY,
-            "family": int(chosen.sum()) if chosen[i] else math.nan,
+            "family": int(np.isfinite(p[chosen]).sum()) if chosen[i] and np.isfinite(p[i]) else math.nan,
             "p_holm": p_holm[i], "p_equivalence_holm": p_equivalence_holm[i],
             "exams": d.exams, "slices": d.slices,
             "verdict": statistics.verdict(c, m.value if m else None, m.unit if m else "", *tests),
