@@ -15,6 +15,13 @@ A script's usage, as its `--help` prints it, stands in a fenced block between th
     ...`bash run_all.sh --help`, in a text block...
     <!-- end -->
 
+The claims of a comparison table are sentences written from its verdict columns (evaluation.claims), a
+bullet each, for all its rows, the `rows` named, or the rows of one `endpoint` (primary or exploratory):
+
+    <!-- claims: evaluation/results/demo/sr_sr1_64_to_128_comparisons.csv | endpoint: primary -->
+    ...one bullet per claim...
+    <!-- end -->
+
 Paths are relative to the repository, in every document. `rows` (separated by ";", since row names
 hold commas) and `columns` (separated by ",") are optional (default: all); a row of a table with key
 columns (KEY_COLUMNS: the comparison, Swin and label tables) is named by their values joined with
@@ -37,12 +44,13 @@ from pathlib import Path
 import pandas as pd
 
 from mrnet_utils.errors import MRNetError
+from mrnet_utils.evaluation.claims import claims
 from mrnet_utils.evaluation.tables import markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 # A row of a table with these columns is named by their values, in the table's order.
 KEY_COLUMNS = ("stage", "arm", "a", "b", "metric", "request", "guidance", "trained on", "task")
-BLOCK = re.compile(r"<!-- (table|value|help): (?P<spec>[^>]*?) -->(?P<body>.*?)<!-- end -->", re.S)
+BLOCK = re.compile(r"<!-- (table|value|help|claims): (?P<spec>[^>]*?) -->(?P<body>.*?)<!-- end -->", re.S)
 
 
 def _fields(spec: str) -> tuple[Path, dict[str, list[str]]]:
@@ -81,10 +89,25 @@ def _usage(script: str, document: str) -> str:
     return f"\n```text\n{shown.stdout}```\n"
 
 
+def _claims(path: Path, options: dict[str, list[str]], document: str) -> str:
+    """A bullet per row of a comparison table (all, or `rows`, or those of one `endpoint`), each the sentence
+    that evaluation.claims writes from the row's verdict columns."""
+    table = _read(path, document)
+    rows = options.get("rows") or options.get("row") or list(table.index)
+    missing = [row for row in rows if row not in table.index]
+    if missing:
+        raise MRNetError(f"{document} cites {', '.join(missing)} of {path.relative_to(ROOT)}, which it does not hold")
+    selected = pd.read_csv(path).set_axis(table.index).loc[rows]
+    sentences = claims(selected, options.get("endpoint", [None])[0])
+    return "\n" + "\n".join(f"- {sentence}" for sentence in sentences) + "\n"
+
+
 def _render(kind: str, spec: str, document: str) -> str:
     if kind == "help":
         return _usage(spec.strip(), document)
     path, options = _fields(spec)
+    if kind == "claims":
+        return _claims(path, options, document)
     table = _read(path, document)
     rows = options.get("rows") or options.get("row") or list(table.index)
     columns = options.get("columns") or options.get("column") or list(table.columns)

@@ -106,6 +106,32 @@ def test_a_row_of_a_table_with_key_columns_is_named_by_all_of_them(results_tree,
     assert "-->2.5<!-- end -->" in readme.read_text()
 
 
+def test_a_claims_block_writes_each_rows_sentence_from_its_verdict_columns(results_tree, capsys):
+    """The words of a claim come from the verdict, as the numbers come from the file: a changed verdict
+    rewrites the sentence, and only the rows of the endpoint asked for are claimed."""
+    from mrnet_utils.evaluation.claims import claim
+
+    rows = pd.DataFrame({
+        "a": ["SR1 (Swin), mean", "SR1 (Swin), sample"], "b": ["lanczos", "lanczos"], "metric": ["psnr", "ssim"],
+        "difference": [1.2, -0.01], "ci_low": [0.8, -0.03], "ci_high": [1.6, 0.01], "exams": [6, 6], "slices": [30, 30],
+        "verdict": ["SR1 (Swin), mean better than lanczos", "inconclusive: the data cannot exclude -0.03"],
+        "endpoint": ["primary", "exploratory"], "family": [24, None], "nfe_a": [16, 4], "nfe_b": [0, 0]})
+    path = results_tree / "evaluation" / "results" / "demo" / "c.csv"
+    rows.to_csv(path, index=False)
+    readme = results_tree / "README.md"
+    readme.write_text("<!-- claims: evaluation/results/demo/c.csv | endpoint: primary -->\n<!-- end -->\n")
+    assert run(str(readme), capsys=capsys).returncode == 0
+    primary = claim(pd.read_csv(path).iloc[0].to_dict())
+    assert readme.read_text() == f"<!-- claims: evaluation/results/demo/c.csv | endpoint: primary -->\n- {primary}\n<!-- end -->\n"
+    assert "SR1 (Swin), mean (16 NFE) is better than lanczos on PSNR" in primary
+    rows.loc[0, "verdict"] = "inconclusive: the data cannot exclude 0.8"
+    rows.to_csv(path, index=False)
+    assert run("--check", str(readme), capsys=capsys).returncode == 1  # the words follow the verdict
+    readme.write_text("<!-- claims: evaluation/results/demo/c.csv | rows: SR1 (Swin), sample, lanczos, ssim -->\n<!-- end -->\n")
+    assert run(str(readme), capsys=capsys).returncode == 0
+    assert readme.read_text().count("\n- ") == 1 and "inconclusive" in readme.read_text()
+
+
 def test_the_preset_table_in_docs_is_current(capsys):
     spec = importlib.util.spec_from_file_location("preset_table", ROOT / "scripts" / "preset_table.py")
     preset_table = importlib.util.module_from_spec(spec)
