@@ -6,7 +6,8 @@ import dataclasses
 import pytest
 import torch
 
-from mrnet_utils.config import UNetConfig, stage_config
+from mrnet_utils.config import UNetConfig
+from mrnet_utils.presets import stage_config
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.networks.unet import UNet
 from mrnet_utils.stages import STAGES

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mrnet_utils.config import DiffusionConfig, StageConfig, UNetConfig, stage_config
+from mrnet_utils.config import DiffusionConfig, StageConfig, UNetConfig
+from mrnet_utils.presets import stage_config
 from mrnet_utils.diffusion import losses, samplers, schedules
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.networks import build_network
