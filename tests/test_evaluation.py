@@ -108,7 +108,9 @@ def test_evaluate_generation_refuses_feature_metrics_on_too_few_samples():
                                            diversity_pairs=10)
 
     assert list(table.index) == ["copies", "darker", evaluation.REAL_ROW]
-    assert table.loc["copies", "fid"] == "not computed: FID needs at least 2048 samples and real slices (its feature width); 6 here"
+    assert table.loc["copies", "fid"] == ("not computed: FID needs at least 2048 samples and reference slices (its "
+                                          "feature width); 6 here")
+    assert table.loc["copies", "fid_reference"] == "held-out real slices (12)"
     assert table.loc["copies", "kid_mean"] == "not computed: KID needs at least 100 samples; 6 here"
     assert table.loc["copies", "is_mean"] == "not computed: IS needs at least 50 images (one split); 6 here"
     assert table.loc["copies", "fid_note"].startswith("biased upward below 10000 samples")
@@ -141,6 +143,19 @@ def test_evaluate_generation_with_enough_samples_computes_fid_kid_and_is():
     assert table.loc["darker", "kid_ci_low"] < table.loc["darker", "kid_mean"] < table.loc["darker", "kid_ci_high"]
     assert table.loc[evaluation.REAL_ROW, "is_mean"] >= 1
     assert table.loc["darker", "fid_note"].startswith("biased upward")
+    # FID against a named reference set (the training split, as the reference study's), KID against the real slices
+    on_train = evaluation.evaluate_generation({"darker": darker}, real, torch.arange(2100) // 5, train,
+                                              feature_extractor=PooledFeatures(), diversity_pairs=10,
+                                              fid_reference=("training split", real[:2050] * 0.9))
+    assert on_train.loc["darker", "fid_reference"] == "training split (2050)"
+    assert on_train.loc["darker", "fid"] == pytest.approx(
+        metrics.fid((darker + 1) / 2, (real[:2050] * 0.9 + 1) / 2, PooledFeatures()), rel=1e-6)
+    assert on_train.loc["darker", "fid"] != pytest.approx(table.loc["darker", "fid"], rel=1e-3)
+    assert on_train.loc["darker", "kid_mean"] == table.loc["darker", "kid_mean"]
+    few = evaluation.evaluate_generation({"darker": darker}, real, torch.arange(2100) // 5, train,
+                                         feature_extractor=PooledFeatures(), diversity_pairs=10,
+                                         fid_reference=("training split", real[:100]))
+    assert few.loc["darker", "fid"].endswith("2048 samples and reference slices (its feature width); 100 here")
 
 
 def test_evaluate_generation_without_inception_weights_reports_the_missing_file():
@@ -255,7 +270,7 @@ def test_the_generation_table_passes_every_setting_to_its_metric(monkeypatch):
     assert built == [("w.pth", "2048"), ("w.pth", "logits_unbiased")]
     intervals = [f"{m}_ci_{end}" for m in ("kid", "diversity_ms_ssim", "histogram_w1", "spectrum_distance")
                  for end in ("low", "high")]
-    assert set(table.columns) == {"samples", "exams", "fid", "fid_note", "kid_mean", "is_mean", "is_std",
+    assert set(table.columns) == {"samples", "exams", "fid", "fid_reference", "fid_note", "kid_mean", "is_mean", "is_std",
                                   "diversity_ms_ssim", "histogram_w1", "spectrum_distance", "near_copy_share",
                                   "nearest_train_correlation", *intervals}
     unit = {name: (images + 1) / 2 for name, images in {**samples, evaluation.REAL_ROW: real}.items()}

@@ -296,18 +296,21 @@ def evaluate_generation(
     bootstrap: int = GENERATION_BOOTSTRAP,
     seed: int = 0,
     confidence: float = 0.95,
+    fid_reference: tuple[str, Tensor] | None = None,
 ) -> pd.DataFrame:
     """One row per generative model in `samples`, plus a "real (held-out)" row.
 
-    Columns: `samples` (and `exams` for the real set); `fid` and `fid_note`; `is_mean`,
-    `is_std` (over at most `is_splits` splits of at least MIN_IS_PER_SPLIT images);
-    `kid_mean` (unbiased over every pair of images, metrics.kid_from_features);
-    `diversity_ms_ssim` (mean pairwise MS-SSIM, lower = more diverse; real pairs only across
-    exams); `histogram_w1` and `spectrum_distance` against `real`; `near_copy_share` and
-    `nearest_train_correlation` (mean correlation with the nearest of `train_images`). The real
-    row holds what has a meaning for real images (IS, diversity, memorisation against the
-    training set), the target for the models.
+    Columns: `samples` (and `exams` for the real set); `fid`, `fid_reference` (the set FID compares
+    with) and `fid_note`; `is_mean`, `is_std` (over at most `is_splits` splits of at least
+    MIN_IS_PER_SPLIT images); `kid_mean` (unbiased over every pair of images,
+    metrics.kid_from_features); `diversity_ms_ssim` (mean pairwise MS-SSIM, lower = more diverse;
+    real pairs only across exams); `histogram_w1` and `spectrum_distance` against `real`;
+    `near_copy_share` and `nearest_train_correlation` (mean correlation with the nearest of
+    `train_images`). The real row holds what has a meaning for real images (IS, diversity,
+    memorisation against the training set), the target for the models.
 
+    FID compares with `fid_reference` = (its name, its images) when given, such as the training split
+    when the held-out slices are too few for FID (as the reference study's FID did), else with `real`.
     KID, diversity and the two distances come with `<column>_ci_low` and `_ci_high`: a 95%
     percentile interval from `bootstrap` resamples of the generated samples one by one (each is
     its own seed) and, independently, of the real slices by exam (the real row's diversity: its
@@ -323,69 +326,98 @@ def evaluate_generation(
         raise MRNetError(f"give one exam id per real slice: {len(real)} slices, {real_exams.shape} ids")
     exam_ids, exam_index = np.unique(real_exams, return_inverse=True)
     real, train_images = to_unit(real), to_unit(train_images)
-    sets = {name: to_unit(images) for name, images in samples.items()}
-    try:
-        if feature_extractor is None:
-            pool_net = metrics.inception_features(feature_weights, "2048")
-            logit_net = metrics.inception_features(feature_weights, "logits_unbiased")
-        else:
-            pool_net = logit_net = feature_extractor
-        missing = None
-    except metrics.MissingWeights as error:
-        missing = f"{NOT_COMPUTED} {error}"
-    rng = np.random.default_rng(seed)
-    real_features = _set_features(real)
-    real_pool = None  # the real slices' pool features, computed once when KID is
-
+    reference = (fid_reference[0], to_unit(fid_reference[1])) if fid_reference else ("held-out real slices", real)
+    setting = _GenerationSetting(real, real_exams, exam_index, _set_features(real), reference,
+                                 *_feature_networks(feature_weights, feature_extractor), is_splits, diversity_pairs,
+                                 bootstrap, seed, confidence, np.random.default_rng(seed))
     rows = {}
-    for name, images in {**sets, REAL_ROW: real}.items():
-        is_real = name == REAL_ROW
-        n = len(images)
-        row = {"samples": n, "exams": len(exam_ids) if is_real else math.nan}
-        sample_counts, real_counts = _resample_counts(n, exam_index, bootstrap, rng)
-        enough = min(n, len(exam_ids)) >= statistics.MIN_EXAMS
-        intervals = {}
-        if not is_real:  # FID and KID compare a model's samples with the real set
-            smallest = min(n, len(real))
-            if smallest < MIN_FID_SAMPLES:
-                row["fid"] = _too_few("FID", smallest, MIN_FID_SAMPLES, "samples and real slices (its feature width)")
-            else:
-                row["fid"] = missing or metrics.fid(images, real, pool_net)
-            row["fid_note"] = (
-                f"biased upward below {RECOMMENDED_FID_SAMPLES} samples (Heusel et al. 2017)"
-                if smallest < RECOMMENDED_FID_SAMPLES else ""
-            )
-            if smallest < MIN_KID_SAMPLES or missing:
-                kid = missing or _too_few("KID", smallest, MIN_KID_SAMPLES, "samples")
-                row.update({"kid_mean": kid, "kid_ci_low": math.nan, "kid_ci_high": math.nan})
-            else:
-                real_pool = metrics.image_features(real, pool_net) if real_pool is None else real_pool
-                pool = metrics.image_features(images, pool_net)
-                intervals["kid"] = _interval(float(metrics.kid_from_features(pool, real_pool)), metrics.kid_from_features(
-                    pool, real_pool, sample_counts, real_counts), confidence, enough)
-            features = _set_features(images)
-            for metric in GENERATION_DISTANCES:
-                intervals[metric] = _interval(_distance(metric, features, real_features), _distance(
-                    metric, features, real_features, sample_counts, real_counts), confidence, enough)
-        splits = min(is_splits, n // MIN_IS_PER_SPLIT)
+    for name, images in {**{name: to_unit(images) for name, images in samples.items()}, REAL_ROW: real}.items():
+        row = setting.row(images, name == REAL_ROW)
+        nearest = metrics.memorisation(images, train_images, threshold=near_copy_threshold)
+        rows[name] = row | {"near_copy_share": nearest.near_copy_share,
+                            "nearest_train_correlation": float(nearest.correlation.mean())}
+    return _table(rows)
+
+
+def _feature_networks(weights: str | os.PathLike | None, extractor: nn.Module | None) -> tuple:
+    """(pooled-feature network, logit network, None), or (None, None, why not) when the weights are missing."""
+    if extractor is not None:
+        return extractor, extractor, None
+    try:
+        return metrics.inception_features(weights, "2048"), metrics.inception_features(weights, "logits_unbiased"), None
+    except metrics.MissingWeights as error:
+        return None, None, f"{NOT_COMPUTED} {error}"
+
+
+@dataclass
+class _GenerationSetting:
+    """What every row of the generation table is measured against, and how (evaluate_generation)."""
+
+    real: Tensor
+    real_exams: np.ndarray
+    exam_index: np.ndarray
+    real_features: dict[str, np.ndarray]
+    fid_reference: tuple[str, Tensor]
+    pool_net: nn.Module | None
+    logit_net: nn.Module | None
+    missing: str | None  # why the Inception-based metrics are not computed
+    is_splits: int
+    diversity_pairs: int
+    bootstrap: int
+    seed: int
+    confidence: float
+    rng: np.random.Generator
+    real_pool: Tensor | None = None  # the real slices' pooled features, computed once when KID is
+
+    def row(self, images: Tensor, is_real: bool) -> dict:
+        n, exams = len(images), self.exam_index.max() + 1
+        row = {"samples": n, "exams": exams if is_real else math.nan}
+        sample_counts, real_counts = _resample_counts(n, self.exam_index, self.bootstrap, self.rng)
+        enough = min(n, exams) >= statistics.MIN_EXAMS
+        intervals = {} if is_real else self._against_real(images, row, sample_counts, real_counts, enough)
+        splits = min(self.is_splits, n // MIN_IS_PER_SPLIT)
         if splits < 1:
             row["is_mean"], row["is_std"] = _too_few("IS", n, MIN_IS_PER_SPLIT, "images (one split)"), math.nan
         else:
-            row["is_mean"], row["is_std"] = (missing, math.nan) if missing else metrics.inception_score(
-                images, logit_net, splits=splits, seed=seed
-            )
-        pairs, values = metrics.pairwise_ms_ssim(images, diversity_pairs, seed=seed, groups=real_exams if is_real else None)
+            row["is_mean"], row["is_std"] = (self.missing, math.nan) if self.missing else metrics.inception_score(
+                images, self.logit_net, splits=splits, seed=self.seed)
+        pairs, values = metrics.pairwise_ms_ssim(images, self.diversity_pairs, seed=self.seed,
+                                                 groups=self.real_exams if is_real else None)
         counts = real_counts if is_real else sample_counts
-        intervals["diversity_ms_ssim"] = _interval(float(values.mean()), _pair_mean(pairs, values, counts), confidence,
-                                                   enough)
+        intervals["diversity_ms_ssim"] = _interval(float(values.mean()), _pair_mean(pairs, values, counts),
+                                                   self.confidence, enough)
         for column, estimate in intervals.items():
             key = "kid_mean" if column == "kid" else column
             row.update({key: estimate["mean"], f"{column}_ci_low": estimate["low"], f"{column}_ci_high": estimate["high"]})
-        nearest = metrics.memorisation(images, train_images, threshold=near_copy_threshold)
-        row["near_copy_share"] = nearest.near_copy_share
-        row["nearest_train_correlation"] = float(nearest.correlation.mean())
-        rows[name] = row
-    return _table(rows)
+        return row
+
+    def _against_real(self, images: Tensor, row: dict, sample_counts, real_counts, enough: bool) -> dict:
+        """FID (into `row`), and KID and the set distances to the real slices with their intervals."""
+        reference_name, reference = self.fid_reference
+        smallest = min(len(images), len(reference))
+        if smallest < MIN_FID_SAMPLES:
+            row["fid"] = _too_few("FID", smallest, MIN_FID_SAMPLES, "samples and reference slices (its feature width)")
+        else:
+            row["fid"] = self.missing or metrics.fid(images, reference, self.pool_net)
+        row["fid_reference"] = f"{reference_name} ({len(reference)})"
+        row["fid_note"] = (f"biased upward below {RECOMMENDED_FID_SAMPLES} samples (Heusel et al. 2017)"
+                           if smallest < RECOMMENDED_FID_SAMPLES else "")
+        intervals = {}
+        smallest = min(len(images), len(self.real))
+        if smallest < MIN_KID_SAMPLES or self.missing:
+            kid = self.missing or _too_few("KID", smallest, MIN_KID_SAMPLES, "samples")
+            row.update({"kid_mean": kid, "kid_ci_low": math.nan, "kid_ci_high": math.nan})
+        else:
+            if self.real_pool is None:
+                self.real_pool = metrics.image_features(self.real, self.pool_net)
+            pool = metrics.image_features(images, self.pool_net)
+            intervals["kid"] = _interval(float(metrics.kid_from_features(pool, self.real_pool)), metrics.kid_from_features(
+                pool, self.real_pool, sample_counts, real_counts), self.confidence, enough)
+        features = _set_features(images)
+        for metric in GENERATION_DISTANCES:
+            intervals[metric] = _interval(_distance(metric, features, self.real_features), _distance(
+                metric, features, self.real_features, sample_counts, real_counts), self.confidence, enough)
+        return intervals
 
 
 # Set-level distances to the real slices that the generation comparisons bootstrap (lower is better).
