@@ -121,7 +121,8 @@ grep -qx "$preset" <<<"$presets" || {
     echo "error: --preset must be one of: $(tr '\n' ' ' <<<"$presets")(not '$preset')" >&2
     exit 2
 }
-# The runs the study trains, "stage use_swin process run_name" per line, from the library (study.layout.study_runs).
+# The runs the study trains, "stage use_swin process run_name teacher" per line, from the library
+# (study.layout.study_runs); teacher: the run a distilled generator learns from, else None.
 mapfile -t study_runs < <(python -m mrnet_utils study-runs)
 trained_stages=()
 for run in "${study_runs[@]}"; do
@@ -195,16 +196,19 @@ export_html() {
     python -m mrnet_utils export-html "${executed[@]}" >/dev/null || echo "warning: the HTML export failed" >&2
 }
 
-# train_on_gpus STAGE USE_SWIN PROCESS RUN_NAME: the run trained by torchrun on $gpus processes, resumed
-# from its newest checkpoint, in the run folder and on the slice cache the notebooks use (study.layout.StudyPaths).
+# train_on_gpus STAGE USE_SWIN PROCESS RUN_NAME TEACHER: the run trained by torchrun on $gpus processes, resumed
+# from its newest checkpoint, in the run folder and on the slice cache the notebooks use (study.layout.StudyPaths);
+# with a TEACHER run, distilled from it round by round.
 train_on_gpus() {
     local run_dir="$out/savepoints/$preset/$4" log="$runs/01_train_$4.torchrun.log" started=$SECONDS
-    local options=(--stage "$1" --preset "$preset" --data "$out/data/$preset/slices_coronal.npz" --out "$run_dir" --resume)
+    local data="$out/data/$preset/slices_coronal.npz"
+    local options=(train --stage "$1" --preset "$preset" --data "$data" --out "$run_dir" --resume)
     [ "$2" = False ] && options+=(--no-swin)
     [ "$3" != None ] && options+=(--process "$3")
+    [ "$5" != None ] && options=(distill --teacher "$out/savepoints/$preset/$5" --data "$data" --out "$run_dir" --resume)
     [ "$retrain" = True ] && rm -rf -- "$run_dir"
     echo "[$(date +%H:%M:%S)] torchrun on $gpus processes: $4 -> ${log#"$out"/}"
-    if ! torchrun --standalone --nproc_per_node "$gpus" -m mrnet_utils train "${options[@]}" >"$log" 2>&1; then
+    if ! torchrun --standalone --nproc_per_node "$gpus" -m mrnet_utils "${options[@]}" >"$log" 2>&1; then
         echo "error: training $4 with torchrun failed; its log ends:" >&2
         tail -n 15 "$log" | sed 's/^/  /' >&2
         exit 1
@@ -230,11 +234,11 @@ if [ -z "$only" ] || [ "$beyond_data" = True ]; then
     python -m mrnet_utils check-study "${sizes[@]}" || exit 2
 fi
 for run in "${study_runs[@]}"; do
-    read -r stage use_swin process name <<<"$run"
+    read -r stage use_swin process name teacher <<<"$run"
     wanted "$stage" || continue
     notebook_retrain="$retrain"
     if [ "$gpus" -gt 1 ]; then
-        train_on_gpus "$stage" "$use_swin" "$process" "$name"
+        train_on_gpus "$stage" "$use_swin" "$process" "$name" "$teacher"
         notebook_retrain=False  # trained: the notebook finds the final checkpoint and draws its figures
     fi
     run_notebook notebooks/01_train_stage.ipynb "01_train_$name.ipynb" "${quiet[@]}" "${on_device[@]}" \

@@ -281,7 +281,8 @@ def _study_runs(args: argparse.Namespace) -> None:
     from mrnet_utils.study.layout import study_runs
 
     for stage, use_swin, process in study_runs():
-        print(stage, use_swin, process, run_name(stage, use_swin, process))
+        teacher = run_name(stage, use_swin) if process and process_class(process).from_teacher else None
+        print(stage, use_swin, process, run_name(stage, use_swin, process), teacher)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -439,7 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="fetch the missing or damaged ones (needs internet; nothing else ever downloads)")
     weights.set_defaults(run=_weights)
 
-    runs = command("study-runs", "list the (stage, use_swin, process) runs the study trains, for run_all.sh")
+    runs = command("study-runs", "list the (stage, use_swin, process) runs the study trains, each with its run "
+                                 "name and the run it learns from (None but for a distilled generator), for run_all.sh")
     runs.set_defaults(run=_study_runs)
     return parser
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from mrnet_utils.config import run_name
+from mrnet_utils.diffusion.processes import process_class
 from mrnet_utils.presets import PRESETS, default_sampler, stage_config
 from mrnet_utils.evaluation.tables import markdown
 from mrnet_utils.study.layout import study_runs
@@ -64,7 +66,9 @@ def measured_throughput() -> dict[str, float]:
 def gpu_budget() -> list[str]:
     """The `gpu` preset's training time on full MRNet, worked out from measured throughput."""
     throughput = measured_throughput()
-    runs = [stage for stage, _, _ in study_runs()]
+    # A distilled generator's rounds have no measured GPU throughput (each step also runs its teacher twice).
+    distilled = [run for run in study_runs() if run[2] and process_class(run[2]).from_teacher]
+    runs = [stage for stage, use_swin, process in study_runs() if (stage, use_swin, process) not in distilled]
     rows, total = [], 0.0
     for stage in STAGES:
         cfg = stage_config(stage, "gpu")
@@ -81,7 +85,9 @@ def gpu_budget() -> list[str]:
         "stages were then DDPM stages: the network's cost per step is the same under ResShift). Other GPUs: scale",
         "by their measured throughput; on the phantom or the real sample the epochs count far fewer slices.", "",
         markdown(pd.DataFrame(rows).set_index("stage")), "",
-        f"All {len(runs)} runs: {total:,.0f} s = {total / 60:.0f} min of training on that GPU.",
+        f"All {len(runs)} runs: {total:,.0f} s = {total / 60:.0f} min of training on that GPU. Not counted: the "
+        f"distilled generator{'s' if len(distilled) > 1 else ''} "
+        f"({', '.join(run_name(*run) for run in distilled)}), whose throughput on a GPU is not measured.",
     ]
 
 

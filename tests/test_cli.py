@@ -112,9 +112,12 @@ def test_study_runs_and_presets_list_what_run_all_sh_reads(capsys):
     code, out, _ = run_cli(capsys, "study-runs")
     assert code == 0
     runs = [line.split() for line in out.splitlines()]
-    assert runs[0] == ["base64", "True", "None", "base64_swin"]  # stage, use_swin, process, run name
-    assert ["single256", "True", "None", "single256_swin"] in runs and not any(run[:2] == ["single256", "False"] for run in runs)
-    assert len(runs) == 9  # base64, sr1, sr2 with and without Swin; single256; the two SR baselines
+    assert runs[0] == ["base64", "True", "None", "base64_swin", "None"]  # stage, use_swin, process, run name, teacher
+    assert ["single256", "True", "None", "single256_swin", "None"] in runs
+    assert not any(run[:2] == ["single256", "False"] for run in runs)
+    # the distilled base learns from the Swin base run, trained before it
+    assert runs.index(["base64", "True", "distilled", "base64_swin_distilled", "base64_swin"]) > runs.index(runs[0])
+    assert len(runs) == 10  # base64, sr1, sr2 with and without Swin; single256; the distilled base; two SR baselines
     code, out, _ = run_cli(capsys, "presets")
     assert code == 0 and out.split() == ["smoke", "demo", "gpu", "full", "reference"]
 

@@ -128,7 +128,7 @@ def test_gpu_preset_trains_the_study_in_1_to_2_hours_on_an_a100_by_the_measured_
     training slices take 33 min on the H200, 67-100 min on an A100 taken as 2-3x slower."""
     rates = measured_h200_training_rates()
     assert rates == {"base64": 403.5, "sr1": 436.5, "sr2": 148.6, "single256": 166.8}
-    runs = study_runs()
+    runs = [run for run in study_runs() if run[2] != "distilled"]  # no GPU throughput measured for distillation
     assert len(runs) == 9
 
     def h200_seconds(train_slices: int) -> float:

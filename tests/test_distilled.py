@@ -241,3 +241,21 @@ def test_a_teacher_of_another_schedule_or_steps_is_refused(teacher, tiny_cache, 
         build_process(wrong.diffusion).initial_weights()
     with pytest.raises(MRNetError, match="set diffusion.teacher"):
         build_process(student_config().diffusion).initial_weights()
+
+
+def test_the_study_trains_a_distilled_run_from_its_teacher_and_counts_its_whole_training_time(teacher, tiny_cache,
+                                                                                              tmp_path):
+    from mrnet_utils.study.training import train_stage
+    from mrnet_utils.training.distill import lineage_seconds
+
+    run_dir = tmp_path / "base64_swin_distilled"
+    with pytest.raises(MRNetError, match="base64_swin_distilled learns from a trained run of its stage"):
+        train_stage(student_config(), tiny_cache, run_dir, progress=False)
+    first = train_stage(student_config(), tiny_cache, run_dir, progress=False, teacher=teacher)
+    again = train_stage(student_config(), tiny_cache, run_dir, progress=False, teacher=teacher)
+    assert (first.trained, first.steps, again.trained) == (True, 2, False)
+    rounds = [run_dir / "rounds" / "steps_0004" / "final.pt", run_dir / "final.pt", teacher / "final.pt"]
+    seconds = [checkpoint.load_checkpoint(path)["log"]["seconds"] for path in rounds]
+    assert first.seconds == pytest.approx(sum(seconds[:2]), abs=0.1) == again.seconds
+    assert lineage_seconds(run_dir / "final.pt") == pytest.approx(sum(seconds))
+    assert lineage_seconds(teacher / "final.pt") == pytest.approx(seconds[2])

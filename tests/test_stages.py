@@ -77,7 +77,7 @@ def with_a_512_stage(monkeypatch):
     monkeypatch.setattr(stage_table, "CASCADE", (*CASCADE, "sr3"))
     monkeypatch.setattr(layout, "CASCADE", (*CASCADE, "sr3"))
     monkeypatch.setattr(layout, "GENERATORS", tuple(
-        dataclasses.replace(g, stages=(*g.stages, ("sr3", g.stages[0][1]))) if len(g.stages) > 1 else g
+        dataclasses.replace(g, stages=(*g.stages, ("sr3", g.stages[0][1], None))) if len(g.stages) > 1 else g
         for g in layout.GENERATORS
     ))
     monkeypatch.setattr(super_resolution, "CASCADE", (*CASCADE, "sr3"))

@@ -30,7 +30,7 @@ from mrnet_utils.study import data, generation, layout, training
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINED = ["base64_swin", "base64_noswin", "sr1_swin", "sr1_noswin", "sr2_swin", "sr2_noswin", "single256_swin",
-           "sr1_swin_regression", "sr2_swin_regression"]
+           "base64_swin_distilled", "sr1_swin_regression", "sr2_swin_regression"]
 RENDERED = ["00_preprocess", *(f"01_train_{name}" for name in TRAINED), "02_pipeline", "03_sr_vs_interpolation",
             "04_generation"]
 INTERPOLATIONS = ["nearest", "bilinear", "bicubic", "lanczos"]
@@ -39,7 +39,8 @@ SR_ROWS = {
     + [f"{model} (regression)"]
     for task, model in (("sr1_64_to_128", "SR1"), ("sr2_128_to_256", "SR2"), ("cascade_64_to_256", "SR1 + SR2"))
 }
-GENERATION_ROWS = ["cascade (Swin)", "cascade (no Swin)", "single-stage 256", "real (held-out)"]
+GENERATION_ROWS = ["cascade (Swin)", "cascade (no Swin)", "single-stage 256", "cascade (Swin, distilled base)",
+                   "real (held-out)"]
 
 
 def run_all(*args: str) -> subprocess.CompletedProcess:
@@ -141,17 +142,20 @@ def test_tables_hold_every_method_and_metric(smoke_study):
     exams = pd.read_csv(results / "exams.csv")
     assert list(exams.columns) == ["exam_id", "role", "slices"] and set(exams["role"]) == {"reported"}
     generation_comparisons = pd.read_csv(results / "generation_comparisons.csv")
-    assert list(generation_comparisons["metric"]) == ["histogram_w1", "spectrum_distance"] * 2
+    assert list(generation_comparisons["metric"]) == ["histogram_w1", "spectrum_distance"] * 3
     assert generation_comparisons["verdict"].str.startswith("no interval").all()  # 2 samples, 2 real exams
     assert {"fid", "is_mean", "kid_mean", "diversity_ms_ssim", "histogram_w1", "spectrum_distance",
             "histogram_w1_ci_low", "spectrum_distance_ci_high", "diversity_ms_ssim_ci_low", "near_copy_share", "nearest_train_correlation", "train_seconds", "sample_seconds_per_image"} <= set(
         generation.columns
     )
-    models = generation.loc[GENERATION_ROWS[:3]]
+    models = generation.loc[GENERATION_ROWS[:4]]
     assert (models["train_seconds"] > 0).all() and (models["sample_seconds_per_image"] > 0).all()
     # how each model sampled: its stages' default samplers (processes.default_sampler: the smoke preset's few
-    # steps for the ddpm stages, ResShift's own chain for the SR stages), in order
-    assert list(models["samplers"]) == ["dpmpp_sde 5 + resshift 4 + resshift 4"] * 2 + ["dpmpp_sde 5"]
+    # steps for the ddpm stages, ResShift's own chain for the SR stages, the distilled base's own 2 steps), in order
+    assert list(models["samplers"]) == ["dpmpp_sde 5 + resshift 4 + resshift 4"] * 2 + ["dpmpp_sde 5",
+                                                                                      "ddim 2 + resshift 4 + resshift 4"]
+    # the distilled cascade's training time holds its base's rounds and the base run they learned from
+    assert models.loc["cascade (Swin, distilled base)", "train_seconds"] > models.loc["cascade (Swin)", "train_seconds"]
     assert models["fid"].str.startswith("not computed:").all()
     assert np.isfinite(models["histogram_w1"]).all() and np.isfinite(models["spectrum_distance"]).all()
     # the cascade trains three stages, so its time is their sum

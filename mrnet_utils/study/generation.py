@@ -27,6 +27,7 @@ from mrnet_utils.study.layout import (
 from mrnet_utils.study.training import find_run
 from mrnet_utils.training import checkpoint
 from mrnet_utils.training.checkpoint import FINAL_CHECKPOINT
+from mrnet_utils.training.distill import lineage_seconds
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def generate(
 
     Each stage samples with its default (presets.default_sampler), recorded in `samplers`.
     """
-    stages = [checkpoint.load_stage(find_run(paths, stage, use_swin), device) for stage, use_swin in generator.stages]
+    stages = [checkpoint.load_stage(find_run(paths, *run), device) for run in generator.stages]
     samplers = {stage.config.stage: default_sampler(stage.config) for stage in stages}
     seeds = list(range(count))
     start = time.perf_counter()
@@ -91,13 +92,11 @@ def load_generated(folder: str | Path) -> Generated:
 
 
 def generation_times(paths: StudyPaths) -> pd.DataFrame:
-    """Per generator: training seconds over its stages (final checkpoints), its samplers, sampling seconds per image."""
+    """Per generator: training seconds over its stages (final checkpoints; a distilled stage's include its rounds
+    and the run it learned from, training.distill.lineage_seconds), its samplers, sampling seconds per image."""
     rows = {}
     for generator in GENERATORS:
-        seconds = [
-            checkpoint.load_checkpoint(find_run(paths, stage, use_swin) / FINAL_CHECKPOINT)["log"]["seconds"]
-            for stage, use_swin in generator.stages
-        ]
+        seconds = [lineage_seconds(find_run(paths, *run) / FINAL_CHECKPOINT) for run in generator.stages]
         timing = _timing(paths.samples(generator))
         rows[generator.label] = {
             "train_seconds": sum(seconds),

@@ -35,17 +35,22 @@ VARIANTS = {"Swin": True, "no Swin": False}
 
 @dataclass(frozen=True)
 class Generator:
-    """A generative model of the study: its stages (stage, use_swin), sampled in this order."""
+    """A generative model of the study: its stages (stage, use_swin, process), sampled in this order; process
+    None is the stage's own (the preset's), another names a process the stage is switched to (its run's name
+    says so, config.run_name)."""
 
     label: str  # row name in tables and figures
     folder: str  # folder of its samples
-    stages: tuple[tuple[str, bool], ...]
+    stages: tuple[tuple[str, bool, str | None], ...]
 
 
 GENERATORS = (
-    Generator("cascade (Swin)", "cascade_swin", tuple((stage, True) for stage in CASCADE)),
-    Generator("cascade (no Swin)", "cascade_noswin", tuple((stage, False) for stage in CASCADE)),
-    Generator("single-stage 256", "single256", (("single256", True),)),
+    Generator("cascade (Swin)", "cascade_swin", tuple((stage, True, None) for stage in CASCADE)),
+    Generator("cascade (no Swin)", "cascade_noswin", tuple((stage, False, None) for stage in CASCADE)),
+    Generator("single-stage 256", "single256", (("single256", True, None),)),
+    # The Swin cascade with its base stage distilled to a few DDIM steps (diffusion/processes/distilled.py).
+    Generator("cascade (Swin, distilled base)", "cascade_swin_distilled",
+              tuple((stage, True, "distilled" if stage == CASCADE[0] else None) for stage in CASCADE)),
 )
 
 
@@ -67,12 +72,14 @@ SR_MODELS = (
 
 
 def study_runs() -> list[tuple[str, bool, str | None]]:
-    """Every (stage, use_swin, process) the study trains, once each: the generators' stages in the order
-    they first use them, then the regression baselines of the SR stages."""
+    """Every (stage, use_swin, process) the study trains, once each: the generators' stages of their own
+    process in the order they first use them, then those the generators switch to another process (a
+    distilled generator, after the run it learns from), then the regression baselines of the SR stages."""
     runs: list[tuple[str, bool, str | None]] = []
-    for stage in dict.fromkeys(stage for generator in GENERATORS for stage, _ in generator.stages):
-        runs += [(stage, use_swin, None) for use_swin in VARIANTS.values()
-                 if any((stage, use_swin) in generator.stages for generator in GENERATORS)]
+    used = [run for generator in GENERATORS for run in generator.stages]
+    for stage in dict.fromkeys(stage for stage, _, _ in used):
+        runs += [(stage, use_swin, None) for use_swin in VARIANTS.values() if (stage, use_swin, None) in used]
+    runs += [run for run in dict.fromkeys(used) if run[2] is not None]
     sr_stages = [stage for stage in CASCADE if STAGES[stage].is_super_resolution]
     runs += [(stage, model.use_swin, model.process) for model in SR_MODELS if model.process for stage in sr_stages]
     return runs

@@ -13,6 +13,7 @@ import pandas as pd
 from PIL import Image
 
 from mrnet_utils.config import StageConfig
+from mrnet_utils.diffusion.processes import process_class
 from mrnet_utils.presets import stage_config
 from mrnet_utils.data.slices import load_cache
 from mrnet_utils.errors import MRNetError
@@ -20,6 +21,7 @@ from mrnet_utils.networks import build_network
 from mrnet_utils.study.layout import StudyPaths, study_runs
 from mrnet_utils.training import checkpoint
 from mrnet_utils.training.checkpoint import FINAL_CHECKPOINT
+from mrnet_utils.training.distill import distill
 from mrnet_utils.training.log import read_train_log
 from mrnet_utils.training.loop import steps_for_epochs, train
 
@@ -59,20 +61,29 @@ class StageRun:
 
 def train_stage(
     cfg: StageConfig, cache_path: str | Path, run_dir: str | Path, retrain: bool = False, progress: bool = True,
-    device: str | None = None,
+    device: str | None = None, teacher: str | Path | None = None,
 ) -> StageRun:
     """Train `cfg` into `run_dir`, unless its final checkpoint already holds the config's steps.
 
     An interrupted run continues from its last checkpoint (training.loop.train with resume).
     `retrain` deletes the run folder first (checkpoints, log, sample grids), so that the
     new run's log and grids are not mixed with the old ones. `device`: None trains on the
-    GPU if there is one.
+    GPU if there is one. A process trained from a teacher (the distilled generator) learns
+    from the run folder `teacher`, round by round (training.distill), every finished round kept.
     """
     if cfg.train.epochs:  # the steps its epochs make on this cache, which the final checkpoint must hold
         cfg = steps_for_epochs(cfg, _train_slices(cache_path))
     run_dir = Path(run_dir)
     if retrain and run_dir.exists():
         shutil.rmtree(run_dir)
+    if process_class(cfg.diffusion.process).from_teacher:
+        if teacher is None:
+            raise MRNetError(f"{cfg.name} learns from a trained run of its stage: give its run folder as teacher",
+                             parameter="teacher")
+        rounds = distill(cfg, teacher, cache_path, run_dir, resume=True, progress=progress, device=device)
+        trained = [r for r in rounds if r.trained_steps]
+        rate = trained[-1].images_per_second if trained else math.nan
+        return StageRun(cfg.name, run_dir, bool(trained), rounds[-1].steps, sum(r.seconds for r in rounds), rate)
     final = run_dir / FINAL_CHECKPOINT
     if final.exists():
         payload = checkpoint.load_checkpoint(final)

@@ -62,3 +62,16 @@ def distill(
                              progress=progress, grids=grids and last, device=device))
         teacher = (folder / FINAL_CHECKPOINT).resolve()
     return results
+
+
+def lineage_seconds(path: str | Path) -> float:
+    """The training seconds behind a checkpoint: its own and, for a distilled generator, those of every round
+    before and of the run the first round learned from (each config's diffusion.teacher, followed back)."""
+    seconds, path = 0.0, Path(path)
+    while True:
+        payload = load_checkpoint(path)
+        seconds += payload["log"]["seconds"]
+        teacher = rebuild_config(payload).diffusion.teacher
+        if not teacher:
+            return seconds
+        path = Path(teacher)
