@@ -187,7 +187,8 @@ def test_meniscal_tear_is_a_bright_line_in_the_posterior_horn(seed):
 def test_abnormal_knees_have_effusion_or_oedema():
     knee = phantom.draw_knee(np.random.default_rng(4))
     changed, change, *_ = _finding(knee, "sagittal", "abnormal")
-    assert 0 < changed.mean() < 0.05 and change.mean() > 20
+    # Bright fluid appears; where it becomes a slice's brightest tissue, the window darkens the rest a little.
+    assert 0 < changed.mean() < 0.05 and np.percentile(change, 90) > 100 and change.min() > -2 * WINDOW_SHIFT
 
 
 def test_refuses_a_non_empty_folder_unless_overwriting(tmp_path):

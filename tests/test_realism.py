@@ -158,9 +158,31 @@ def test_script_writes_the_table_and_a_small_figure(tiny_phantom, tmp_path, caps
     """Run on the tiny phantom standing in for both sets (the real sample is not needed)."""
     out = tmp_path / "out"
     argv = ["--mrnet-root", str(tiny_phantom), "--phantom-root", str(tiny_phantom), "--out", str(out),
-            "--repeats", "5", "--slice-pairs", "1"]
+            "--repeats", "5", "--slice-pairs", "1", "--central-slices", "3"]
     assert _script().main(argv) == 0
     table = pd.read_csv(out / "phantom_vs_real.csv", index_col="statistic")
     assert list(table.index) == list(realism.STATISTICS) and (table["within_spread"] == "yes").all()
-    assert "| histogram_w1 |" in (out / "phantom_vs_real.md").read_text()
+    central = pd.read_csv(out / "phantom_vs_real_central.csv", index_col="statistic")
+    assert list(central.index) == [name for name in realism.STATISTICS if name != "slices"]
+    assert (central["phantom_vs_real"].abs() < 1e-12).all()  # the same exams on both sides
+    assert not np.allclose(central["real_half_q95"], table.loc[central.index, "real_half_q95"])  # other slices
+    text = (out / "phantom_vs_real.md").read_text()
+    assert text.count("| histogram_w1 |") == 2 and "## The 3 central slices of each series" in text
+    assert sorted(path.name for path in out.iterdir()) == ["phantom_vs_real.csv", "phantom_vs_real.md",
+                                                           "phantom_vs_real.png", "phantom_vs_real_central.csv"]
     assert 0 < (out / "phantom_vs_real.png").stat().st_size < 300_000
+
+
+def test_summaries_of_the_central_slices_see_only_those_slices_normalised_with_their_series(tiny_phantom):
+    from mrnet_utils.data.mrnet import load_volume, volume_path
+    from mrnet_utils.data.preprocess import central_slice_indices, normalise
+
+    every, central = (realism.summarise_folder(tiny_phantom, normalise, max_exams=1, central_slices=count)[0][0]
+                      for count in (None, 3))  # the first train exam, 0000
+    volume = load_volume(volume_path(tiny_phantom, "train", "coronal", 0))
+    keep = central_slice_indices(len(volume), 3)
+    assert every.slices == len(volume) and central.slices == 3
+    assert central.histogram.sum() == 3 * 256 * 256
+    expected = realism.summarise_series(volume[keep], normalise(volume, tiny_phantom)[keep], 0)
+    np.testing.assert_array_equal(central.histogram, expected.histogram)
+    assert central.background_raw == expected.background_raw and central.contrast == expected.contrast

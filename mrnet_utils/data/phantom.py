@@ -18,7 +18,10 @@ slight blur finish the image, and each slice is windowed to uint8 as MRNet's are
 Calibrated against 18 real exams (scripts/phantom_vs_real.py, mrnet_utils/evaluation/realism.py):
 on coronal intensity histograms, power spectra, background fraction, per-exam contrast,
 slice-to-slice change and cross-exam diversity the phantom differs from them by no more
-than two halves of the real sample differ from each other.
+than two halves of the real sample differ from each other, over all slices of each series;
+on the central slices the study keeps, all of them but the per-exam contrast, which is lower
+there and varies more between exams than the real exams' (evaluation/results/phantom_vs_real.md).
+The leg's outline follows the real series' share of air slice by slice, posterior to anterior.
 
 Labels are drawn near MRNet's training rates and change what a radiologist looks at:
 a torn ACL is interrupted by bright oedema; a meniscal tear is a bright line through
@@ -66,7 +69,7 @@ CONTRAST = {
 # Through-plane coverage of each series: (centre, half extent) along its slice axis. The
 # coronal series runs from the posterior muscles to just past the skin over the kneecap,
 # so that its last slices can be nearly empty, as MRNet's are.
-COVERAGE = {"coronal": (0.04, 0.55), "sagittal": (0.0, 0.55), "axial": (0.2, 0.5)}
+COVERAGE = {"coronal": (0.05, 0.57), "sagittal": (0.0, 0.55), "axial": (0.2, 0.5)}
 # Slice-axis and in-plane axes of each series: rows of P map (a, b, depth) to (x, y, z),
 # where a runs along image columns, b down the rows and depth across slices.
 ORIENTATION = {
@@ -74,9 +77,12 @@ ORIENTATION = {
     "sagittal": ((0, 0, 1), (-1, 0, 0), (0, -1, 0)),  # anterior to the left
     "axial": ((1, 0, 0), (0, -1, 0), (0, 0, 1)),
 }
-# The leg: a rounded-square cylinder centred behind the joint (the calf and hamstring muscles),
-# and the soft tissue over the kneecap, an ellipsoid bulging in front of it.
-LEG_CENTRE_Y = -0.12
+# The leg: a cylinder centred behind the joint (the calf and hamstring muscles), square-shouldered
+# behind it and tapering in front of it, to a front LEG_FRONT times as deep as its back; and the
+# soft tissue over the kneecap, an ellipsoid bulging in front of it.
+LEG_CENTRE_Y = -0.2
+LEG_EXPONENTS = (3.0, 1.6)  # of the superellipse behind / in front of LEG_CENTRE_Y
+LEG_FRONT = 1.35
 KNEECAP_BULGE = ((0.0, 0.3, 0.2), (0.42, 0.32, 0.5))
 # Fat instead of muscle: in front of the kneecap (the bulge's front), behind the patellar
 # tendon (Hoffa's pad) and in the popliteal fossa.
@@ -84,7 +90,7 @@ FAT_PADS = (((0.0, 0.47, 0.2), (0.3, 0.15, 0.4)), ((0.0, 0.34, -0.1), (0.3, 0.14
             ((0.0, -0.42, 0.1), (0.14, 0.12, 0.45)))
 MUSCLE_TEXTURE = 0.3  # relative intensity variation of muscle: fibres and the fat between them
 # Trabecular bone: marrow crossed by thin dark lines, the zero crossings of a fine texture.
-TRABECULAR_WIDTH, TRABECULAR_DEPTH = 0.3, 0.35
+TRABECULAR_WIDTH, TRABECULAR_DEPTH = 0.3, 0.5
 # Marrow-oedema sites: lateral / medial femoral condyle, lateral / medial tibial plateau.
 OEDEMA_SITES = ((0.24, -0.05, 0.1), (-0.24, -0.05, 0.1), (0.24, -0.1, -0.12), (-0.24, -0.05, -0.12))
 
@@ -107,7 +113,7 @@ class Knee:
     """One exam: its anatomy, findings and three series, all drawn from one generator."""
 
     width: float  # mediolateral scale of the bones
-    leg: tuple[float, float]  # soft-tissue half axes (x, y)
+    leg: tuple[float, float]  # soft-tissue half axes (x, y; in front, y times LEG_FRONT)
     fat: float  # subcutaneous fat thickness
     cartilage: float  # cartilage thickness
     meniscus_height: float
@@ -150,7 +156,7 @@ def draw_knee(rng: np.random.Generator) -> Knee:
     oedema = (tuple(c + u(-0.04, 0.04) for c in site), u(0.06, 0.12))
     return Knee(
         width=u(0.9, 1.1),
-        leg=(u(0.64, 0.72), u(0.52, 0.6)),
+        leg=(u(0.59, 0.66), u(0.52, 0.6)),
         fat=u(0.035, 0.07),
         cartilage=u(0.02, 0.032),
         meniscus_height=u(0.06, 0.08),
@@ -324,9 +330,11 @@ class _Texture:
 def _skin(grid: _Grid, knee: Knee) -> np.ndarray:
     """Signed distance to the skin (full size): the leg's cylinder, and the bulge over the kneecap."""
     (half_x, half_y), (centre, radii) = knee.leg, KNEECAP_BULGE
-    # A superellipse, square-shouldered behind (exponent 3: the muscle bulk), round in front (2).
-    power = np.where(grid.y > LEG_CENTRE_Y, np.float32(2), np.float32(3))
-    square = _sum(np.abs(grid.x / half_x) ** power, np.abs((grid.y - LEG_CENTRE_Y) / half_y) ** power)
+    # A superellipse of two halves (LEG_EXPONENTS), deeper in front.
+    front = grid.y > LEG_CENTRE_Y
+    power = np.where(front, np.float32(LEG_EXPONENTS[1]), np.float32(LEG_EXPONENTS[0]))
+    depth = np.where(front, np.float32(half_y * LEG_FRONT), np.float32(half_y))
+    square = _sum(np.abs(grid.x / half_x) ** power, np.abs((grid.y - LEG_CENTRE_Y) / depth) ** power)
     leg = (square ** (1 / power) - 1) * min(half_x, half_y)
     leg = leg if leg.shape == grid.shape else np.broadcast_to(leg, grid.shape).copy()
     radii = (radii[0] * knee.width, *radii[1:])

@@ -13,8 +13,10 @@ stored) and normalised the way the models see it, i.e. by the caller's `normalis
 mapped to [0, 1] by (x + 1) / 2 as `metrics` expects. On MRNet the two differ only by the
 factor 255, since every series has percentiles 0 and 255.
 
-All slices of each series are used, edge slices included: a model trained on all slices
-sees them, and they are where the anatomy changes most.
+By default all slices of each series are used, edge slices included: a model trained on all
+slices sees them, and they are where the anatomy changes most. `summarise_folder(central_slices=N)`
+keeps only the N central slices of each series (normalised as a whole first), the slices the
+study keeps by default.
 
 The statistics, each defined where it is computed:
 - `histogram_w1`: Wasserstein-1 distance of the pooled normalised intensities (`metrics.histogram_distance`);
@@ -41,6 +43,7 @@ from mrnet_utils.evaluation import metrics
 from mrnet_utils.data.slices import to_unit
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.data.mrnet import SPLITS, iter_exams, read_labels, volume_path
+from mrnet_utils.data.preprocess import central_slice_indices
 
 # Background: raw values up to 15 of 255. The pooled histogram of the real coronal sample has
 # an air peak at 4-6 (the noise floor, stretched by MRNet's per-slice windowing) that falls
@@ -217,18 +220,22 @@ Normalise = Callable[[np.ndarray, Path], np.ndarray]
 
 
 def summarise_folder(root: Path | str, normalise: Normalise, plane: str = "coronal",
-                     splits: Sequence[str] = SPLITS, max_exams: int | None = None) -> tuple[list[ExamSummary], dict[int, str]]:
+                     splits: Sequence[str] = SPLITS, max_exams: int | None = None,
+                     central_slices: int | None = None) -> tuple[list[ExamSummary], dict[int, str]]:
     """Summaries of the series of `plane` in an MRNet-layout folder, and {exam_id: split}.
 
     `normalise(volume, path)` maps a uint8 volume to [-1, 1]: pass `preprocess.normalise`,
-    so that the statistics see what the models see. `max_exams` keeps the first of each split.
+    so that the statistics see what the models see. `max_exams` keeps the first of each split;
+    `central_slices` keeps that many central slices of each series (`preprocess.central_slice_indices`,
+    as the slice cache keeps them; None: all).
     """
     summaries, split_of = [], {}
     for split in splits:
         exam_ids = sorted(read_labels(root, split))[:max_exams]
         for exam in iter_exams(root, split, plane, exam_ids):
             normalised = normalise(exam.volume, volume_path(root, split, plane, exam.exam_id))
-            summaries.append(summarise_series(exam.volume, normalised, exam.exam_id))
+            keep = central_slice_indices(len(exam.volume), central_slices)
+            summaries.append(summarise_series(exam.volume[keep], normalised[keep], exam.exam_id))
             split_of[exam.exam_id] = split
     return summaries, split_of
 
