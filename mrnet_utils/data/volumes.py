@@ -33,6 +33,7 @@ import numpy as np
 from mrnet_utils.data import preprocess
 from mrnet_utils.data.mrnet import PLANES, SIDE, SPLITS, TASKS, Exam, check_choice, iter_exams, read_labels
 from mrnet_utils.errors import MRNetError
+from mrnet_utils.files import path_lock
 
 SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")  # single-file formats; DICOM is a folder per series
 EXAM_TABLE = "exams.csv"  # read from the volume folder when no other table is given
@@ -353,25 +354,26 @@ def preprocess_volumes(
                                  f"{spacings[first][1]:.3g} mm; give pixel_size (--pixel-size MM) to resample them to one")
             yield Exam(exam_id, split, plane, volume, labels_of[name] if labels_of else no_labels)
 
-    splits = {}
-    for split in SPLITS:
-        members = {ids[name]: labels_of[name] if labels_of else no_labels
-                   for name in sorted(names, key=ids.get) if split_of[name] == split}
-        if not members:
-            raise MRNetError(f"no exam of {folder} is in the {split} split ({split_rule}); every split needs one")
-        wanted = preprocess.select_exams(members, selection, max_exams)
-        if not wanted:
-            raise MRNetError(f"no {split} exam of {folder} is positive for {selection!r}; choose another selection, "
-                             "or 'all'")
-        splits[split] = preprocess.split_arrays(series(split, wanted), len(wanted), f"{split} {plane}",
-                                                lambda exam: volumes[name_of[exam.exam_id]],
-                                                central_slices, normalisation, progress)
-    metadata = dict(plane=plane, selection=selection, normalisation=normalisation, central_slices=central_slices,
-                    source=str(folder.resolve()), labelled=labels_of is not None, format="volumes",
-                    orientation=DISPLAY[plane], pixel_size=round(pixel_size or next(iter(spacings.values()))[1], 6),
-                    resampled=pixel_size is not None, split_rule=split_rule,
-                    exams={str(exam_id): name for exam_id, name in sorted(name_of.items())})
-    return preprocess.write_cache(out, splits, metadata)
+    with path_lock(out, "out_dir"):  # one writer, as preprocess.preprocess
+        splits = {}
+        for split in SPLITS:
+            members = {ids[name]: labels_of[name] if labels_of else no_labels
+                       for name in sorted(names, key=ids.get) if split_of[name] == split}
+            if not members:
+                raise MRNetError(f"no exam of {folder} is in the {split} split ({split_rule}); every split needs one")
+            wanted = preprocess.select_exams(members, selection, max_exams)
+            if not wanted:
+                raise MRNetError(f"no {split} exam of {folder} is positive for {selection!r}; choose another "
+                                 "selection, or 'all'")
+            splits[split] = preprocess.split_arrays(series(split, wanted), len(wanted), f"{split} {plane}",
+                                                    lambda exam: volumes[name_of[exam.exam_id]],
+                                                    central_slices, normalisation, progress)
+        metadata = dict(plane=plane, selection=selection, normalisation=normalisation, central_slices=central_slices,
+                        source=str(folder.resolve()), labelled=labels_of is not None, format="volumes",
+                        orientation=DISPLAY[plane], pixel_size=round(pixel_size or next(iter(spacings.values()))[1], 6),
+                        resampled=pixel_size is not None, split_rule=split_rule,
+                        exams={str(exam_id): name for exam_id, name in sorted(name_of.items())})
+        return preprocess.write_cache(out, splits, metadata)
 
 
 def plane_examples(folder: Path | str, count: int, pixel_size: float | None = None) -> dict[str, list[np.ndarray]]:
