@@ -11,6 +11,12 @@ are built from the preset, untrained):
 - seconds per 256x256 image through the cascade (base 64 -> SR 128 -> SR 256) and through
   the single-stage model with each stage's default sampler, batched; network evaluations
   (NFE) per image, counted by wrapping the networks; peak memory;
+- the same for the quality-checked path of each pipeline: every stage at the path with the fewest
+  network evaluations shown equivalent to its full chain in the committed verdicts of
+  benchmarks/bench_samplers.py (equivalence_<verdicts>_<run>.csv; a faster sampler of the stage's
+  network, or another process such as its distilled generator, on a network of the same shape),
+  and a stage without a verdict at its full chain; its cost and peak memory also per batch size
+  (`--batch-sizes`);
 - the reference study's path on the same networks: ancestral DDPM with T = 2000 / 1000 /
   1000 steps, one image at a time. `--reference-steps K` times K steps per stage and
   multiplies the per-step cost by the reference's step count (the table says
@@ -50,10 +56,13 @@ from benchmarks.common import (
     stage_sampler,
     timer,
 )
+from benchmarks.bench_samplers import fastest_equivalent, verdict_file
 from benchmarks.sections import update_section
 from mrnet_utils.config import StageConfig
+from mrnet_utils.diffusion.processes import process_class
 from mrnet_utils.presets import PRESETS, default_sampler, stage_config
 from mrnet_utils.data.phantom import write_phantom
+from mrnet_utils.errors import MRNetError
 from mrnet_utils.data.preprocess import preprocess
 from mrnet_utils.networks import build_network
 from mrnet_utils.pipeline import (
@@ -137,6 +146,56 @@ def sample_pipeline(
         sample_cascade(stages, seeds, samplers, batch_size, progress=False)
     nfe = sum(model.images for model in counted.values()) / images
     return SamplingCost(elapsed[0] / images, nfe, memory.mib, memory.kind)
+
+
+def quality_checked(
+    networks: dict[str, tuple[nn.Module, StageConfig]], verdicts: str, results: Path
+) -> tuple[dict[str, tuple[nn.Module, StageConfig]], dict[str, tuple[str, int]], dict[str, str]]:
+    """Each stage at its fastest path shown equivalent to its full chain (bench_samplers.fastest_equivalent over
+    the `verdicts` preset's verdict file; the full chain where there is none): the networks with the path's
+    config (its process's, on the same network), the samplers, and where each came from."""
+    checked, samplers, sources = {}, {}, {}
+    for name, (model, cfg) in networks.items():
+        found = verdict_file(results, verdicts, cfg.name)
+        if found.exists():
+            row = fastest_equivalent(pd.read_csv(found).to_dict("records"))
+            cfg = stage_config(name, cfg.preset, cfg.unet.use_swin, row["process"])
+            checked[name], samplers[name], sources[name] = (model, cfg), (row["sampler"], int(row["steps"])), found.name
+        else:
+            own = process_class(cfg.diffusion.process).default_sampler(cfg.diffusion)
+            checked[name], samplers[name], sources[name] = (model, cfg), own, "no verdict: the full chain"
+    return checked, samplers, sources
+
+
+def _timed(
+    pipeline: str, networks: dict[str, tuple[nn.Module, StageConfig]], device: torch.device, images: int,
+    batch_size: int, samplers: dict[str, tuple[str, int]],
+) -> SamplingCost:
+    """`sample_pipeline` after a warm-up batch of at most two steps per stage."""
+    warm_up = {name: (sampler, min(steps, 2)) for name, (sampler, steps) in samplers.items()}
+    warm_up = {name: choice for name, choice in warm_up.items() if _takes(networks[name][1], choice)}
+    sample_pipeline(pipeline, networks, device, batch_size, batch_size, {**samplers, **warm_up})
+    return sample_pipeline(pipeline, networks, device, images, batch_size, samplers)
+
+
+def _takes(cfg: StageConfig, sampler: tuple[str, int]) -> bool:
+    try:
+        process_class(cfg.diffusion.process).check_sampler(cfg.diffusion, sampler)
+    except MRNetError:
+        return False
+    return True
+
+
+def _samplers_text(pipeline: str, networks: dict[str, tuple[nn.Module, StageConfig]],
+                   samplers: dict[str, tuple[str, int]]) -> str:
+    """"ddpm 1000 + resshift 4 + resshift 4"; a stage of another process than its preset's is named by it."""
+    parts = []
+    for name in PIPELINES[pipeline]:
+        cfg = networks[name][1]
+        own = stage_config(name, cfg.preset, cfg.unet.use_swin).diffusion.process
+        process = "" if cfg.diffusion.process == own else f"{cfg.diffusion.process} "
+        parts.append(f"{process}{samplers[name][0]} {samplers[name][1]}")
+    return " + ".join(parts)
 
 
 def reference_steps(stage: str) -> int:
@@ -229,25 +288,37 @@ def run(args: argparse.Namespace) -> tuple[str, list[dict[str, object]]]:
     sampling = rows = []
     chosen = {name: default_sampler(cfg) for name, cfg in configs.items()}
     chosen |= dict(args.samplers)
+    checked_networks, checked, sources = quality_checked(networks, args.verdicts, args.results)
+    paths = {"defaults": (networks, chosen), "quality-checked": (checked_networks, checked)}
     for pipeline in args.pipelines:
-        warm_up = {name: (sampler, min(steps, 2)) for name, (sampler, steps) in chosen.items()}
-        sample_pipeline(pipeline, networks, device, args.batch_size, args.batch_size, warm_up)
-        cost = sample_pipeline(pipeline, networks, device, args.images, args.batch_size, chosen)
         reference, extrapolated = reference_seconds_per_image(pipeline, networks, device, args.reference_steps)
-        samplers = " + ".join(" ".join(map(str, chosen[name])) for name in PIPELINES[pipeline])
-        rows.append({
-            "pipeline": pipeline,
-            f"samplers (batch {args.batch_size})": samplers,
-            "NFE / image": cost.nfe_per_image,
-            "s / image": cost.seconds_per_image,
-            f"peak memory (MiB, {cost.memory_kind})": cost.peak_mib,
-            "reference: DDPM, batch 1": "+".join(str(reference_steps(n)) for n in PIPELINES[pipeline]) + " steps",
-            "reference s / image": reference,
-            "reference timing": f"extrapolated from {args.reference_steps} steps per stage" if extrapolated
-                else "measured, whole chain",
-            "speed-up": reference / cost.seconds_per_image,
-        })
-    report += [f"### Sampling 256x256 images ({args.images} images)", markdown_table(rows)]
+        for path, (path_networks, path_samplers) in paths.items():
+            cost = _timed(pipeline, path_networks, device, args.images, args.batch_size, path_samplers)
+            rows.append({
+                "pipeline": pipeline,
+                "path": path,
+                f"samplers (batch {args.batch_size})": _samplers_text(pipeline, path_networks, path_samplers),
+                "NFE / image": cost.nfe_per_image,
+                "s / image": cost.seconds_per_image,
+                f"peak memory (MiB, {cost.memory_kind})": cost.peak_mib,
+                "reference: DDPM, batch 1": "+".join(str(reference_steps(n)) for n in PIPELINES[pipeline]) + " steps",
+                "reference s / image": reference,
+                "reference timing": f"extrapolated from {args.reference_steps} steps per stage" if extrapolated
+                    else "measured, whole chain",
+                "speed-up": reference / cost.seconds_per_image,
+            })
+    verdict_lines = "\n".join(f"- {name}: {sources[name]}" for name in STAGES)
+    report += [f"### Sampling 256x256 images ({args.images} images)",
+               f"Quality-checked path, per stage (verdicts of the {args.verdicts} checkpoints):\n{verdict_lines}",
+               markdown_table(rows)]
+    by_batch = []
+    for pipeline in args.pipelines:
+        for batch in args.batch_sizes:
+            cost = _timed(pipeline, checked_networks, device, max(batch, args.images), batch, checked)
+            by_batch.append({"pipeline": pipeline, "samplers": _samplers_text(pipeline, checked_networks, checked),
+                             "batch": batch, "s / image": cost.seconds_per_image,
+                             f"peak memory (MiB, {cost.memory_kind})": cost.peak_mib})
+    report += ["### The quality-checked path by batch size", markdown_table(by_batch)]
     if args.parts == "sampling":
         return "\n\n".join(report), sampling
 
@@ -288,6 +359,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the pipelines sampled (default: all)")
     parser.add_argument("--batch-size", type=int, default=8, help="sampling batch")
     parser.add_argument("--images", type=int, default=8, help="images sampled per pipeline")
+    parser.add_argument("--verdicts", choices=tuple(PRESETS), default="demo",
+                        help="whose checkpoints' equivalence verdicts (bench_samplers) choose the quality-checked path")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32],
+                        help="batch sizes the quality-checked path is also timed at (with its peak memory)")
     parser.add_argument("--samplers", nargs="+", type=stage_sampler, default=[], metavar="STAGE=SAMPLER:STEPS",
                         help="instead of these stages' default sampler, e.g. base64=dpmpp_sde:50 sr1=dpmpp:10")
     parser.add_argument(

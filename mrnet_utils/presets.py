@@ -92,8 +92,10 @@ _PROJECT = Preset(
     super_resolution=DiffusionConfig(process="resshift", timesteps=4, prediction="residual", kappa=1.0, eta_power=0.3),
     conditioning=ConditioningConfig(),
     train=TrainConfig(),
+    # 10,000 samples per model, the size Heusel et al. (2017) recommend for FID; FID compares them with the training
+    # split's slices where the held-out ones are fewer than its 2048 features (MRNet's valid split: 600 central).
     study=StudySettings(phantom_train_exams=80, phantom_valid_exams=20, central_slices=5, eval_slices=None,
-                        samples=1000, batch_size=32, tuning_exams=10),
+                        samples=10_000, batch_size=32, tuning_exams=10),
     # The stochastic SDE-DPM-Solver++(2M) for the generating stages (benchmarks/RESULTS.md, "Samplers").
     samplers={"base64": ("dpmpp_sde", 25), "single256": ("dpmpp_sde", 100)},
     # Progressive distillation of the generating stages to 4 DDIM steps, from their network's 256 (six rounds),
@@ -129,8 +131,10 @@ DEMO = replace(
         "base64": {"unet.attention_resolutions": (16,), "train.steps": 240},
         "sr1": {"train.batch_size": 8},
         "sr2": {"unet.channels": (8, 16, 32), "train.batch_size": 4},
-        # single256 has no 16x16 level: its Swin bottleneck is its only global mixing
-        "single256": {"unet.channels": (8, 16, 32), "train.batch_size": 4},
+        # single256 has no 16x16 level: its Swin bottleneck is its only global mixing. Its steps give it the
+        # training compute of the cascade's three stages (study.training.training_flops; docs/presets.md), so
+        # that the generation table compares the two at equal FLOPs.
+        "single256": {"unet.channels": (8, 16, 32), "train.batch_size": 4, "train.steps": 580},
     },
     study=StudySettings(phantom_train_exams=48, phantom_valid_exams=12, central_slices=5, eval_slices=None,
                         samples=16, batch_size=8, tuning_exams=6),
@@ -174,6 +178,7 @@ GPU = replace(
     name="gpu",
     # A short warm-up and an EMA half-life of 69 steps: the shortest runs average over their last steps.
     train=replace(FULL.train, warmup_steps=50, ema_decay=0.99, checkpoint_every=1000),
+    study=replace(FULL.study, samples=2048),  # the fewest with which FID is computed at all (its feature width)
     stages={stage: {**FULL.stages[stage], "train.epochs": epochs, "train.steps": epochs * _MRNET_STEPS_PER_EPOCH}
             for stage, epochs in _GPU_EPOCHS.items()},
     switched={run: {**settings, "train.epochs": 0, "train.steps": 1000} for run, settings in FULL.switched.items()},
@@ -210,7 +215,8 @@ REFERENCE = Preset(
     runs={run: {"train.epochs": epochs, "train.lr": lr, "train.plateau_patience": patience}
           for run, (epochs, lr, patience) in _REFERENCE_RUNS.items()},
     # Its data: the positives of each task (exams repeated across tasks), 5 central slices, each slice min-max scaled.
-    study=replace(_PROJECT.study, selection="positives", normalisation="slice"),
+    # 2048 samples: FID's least, since its ancestral chain of 2000 + 1000 + 1000 steps makes each sample costly.
+    study=replace(_PROJECT.study, selection="positives", normalisation="slice", samples=2048),
     # Its sampler: the ancestral chain with variance beta_t over all T steps.
     samplers={stage: ("ddpm_large", None) for stage, _ in _REFERENCE_RUNS},
 )

@@ -58,11 +58,15 @@ def test_bench_samplers_tests_equivalence_with_the_full_chain_on_tuning_exams(ti
     results.write_text("# Benchmark results\n\n## Other section\n\nkept\n")
     argv = ["--data", str(tiny_cache), "--checkpoints", str(savepoints), "--stages", "base64", "sr1",
             "--samplers", "ddim:5", "dpmpp:3", "resshift:2", "--tuning-exams", "1", "--base-images", "6",
-            "--batch-size", "6", "--results", str(results)]
+            "--batch-size", "6", "--runs", f"base64={savepoints / 'base64_swin'}", "--results", str(results)]
     report = bench_samplers.main(argv)
     base, sr1 = report.split("## Samplers: ")[1:]
-    # the chain first, then the candidates the stage's process takes
-    assert [row[0] for row in _rows(base)] == ["ddpm 100", "ddim 5", "dpmpp 3"]
+    # the chain first, then the candidates the stage's process takes, then the other runs with their own sampler
+    assert [row[0] for row in _rows(base)] == ["ddpm 100", "ddim 5", "dpmpp 3", "base64_swin: dpmpp_sde 5"]
+    assert [row[1] for row in _rows(base)] == ["100", "5", "3", "5"]  # network evaluations per image, counted
+    verdicts = pd.read_csv(bench_samplers.verdict_file(results, "smoke", "base64_swin"))
+    assert list(verdicts["steps"]) == [100, 5, 3, 5] and set(verdicts["stage"]) == {"base64"}
+    assert json.loads(verdicts["margins"][0]) == {"psnr_db": 0.2, "ssim": 0.01, "relative": 0.1}
     assert [row[0] for row in _rows(sr1)] == ["resshift 4", "resshift 2"]
     assert "dhistogram_w1 [90% CI]" in base and "ddiversity [90% CI]" in base and "dpsnr [90% CI]" in sr1
     chain = _rows(sr1)[0]
@@ -78,6 +82,43 @@ def test_bench_samplers_tests_equivalence_with_the_full_chain_on_tuning_exams(ti
     assert "python -m benchmarks.bench_samplers --data" in written and "load average at start" in written
     with pytest.raises(MRNetError, match="no valid slices to tune on"):
         bench_samplers.main(argv[:-2] + ["--no-write"] + argv[-2:][:0] + ["--tuning-exams", "0"])
+
+
+def test_bench_samplers_resumes_with_the_seeds_it_lacks_and_refuses_samples_drawn_otherwise(
+    tiny_cache, savepoints, tmp_path, monkeypatch
+):
+    """A stop in the second batch keeps the first batch of every arm; a rerun draws only the missing seeds, leaves
+    the saved batches as they were and lists both sessions; samples drawn with other settings are refused."""
+    out = tmp_path / "saved"
+    argv = ["--data", str(tiny_cache), "--checkpoints", str(savepoints), "--stages", "base64", "--samplers",
+            "ddim:5", "--tuning-exams", "1", "--base-images", "4", "--batch-size", "2", "--out", str(out), "--no-write"]
+    drawn, sample_stage = [], bench_samplers.sample_stage
+
+    def recording(model, cfg, seeds, *args, **kwargs):
+        if len(drawn) == stop_at:
+            raise KeyboardInterrupt
+        drawn.append(seeds)
+        return sample_stage(model, cfg, seeds, *args, **kwargs)
+
+    monkeypatch.setattr(bench_samplers, "sample_stage", recording)
+    stop_at = 2  # the chain's second batch
+    with pytest.raises(KeyboardInterrupt):
+        bench_samplers.main(argv)
+    folder = out / "base64_swin"
+    first = {path: path.read_bytes() for path in folder.glob("*/seeds_*.npz")}
+    assert sorted(path.name for path in first) == ["seeds_000000_000001.npz"] * 2
+    drawn.clear()
+    stop_at = -1
+    report = bench_samplers.main(argv)
+    assert drawn == [[2, 3], [2, 3]]  # the chain's and DDIM's missing seeds, nothing else
+    assert all(path.read_bytes() == data for path, data in first.items())
+    assert "Samples drawn in 2 session(s)" in report and report.count("ddpm 100: 2; ddim 5: 2") == 2
+    assert [row[0] for row in _rows(report)] == ["ddpm 100", "ddim 5"]
+    drawn.clear()
+    bench_samplers.main([*argv, "--base-images", "2"])  # the first two seeds: all saved
+    assert drawn == []
+    with pytest.raises(MRNetError, match="holds samples drawn otherwise .*precision 'config' -> 'fp32'"):
+        bench_samplers.main(argv + ["--precision", "fp32"])
 
 
 def test_bench_guidance_compares_each_scale_with_the_first_seed_by_seed(tiny_cache, tmp_path):
@@ -102,7 +143,7 @@ def test_bench_guidance_compares_each_scale_with_the_first_seed_by_seed(tiny_cac
         bench_guidance.parse_args(["--requests", "knee=1"])
 
 
-def test_bench_samplers_fp32_precision_changes_nothing_on_a_cpu_and_restores_tf32(tiny_cache, savepoints):
+def test_bench_samplers_fp32_precision_changes_nothing_on_a_cpu_and_restores_tf32(tiny_cache, savepoints, tmp_path):
     """--precision fp32 only turns off bf16 autocast and TF32, which a CPU never uses: same samples, same table."""
     argv = ["--data", str(tiny_cache), "--checkpoints", str(savepoints), "--stages", "sr1", "--samplers",
             "resshift:2", "--tuning-exams", "1", "--batch-size", "2", "--no-write"]
@@ -111,23 +152,25 @@ def test_bench_samplers_fp32_precision_changes_nothing_on_a_cpu_and_restores_tf3
     def table(report: str) -> list[list[str]]:  # the rows without the timing column
         return [row[:2] + row[3:] for row in _rows(report)]
 
-    default, fp32 = (table(bench_samplers.main(argv + extra)) for extra in ([], ["--precision", "fp32"]))
+    default, fp32 = (table(bench_samplers.main(argv + extra + ["--out", str(tmp_path / extra[-1])]))
+                     for extra in (["--precision", "config"], ["--precision", "fp32"]))
     assert len(default) == 2 and default == fp32
     assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == tf32
 
 
+def _row(path: str, nfe: int, equivalent: str) -> dict:
+    return {"path": path, "sampler": path.split()[-2], "NFE": nfe, "equivalent": equivalent}
+
+
 def test_the_default_is_the_fewest_evaluations_found_equivalent():
-    rows = [
-        {"sampler": "ddpm 1000", "NFE": 1000, "equivalent": "yes"},
-        {"sampler": "ddim 50", "NFE": 50, "equivalent": "yes"},
-        {"sampler": "dpmpp 10", "NFE": 10, "equivalent": "no"},
-        {"sampler": "dpmpp 15", "NFE": 15, "equivalent": "yes"},
-    ]
+    rows = [_row("ddpm 1000", 1000, "yes"), _row("ddim 50", 50, "yes"), _row("dpmpp 10", 10, "no"),
+            _row("dpmpp 15", 15, "yes")]
     assert bench_samplers.fewest_steps(rows) == "dpmpp 15"
-    tie = [rows[0], {"sampler": "ddpm 100", "NFE": 100, "equivalent": "yes"},
-           {"sampler": "dpmpp_sde 100", "NFE": 100, "equivalent": "yes"}]
+    tie = [rows[0], _row("ddpm 100", 100, "yes"), _row("dpmpp_sde 100", 100, "yes")]
     assert bench_samplers.fewest_steps(tie) == "dpmpp_sde 100"  # how single256's default was settled
-    assert bench_samplers.fewest_steps([rows[0], rows[2]]).startswith("ddpm 1000 (no faster sampler equivalent)")
+    assert bench_samplers.fewest_steps([rows[0], rows[2]]).startswith("ddpm 1000 (no faster path equivalent)")
+    distilled = [rows[0], rows[3], _row("base64_swin_distilled: ddim 4", 4, "yes")]
+    assert bench_samplers.fewest_steps(distilled) == "base64_swin_distilled: ddim 4"
 
 
 def test_sampler_arguments_parse_or_say_what_is_expected():
@@ -144,31 +187,48 @@ def test_sampler_arguments_parse_or_say_what_is_expected():
 
 def test_bench_efficiency_counts_network_evaluations_and_writes_its_tables(tiny_cache, tmp_path):
     results = tmp_path / "RESULTS.md"
-    argv = ["--preset", "smoke", "--images", "2", "--batch-size", "2", "--reference-steps", "2",
+    argv = ["--preset", "smoke", "--images", "2", "--batch-size", "2", "--batch-sizes", "1", "--reference-steps", "2",
             "--train-window", "1", "--repeats", "1", "--train-stages", "sr1", "--samplers", "sr1=resshift:3",
-            "--results", str(results)]
+            "--verdicts", "smoke", "--results", str(results)]
     report = bench_efficiency.main(argv)
     # each stage samples with its default (the smoke preset's 5 SDE steps for the generating stages, the
     # residual SR stages' 4-step chain), sr1 here in 3: 5 + 3 + 4
-    assert "| cascade | dpmpp_sde 5 + resshift 3 + resshift 4 | 12 |" in report
-    assert "| single256 | dpmpp_sde 5 | 5 |" in report
+    assert "| cascade | defaults | dpmpp_sde 5 + resshift 3 + resshift 4 | 12 |" in report
+    assert "| single256 | defaults | dpmpp_sde 5 | 5 |" in report
+    # no stage has a verdict here: the quality-checked path is every stage's full chain
+    assert "| cascade | quality-checked | ddpm 100 + resshift 4 + resshift 4 | 108 |" in report
+    assert "- base64: no verdict: the full chain" in report
     assert "| 2000+1000+1000 steps |" in report and "extrapolated from 2 steps per stage" in report
     assert "| sr1_swin | 4 |" in report  # the training row, at the smoke batch
     assert report.count("| base64_swin (64x64) |") == 1
     # a run with other samplers than the defaults has its own section and file
     assert "## Efficiency: smoke preset, swin, CPU, 1 thread(s), sr1=resshift:3" in results.read_text()
-    sampling = pd.read_csv(tmp_path / "efficiency_smoke_swin_cpu1_sr1-resshift3.csv").set_index("pipeline")
-    assert sampling.loc["cascade", "NFE / image"] == 12 and sampling.loc["single256", "NFE / image"] == 5
-    assert sampling.loc["cascade", "speed-up"] > 0
+    sampling = pd.read_csv(tmp_path / "efficiency_smoke_swin_cpu1_sr1-resshift3.csv").set_index(["pipeline", "path"])
+    assert sampling.loc[("cascade", "defaults"), "NFE / image"] == 12
+    assert sampling.loc[("single256", "defaults"), "NFE / image"] == 5
+    assert sampling.loc[("cascade", "defaults"), "speed-up"] > 0
 
-    # the defaults, one pipeline, no training: a section and a file beside the other run's
-    argv = ["--preset", "smoke", "--images", "1", "--batch-size", "1", "--reference-steps", "1", "--repeats", "1",
-            "--pipelines", "cascade", "--parts", "sampling", "--results", str(results)]
+    # verdicts (bench_samplers' rows) where the distilled base and a 2-step SR1 passed, a faster SR1 did not:
+    # the quality-checked cascade takes each stage's fastest equivalent path, on the same networks
+    verdict = lambda rows: pd.DataFrame(rows, columns=["path", "process", "sampler", "steps", "NFE", "equivalent"])  # noqa: E731
+    verdict([["ddpm 100", "ddpm", "ddpm", 100, 100, "yes"], ["dpmpp_sde 5", "ddpm", "dpmpp_sde", 5, 5, "no"],
+             ["base64_swin_distilled: ddim 2", "distilled", "ddim", 2, 2, "yes"]]).to_csv(
+        bench_samplers.verdict_file(results, "smoke", "base64_swin"), index=False)
+    verdict([["resshift 4", "resshift", "resshift", 4, 4, "yes"], ["resshift 1", "resshift", "resshift", 1, 1, "no"],
+             ["resshift 2", "resshift", "resshift", 2, 2, "yes"]]).to_csv(
+        bench_samplers.verdict_file(results, "smoke", "sr1_swin"), index=False)
+    argv = ["--preset", "smoke", "--images", "2", "--batch-size", "2", "--batch-sizes", "1", "2", "--reference-steps",
+            "1", "--repeats", "1", "--pipelines", "cascade", "--parts", "sampling", "--verdicts", "smoke",
+            "--results", str(results)]
     report = bench_efficiency.main(argv)
-    assert "| cascade | dpmpp_sde 5 + resshift 4 + resshift 4 | 13 |" in report
+    assert "| cascade | defaults | dpmpp_sde 5 + resshift 4 + resshift 4 | 13 |" in report
+    assert "| cascade | quality-checked | distilled ddim 2 + resshift 2 + resshift 4 | 8 |" in report
+    assert "- base64: equivalence_smoke_base64_swin.csv" in report and "- sr2: no verdict: the full chain" in report
+    by_batch = report.split("### The quality-checked path by batch size")[1]
+    assert [row[2] for row in _rows(by_batch)] == ["1", "2"]  # pipeline, samplers, batch, s / image, peak memory
     assert "single256 |" not in report.split("### Sampling")[1] and "### Training" not in report
     assert results.read_text().count("## Efficiency: smoke preset, swin, CPU, 1 thread(s)") == 2
-    assert list(pd.read_csv(tmp_path / "efficiency_smoke_swin_cpu1.csv")["pipeline"]) == ["cascade"]
+    assert list(pd.read_csv(tmp_path / "efficiency_smoke_swin_cpu1.csv")["path"]) == ["defaults", "quality-checked"]
 
 
 def test_counting_model_counts_calls_and_images():

@@ -1,5 +1,6 @@
 """Presets build, round-trip through plain data, and refuse settings the network cannot take."""
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -111,7 +112,8 @@ def test_gpu_preset_is_the_full_recipe_on_a_thirtieth_of_its_epochs():
         assert gpu.train.epochs == full.train.steps // 475 // 30 and gpu.train.steps == gpu.train.epochs * 354
         assert (gpu.train.batch_size, gpu.train.lr, gpu.train.ema_decay, gpu.train.warmup_steps) == (16, 1e-4, 0.99, 50)
     assert [stage_config(stage, "gpu").train.epochs for stage in STAGES] == [20, 5, 5, 20]
-    assert PRESETS["gpu"].study == PRESETS["full"].study and PRESETS["gpu"].samplers == PRESETS["full"].samplers
+    assert PRESETS["gpu"].study == dataclasses.replace(PRESETS["full"].study, samples=2048)
+    assert PRESETS["gpu"].samplers == PRESETS["full"].samplers
 
 
 def measured_h200_training_rates() -> dict[str, float]:
@@ -144,3 +146,19 @@ def test_gpu_preset_trains_the_study_in_1_to_2_hours_on_an_a100_by_the_measured_
     assert round(h200_seconds(80 * 5)) == 142 and round(h200_seconds(268)) == 96  # the phantom, the real sample
     doc = (Path(__file__).resolve().parents[1] / "docs" / "multi_gpu.md").read_text()
     assert "| all | | | | | 9 | 2,007 (33 min) |" in doc and "**67-100 minutes on one A100**" in doc
+
+
+def test_the_demo_single_stage_model_trains_with_the_compute_of_the_cascades_three_stages():
+    """The generation table compares the cascade and single-stage 256 at equal training FLOPs (issue 29)."""
+    from mrnet_utils.study.training import training_flops
+
+    cascade = sum(training_flops(stage_config(stage, "demo")) for stage in ("base64", "sr1", "sr2"))
+    single = training_flops(stage_config("single256", "demo"))
+    assert abs(single / cascade - 1) < 0.005
+
+
+def test_fid_is_reachable_in_the_gpu_full_and_reference_presets():
+    from mrnet_utils.evaluation.tables import MIN_FID_SAMPLES, RECOMMENDED_FID_SAMPLES
+
+    assert PRESETS["full"].study.samples == RECOMMENDED_FID_SAMPLES
+    assert PRESETS["gpu"].study.samples >= MIN_FID_SAMPLES and PRESETS["reference"].study.samples >= MIN_FID_SAMPLES

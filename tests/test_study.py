@@ -450,21 +450,33 @@ def test_write_record_stores_paths_as_text_and_nan_as_null(tmp_path):
     }
 
 
-def test_generated_samples_round_trip_with_their_samplers_and_refuse_old_or_missing_records(tmp_path):
+def test_generated_samples_round_trip_at_every_resolution_and_refuse_incomplete_or_old_records(tmp_path):
     images = torch.linspace(-1, 1, 2 * 256 * 256).reshape(2, 1, 256, 256)
-    generated = generation.Generated({256: images}, 0.5, [3, 4], "dpmpp_sde 25 + dpmpp 20 + dpmpp 10")
+    low = torch.linspace(-1, 1, 2 * 64 * 64).reshape(2, 1, 64, 64)
+    generated = generation.Generated({256: images, 64: low}, 0.5, [3, 4], "dpmpp_sde 25 + resshift 4 + resshift 4")
     folder = generation.save_generated(generated, tmp_path / "cascade")
     loaded = generation.load_generated(folder)
     assert loaded.samplers == generated.samplers and loaded.seeds == [3, 4] and loaded.seconds_per_image == 0.5
-    assert torch.equal(loaded.images[256], images)
-    with pytest.raises(MRNetError, match="no generated samples"):
+    assert torch.equal(loaded.images[256], images) and torch.equal(loaded.images[64], low)
+    again = generation.save_generated(generation.Generated({256: -images}, 0.25, [3, 4], "ddpm 100"), folder)
+    assert sorted(generation.load_generated(again).images) == [256]  # the new set replaced the old one whole
+    with pytest.raises(MRNetError, match="samples folder .*none does not exist; generate them again"):
         generation.load_generated(tmp_path / "none")
+    (folder / "samples_128.npy").write_bytes(b"stray")  # a file the set does not list is not read
+    assert sorted(generation.load_generated(folder).images) == [256]
     # a record written before the samplers were recorded: an error that says what to rerun, not a KeyError
-    record = json.loads((folder / generation.TIMING_FILE).read_text())
+    record = json.loads((folder / "samples.json").read_text())
     del record["samplers"]
-    (folder / generation.TIMING_FILE).write_text(json.dumps(record))
-    with pytest.raises(MRNetError, match="before their samplers were recorded; generate them again"):
+    (folder / "samples.json").write_text(json.dumps(record))
+    with pytest.raises(MRNetError, match="samples folder"):  # its size changed since the set was sealed
         generation.load_generated(folder)
+
+
+def test_fid_compares_with_the_training_split_where_the_held_out_slices_are_too_few():
+    few, many = torch.zeros(600, 1, 4, 4), torch.zeros(5650, 1, 4, 4)
+    name, reference = generation.fid_reference(few, many)
+    assert name == "training split" and reference is many
+    assert generation.fid_reference(many, many) is None and generation.fid_reference(few, few) is None
 
 
 def test_the_preset_tuning_exams_leave_enough_exams_to_report_on(tiny_cache, monkeypatch):

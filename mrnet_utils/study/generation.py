@@ -15,15 +15,11 @@ from mrnet_utils import pipeline
 from mrnet_utils.data.samples import SIDE, Samples
 from mrnet_utils.data.slices import SliceDataset, to_unit
 from mrnet_utils.errors import MRNetError
+from mrnet_utils.files import check_complete, result_folder, write_atomically
 from mrnet_utils.evaluation import metrics, tables
 from mrnet_utils.presets import default_sampler
 from mrnet_utils.study.data import held_out
-from mrnet_utils.study.layout import (
-    GENERATORS,
-    Generator,
-    StudyPaths,
-    write_record,
-)
+from mrnet_utils.study.layout import GENERATORS, Generator, StudyPaths
 from mrnet_utils.study.training import find_run
 from mrnet_utils.training import checkpoint
 from mrnet_utils.training.checkpoint import FINAL_CHECKPOINT
@@ -59,36 +55,52 @@ def generate(
     return Generated(images, (time.perf_counter() - start) / count, seeds, record)
 
 
-TIMING_FILE = "timing.json"
+# Arrays of a generator's lower resolutions beside its 256x256 samples: samples_64.npy, samples_128.npy.
+GENERATED_FILES = (*pipeline.SAMPLE_FILES, "samples_*.npy")
 
 
 def save_generated(generated: Generated, folder: str | Path) -> Path:
-    """The 256x256 images (pipeline.write_samples: PNGs, grid, samples.npy), their sampling time and samplers."""
-    folder = pipeline.write_samples(generated.images[256], folder, generated.seeds, overwrite=True)
-    record = {"seconds_per_image": generated.seconds_per_image, "seeds": generated.seeds, "samplers": generated.samplers}
-    write_record(folder / TIMING_FILE, record)
-    return folder
+    """The 256x256 images (pipeline.write_sample_files: PNGs, grid, samples.npy, samples.json holding the seeds,
+    the samplers and the sampling time), and each lower resolution a cascade made as samples_<side>.npy, written
+    as one set (files.result_folder), replacing an earlier one."""
+    timing = {"seconds_per_image": generated.seconds_per_image, "samplers": generated.samplers}
+    with result_folder(folder, True, GENERATED_FILES, "samples folder") as out:
+        pipeline.write_sample_files(generated.images[SIDE], out, generated.seeds, provenance=timing)
+        for side, images in generated.images.items():
+            if side != SIDE:
+                write_atomically(out / f"samples_{side}.npy", lambda handle, a=images: np.save(handle, a.numpy()),
+                                 "sample array")
+    return Path(folder)
 
 
-def _timing(folder: Path) -> dict:
-    if not (folder / TIMING_FILE).is_file():
-        raise MRNetError(
-            f"no generated samples in {folder}; generate them first (save_generated, which notebooks/02_pipeline.ipynb runs)"
-        )
-    timing = json.loads((folder / TIMING_FILE).read_text())
-    if "samplers" not in timing:
-        raise MRNetError(
-            f"the samples in {folder} were written before their samplers were recorded; generate them again"
-        )
-    return timing
+def _record(folder: Path) -> tuple[dict, list[str]]:
+    """The samples.json of a complete samples folder that `save_generated` wrote, and the files it sealed."""
+    sealed = check_complete(folder, "samples folder", "generate them again (notebooks/02_pipeline.ipynb)")["files"]
+    record = json.loads((folder / "samples.json").read_text())
+    if "samplers" not in record:
+        raise MRNetError(f"the samples in {folder} were written without their samplers; generate them again")
+    return record, list(sealed)
 
 
 def load_generated(folder: str | Path) -> Generated:
-    """What `save_generated` wrote: the 256x256 images, their sampling time and samplers."""
+    """What `save_generated` wrote: the images at every resolution (only the arrays the set sealed), their
+    sampling time and samplers."""
     folder = Path(folder)
-    timing = _timing(folder)
-    images = torch.from_numpy(np.load(folder / "samples.npy", allow_pickle=False))
-    return Generated({256: images}, timing["seconds_per_image"], timing["seeds"], timing["samplers"])
+    record, sealed = _record(folder)
+    images = {SIDE: torch.from_numpy(np.load(folder / "samples.npy", allow_pickle=False))}
+    for name in sealed:
+        if name.startswith("samples_") and name.endswith(".npy"):
+            images[int(name[len("samples_"):-len(".npy")])] = torch.from_numpy(np.load(folder / name, allow_pickle=False))
+    return Generated(images, record["seconds_per_image"], record["seeds"], record["samplers"])
+
+
+def fid_reference(real: torch.Tensor, train: torch.Tensor) -> tuple[str, torch.Tensor] | None:
+    """The training split as FID's reference set (tables.evaluate_generation) where the held-out slices are fewer
+    than FID needs and the training slices are not, as the reference study computed FID against its training
+    images; None (the held-out slices) otherwise."""
+    if len(real) < tables.MIN_FID_SAMPLES <= len(train):
+        return "training split", train
+    return None
 
 
 def generation_times(paths: StudyPaths) -> pd.DataFrame:
@@ -97,7 +109,7 @@ def generation_times(paths: StudyPaths) -> pd.DataFrame:
     rows = {}
     for generator in GENERATORS:
         seconds = [lineage_seconds(find_run(paths, *run) / FINAL_CHECKPOINT) for run in generator.stages]
-        timing = _timing(paths.samples(generator))
+        timing, _ = _record(paths.samples(generator))
         rows[generator.label] = {
             "train_seconds": sum(seconds),
             "samplers": timing["samplers"],
@@ -126,7 +138,8 @@ def score_samples(
     real = held_out(cache_path, None, tuning=tuning_exams)
     train = SliceDataset(train_cache or cache_path, "train", SIDE).images
     table = tables.evaluate_generation(
-        {name: s.images for name, s in samples.items()}, real.images, real.exam_ids, train, feature_weights
+        {name: s.images for name, s in samples.items()}, real.images, real.exam_ids, train, feature_weights,
+        fid_reference=fid_reference(real.images, train),
     )
     table["conversion"] = pd.Series({name: s.conversion for name, s in samples.items()})
     return table

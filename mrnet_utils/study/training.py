@@ -17,7 +17,7 @@ from mrnet_utils.diffusion.processes import process_class
 from mrnet_utils.presets import stage_config
 from mrnet_utils.data.slices import load_cache
 from mrnet_utils.errors import MRNetError
-from mrnet_utils.networks import build_network
+from mrnet_utils.networks import build_network, forward_flops
 from mrnet_utils.study.layout import StudyPaths, study_runs
 from mrnet_utils.training import checkpoint
 from mrnet_utils.training.checkpoint import FINAL_CHECKPOINT
@@ -143,8 +143,17 @@ def loss_logs(paths: StudyPaths) -> dict[str, dict[str, pd.DataFrame]]:
     return panels
 
 
+def training_flops(cfg: StageConfig, steps: int | None = None) -> float:
+    """The floating-point operations of training `cfg` for `steps` (default: its own) steps: three forward passes'
+    worth per image (the forward pass and a backward pass of twice its cost, Kaplan et al. 2020, sec. 2.1), plus
+    the two forward passes of the teacher for a process trained from one."""
+    passes = 3 + (2 if process_class(cfg.diffusion.process).from_teacher else 0)
+    return float(passes * forward_flops(cfg.unet) * cfg.train.batch_size * (cfg.train.steps if steps is None else steps))
+
+
 def training_table(paths: StudyPaths) -> pd.DataFrame:
-    """One row per trained run: size, steps, training seconds (from the final checkpoint), images/s, last logged loss."""
+    """One row per trained run: size, steps, training seconds (from the final checkpoint), images/s, training
+    compute (`training_flops`, in TFLOP), last logged loss."""
     rows = {}
     for name, run_dir in trained_runs(paths).items():
         payload = checkpoint.load_checkpoint(run_dir / FINAL_CHECKPOINT)
@@ -156,6 +165,7 @@ def training_table(paths: StudyPaths) -> pd.DataFrame:
             "batch_size": cfg.train.batch_size,
             "train_seconds": seconds,
             "images_per_s": payload["step"] * cfg.train.batch_size / seconds,
+            "train_tflop": training_flops(cfg, payload["step"]) / 1e12,
             "final_loss": float(read_train_log(run_dir)["loss"].iloc[-1]),
         }
     table = pd.DataFrame.from_dict(rows, orient="index")
