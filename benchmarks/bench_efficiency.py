@@ -16,7 +16,8 @@ are built from the preset, untrained):
   benchmarks/bench_samplers.py (equivalence_<verdicts>_<run>.csv; a faster sampler of the stage's
   network, or another process such as its distilled generator, on a network of the same shape),
   and a stage without a verdict at its full chain; its cost and peak memory also per batch size
-  (`--batch-sizes`);
+  (`--batch-sizes`, one batch each). `--probe-steps K` runs a stage of more than K steps in K and
+  scales its network time (the table says "extrapolated"), for large networks on a CPU;
 - the reference study's path on the same networks: ancestral DDPM with T = 2000 / 1000 /
   1000 steps, one image at a time. `--reference-steps K` times K steps per stage and
   multiplies the per-step cost by the reference's step count (the table says
@@ -128,6 +129,7 @@ class SamplingCost:
     nfe_per_image: float
     peak_mib: float
     memory_kind: str
+    extrapolated: bool = False  # a stage's steps beyond the probe were not run: their network time is scaled up
 
 
 def sample_pipeline(
@@ -136,16 +138,28 @@ def sample_pipeline(
     device: torch.device,
     images: int,
     batch_size: int,
-    samplers: dict[str, tuple[str, int]] | None = None,
+    samplers: dict[str, tuple[str, int]],
+    probe: int = 0,
 ) -> SamplingCost:
-    """Seconds and network evaluations per final image; `samplers` maps stages to (sampler, steps), else defaults."""
+    """Seconds and network evaluations per final image; `samplers` maps stages to (sampler, steps).
+
+    With `probe` > 0, a stage whose sampler takes more steps runs `probe` steps of the same sampler (where its
+    process takes them), and the time its network took is scaled to the full count, as is its count of network
+    evaluations: the cost of a step does not depend on how many there are (as the reference path's probe).
+    """
     counted = {name: CountingModel(networks[name][0]) for name in PIPELINES[pipeline]}
     stages = [TrainedStage(counted[name], networks[name][1], 0, Path("untrained")) for name in counted]
-    seeds = list(range(images))
+    scale = {}
+    for name in counted:
+        sampler, steps = samplers[name]
+        shorter = probe and steps > probe and _takes(networks[name][1], (sampler, probe))
+        scale[name] = steps / probe if shorter else 1.0
+    run = {name: (samplers[name][0], round(samplers[name][1] / scale[name])) for name in counted}
     with peak_memory(device) as memory, timer(device) as elapsed:
-        sample_cascade(stages, seeds, samplers, batch_size, progress=False)
-    nfe = sum(model.images for model in counted.values()) / images
-    return SamplingCost(elapsed[0] / images, nfe, memory.mib, memory.kind)
+        sample_cascade(stages, list(range(images)), run, batch_size, progress=False)
+    seconds = elapsed[0] + sum(model.seconds * (scale[name] - 1) for name, model in counted.items())
+    nfe = sum(model.images * scale[name] for name, model in counted.items()) / images
+    return SamplingCost(seconds / images, nfe, memory.mib, memory.kind, any(s > 1 for s in scale.values()))
 
 
 def quality_checked(
@@ -169,13 +183,13 @@ def quality_checked(
 
 def _timed(
     pipeline: str, networks: dict[str, tuple[nn.Module, StageConfig]], device: torch.device, images: int,
-    batch_size: int, samplers: dict[str, tuple[str, int]],
+    batch_size: int, samplers: dict[str, tuple[str, int]], probe: int = 0,
 ) -> SamplingCost:
     """`sample_pipeline` after a warm-up batch of at most two steps per stage."""
     warm_up = {name: (sampler, min(steps, 2)) for name, (sampler, steps) in samplers.items()}
     warm_up = {name: choice for name, choice in warm_up.items() if _takes(networks[name][1], choice)}
     sample_pipeline(pipeline, networks, device, batch_size, batch_size, {**samplers, **warm_up})
-    return sample_pipeline(pipeline, networks, device, images, batch_size, samplers)
+    return sample_pipeline(pipeline, networks, device, images, batch_size, samplers, probe)
 
 
 def _takes(cfg: StageConfig, sampler: tuple[str, int]) -> bool:
@@ -293,7 +307,8 @@ def run(args: argparse.Namespace) -> tuple[str, list[dict[str, object]]]:
     for pipeline in args.pipelines:
         reference, extrapolated = reference_seconds_per_image(pipeline, networks, device, args.reference_steps)
         for path, (path_networks, path_samplers) in paths.items():
-            cost = _timed(pipeline, path_networks, device, args.images, args.batch_size, path_samplers)
+            cost = _timed(pipeline, path_networks, device, args.images, args.batch_size, path_samplers,
+                          args.probe_steps)
             rows.append({
                 "pipeline": pipeline,
                 "path": path,
@@ -301,6 +316,8 @@ def run(args: argparse.Namespace) -> tuple[str, list[dict[str, object]]]:
                 "NFE / image": cost.nfe_per_image,
                 "s / image": cost.seconds_per_image,
                 f"peak memory (MiB, {cost.memory_kind})": cost.peak_mib,
+                "timing": f"stages of more than {args.probe_steps} steps extrapolated" if cost.extrapolated
+                    else "measured",
                 "reference: DDPM, batch 1": "+".join(str(reference_steps(n)) for n in PIPELINES[pipeline]) + " steps",
                 "reference s / image": reference,
                 "reference timing": f"extrapolated from {args.reference_steps} steps per stage" if extrapolated
@@ -314,10 +331,11 @@ def run(args: argparse.Namespace) -> tuple[str, list[dict[str, object]]]:
     by_batch = []
     for pipeline in args.pipelines:
         for batch in args.batch_sizes:
-            cost = _timed(pipeline, checked_networks, device, max(batch, args.images), batch, checked)
+            cost = _timed(pipeline, checked_networks, device, batch, batch, checked, args.probe_steps)
             by_batch.append({"pipeline": pipeline, "samplers": _samplers_text(pipeline, checked_networks, checked),
                              "batch": batch, "s / image": cost.seconds_per_image,
-                             f"peak memory (MiB, {cost.memory_kind})": cost.peak_mib})
+                             f"peak memory (MiB, {cost.memory_kind})": cost.peak_mib,
+                             "timing": "extrapolated" if cost.extrapolated else "measured"})
     report += ["### The quality-checked path by batch size", markdown_table(by_batch)]
     if args.parts == "sampling":
         return "\n\n".join(report), sampling
@@ -368,6 +386,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--reference-steps", type=int, default=20,
         help="ancestral steps timed per stage for the reference path, then scaled; 0 = run the whole chain",
+    )
+    parser.add_argument(
+        "--probe-steps", type=int, default=0,
+        help="sample a stage whose sampler takes more steps in this many and scale its network time (0: run all)",
     )
     parser.add_argument("--train-window", type=int, default=3, help="training steps timed (after as many warm-up)")
     parser.add_argument("--train-stages", nargs="+", choices=tuple(STAGES), default=list(STAGES))

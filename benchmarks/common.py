@@ -147,18 +147,23 @@ def _status_kib(field: str) -> int:
 
 
 class CountingModel(nn.Module):
-    """Wraps a network and counts its calls and the images they evaluated (network evaluations)."""
+    """Wraps a network and counts its calls, the images they evaluated (network evaluations) and the wall-clock
+    seconds spent in them (GPU work included)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
         self.calls = 0
         self.images = 0
+        self.seconds = 0.0
 
     def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
         self.calls += 1
         self.images += len(x)
-        return self.model(x, *args, **kwargs)
+        with timer(x.device) as elapsed:
+            output = self.model(x, *args, **kwargs)
+        self.seconds += elapsed[0]
+        return output
 
 
 @contextmanager

@@ -189,7 +189,7 @@ def test_bench_efficiency_counts_network_evaluations_and_writes_its_tables(tiny_
     results = tmp_path / "RESULTS.md"
     argv = ["--preset", "smoke", "--images", "2", "--batch-size", "2", "--batch-sizes", "1", "--reference-steps", "2",
             "--train-window", "1", "--repeats", "1", "--train-stages", "sr1", "--samplers", "sr1=resshift:3",
-            "--verdicts", "smoke", "--results", str(results)]
+            "--verdicts", "smoke", "--probe-steps", "10", "--results", str(results)]
     report = bench_efficiency.main(argv)
     # each stage samples with its default (the smoke preset's 5 SDE steps for the generating stages, the
     # residual SR stages' 4-step chain), sr1 here in 3: 5 + 3 + 4
@@ -207,6 +207,9 @@ def test_bench_efficiency_counts_network_evaluations_and_writes_its_tables(tiny_
     assert sampling.loc[("cascade", "defaults"), "NFE / image"] == 12
     assert sampling.loc[("single256", "defaults"), "NFE / image"] == 5
     assert sampling.loc[("cascade", "defaults"), "speed-up"] > 0
+    # the 100-step chain ran 10 steps, its network time scaled to 100 (and its evaluations counted as 100)
+    assert sampling.loc[("cascade", "quality-checked"), "timing"] == "stages of more than 10 steps extrapolated"
+    assert sampling.loc[("cascade", "defaults"), "timing"] == "measured"
 
     # verdicts (bench_samplers' rows) where the distilled base and a 2-step SR1 passed, a faster SR1 did not:
     # the quality-checked cascade takes each stage's fastest equivalent path, on the same networks
