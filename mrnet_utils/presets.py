@@ -96,8 +96,11 @@ _PROJECT = Preset(
     # split's slices where the held-out ones are fewer than its 2048 features (MRNet's valid split: 600 central).
     study=StudySettings(phantom_train_exams=80, phantom_valid_exams=20, central_slices=5, eval_slices=None,
                         samples=10_000, batch_size=32, tuning_exams=10),
-    # The stochastic SDE-DPM-Solver++(2M) for the generating stages (benchmarks/RESULTS.md, "Samplers").
-    samplers={"base64": ("dpmpp_sde", 25), "single256": ("dpmpp_sde", 100)},
+    # The SR stages: ResShift's 4-step chain respaced to 3 steps, shown equivalent to it on the demo checkpoints
+    # (benchmarks/RESULTS.md, "Samplers: sr1_swin, demo checkpoints, CPU" and sr2). The generating stages: the
+    # stochastic SDE-DPM-Solver++(2M), chosen on point estimates and not yet shown equivalent to their chains.
+    samplers={"base64": ("dpmpp_sde", 25), "sr1": ("resshift", 3), "sr2": ("resshift", 3),
+              "single256": ("dpmpp_sde", 100)},
     # Progressive distillation of the generating stages to 4 DDIM steps, from their network's 256 (six rounds),
     # each round a twentieth of the teacher's steps at its learning rate (a budget, not a tuned one).
     switched={(stage, "distilled"): {"diffusion.distilled_from": 256, "diffusion.distilled_steps": 4,

@@ -40,7 +40,7 @@ def test_default_samplers_exist_and_fit_every_presets_schedule(preset):
 
 def test_a_stage_samples_with_its_presets_choice_where_its_process_takes_it_else_the_process_chain():
     demo = {name: default_sampler(stage_config(name, "demo")) for name in STAGES}
-    assert demo == {"base64": ("dpmpp_sde", 25), "sr1": ("resshift", 4), "sr2": ("resshift", 4),
+    assert demo == {"base64": ("dpmpp_sde", 25), "sr1": ("resshift", 3), "sr2": ("resshift", 3),
                     "single256": ("dpmpp_sde", 100)}
     # the reference's ancestral chain over all T steps, for its ddpm stages (all of them: T = 2000 and 1000)
     assert default_sampler(stage_config("base64", "reference")) == ("ddpm_large", 2000)
