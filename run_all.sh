@@ -21,6 +21,10 @@
 #                          samplers were chosen on other data)
 #   --eval-slices N        score N held-out slices, spread over the reported exams, in the SR evaluation
 #                          and the Swin question (default: all)
+#   --degradation SPEC     how every lower resolution is made, in training and evaluation alike: image
+#                          (anti-aliased halving; the default), pil (the reference's one-step resize) or
+#                          kspace[,snr=S,window=W] (k-space truncation; mrnet_utils.data.degradation); use
+#                          its own --out, since trained models and results follow it
 #   --device DEVICE        cpu, cuda or cuda:N, for every notebook (default: the GPU if there is one)
 #   --gpus N               train each model with torchrun on N GPUs of this machine (default: 1)
 #   --out DIR              where data/, savepoints/, runs/ and results/ go (default: this folder, where
@@ -63,6 +67,7 @@ refresh=False
 all_slices=False
 tuning=""
 eval_slices=""
+degradation=image
 device=""
 gpus=1
 while [ $# -gt 0 ]; do
@@ -78,6 +83,7 @@ while [ $# -gt 0 ]; do
         --all-slices) all_slices=True; shift ;;
         --tuning-exams) tuning="$(value "$@")"; shift 2 ;;
         --eval-slices) eval_slices="$(value "$@")"; shift 2 ;;
+        --degradation) degradation="$(value "$@")"; shift 2 ;;
         --device) device="$(value "$@")"; shift 2 ;;
         --gpus) gpus="$(value "$@")"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
@@ -121,6 +127,15 @@ grep -qx "$preset" <<<"$presets" || {
     echo "error: --preset must be one of: $(tr '\n' ' ' <<<"$presets")(not '$preset')" >&2
     exit 2
 }
+# the degradation's text read as the notebooks will read it, before anything runs (one line if it is bad)
+python -c 'import sys
+from mrnet_utils.data.degradation import Degradation
+from mrnet_utils.errors import MRNetError
+try:
+    Degradation.parse(sys.argv[1])
+except MRNetError as error:
+    print(f"error: --degradation: {error}", file=sys.stderr)
+    sys.exit(2)' "$degradation"
 # The runs the study trains, "stage use_swin process run_name teacher" per line, from the library
 # (study.layout.study_runs); teacher: the run a distilled generator learns from, else None.
 mapfile -t study_runs < <(python -m mrnet_utils study-runs)
@@ -144,7 +159,7 @@ fi
 mkdir -p "$runs"
 
 # Parameters every notebook takes; paths are passed raw (-r) so that papermill never reads them as numbers.
-common=(-p PRESET "$preset" -r OUT_DIR "$out" -r RESULTS_DIR "$results")
+common=(-p PRESET "$preset" -r OUT_DIR "$out" -r RESULTS_DIR "$results" -r DEGRADATION "$degradation")
 quiet=(-p PROGRESS False)  # no progress bars in the rendered notebooks
 held_out=()
 [ -n "$tuning" ] && held_out=(-p TUNING_EXAMS "$tuning")

@@ -1,7 +1,8 @@
 """One frozen config type for every stage: everything needed to rebuild a model and continue its training.
 
 A `StageConfig` holds the network (`UNetConfig`), the noise process (`DiffusionConfig`),
-super-resolution conditioning (`ConditioningConfig`) and the optimisation (`TrainConfig`).
+super-resolution conditioning (`ConditioningConfig`), the optimisation (`TrainConfig`) and how the
+low-resolution images it learns from are made (`data.degradation.Degradation`).
 Checkpoints store `StageConfig.to_dict()`; `StageConfig.from_dict` rebuilds it with no other
 input. What a stage is (its resolution, its input) is the stage table's (`mrnet_utils.stages`);
 the named presets that fill these configs are `mrnet_utils.presets`; each process checks its own
@@ -15,6 +16,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from mrnet_utils.data.degradation import Degradation
 from mrnet_utils.diffusion.processes import process_class
 from mrnet_utils.diffusion.schedules import DATA_RANGES
 from mrnet_utils.errors import MRNetError
@@ -23,7 +25,7 @@ from mrnet_utils.stages import StageSpec, stage_spec
 UNET_FAMILIES = ("project", "reference")  # networks.FAMILIES
 LR_SCHEDULES = ("warmup", "plateau")
 SWIN_TOKEN_ORDERS = ("spatial", "reference")
-SECTIONS = ("unet", "diffusion", "conditioning", "train")  # the nested configs of a StageConfig
+SECTIONS = ("unet", "diffusion", "conditioning", "train", "degradation")  # the nested configs of a StageConfig
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,7 @@ class StageConfig:
     diffusion: DiffusionConfig
     conditioning: ConditioningConfig
     train: TrainConfig
+    degradation: Degradation = Degradation()  # the study's: every lower resolution of a slice comes from it
 
     @property
     def spec(self) -> StageSpec:
@@ -218,6 +221,7 @@ class StageConfig:
         self.unet.validate()
         self.diffusion.validate()
         self.train.validate()
+        self.degradation.validate()
         if process_class(self.diffusion.process).starts_from_input and not self.is_super_resolution:
             raise MRNetError(
                 f"process {self.diffusion.process!r} turns a low-res image into a high-res one; stage {self.stage} "
@@ -280,6 +284,7 @@ class StageConfig:
                 diffusion=DiffusionConfig(**data["diffusion"]),
                 conditioning=ConditioningConfig(**data["conditioning"]),
                 train=TrainConfig(**train),
+                degradation=Degradation(**data.get("degradation", {})),  # absent before 2026-12-06: "image"
             ).validate()
         except (KeyError, TypeError) as error:
             raise MRNetError(f"stored config is not a StageConfig of this version: {error}") from None

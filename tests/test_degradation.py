@@ -100,3 +100,60 @@ def test_bad_settings_are_refused_naming_the_setting(setting, message):
 def test_sizes_that_are_not_a_power_of_two_below_the_slice_are_refused():
     with pytest.raises(MRNetError, match="cannot take shape"):
         Degradation("kspace").apply(torch.zeros(1, 1, 256, 256), 96)
+
+
+def test_parse_reads_back_what_describe_writes_and_refuses_bad_text():
+    for text in ("image", "pil", "kspace", "kspace,snr=30.0", "kspace,window=0.5,snr=20.0,seed=3"):
+        setting = Degradation.parse(text)
+        assert Degradation.parse(setting.describe()) == setting
+    assert Degradation.parse("kspace,snr=30,window=0.5") == Degradation("kspace", kspace_window=0.5, kspace_snr=30.0)
+    for text, message in [("kspace,snr=abc", "snr=abc is not a number"), ("kspace,noise=3", "'noise=3' is not one of"),
+                          ("image,snr=3", "apply to method 'kspace'"), ("sinc", "must be one of image, kspace, pil")]:
+        with pytest.raises(MRNetError, match=re.escape(message)):
+            Degradation.parse(text)
+
+
+@pytest.fixture
+def applied(monkeypatch):
+    """Every (method, size) a Degradation makes, in order."""
+    calls = []
+    real_apply = Degradation.apply
+
+    def recording(self, slices, size):
+        calls.append((self.method, size))
+        return real_apply(self, slices, size)
+
+    monkeypatch.setattr(Degradation, "apply", recording)
+    return calls
+
+
+def test_the_setting_reaches_every_consumer(tiny_cache, tmp_path, applied):
+    """Training (targets and low-res inputs), the held-out slices of the SR and generation tables, the training
+    figures and the label study all make their lower resolutions with the study's setting; a model trained on one
+    degradation is refused by an evaluation of another, and a results folder holds one degradation only."""
+    from mrnet_utils.presets import stage_config
+    from mrnet_utils.study import data, labels, super_resolution
+    from mrnet_utils.study.layout import SR_MODELS, StudyPaths
+    from mrnet_utils.training.loop import train
+
+    kspace = Degradation("kspace")
+    cfg = stage_config("sr1", "smoke").replace(degradation=kspace, train={"steps": 1})
+    train(cfg, tiny_cache, tmp_path / "study" / "savepoints" / "smoke" / "sr1_swin", progress=False, grids=False)
+    assert ("kspace", 128) in applied and ("kspace", 64) in applied
+    applied.clear()
+    held = data.held_out(tiny_cache, None, degradation=kspace)
+    torch.testing.assert_close(held.at(64), kspace_truncate(held.images, 64))
+    data.slice_examples(tiny_cache, 128, 2, 64, degradation=kspace)
+    labels.real_slices(tiny_cache, 0, kspace)
+    assert applied and {method for method, _ in applied} == {"kspace"}
+    assert labels.config("smoke", kspace).degradation == kspace
+
+    paths = StudyPaths(tmp_path / "study", "smoke")
+    on_image = data.held_out(tiny_cache, None)  # the default: the halving chain
+    with pytest.raises(MRNetError, match="trained on low-res images made by degradation 'kspace', but the study "
+                                         "evaluates 'image'"):
+        super_resolution.super_resolution_outputs(paths, on_image, SR_MODELS[0], progress=False)
+    assert data.record_degradation(paths, kspace) == kspace
+    assert data.record_degradation(paths, Degradation("kspace")) == kspace  # the same setting again: fine
+    with pytest.raises(MRNetError, match="holds results made with degradation 'kspace', not 'image'"):
+        data.record_degradation(paths, Degradation())

@@ -28,9 +28,11 @@ import torch
 from PIL import Image
 from scipy.signal.windows import tukey
 
+from mrnet_utils.data.slices import degrade
 from mrnet_utils.errors import MRNetError
 
 METHODS = ("image", "kspace", "pil")
+_SPEC_FIELDS = {"window": "kspace_window", "snr": "kspace_snr", "seed": "noise_seed"}  # parse()'s short names
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,32 @@ class Degradation:
         if self.method != "kspace" and (self.kspace_window or self.kspace_snr):
             raise MRNetError(f"degradation.kspace_window and kspace_snr apply to method 'kspace', not {self.method!r}")
 
+    @classmethod
+    def parse(cls, text: str) -> "Degradation":
+        """A setting from its text, as the command line and the notebooks give it: a method, then optional
+        `window=`, `snr=` and `seed=` for k-space, e.g. "kspace" or "kspace,snr=30,window=0.5"."""
+        method, *options = [part.strip() for part in str(text).split(",")]
+        values: dict[str, float | int] = {}
+        for option in options:
+            key, _, value = option.partition("=")
+            if key not in _SPEC_FIELDS or not value:
+                raise MRNetError(f"degradation {text!r}: {option!r} is not one of window=, snr=, seed= "
+                                 "(e.g. kspace,snr=30,window=0.5)", parameter="degradation")
+            try:
+                values[_SPEC_FIELDS[key]] = int(value) if key == "seed" else float(value)
+            except ValueError:
+                raise MRNetError(f"degradation {text!r}: {key}={value} is not a number", parameter="degradation") from None
+        setting = cls(method, **values)
+        setting.validate()
+        return setting
+
+    def describe(self) -> str:
+        """The text `parse` reads back: the method and the k-space options that differ from their defaults."""
+        default = Degradation()
+        options = [f"{short}={getattr(self, field)}" for short, field in _SPEC_FIELDS.items()
+                   if getattr(self, field) != getattr(default, field)]
+        return ",".join([self.method, *options])
+
     def apply(self, slices: torch.Tensor, size: int) -> torch.Tensor:
         """(B, 1, S, S) slices in [-1, 1] at `size` x `size` (S / size a power of two); `size` == S returns them."""
         self.validate()
@@ -64,8 +92,6 @@ class Degradation:
         if size == side:
             return slices
         if self.method == "image":
-            from mrnet_utils.data.slices import degrade
-
             return degrade(slices, size)
         if self.method == "pil":
             return pil_resize(slices, size)

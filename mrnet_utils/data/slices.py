@@ -162,11 +162,12 @@ def to_unit(images: torch.Tensor) -> torch.Tensor:
 class SliceDataset(Dataset):
     """The slices of one split of a cache at one resolution, as (1, R, R) float32 tensors in [-1, 1].
 
-    All slices are degraded once here (`degrade`: 256 -> 128 -> 64). `labels` (N, 3) float (TASKS order),
-    `exam_ids` and `slice_index` (N,) say where item i came from.
+    All slices are made at `resolution` once here, from the 256x256 slices, by `degradation` (a
+    data.degradation.Degradation, the study's setting; None: the halving chain `degrade`, 256 -> 128 -> 64).
+    `labels` (N, 3) float (TASKS order), `exam_ids` and `slice_index` (N,) say where item i came from.
     """
 
-    def __init__(self, cache_path: Path | str, split: str, resolution: int):
+    def __init__(self, cache_path: Path | str, split: str, resolution: int, degradation: Any = None):
         check_choice(split, SPLITS, "split")
         if resolution not in RESOLUTIONS:
             raise MRNetError(f"resolution must be one of {', '.join(map(str, RESOLUTIONS))}, not {resolution}")
@@ -174,8 +175,9 @@ class SliceDataset(Dataset):
         arrays = cache[split]
         if not len(arrays["images"]):
             raise MRNetError(f"the {split} split of {cache_path} holds no slices; run preprocess with more exams")
+        make = degradation.apply if degradation is not None else degrade
         chunks = [
-            degrade(torch.from_numpy(chunk.astype(np.float32))[:, None], resolution)
+            make(torch.from_numpy(chunk.astype(np.float32))[:, None], resolution)
             for chunk in np.array_split(arrays["images"], -(-len(arrays["images"]) // 512))  # bounded memory
         ]
         self.images = torch.cat(chunks).clamp_(-1.0, 1.0)  # float rounding only: the filters are convex

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,9 +13,11 @@ import torch
 
 from mrnet_utils.presets import StudySettings
 from mrnet_utils.data import mrnet, phantom
-from mrnet_utils.data.slices import SliceDataset, degrade, load_cache
+from mrnet_utils.data.degradation import Degradation
+from mrnet_utils.data.slices import SliceDataset, load_cache
 from mrnet_utils.diffusion import conditioning
 from mrnet_utils.errors import MRNetError
+from mrnet_utils.files import write_json
 from mrnet_utils.study.layout import StudyPaths
 
 
@@ -69,20 +73,22 @@ def _evenly_spaced(total: int, count: int | None) -> np.ndarray:
 
 
 def slice_examples(
-    cache_path: str | Path, resolution: int, count: int, low_resolution: int | None = None, split: str = "train"
+    cache_path: str | Path, resolution: int, count: int, low_resolution: int | None = None, split: str = "train",
+    degradation: Degradation = Degradation(),
 ) -> tuple[torch.Tensor, list[str]]:
-    """A few slices of the cache at `resolution`, with labels naming exam and slice.
+    """A few slices of the cache at `resolution` (made by `degradation`), with labels naming exam and slice.
 
     With `low_resolution` (a super-resolution stage), a first row shows the network's
     condition, the low-res image upsampled back, above the targets.
     """
-    dataset = SliceDataset(cache_path, split, resolution)
+    dataset = SliceDataset(cache_path, split, resolution, degradation)
     index = torch.from_numpy(_evenly_spaced(len(dataset), count))
     targets = dataset.images[index]
     labels = [f"exam {int(dataset.exam_ids[i]):04d} / {int(dataset.slice_index[i])}" for i in index]
     if low_resolution is None:
         return targets, labels
-    condition = conditioning.upsample(degrade(targets, low_resolution), resolution)
+    low = SliceDataset(cache_path, split, low_resolution, degradation).images[index]
+    condition = conditioning.upsample(low, resolution)
     return torch.cat([condition, targets]), [f"input {low_resolution}" for _ in index] + labels
 
 
@@ -90,16 +96,17 @@ def slice_examples(
 class HeldOut:
     """Valid-split slices at 256 with their exam ids and slice indices: the ground truth of the SR tables.
 
-    Lower resolutions come from the same degradation chain as training's (data.slices.degrade),
-    so that pairs match by exam and slice.
+    Lower resolutions come from the study's degradation, as training's (data.degradation), so that pairs
+    match by exam and slice.
     """
 
     images: torch.Tensor  # (N, 1, 256, 256) in [-1, 1]
     exam_ids: np.ndarray
     slice_index: np.ndarray
+    degradation: Degradation = Degradation()
 
     def at(self, resolution: int) -> torch.Tensor:
-        return degrade(self.images, resolution)
+        return self.degradation.apply(self.images, resolution)
 
     def pairs(self) -> pd.DataFrame:
         return pd.DataFrame({"exam_id": self.exam_ids, "slice_index": self.slice_index})
@@ -141,9 +148,11 @@ def tuning_exams(cache_path: str | Path, count: int) -> np.ndarray:
     return ids[_evenly_spaced(len(ids), count)] if count else ids[:0]
 
 
-def held_out(cache_path: str | Path, count: int | None, exams: str = "report", tuning: int = 0) -> HeldOut:
+def held_out(cache_path: str | Path, count: int | None, exams: str = "report", tuning: int = 0,
+             degradation: Degradation = Degradation()) -> HeldOut:
     """`count` valid slices (None: all) spread over the `tuning` exams set aside for tuning
-    (`exams="tune"`) or over the others (`exams="report"`, what the tables report)."""
+    (`exams="tune"`) or over the others (`exams="report"`, what the tables report); their lower
+    resolutions made by `degradation`."""
     dataset = SliceDataset(cache_path, "valid", 256)
     tune = np.isin(dataset.exam_ids.numpy(), tuning_exams(cache_path, tuning))
     if exams not in ("tune", "report"):
@@ -152,4 +161,25 @@ def held_out(cache_path: str | Path, count: int | None, exams: str = "report", t
     if not len(rows):
         raise MRNetError(f"no valid slices to {exams} on: {tuning} of the valid exams are set aside for tuning")
     index = rows[_evenly_spaced(len(rows), count)]
-    return HeldOut(dataset.images[index], dataset.exam_ids[index].numpy(), dataset.slice_index[index].numpy())
+    return HeldOut(dataset.images[index], dataset.exam_ids[index].numpy(), dataset.slice_index[index].numpy(),
+                   degradation)
+
+
+DEGRADATION_FILE = "degradation.json"
+
+
+def record_degradation(paths: StudyPaths, degradation: Degradation) -> Degradation:
+    """Record in the results folder how the study makes its lower resolutions (data.degradation), and refuse a
+    folder whose results were made with another: one folder holds the results of one degradation."""
+    path = paths.results / DEGRADATION_FILE
+    wanted = dataclasses.asdict(degradation)
+    if path.is_file():
+        found = json.loads(path.read_text())
+        if found != wanted:
+            raise MRNetError(f"{paths.results} holds results made with degradation {Degradation(**found).describe()!r}, "
+                             f"not {degradation.describe()!r}; give the study its own folder (run_all.sh --out, "
+                             "--results)", parameter="degradation")
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, wanted, "degradation record")
+    return degradation

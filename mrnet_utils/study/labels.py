@@ -25,6 +25,7 @@ import torch
 
 from mrnet_utils.config import StageConfig
 from mrnet_utils.presets import stage_config
+from mrnet_utils.data.degradation import Degradation
 from mrnet_utils.data.mrnet import TASKS
 from mrnet_utils.data.slices import SliceDataset, to_unit
 from mrnet_utils.diffusion.guidance import label_rows
@@ -42,22 +43,25 @@ TSTR_GUIDANCE = 1.0  # synthetic training slices: plain conditional sampling
 SEED_OFFSET = 1_000_000  # sample seeds apart from those of the generation table
 
 
-def config(preset: str) -> StageConfig:
-    """The preset's base stage, label-conditional."""
-    return stage_config(STAGE, preset).replace(unet={"num_labels": len(TASKS)})
+def config(preset: str, degradation: Degradation = Degradation()) -> StageConfig:
+    """The preset's base stage, label-conditional, learning from slices made by the study's `degradation`."""
+    return stage_config(STAGE, preset).replace(unet={"num_labels": len(TASKS)}, degradation=degradation)
 
 
 def run_dir(paths: StudyPaths) -> Path:
     return paths.savepoints / f"{STAGE}_labels"
 
 
-def train_generator(paths: StudyPaths, cache: Path, retrain: bool = False, progress: bool = True) -> StageRun:
-    return train_stage(config(paths.preset), cache, run_dir(paths), retrain, progress)
+def train_generator(paths: StudyPaths, cache: Path, retrain: bool = False, progress: bool = True,
+                    degradation: Degradation = Degradation()) -> StageRun:
+    return train_stage(config(paths.preset, degradation), cache, run_dir(paths), retrain, progress)
 
 
-def real_slices(cache: Path, tuning: int) -> tuple[SliceDataset, SliceDataset, np.ndarray]:
-    """The 64x64 train and valid slices, and a mask of the valid slices that are reported (not tuning exams)."""
-    train, valid = SliceDataset(cache, "train", probe.SIDE), SliceDataset(cache, "valid", probe.SIDE)
+def real_slices(cache: Path, tuning: int,
+                degradation: Degradation = Degradation()) -> tuple[SliceDataset, SliceDataset, np.ndarray]:
+    """The 64x64 train and valid slices (made by `degradation`), and a mask of the valid slices that are reported
+    (not tuning exams)."""
+    train, valid = (SliceDataset(cache, split, probe.SIDE, degradation) for split in ("train", "valid"))
     reported = ~np.isin(valid.exam_ids.numpy(), tuning_exams(cache, tuning))
     return train, valid, reported
 

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 from mrnet_utils import pipeline
 from mrnet_utils.data.slices import to_unit
+from mrnet_utils.errors import MRNetError
 from mrnet_utils.evaluation import endpoints, metrics, plots, tables
 from mrnet_utils.diffusion.processes import process_class
 from mrnet_utils.stages import CASCADE, STAGES
@@ -77,7 +78,6 @@ def metric_figure(scores: tables.SRScores, task: str) -> Figure:
     )
 
 
-
 # The two outputs of a diffusion SR stage: one draw, and the mean of `draws` draws (an estimate of
 # the posterior mean E[x_0 | low-res], the output to hold against interpolation for fidelity).
 # The regression baseline has one output.
@@ -130,10 +130,10 @@ def super_resolution_outputs(
     sample, means to a mean); its time and network evaluations are the sums of its stages'. A
     chain reuses the output of its first stage on the same input instead of sampling it again.
     """
-    loaded = {
-        name: checkpoint.load_stage(find_run(paths, name, model.use_swin, model.process), device)
-        for name in dict.fromkeys(stage for task in SR_TASKS.values() for stage in task.stages)
-    }
+    loaded = {}
+    for name in dict.fromkeys(stage for task in SR_TASKS.values() for stage in task.stages):
+        loaded[name] = checkpoint.load_stage(find_run(paths, name, model.use_swin, model.process), device)
+        check_degradation(loaded[name], held)
     done: dict[tuple[int, tuple[str, ...], int], Timed] = {}
 
     def chain(start: int, stages: tuple[str, ...], draws: int) -> Timed:
@@ -150,6 +150,15 @@ def super_resolution_outputs(
     }
 
 
+def check_degradation(stage: pipeline.TrainedStage, held: HeldOut) -> None:
+    """Refuse to score a stage on low-res inputs made otherwise than those it learned from."""
+    if stage.config.degradation != held.degradation:
+        raise MRNetError(
+            f"{stage.path} was trained on low-res images made by degradation {stage.config.degradation.describe()!r}, "
+            f"but the study evaluates {held.degradation.describe()!r}; train it with the study's degradation "
+            "(run_all.sh --degradation, in its own --out folder)", parameter="degradation")
+
+
 def evaluate_sr_task(
     held: HeldOut, outputs: dict[SRModel, dict[str, dict[str, Timed]]], task: str, lpips_weights: dict | None = None
 ) -> tables.SRScores:
@@ -157,11 +166,13 @@ def evaluate_sr_task(
     spec = SR_TASKS[task]
     results = {row_name(task, model, kind): timed for model, by_task in outputs.items()
                for kind, timed in by_task[task].items()}
-    return tables.evaluate_super_resolution(
+    scores = tables.evaluate_super_resolution(
         held.at(spec.low_resolution), held.at(spec.resolution), {name: r.images for name, r in results.items()},
         held.exam_ids, held.slice_index, lpips_weights, {name: r.seconds_per_image for name, r in results.items()},
         evaluations={name: r.evaluations for name, r in results.items()},
     )
+    scores.table["degradation"] = held.degradation.describe()  # how every low-res input of the table was made
+    return scores
 
 
 # What the SR comparisons test: fidelity to the real slice and closeness to its sharpness and spectrum.

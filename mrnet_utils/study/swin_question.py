@@ -28,12 +28,13 @@ import torch
 
 from mrnet_utils.config import StageConfig
 from mrnet_utils.presets import stage_config
+from mrnet_utils.data.degradation import Degradation
 from mrnet_utils.data.slices import to_unit
 from mrnet_utils.evaluation import metrics, statistics, tables
 from mrnet_utils.stages import STAGES
 from mrnet_utils.study.data import HeldOut
 from mrnet_utils.study.layout import StudyPaths
-from mrnet_utils.study.super_resolution import MEAN_DRAWS, super_resolve
+from mrnet_utils.study.super_resolution import MEAN_DRAWS, check_degradation, super_resolve
 from mrnet_utils.study.training import StageRun, train_stage
 from mrnet_utils.training import checkpoint
 
@@ -75,10 +76,12 @@ def run_dir(paths: StudyPaths, stage: str, arm: Arm, seed: int) -> Path:
 
 
 def train_arms(paths: StudyPaths, cache: Path, stages=SR_STAGES, seeds=SEEDS, retrain: bool = False,
-               progress: bool = True) -> list[StageRun]:
-    """Train every (stage, arm, seed) not yet trained (study.training.train_stage)."""
+               progress: bool = True, degradation: Degradation = Degradation()) -> list[StageRun]:
+    """Train every (stage, arm, seed) not yet trained (study.training.train_stage), on low-res inputs made by the
+    study's `degradation`."""
     return [
-        train_stage(arm.config(stage, paths.preset, seed), cache, run_dir(paths, stage, arm, seed), retrain, progress)
+        train_stage(arm.config(stage, paths.preset, seed).replace(degradation=degradation), cache,
+                    run_dir(paths, stage, arm, seed), retrain, progress)
         for stage in stages for arm in ARMS for seed in seeds
     ]
 
@@ -93,6 +96,7 @@ def scores(paths: StudyPaths, held: HeldOut, stages=SR_STAGES, seeds=SEEDS, batc
         for arm in ARMS:
             for seed in seeds:
                 trained = checkpoint.load_stage(run_dir(paths, stage, arm, seed), device)
+                check_degradation(trained, held)
                 images = to_unit(super_resolve(trained, held.at(spec.low_resolution), batch_size, progress,
                                                MEAN_DRAWS).images)
                 frames.append(pd.DataFrame({

@@ -13,6 +13,7 @@ import pandas as pd
 from PIL import Image
 
 from mrnet_utils.config import StageConfig
+from mrnet_utils.data.degradation import Degradation
 from mrnet_utils.diffusion.processes import process_class
 from mrnet_utils.presets import stage_config
 from mrnet_utils.data.slices import load_cache
@@ -28,17 +29,17 @@ from mrnet_utils.training.loop import steps_for_epochs, train
 
 def training_config(
     stage: str, preset: str, use_swin: bool, sample_grids: int, process: str | None = None,
-    cache_path: str | Path | None = None,
+    cache_path: str | Path | None = None, degradation: Degradation = Degradation(),
 ) -> StageConfig:
-    """The preset's config (presets.stage_config), writing `sample_grids` sample grids during training
-    besides the final one.
+    """The preset's config (presets.stage_config) with the study's `degradation`, writing `sample_grids` sample
+    grids during training besides the final one.
 
     Grids fall every steps // (sample_grids + 1) + 1 steps: evenly spaced and before the
     last step, whose grid `samples_final.png` is written anyway (runs of fewer than about
     sample_grids**2 steps get fewer grids, or one on the last step). A preset that counts
     epochs (train.epochs) gets its steps from the training slices of `cache_path`.
     """
-    cfg = stage_config(stage, preset, use_swin, process)
+    cfg = stage_config(stage, preset, use_swin, process).replace(degradation=degradation)
     if cache_path is not None:
         cfg = steps_for_epochs(cfg, _train_slices(cache_path))
     if sample_grids < 0:

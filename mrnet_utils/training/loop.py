@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from mrnet_utils.config import StageConfig
-from mrnet_utils.data.slices import SliceDataset, degrade
+from mrnet_utils.data.slices import SliceDataset
 from mrnet_utils.diffusion import conditioning
 from mrnet_utils.diffusion.losses import sample_timesteps
 from mrnet_utils.diffusion.processes import Process, build_process
@@ -260,14 +260,18 @@ def _train(
     cfg: StageConfig, data_path: str | Path, out_dir: Path, resume: bool, progress: bool, compile: bool,
     grids: bool, device: torch.device, distributed: Distributed, events: EventLog,
 ) -> TrainResult:
-    dataset = SliceDataset(data_path, "train", cfg.resolution)
+    # The targets and, for a super-resolution stage, their low-res inputs, row for row: both made from the
+    # 256x256 slices by the config's degradation.
+    dataset = SliceDataset(data_path, "train", cfg.resolution, cfg.degradation)
     images = dataset.images
-    low_res = degrade(images, cfg.low_resolution) if cfg.is_super_resolution else None
+    low_res = (SliceDataset(data_path, "train", cfg.low_resolution, cfg.degradation).images
+               if cfg.is_super_resolution else None)
     steps_per_epoch = -(-len(images) // cfg.train.batch_size)
     cfg = steps_for_epochs(cfg, len(images))
     if cfg.train.lr_schedule == "plateau":
-        valid = SliceDataset(data_path, "valid", cfg.resolution).images
-        valid_low = degrade(valid, cfg.low_resolution) if cfg.is_super_resolution else None
+        valid = SliceDataset(data_path, "valid", cfg.resolution, cfg.degradation).images
+        valid_low = (SliceDataset(data_path, "valid", cfg.low_resolution, cfg.degradation).images
+                     if cfg.is_super_resolution else None)
     process = build_process(cfg.diffusion, device)
 
     channels_last = device.type == "cuda"
