@@ -40,6 +40,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mrnet_utils.diffusion.processes.base import Model, Process, SamplerChoice
+from mrnet_utils.diffusion.processes.ddpm import DDPM
 from mrnet_utils.diffusion.samplers import trailing_timesteps
 from mrnet_utils.diffusion.schedules import DATA_RANGES, NoiseSchedule, q_sample, snr
 from mrnet_utils.errors import MRNetError
@@ -130,10 +131,7 @@ class Distilled(Process):
             raise MRNetError(f"a student distilled to {cfg.distilled_steps} steps samples in exactly that many, "
                              f"not {sampler[1]}", parameter="steps")
 
-    @staticmethod
-    def build_schedule(cfg: DiffusionConfig, device: torch.device | str) -> NoiseSchedule:
-        schedule = NoiseSchedule.from_config(cfg)
-        return NoiseSchedule(schedule.betas.to(device), schedule.prediction)
+    build_schedule = staticmethod(DDPM.build_schedule)  # its teacher's schedule
 
     def __init__(self, cfg: DiffusionConfig, device: torch.device | str = "cpu") -> None:
         super().__init__(cfg, device)
