@@ -286,6 +286,7 @@ def _study_runs(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Longer than 70 lines: one add_argument per option of every command, read top to bottom as the --help.
     parser = _Parser(prog="mrnet_utils", description=__doc__.splitlines()[0], formatter_class=_HelpFormatter)
     parser.add_argument("--version", action="version", version=f"mrnet_utils {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -402,15 +403,6 @@ def build_parser() -> argparse.ArgumentParser:
     score = command("score", "score generated images (PNG folders or arrays) on a slice cache's real slices")
     score.add_argument("--samples", type=_named_path, nargs="+", required=True, metavar="NAME=PATH",
                        help="a folder of PNGs or an .npy/.npz array per model; grey or RGB, any square size")
-    check = command("check-study", "check the sizes the study needs against its slice cache, before any training "
-                                   "(run_all.sh runs it after preprocessing)")
-    check.add_argument("--cache", type=Path, required=True, help="the study's slice cache (written by `preprocess`)")
-    check.add_argument("--preset", choices=tuple(PRESETS), default="demo", help="whose study settings to check")
-    check.add_argument("--tuning-exams", type=_non_negative,
-                       help="valid exams set aside for tuning (default: the preset's, as the notebooks choose it)")
-    check.add_argument("--eval-slices", type=_positive, help="held-out slices the SR evaluation scores")
-    check.set_defaults(run=_check_study)
-
     score.add_argument("--cache", type=Path, required=True, help="slice cache whose valid slices are the real set")
     score.add_argument("--train-cache", type=Path, help="slice cache of the training slices, for memorisation "
                        "(default: --cache)")
@@ -425,6 +417,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     presets = command("presets", "list the presets (config.PRESETS), one per line")
     presets.set_defaults(run=lambda args: print("\n".join(PRESETS)))
+
+    check = command("check-study", "check the sizes the study needs against its slice cache, before any training "
+                                   "(run_all.sh runs it after preprocessing)")
+    check.add_argument("--cache", type=Path, required=True, help="the study's slice cache (written by `preprocess`)")
+    check.add_argument("--preset", choices=tuple(PRESETS), default="demo", help="whose study settings to check")
+    check.add_argument("--tuning-exams", type=_non_negative,
+                       help="valid exams set aside for tuning (default: the preset's, as the notebooks choose it)")
+    check.add_argument("--eval-slices", type=_positive, help="held-out slices the SR evaluation scores")
+    check.set_defaults(run=_check_study)
 
     html = command("export-html", "render executed notebooks to pages to read (HTML, code folded), next to them")
     html.add_argument("notebooks", type=Path, nargs="+", metavar="NOTEBOOK")

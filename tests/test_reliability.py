@@ -117,7 +117,7 @@ def assert_same_training_state(run, reference):
 
 def log_rows(run):
     """The train log without its timing columns, which differ between runs."""
-    with (run / training.LOG_FILE).open() as handle:
+    with (run / training.LOG_FILE).open(encoding="utf-8") as handle:
         return [(row["step"], row["loss"], row["lr"], row["skipped"]) for row in csv.DictReader(handle)]
 
 
@@ -174,12 +174,12 @@ def test_killed_or_stopped_training_resumes_bitwise_equal_to_an_uninterrupted_ru
     of the current step, with that step saved and one line saying how to continue. Either way, `resume` ends
     exactly where the uninterrupted run ends."""
     run = tmp_path / "stopped"
-    with (tmp_path / "child.err").open("w") as stderr:
+    with (tmp_path / "child.err").open("w", encoding="utf-8") as stderr:
         child = start_training_child(SR, cache, run, stderr)
         try:
             deadline = time.monotonic() + 120
             while not (run / "step_00000002.pt").exists():
-                assert child.poll() is None, f"the training child stopped: {(tmp_path / 'child.err').read_text()}"
+                assert child.poll() is None, f"the training child stopped: {(tmp_path / 'child.err').read_text(encoding='utf-8')}"
                 assert time.monotonic() < deadline, "no step checkpoint within 120 s"
                 time.sleep(0.01)
             # A second writer (a resubmitted job, a second --resume) is refused, naming the one at work.
@@ -199,7 +199,7 @@ def test_killed_or_stopped_training_resumes_bitwise_equal_to_an_uninterrupted_ru
     assert not (run / "final.pt").exists(), "the child finished before the signal; the test proved nothing"
     kept = sorted(run.glob("step_*.pt"))
     assert kept and all(load_checkpoint(path)["step"] == int(path.stem[5:]) for path in kept)
-    err = (tmp_path / "child.err").read_text()
+    err = (tmp_path / "child.err").read_text(encoding="utf-8")
     if signum == signal.SIGKILL:
         assert child.returncode == -signal.SIGKILL
     else:
@@ -316,9 +316,9 @@ def test_no_valid_exam_reaches_training(phantom, cache, tmp_path, monkeypatch):
     loaded = []
 
     class RecordingDataset(SliceDataset):
-        def __init__(self, cache_path, split, resolution):
+        def __init__(self, cache_path, split, resolution, degradation=None):
             loaded.append(split)
-            super().__init__(cache_path, split, resolution)
+            super().__init__(cache_path, split, resolution, degradation)
 
     monkeypatch.setattr(training, "SliceDataset", RecordingDataset)
     train(BASE.replace(train=dict(steps=1)), cache, tmp_path / "run", progress=False)
@@ -364,7 +364,7 @@ def _remove_plane(root):
 
 def _malformed_labels(root):
     path = root / "train-acl.csv"
-    path.write_text("0,1\n1;0\n" + "\n".join(path.read_text().splitlines()[2:]))
+    path.write_text("0,1\n1;0\n" + "\n".join(path.read_text(encoding="utf-8").splitlines()[2:]), encoding="utf-8")
     return f"label file {path}, line 2: 1 columns, expected 2"
 
 
@@ -393,7 +393,7 @@ def test_preprocess_refuses_a_broken_mrnet_folder_in_one_line(phantom, tmp_path,
 
 def test_preprocess_refuses_bad_paths_and_empty_selections_in_one_line(phantom, tmp_path, capsys):
     blocker = tmp_path / "a_file"
-    blocker.write_text("")
+    blocker.write_text("", encoding="utf-8")
     cases = [
         (("--mrnet-root", tmp_path / "nowhere"), f"MRNet folder {tmp_path / 'nowhere'} does not exist"),
         (("--mrnet-root", phantom, "--selection", "acl"), f"no valid exam of {phantom} is positive for 'acl'"),
@@ -413,7 +413,7 @@ def test_train_refuses_bad_data_and_output_paths_in_one_line(cache, tmp_path, ca
     poisoned = tmp_path / "nan.npz"
     np.savez(poisoned, **arrays)
     blocker = tmp_path / "a_file"
-    blocker.write_text("")
+    blocker.write_text("", encoding="utf-8")
     empty = tmp_path / "empty"
     empty.mkdir()
     cases = [
@@ -463,7 +463,7 @@ def test_train_refuses_a_network_it_cannot_build_before_writing(cache, tmp_path,
 def test_one_writer_per_folder_and_a_failed_claim_leaves_nothing_behind(tmp_path):
     run = tmp_path / "new" / "run"
     with files.claim_folder(run):
-        assert (run / files.LOCK_FILE).read_text() == f"{os.getpid()}@{socket.gethostname()}\n"
+        assert (run / files.LOCK_FILE).read_text(encoding="utf-8") == f"{os.getpid()}@{socket.gethostname()}\n"
         # flock locks belong to an open file, so a second claim fails even from the same process.
         with pytest.raises(MRNetError, match=rf"{run} is in use by process {os.getpid()} ") as refused:
             with files.claim_folder(run):
@@ -515,7 +515,7 @@ def test_the_command_line_reports_success_only_for_a_final_checkpoint_that_loads
     train(), and a train() that returned without a loadable final checkpoint is not a success."""
     calls = []
 
-    def fake_train(cfg, data, out, resume, compile, grids):
+    def fake_train(cfg, data, out, resume, compile, grids, device):
         calls.append((cfg, grids))
         return training.TrainResult(checkpoint=final, steps=1, trained_steps=1, seconds=1.0, images_per_second=1.0,
                                     skipped_batches=0)
@@ -574,7 +574,7 @@ def test_a_restart_before_the_first_checkpoint_never_logs_a_step_twice(cache, ba
     with pytest.raises(MRNetError, match="non-finite loss at step 2"):
         train(cfg, cache, run, progress=False)
     assert [row[0] for row in log_rows(run)] == ["1", "2"] and not list(run.glob("*.pt"))
-    with (run / training.LOG_FILE).open("a") as log:
+    with (run / training.LOG_FILE).open("a", encoding="utf-8") as log:
         log.write("3,0.98")  # and a row torn by a kill mid-write
     monkeypatch.undo()
     train(cfg, cache, run, resume=resume, progress=False)
@@ -647,7 +647,7 @@ def test_conflicting_options_are_refused_in_one_line(phantom, tmp_path, capsys, 
 def test_sample_checks_its_output_folder_before_loading_or_sampling_anything(tmp_path, capsys):
     """A checkpoint that does not exist is never reached: the folder is refused first."""
     blocker = tmp_path / "a_file"
-    blocker.write_text("")
+    blocker.write_text("", encoding="utf-8")
     used = tmp_path / "used"
     used.mkdir()
     (used / "sample_000000.png").write_bytes(b"an earlier sample")

@@ -260,41 +260,21 @@ def _train(
     cfg: StageConfig, data_path: str | Path, out_dir: Path, resume: bool, progress: bool, compile: bool,
     grids: bool, device: torch.device, distributed: Distributed, events: EventLog,
 ) -> TrainResult:
-    # The targets and, for a super-resolution stage, their low-res inputs, row for row: both made from the
-    # 256x256 slices by the config's degradation.
-    dataset = SliceDataset(data_path, "train", cfg.resolution, cfg.degradation)
+    dataset, low_res = _split(cfg, data_path, "train")
     images = dataset.images
-    low_res = (SliceDataset(data_path, "train", cfg.low_resolution, cfg.degradation).images
-               if cfg.is_super_resolution else None)
     steps_per_epoch = -(-len(images) // cfg.train.batch_size)
     cfg = steps_for_epochs(cfg, len(images))
-    if cfg.train.lr_schedule == "plateau":
-        valid = SliceDataset(data_path, "valid", cfg.resolution, cfg.degradation).images
-        valid_low = (SliceDataset(data_path, "valid", cfg.low_resolution, cfg.degradation).images
-                     if cfg.is_super_resolution else None)
+    if cfg.train.lr_schedule == "plateau":  # the validation loss steps the learning rate
+        valid, valid_low = _split(cfg, data_path, "valid")
+        valid = valid.images
     process = build_process(cfg.diffusion, device)
-
     channels_last = device.type == "cuda"
-    state = build_state(cfg, device, channels_last)
-    state.data = data_record(data_path, dataset)
-    found = restore(state, cfg, out_dir) if resume else None
-    initial = process.initial_weights() if found is None else None  # a distilled student starts as its teacher
-    if initial is not None:
-        state.model.load_state_dict(initial)
-    if found is not None:
-        _refuse_fewer_steps(state, cfg, out_dir, found)
-        if distributed.is_main:
-            print(f"resuming {cfg.name} from {found} at step {state.step}")
-    if distributed.is_main:  # rows past the checkpoint (all of them when none was written) are rewritten
-        truncate_log(out_dir / LOG_FILE, state.step)
-        events.restart(state.step)
+    state, found = _start(cfg, process, data_path, dataset, out_dir, resume, device, channels_last, distributed, events)
     start_step = state.step
-
     net = DistributedDataParallel(state.model) if distributed.world_size > 1 else state.model
     if compile:
         net = torch.compile(net)  # after DDP, so that DDP's optimizer splits the graph at its buckets
     autocast = bf16_autocast(device, cfg.train.mixed_precision)
-
     last_good = checkpoint.latest_checkpoint(out_dir) if distributed.is_main else None
     bar = track(desc=f"train {cfg.name}", total=cfg.train.steps, initial=start_step, unit="step",
                 enabled=progress and distributed.is_main)
@@ -316,43 +296,23 @@ def _train(
                 if done % cfg.train.log_every == 0 or done == cfg.train.steps:
                     loss = distributed.mean(loss.detach())  # the global batch's loss, as one process would log it
                     if distributed.is_main:
-                        row = _log_row(state, loss, window, elapsed)
-                        append_log(out_dir / LOG_FILE, row)
-                        events.add_row(row)
-                        bar.set_postfix(loss=row["loss"], img_s=row["images_per_s"])
+                        _log(state, loss, window, elapsed, out_dir, events, bar)
                 if distributed.is_main and grids and cfg.train.sample_every and done % cfg.train.sample_every == 0:
-                    grid = out_dir / f"samples_step_{done:08d}.png"
-                    _write_sample_grid(state, cfg, low_res, grid, progress)
-                    events.add_grid(grid, done)
+                    _grid(state, cfg, low_res, out_dir / f"samples_step_{done:08d}.png", progress, events)
                 if done == cfg.train.steps:
                     break  # the final checkpoint follows
                 due = done % cfg.train.checkpoint_every == 0
                 if distributed.is_main and due:
-                    last_good = checkpoint.save_checkpoint(
-                        out_dir, state.payload(cfg, done, elapsed), keep=cfg.train.keep_checkpoints
-                    )
+                    payload = state.payload(cfg, done, elapsed)
+                    last_good = checkpoint.save_checkpoint(out_dir, payload, keep=cfg.train.keep_checkpoints)
                 # Every rank stops at the same step, whichever received the signal (torchrun passes it to all).
                 signum = distributed.max(stop.requested or 0, device)
                 if signum:
-                    if distributed.is_main and not due:
-                        checkpoint.save_checkpoint(
-                            out_dir, state.payload(cfg, done, elapsed), keep=cfg.train.keep_checkpoints
-                        )
-                    distributed.barrier()
-                    saved = out_dir / checkpoint.step_filename(done)  # by rank 0, for every rank to name
-                    raise TrainingStopped(
-                        signum, f"{signal.Signals(signum).name} stopped training {cfg.name} at step {done} of "
-                        f"{cfg.train.steps}, saved as {saved}; continue it with resume=True", saved, done, True,
-                    )
+                    _stop_after(state, cfg, done, elapsed, signum, saved=due, out_dir=out_dir, distributed=distributed)
         except Interrupted as error:
             if isinstance(error, TrainingStopped):
                 raise
-            if last_good is None:
-                then = "no checkpoint was written yet: start it again"
-            else:
-                then = f"the newest checkpoint is {last_good}: continue from it with resume=True"
-            raise TrainingStopped(error.signum, f"{error} at step {state.step}; {then}", last_good, state.step,
-                                  last_good is not None) from None
+            raise _stopped_at_once(error, cfg, state.step, last_good) from None
         finally:
             bar.close()
 
@@ -363,14 +323,92 @@ def _train(
         if distributed.is_main and (trained_steps or found != final):
             checkpoint.save_checkpoint(out_dir, state.payload(cfg, cfg.train.steps, seconds), name=FINAL_CHECKPOINT)
         signum = distributed.max(stop.requested or 0, device)
+    return _finish(state, cfg, out_dir, low_res, seconds, trained_steps, signum, grids, progress, distributed, events)
+
+
+def _start(
+    cfg: StageConfig, process: Process, data_path: str | Path, dataset: SliceDataset, out_dir: Path, resume: bool,
+    device: torch.device, channels_last: bool, distributed: Distributed, events: EventLog,
+) -> tuple[TrainState, Path | None]:
+    """The state training starts from: restored from the newest good checkpoint (`resume`), else fresh (a
+    distilled student starting as its teacher); and that checkpoint, or None. The log restarts at its step."""
+    state = build_state(cfg, device, channels_last)
+    state.data = data_record(data_path, dataset)
+    found = restore(state, cfg, out_dir) if resume else None
+    initial = process.initial_weights() if found is None else None
+    if initial is not None:
+        state.model.load_state_dict(initial)
+    if found is not None:
+        _refuse_fewer_steps(state, cfg, out_dir, found)
+        if distributed.is_main:
+            print(f"resuming {cfg.name} from {found} at step {state.step}")
+    if distributed.is_main:  # rows past the checkpoint (all of them when none was written) are rewritten
+        truncate_log(out_dir / LOG_FILE, state.step)
+        events.restart(state.step)
+    return state, found
+
+
+def _stop_after(
+    state: TrainState, cfg: StageConfig, done: int, elapsed: float, signum: int, saved: bool, out_dir: Path,
+    distributed: Distributed,
+) -> None:
+    """A stop signal during step `done`: that step checkpointed (unless it just was, `saved`), then TrainingStopped."""
+    if distributed.is_main and not saved:
+        checkpoint.save_checkpoint(out_dir, state.payload(cfg, done, elapsed), keep=cfg.train.keep_checkpoints)
+    distributed.barrier()
+    checkpoint_path = out_dir / checkpoint.step_filename(done)  # by rank 0, for every rank to name
+    raise TrainingStopped(
+        signum, f"{signal.Signals(signum).name} stopped training {cfg.name} at step {done} of "
+        f"{cfg.train.steps}, saved as {checkpoint_path}; continue it with resume=True", checkpoint_path, done, True,
+    )
+
+
+def _stopped_at_once(error: Interrupted, cfg: StageConfig, step: int, last_good: Path | None) -> TrainingStopped:
+    """A second signal stopped a step midway: nothing of it is saved; name the newest checkpoint, if any."""
+    if last_good is None:
+        then = "no checkpoint was written yet: start it again"
+    else:
+        then = f"the newest checkpoint is {last_good}: continue from it with resume=True"
+    return TrainingStopped(error.signum, f"{error} at step {step}; {then}", last_good, step, last_good is not None)
+
+
+def _log(state: TrainState, loss: torch.Tensor, window: _RateWindow, elapsed: float, out_dir: Path,
+         events: EventLog, bar) -> None:
+    """One log row: to train_log.csv, TensorBoard and the progress display."""
+    row = _log_row(state, loss, window, elapsed)
+    append_log(out_dir / LOG_FILE, row)
+    events.add_row(row)
+    bar.set_postfix(loss=row["loss"], img_s=row["images_per_s"])
+
+
+def _grid(state: TrainState, cfg: StageConfig, low_res: torch.Tensor | None, path: Path, progress: bool,
+          events: EventLog) -> None:
+    """A sample grid at the state's step, as a PNG and in TensorBoard."""
+    _write_sample_grid(state, cfg, low_res, path, progress)
+    events.add_grid(path, state.step)
+
+
+def _split(cfg: StageConfig, data_path: str | Path, split: str) -> tuple[SliceDataset, torch.Tensor | None]:
+    """A split's targets and, for a super-resolution stage, their low-res inputs, row for row: both made from the
+    256x256 slices by the config's degradation."""
+    targets = SliceDataset(data_path, split, cfg.resolution, cfg.degradation)
+    low = SliceDataset(data_path, split, cfg.low_resolution, cfg.degradation).images if cfg.is_super_resolution else None
+    return targets, low
+
+
+def _finish(
+    state: TrainState, cfg: StageConfig, out_dir: Path, low_res: torch.Tensor | None, seconds: float,
+    trained_steps: int, signum: int, grids: bool, progress: bool, distributed: Distributed, events: EventLog,
+) -> TrainResult:
+    """After the last step, its final checkpoint written: the final sample grid, unless a stop signal came."""
+    final = out_dir / FINAL_CHECKPOINT
     if signum:  # the run is complete: only the sample grid is left out
         distributed.barrier()
         left_out = "; its sample grid is left out" if trained_steps and grids else ""
         raise TrainingStopped(signum, f"{signal.Signals(signum).name} stopped training {cfg.name} after its last "
                               f"step; the run is complete: {final}{left_out}", final, state.step, False)
     if distributed.is_main and trained_steps and grids:
-        _write_sample_grid(state, cfg, low_res, out_dir / "samples_final.png", progress)
-        events.add_grid(out_dir / "samples_final.png", state.step)
+        _grid(state, cfg, low_res, out_dir / "samples_final.png", progress, events)
     distributed.barrier()
     training_seconds = seconds - state.seconds_before
     rate = trained_steps * cfg.train.batch_size / max(training_seconds, 1e-9) if trained_steps else math.nan
