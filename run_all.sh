@@ -196,7 +196,7 @@ if rendered.exists():
     cells = nbformat.read(rendered, as_version=4).cells
     errors = [f"{o.ename}: {o.evalue}" for c in cells for o in c.get("outputs", []) if o.output_type == "error"]
 # No error cell: the kernel died or papermill failed before running a cell; its log says why.
-print("  " + ("\n  ".join(errors) if errors else "\n  ".join(log.read_text().splitlines()[-15:])))
+print("  " + ("\n  ".join(errors) if errors else "\n  ".join(log.read_text(encoding="utf-8").splitlines()[-15:])))
 EOF
         export_html >&2
         echo "the rendered notebook is kept for inspection: $rendered (as HTML: ${rendered%.ipynb}.html; papermill log: $log)" >&2

@@ -152,7 +152,7 @@ class SavedArm:
         folder.mkdir(parents=True, exist_ok=True)
         record_file = folder / "arm.json"
         if record_file.exists():
-            stored = json.loads(record_file.read_text())
+            stored = json.loads(record_file.read_text(encoding="utf-8"))
             if stored != record:
                 changed = ", ".join(f"{key} {stored.get(key)!r} -> {value!r}" for key, value in record.items()
                                     if stored.get(key) != value)
@@ -370,11 +370,11 @@ def compare_stage(
     info, command = machine_info(device), command_line("benchmarks.bench_samplers", args.argv)
     session = {"started": _now(), "machine": info, "command": command}
     sessions_file = folder / "sessions.jsonl"
-    with open(sessions_file, "a") as handle:  # before drawing: a session stopped midway keeps its record
+    with open(sessions_file, "a", encoding="utf-8") as handle:  # before drawing: a session stopped midway keeps its record
         handle.write(json.dumps(session) + "\n")
     draw(arms, saved, seeds, low_res, args.batch_size, bf16, session["started"])
     measured = {arm.folder: store.load(seeds) for arm, store in zip(arms, saved)}
-    sessions = [json.loads(line) for line in sessions_file.read_text().splitlines() if line.strip()]
+    sessions = [json.loads(line) for line in sessions_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     if cfg.is_super_resolution:
         rows = compare_super_resolution(arms, measured, truth, held.exam_ids, margins)
     else:

@@ -32,7 +32,7 @@ def machine_info(device: torch.device) -> dict[str, str]:
     """CPU model, cores, load, torch version and the device: enough to judge a timing."""
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text()).group(1).strip()
+        cpu = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text(encoding="utf-8")).group(1).strip()
     except (OSError, AttributeError):
         pass
     info = {
@@ -133,14 +133,14 @@ def _reset_peak_rss() -> bool:
     """Reset the peak RSS; True only if the peak now reads as the current RSS (some sandboxed
     kernels accept the write to clear_refs and keep the old peak)."""
     try:
-        Path("/proc/self/clear_refs").write_text("5")  # "5" resets the peak RSS (Linux >= 4.0)
+        Path("/proc/self/clear_refs").write_text("5", encoding="utf-8")  # "5" resets the peak RSS (Linux >= 4.0)
         return 0 < _status_kib("VmHWM") <= _status_kib("VmRSS") + 1024
     except (OSError, ValueError):
         return False
 
 
 def _status_kib(field: str) -> int:
-    match = re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text())
+    match = re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(encoding="utf-8"))
     if match is None:
         raise ValueError(f"no {field} in /proc/self/status")
     return int(match.group(1))

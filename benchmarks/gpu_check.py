@@ -333,8 +333,8 @@ class Report:
         return f"## {self.title}\n\n{self.header}\n\n" + "\n\n".join(self.sections) + "\n"
 
     def write(self) -> None:
-        (self.out / "gpu_check.md").write_text(self.markdown())
-        (self.out / "gpu_check.json").write_text(json.dumps(self.results, indent=1, default=str))
+        (self.out / "gpu_check.md").write_text(self.markdown(), encoding="utf-8")
+        (self.out / "gpu_check.json").write_text(json.dumps(self.results, indent=1, default=str), encoding="utf-8")
 
 
 def run(args: argparse.Namespace) -> Report:
@@ -396,7 +396,7 @@ def run(args: argparse.Namespace) -> Report:
             except Exception as error:  # one broken phase must not cost the others on a lent GPU
                 report.failed = True
                 report.add(name, None, f"FAILED: {type(error).__name__}: {error}")
-                with (args.out / "gpu_check_errors.txt").open("a") as handle:
+                with (args.out / "gpu_check_errors.txt").open("a", encoding="utf-8") as handle:
                     handle.write(f"--- {name}\n{traceback.format_exc()}\n")
     report.add("total", None, f"{time.perf_counter() - started:.1f} s. {load_line()}")
     return report
@@ -422,7 +422,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def record(report: Path, results: Path = RESULTS) -> None:
     """Put a gpu_check.md report into RESULTS.md as its own section (replacing one with the same title)."""
-    title, _, body = report.read_text().partition("\n")
+    title, _, body = report.read_text(encoding="utf-8").partition("\n")
     update_section(results, title.removeprefix("## ").strip(), body)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 def update_section(path: Path, title: str, body: str) -> None:
     """Replace the `## title` section of a Markdown file with `body`; a new section goes at the end."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
     heading = f"## {title}"
     section = f"{heading}\n\n{body.strip()}\n"
     pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
@@ -16,4 +16,4 @@ def update_section(path: Path, title: str, body: str) -> None:
         text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip() + "\n"
     else:
         text = text.rstrip() + "\n\n" + section
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")

@@ -241,7 +241,7 @@ def check_complete(folder: str | os.PathLike, what: str = "result folder", fix: 
                 "when it next runs)") if aside else ""
         raise MRNetError(f"{what} {folder} does not exist{held}; {fix}")
     try:
-        record = json.loads(marker.read_text())
+        record = json.loads(marker.read_text(encoding="utf-8"))
         sizes = dict(record["files"])
     except FileNotFoundError:
         raise MRNetError(f"{what} {folder} has no {COMPLETE_FILE}: its writer did not finish (it was stopped, killed "

@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     csv_path, md_path = write_table(tables[None], args.out, "phantom_vs_real")
     central_csv, central_md = write_table(tables[args.central_slices], args.out, "phantom_vs_real_central")
-    md_path.write_text(_markdown_preamble(args, len(real), len(phantom), source) + md_path.read_text()
-                       + _central_heading(args.central_slices) + central_md.read_text())
+    md_path.write_text(_markdown_preamble(args, len(real), len(phantom), source) + md_path.read_text(encoding="utf-8")
+                       + _central_heading(args.central_slices) + central_md.read_text(encoding="utf-8"), encoding="utf-8")
     central_md.unlink()  # its table is in phantom_vs_real.md
     fig = plots.plot_planes(figure_slices)
     fig.set_size_inches(1.2 * len(FIGURE_POSITIONS) + 0.4, 1.2 * len(figure_slices))

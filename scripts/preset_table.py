@@ -56,7 +56,7 @@ def render() -> str:
 
 def measured_throughput() -> dict[str, float]:
     """Training images/s per run name, from the "training throughput" table of RESULTS.md's `THROUGHPUT` section."""
-    section = RESULTS.read_text().split(f"## {THROUGHPUT}\n", 1)[1].split("\n## ", 1)[0]
+    section = RESULTS.read_text(encoding="utf-8").split(f"## {THROUGHPUT}\n", 1)[1].split("\n## ", 1)[0]
     table = section.split("### training throughput\n", 1)[1].strip().split("\n\n", 1)[0].splitlines()
     header = [cell.strip() for cell in table[0].strip("|").split("|")]
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table[2:]]
@@ -97,11 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     text = render()
     if args.check:
-        if not OUT.is_file() or OUT.read_text() != text:
+        if not OUT.is_file() or OUT.read_text(encoding="utf-8") != text:
             print(f"{OUT.relative_to(ROOT)} is out of date; run python scripts/preset_table.py", file=sys.stderr)
             return 1
         return 0
-    OUT.write_text(text)
+    OUT.write_text(text, encoding="utf-8")
     return 0
 
 

@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stale = False
     for document in [path.resolve() for path in args.documents] or documents():
-        name, text = _name(document), document.read_text()
+        name, text = _name(document), document.read_text(encoding="utf-8")
         try:
             filled = fill(text, name)
         except MRNetError as error:
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                           file=sys.stderr)
                     stale = True
         elif filled != text:
-            document.write_text(filled)
+            document.write_text(filled, encoding="utf-8")
     return 1 if stale else 0
 
 

@@ -66,3 +66,6 @@ then
     "$env_python" -m ipykernel install --sys-prefix --name "$kernel_name" --display-name "Python ($kernel_name)" \
         >/dev/null
 fi
+# Python in UTF-8 mode whatever the locale: the notebooks, tables and logs hold non-ASCII text (±, ×),
+# which a machine whose locale is ASCII (LANG unset outside Python's C-locale coercion) would refuse.
+export PYTHONUTF8=1

@@ -49,11 +49,11 @@ def probe(page: Path, work: Path, width: int = 1280) -> dict[str, str]:
     The probe runs in a copy of the page in `work`, whose relative links still resolve against the
     page's own folder (a <base> element), so the page's folder is left as it is.
     """
-    html = page.read_text()
+    html = page.read_text(encoding="utf-8")
     base = f'<base href="{page.parent.resolve().as_uri()}/">'
     html = re.sub(r"<head[^>]*>", lambda head: head.group(0) + base, html, count=1)
     copy = work / f"probe_{page.name}"
-    copy.write_text(html.replace("</body>", PROBE + "</body>"))
+    copy.write_text(html.replace("</body>", PROBE + "</body>"), encoding="utf-8")
     dom = chromium(f"--window-size={width},900", "--virtual-time-budget=20000", "--dump-dom", copy.as_uri(),
                    profile=work / f"profile_{page.stem}")
     body = re.search(r"<body[^>]*>", dom.stdout)

@@ -55,7 +55,7 @@ def _rows(section: str) -> list[list[str]]:
 
 def test_bench_samplers_tests_equivalence_with_the_full_chain_on_tuning_exams(tiny_cache, savepoints, tmp_path):
     results = tmp_path / "RESULTS.md"
-    results.write_text("# Benchmark results\n\n## Other section\n\nkept\n")
+    results.write_text("# Benchmark results\n\n## Other section\n\nkept\n", encoding="utf-8")
     argv = ["--data", str(tiny_cache), "--checkpoints", str(savepoints), "--stages", "base64", "sr1",
             "--samplers", "ddim:5", "dpmpp:3", "resshift:2", "--tuning-exams", "1", "--base-images", "6",
             "--batch-size", "6", "--runs", f"base64={savepoints / 'base64_swin'}", "--results", str(results)]
@@ -75,7 +75,7 @@ def test_bench_samplers_tests_equivalence_with_the_full_chain_on_tuning_exams(ti
     assert all(row[-1] == "no" for row in _rows(base) + _rows(sr1))
     assert report.count("**Fewest network evaluations equivalent to the chain: ") == 2
     assert "1 tuning exams" in sr1
-    written = results.read_text()
+    written = results.read_text(encoding="utf-8")
     assert "## Other section\n\nkept" in written
     for stage in ("base64_swin", "sr1_swin"):  # a section each, so that stages can be rerun one at a time
         assert f"## Samplers: {stage}, smoke checkpoints, CPU" in written
@@ -136,7 +136,7 @@ def test_bench_guidance_compares_each_scale_with_the_first_seed_by_seed(tiny_cac
     assert body.count("- acl=1: share ") == 1 and "**Guidance 2 against 0, paired by seed:**" in body
     assert "probe trained 2 steps on 8 real train slices" in body and "of 2 reported valid exams (0 set aside" in body
     title = "## Guidance: base64_swin, smoke checkpoint, 6 samples per request and scale"
-    assert title in results.read_text() and "python -m benchmarks.bench_guidance --data" in results.read_text()
+    assert title in results.read_text(encoding="utf-8") and "python -m benchmarks.bench_guidance --data" in results.read_text(encoding="utf-8")
     with pytest.raises(MRNetError, match="request {'acl': 1, 'meniscus': 0} is not one label set to 1 or 0"):
         bench_guidance.main([*argv[:7], "acl=1,meniscus=0", *argv[9:], "--no-write"])
     with pytest.raises(MRNetError, match="unknown label 'knee'"):
@@ -202,7 +202,7 @@ def test_bench_efficiency_counts_network_evaluations_and_writes_its_tables(tiny_
     assert "| sr1_swin | 4 |" in report  # the training row, at the smoke batch
     assert report.count("| base64_swin (64x64) |") == 1
     # a run with other samplers than the defaults has its own section and file
-    assert "## Efficiency: smoke preset, swin, CPU, 1 thread(s), sr1=resshift:3" in results.read_text()
+    assert "## Efficiency: smoke preset, swin, CPU, 1 thread(s), sr1=resshift:3" in results.read_text(encoding="utf-8")
     sampling = pd.read_csv(tmp_path / "efficiency_smoke_swin_cpu1_sr1-resshift3.csv").set_index(["pipeline", "path"])
     assert sampling.loc[("cascade", "defaults"), "NFE / image"] == 12
     assert sampling.loc[("single256", "defaults"), "NFE / image"] == 5
@@ -230,7 +230,7 @@ def test_bench_efficiency_counts_network_evaluations_and_writes_its_tables(tiny_
     by_batch = report.split("### The quality-checked path by batch size")[1]
     assert [row[2] for row in _rows(by_batch)] == ["1", "2"]  # pipeline, samplers, batch, s / image, peak memory
     assert "single256 |" not in report.split("### Sampling")[1] and "### Training" not in report
-    assert results.read_text().count("## Efficiency: smoke preset, swin, CPU, 1 thread(s)") == 2
+    assert results.read_text(encoding="utf-8").count("## Efficiency: smoke preset, swin, CPU, 1 thread(s)") == 2
     assert list(pd.read_csv(tmp_path / "efficiency_smoke_swin_cpu1.csv")["path"]) == ["defaults", "quality-checked"]
 
 
@@ -259,19 +259,19 @@ def test_update_section_replaces_in_place(tmp_path):
     update_section(path, "A", "first")
     update_section(path, "B", "second")
     update_section(path, "A", "third")
-    assert path.read_text() == "# Benchmark results\n\n## A\n\nthird\n\n## B\n\nsecond\n"
+    assert path.read_text(encoding="utf-8") == "# Benchmark results\n\n## A\n\nthird\n\n## B\n\nsecond\n"
     update_section(path, "Last", "end")
-    assert path.read_text().endswith("## B\n\nsecond\n\n## Last\n\nend\n")
+    assert path.read_text(encoding="utf-8").endswith("## B\n\nsecond\n\n## Last\n\nend\n")
     assert markdown_table([{"x": 1.23456, "y": "a|b"}]) == "| x | y |\n|---|---|\n| 1.235 | a\\|b |"
 
 
 def test_gpu_check_falls_back_to_the_cpu_and_says_so(tmp_path, capsys):
     status = gpu_check.main(["--out", str(tmp_path), "--samplers", "base64=ddpm:4"])
-    assert status == 0, (tmp_path / "gpu_check_errors.txt").read_text()
+    assert status == 0, (tmp_path / "gpu_check_errors.txt").read_text(encoding="utf-8")
     assert "CUDA is not available: this is the CPU FALLBACK" in capsys.readouterr().out
-    report = (tmp_path / "gpu_check.md").read_text()
+    report = (tmp_path / "gpu_check.md").read_text(encoding="utf-8")
     assert report.startswith("## GPU check: CPU fallback (no CUDA)\n")
-    results = json.loads((tmp_path / "gpu_check.json").read_text())
+    results = json.loads((tmp_path / "gpu_check.json").read_text(encoding="utf-8"))
     bf16 = results["bf16 autocast against fp32"][0]
     assert 0 < bf16["one step: rel. error"] < gpu_check.STEP_TOLERANCE
     assert results["host syncs in the sampling loop"][0]["host syncs in the loop"] == "not checked: needs CUDA"
@@ -282,7 +282,7 @@ def test_gpu_check_falls_back_to_the_cpu_and_says_so(tmp_path, capsys):
     # --record puts the report into a RESULTS.md as its own section
     target = tmp_path / "RESULTS.md"
     gpu_check.record(tmp_path / "gpu_check.md", target)
-    assert "## GPU check: CPU fallback (no CUDA)\n\nCUDA is not available" in target.read_text()
+    assert "## GPU check: CPU fallback (no CUDA)\n\nCUDA is not available" in target.read_text(encoding="utf-8")
 
 
 @pytest.mark.slow
@@ -313,7 +313,7 @@ def test_mutmuts_configuration_names_modules_and_tests_that_exist():
     """[tool.mutmut] in pyproject.toml: every module pattern matches a module, every test file and deselected
     test exists (a renamed file would otherwise drop out of the mutation run silently)."""
     root = Path(__file__).resolve().parents[1]
-    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["mutmut"]
+    config = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["mutmut"]
     modules = [path.relative_to(root).as_posix() for source in config["source_paths"]
                for path in (root / source).rglob("*.py")]
     for pattern in config["only_mutate"]:
@@ -321,4 +321,4 @@ def test_mutmuts_configuration_names_modules_and_tests_that_exist():
     for argument in config["pytest_add_cli_args_test_selection"]:
         path, _, test = argument.removeprefix("--deselect=").partition("::")
         assert (root / path).is_file(), argument
-        assert not test or f"def {test}(" in (root / path).read_text(), argument
+        assert not test or f"def {test}(" in (root / path).read_text(encoding="utf-8"), argument

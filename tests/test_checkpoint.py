@@ -266,7 +266,7 @@ def test_custom_class_is_refused(tmp_path):
 
 def test_files_that_are_not_checkpoints(tmp_path):
     text = tmp_path / "notes.pt"
-    text.write_text("not a checkpoint")
+    text.write_text("not a checkpoint", encoding="utf-8")
     with pytest.raises(MRNetError, match="notes.pt is truncated or corrupt"):
         load_checkpoint(text)
     plain = tmp_path / "plain.pt"
@@ -323,7 +323,7 @@ def test_disk_full_reports_the_directory_and_keeps_earlier_checkpoints(tmp_path,
 
 def test_unwritable_directory_is_reported(tmp_path, monkeypatch):
     blocker = tmp_path / "a_file"
-    blocker.write_text("")
+    blocker.write_text("", encoding="utf-8")
     with pytest.raises(MRNetError, match=f"cannot write checkpoint step_00000001.pt to {blocker}/checkpoints: .*"
                                          "make the folder writable or choose another one"):
         save_checkpoint(blocker / "checkpoints", make_payload(1))

@@ -118,7 +118,7 @@ def test_gpu_preset_is_the_full_recipe_on_a_thirtieth_of_its_epochs():
 
 def measured_h200_training_rates() -> dict[str, float]:
     """images/s per stage from benchmarks/RESULTS.md, "GPU check: NVIDIA H200", training throughput (eager)."""
-    text = (Path(__file__).resolve().parents[1] / "benchmarks" / "RESULTS.md").read_text()
+    text = (Path(__file__).resolve().parents[1] / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8")
     section = text[text.index("## GPU check: NVIDIA H200 (CUDA 13.0)\n"):]
     table = section[section.index("### training throughput"):section.index("### sampling throughput")]
     rows = re.findall(r"^\| (\w+)_swin \| 16 \| eager \| ([\d.]+) \|", table, re.M)
@@ -144,7 +144,7 @@ def test_gpu_preset_trains_the_study_in_1_to_2_hours_on_an_a100_by_the_measured_
     assert round(mrnet) == 2007
     assert 60 <= 2 * mrnet / 60 and 3 * mrnet / 60 <= 120  # minutes on an A100
     assert round(h200_seconds(80 * 5)) == 142 and round(h200_seconds(268)) == 96  # the phantom, the real sample
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "multi_gpu.md").read_text()
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "multi_gpu.md").read_text(encoding="utf-8")
     assert "| all | | | | | 9 | 2,007 (33 min) |" in doc and "**67-100 minutes on one A100**" in doc
 
 

@@ -94,7 +94,7 @@ def _worker(cache: Path, out: Path) -> None:
         stopped = None
     except training.TrainingStopped as stop:
         stopped = {"signal": stop.signum, "step": stop.step}
-    (out / f"rank{rank}_stopped.json").write_text(json.dumps(stopped))
+    (out / f"rank{rank}_stopped.json").write_text(json.dumps(stopped), encoding="utf-8")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -136,7 +136,7 @@ def _max_difference(first: dict, second: dict) -> float:
 
 
 def _logged_losses(run: Path) -> list[float]:
-    with (run / training.LOG_FILE).open() as handle:
+    with (run / training.LOG_FILE).open(encoding="utf-8") as handle:
         return [float(row["loss"]) for row in csv.DictReader(handle)]
 
 
@@ -186,7 +186,7 @@ def test_a_nonfinite_loss_on_one_rank_takes_the_same_branch_on_every_rank(ddp_ru
 
 @pytest.mark.slow
 def test_a_stop_signal_to_one_rank_stops_every_rank_after_the_same_step_with_it_saved(ddp_run):
-    stops = [json.loads((ddp_run / f"rank{rank}_stopped.json").read_text()) for rank in (0, 1)]
+    stops = [json.loads((ddp_run / f"rank{rank}_stopped.json").read_text(encoding="utf-8")) for rank in (0, 1)]
     assert stops == [{"signal": signal.SIGTERM, "step": 1}] * 2  # rank 0 got no signal, and stopped with rank 1
     stopped = ddp_run / "stopped"
     # Step 1 is no scheduled checkpoint (every 2): rank 0 wrote it for the stop.

@@ -184,7 +184,7 @@ def test_generation_comparisons_pair_seeds_and_resample_exams():
 def test_write_table_on_a_full_disk_is_one_line_and_keeps_the_previous_tables(tmp_path, monkeypatch):
     folder = tmp_path / "tables"
     folder.mkdir()
-    (folder / "sr.csv").write_text("previous")
+    (folder / "sr.csv").write_text("previous", encoding="utf-8")
 
     def full(descriptor):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -192,7 +192,7 @@ def test_write_table_on_a_full_disk_is_one_line_and_keeps_the_previous_tables(tm
     monkeypatch.setattr(files.os, "fsync", full)
     with pytest.raises(MRNetError, match=f"^cannot write table sr.csv to {folder}: No space left on device"):
         evaluation.write_table(pd.DataFrame({"psnr": [1.0]}), folder, "sr")
-    assert [path.name for path in folder.iterdir()] == ["sr.csv"] and (folder / "sr.csv").read_text() == "previous"
+    assert [path.name for path in folder.iterdir()] == ["sr.csv"] and (folder / "sr.csv").read_text(encoding="utf-8") == "previous"
 
 
 def test_write_table_round_trip(tmp_path):
@@ -204,7 +204,7 @@ def test_write_table_round_trip(tmp_path):
     csv_path, md_path = evaluation.write_table(table, tmp_path / "tables", "sr")
     written = pd.read_csv(csv_path, index_col="method", dtype=str)  # the CSV keeps every value and reason in full
     pd.testing.assert_frame_equal(written, table.astype(str).replace("nan", math.nan))
-    lines = md_path.read_text().splitlines()
+    lines = md_path.read_text(encoding="utf-8").splitlines()
     assert lines[0] == "| method | psnr_mean | lpips_mean | fid |"
     # each distinct reason once, under the table, numbered in order of first appearance
     assert lines[2] == "| bicubic | 25.04 | not computed [1] | not computed [2] |"
@@ -362,7 +362,7 @@ def test_markdown_cells_and_headers():
 def test_write_table_makes_its_folders_and_writes_the_legend_under_the_table(tmp_path):
     table = pd.DataFrame({"psnr": [20.0]}, index=pd.Index(["ours"], name="method"))
     _, md_path = evaluation.write_table(table, tmp_path / "a" / "b", "sr", legend={"psnr": "dB, higher is better"})
-    assert md_path.read_text() == "| method | psnr |\n|---|---|\n| ours | 20 |\n\n- `psnr`: dB, higher is better\n"
+    assert md_path.read_text(encoding="utf-8") == "| method | psnr |\n|---|---|\n| ours | 20 |\n\n- `psnr`: dB, higher is better\n"
 
 
 def test_sr_comparisons_take_each_metrics_direction_and_per_exam_keeps_the_table_order():

@@ -171,7 +171,7 @@ def test_sample_overwrite_that_finishes_replaces_the_set_and_records_its_provena
                                                                                      capsys):
     out = tmp_path / "samples"
     shutil.copytree(old_samples[0], out)
-    (out / "notes.txt").write_text("mine")
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
     code, stdout, err = run_cli(capsys, "sample", "--pipeline", "single256", "--checkpoints", single256, "--n", 2,
                                 "--seed", 5, "--device", "cpu", "--out", out, "--overwrite")
     assert code == 0 and stdout.strip().endswith(f"wrote 2 samples to {out}"), err
@@ -179,7 +179,7 @@ def test_sample_overwrite_that_finishes_replaces_the_set_and_records_its_provena
                                                           "sample_000005.png", "sample_000006.png", "samples.json",
                                                           "samples.npy"]
     assert [path.name for path in tmp_path.iterdir()] == ["samples"]  # no temporary folder, lock or old set
-    record = json.loads((out / "samples.json").read_text())
+    record = json.loads((out / "samples.json").read_text(encoding="utf-8"))
     checkpoint = single256 / FINAL_CHECKPOINT
     stage = record["stages"][0]
     assert (record["seeds"], record["pipeline"], record["preset"]) == ([5, 6], "single256", "smoke")
@@ -196,7 +196,7 @@ def test_sample_overwrite_that_finishes_replaces_the_set_and_records_its_provena
 def test_the_samples_folder_records_the_sampler_named_and_its_grid_is_not_read_as_a_sample(old_samples):
     """Before: `score --samples mine=samples/` stopped on grid.png (README's own example)."""
     out, _ = old_samples
-    record = json.loads((out / "samples.json").read_text())
+    record = json.loads((out / "samples.json").read_text(encoding="utf-8"))
     assert (record["stages"][0]["sampler"], record["stages"][0]["steps"]) == ("ddim", 2)
     samples = read_samples(out)
     assert samples.images.shape == (2, 1, 256, 256) and samples.conversion == "2 PNGs, grey"
@@ -273,7 +273,7 @@ def test_score_overwrite_killed_at_any_point_keeps_the_earlier_tables(old_sample
 
 def test_score_refuses_a_repeated_name_and_an_unmarked_output_of_sample(old_samples, tiny_cache, tmp_path, capsys):
     """Before: `--samples a=x a=y` silently dropped the first set."""
-    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
     code, _, err = run_cli(capsys, "score", "--samples", f"a={old_samples[0]}", f"a={old_samples[0]}", "--cache",
                            tiny_cache, "--out", tmp_path / "scored")
     assert code == 2 and err == ["error: --samples names a more than once; give each set of samples its own NAME"]
@@ -290,14 +290,14 @@ def test_a_result_folder_appears_complete_or_not_at_all(tmp_path):
     out = tmp_path / "a" / "b" / "set"
     with pytest.raises(RuntimeError):
         with files.result_folder(out) as folder:
-            (folder / "one.txt").write_text("1")
+            (folder / "one.txt").write_text("1", encoding="utf-8")
             raise RuntimeError("the work failed")
     assert not (tmp_path / "a").exists()  # the parents it created, its temporary folder and lock: all gone
     with files.result_folder(out, record={"made_by": "test"}) as folder:
         assert folder != out and not out.exists()
-        (folder / "one.txt").write_text("1")
+        (folder / "one.txt").write_text("1", encoding="utf-8")
         (folder / "sub").mkdir()
-        (folder / "sub" / "two.txt").write_text("22")
+        (folder / "sub" / "two.txt").write_text("22", encoding="utf-8")
     assert files.check_complete(out) == {"files": {"one.txt": 1, "sub/two.txt": 2}, "record": {"made_by": "test"}}
     assert sorted(path.name for path in out.parent.iterdir()) == ["set"]
     # Refused before the block runs: the work is never done for a folder that cannot take it.
@@ -313,10 +313,10 @@ def test_overwrite_replaces_only_what_the_writer_owns(tmp_path, monkeypatch, exc
         monkeypatch.setattr(files, "_exchange", lambda first, second: False)
     out = tmp_path / "set"
     with files.result_folder(out, owns=("*.csv",)) as folder:
-        (folder / "old.csv").write_text("old")
-    (out / "notes.txt").write_text("mine")
+        (folder / "old.csv").write_text("old", encoding="utf-8")
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
     with files.result_folder(out, overwrite=True, owns=("*.csv",)) as folder:
-        (folder / "new.csv").write_text("new")
+        (folder / "new.csv").write_text("new", encoding="utf-8")
     assert sorted(path.name for path in out.iterdir()) == [files.COMPLETE_FILE, "new.csv", "notes.txt"]
     assert files.check_complete(out)["files"] == {"new.csv": 3}
     assert sorted(path.name for path in tmp_path.iterdir()) == ["set"]
@@ -325,7 +325,7 @@ def test_overwrite_replaces_only_what_the_writer_owns(tmp_path, monkeypatch, exc
 def test_what_a_killed_writer_left_is_cleaned_up_or_put_back_by_the_next(tmp_path):
     out = tmp_path / "set"
     with files.result_folder(out) as folder:
-        (folder / "a.txt").write_text("a")
+        (folder / "a.txt").write_text("a", encoding="utf-8")
     pid = dead_pid()
     (tmp_path / f".set.{pid}.partial").mkdir()  # killed while writing
     out.rename(tmp_path / f".set.{pid}.replaced")  # killed between two renames
@@ -391,7 +391,7 @@ def test_json_outputs_are_strict(tmp_path):
         files.write_json(tmp_path / "r.json", {"stages": [{"guidance": 1.0}, {"guidance": float("inf")}]})
     assert list(tmp_path.iterdir()) == []
     files.write_json(tmp_path / "r.json", {"guidance": 3.0})
-    assert json.loads((tmp_path / "r.json").read_text()) == {"guidance": 3.0}
+    assert json.loads((tmp_path / "r.json").read_text(encoding="utf-8")) == {"guidance": 3.0}
 
 
 def smoke_payload(step=1):
@@ -642,7 +642,7 @@ def test_a_second_preprocess_into_the_same_cache_is_refused_while_the_first_runs
     try:
         lock = tmp_path / ".cache.npz.lock"
         with no_hang(120):
-            while not (lock.exists() and lock.read_text()):
+            while not (lock.exists() and lock.read_text(encoding="utf-8")):
                 assert child.poll() is None, child.stderr.read()
                 time.sleep(0.05)
         code, _, err = run_cli(capsys, "preprocess", "--mrnet-root", tiny_phantom, "--plane", "sagittal", "--out", out)
@@ -656,7 +656,7 @@ def test_a_second_preprocess_into_the_same_cache_is_refused_while_the_first_runs
 def test_export_html_of_a_file_that_is_not_a_notebook_is_one_line(tmp_path, capsys):
     """Before: two tracebacks."""
     text = tmp_path / "notes.ipynb"
-    text.write_text("not a notebook")
+    text.write_text("not a notebook", encoding="utf-8")
     code, _, err = run_cli(capsys, "export-html", text)
     assert code == 2 and err == [f"error: {text} is not a Jupyter notebook (NotJSONError: Notebook does not appear "
                                  "to be JSON: 'not a notebook'); give an executed .ipynb file"]
@@ -686,7 +686,7 @@ def test_the_study_sizes_are_checked_on_the_cache_naming_the_option_that_fixes_t
 
 
 def test_run_all_checks_the_sizes_after_preprocessing_and_before_the_first_training():
-    script = (REPO_ROOT / "run_all.sh").read_text()
+    script = (REPO_ROOT / "run_all.sh").read_text(encoding="utf-8")
     check = script.index("python -m mrnet_utils check-study")
     assert script.index("notebooks/00_preprocess.ipynb 00_preprocess") < check
     assert check < script.index("notebooks/01_train_stage.ipynb") and check < script.index("train_on_gpus \"$stage\"")

@@ -144,7 +144,7 @@ def test_train_and_sample_with_labels_from_the_command_line(tiny_cache, tmp_path
                "--steps", "2", "--device", "cpu", "--out", str(out)]
     with one_thread():
         assert cli.main([*command, "--labels", "acl=1,meniscus=0", "--guidance", "3"]) == 0
-    record = json.loads((out / "samples.json").read_text())
+    record = json.loads((out / "samples.json").read_text(encoding="utf-8"))
     asked = {key: record[key] for key in ("seeds", "labels", "guidance")}  # beside the provenance (test_faults)
     assert asked == {"seeds": [0, 1], "labels": {"acl": 1, "meniscus": 0}, "guidance": 3.0}
     capsys.readouterr()

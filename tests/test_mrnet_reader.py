@@ -36,7 +36,7 @@ def _read_all(root, split="train", plane="axial"):
 def test_reads_a_good_folder(good):
     labels = read_labels(good, "train")
     assert list(labels) == [0, 1] and all(set(exam) == {"abnormal", "acl", "meniscus"} for exam in labels.values())
-    for line in (good / "train-acl.csv").read_text().splitlines():
+    for line in (good / "train-acl.csv").read_text(encoding="utf-8").splitlines():
         exam_id, label = line.split(",")
         assert labels[int(exam_id)]["acl"] == int(label)
     exams = _read_all(good, "valid", "sagittal")
@@ -85,7 +85,7 @@ def test_missing_label_file(root):
 
 
 def test_empty_label_file(root):
-    (root / "train-meniscus.csv").write_text("\n")
+    (root / "train-meniscus.csv").write_text("\n", encoding="utf-8")
     with pytest.raises(MRNetError, match="train-meniscus.csv is empty"):
         _read_all(root)
 
@@ -99,22 +99,22 @@ def test_empty_label_file(root):
     ("-001,1", "exam id -1 is negative"),
 ])
 def test_malformed_label_file(root, row, problem):
-    lines = (root / "train-abnormal.csv").read_text().splitlines()
-    (root / "train-abnormal.csv").write_text("\n".join([row] + lines[1:]) + "\n")
+    lines = (root / "train-abnormal.csv").read_text(encoding="utf-8").splitlines()
+    (root / "train-abnormal.csv").write_text("\n".join([row] + lines[1:]) + "\n", encoding="utf-8")
     with pytest.raises(MRNetError, match=f"train-abnormal.csv, line 1: .*{problem}"):
         _read_all(root)
 
 
 def test_duplicate_ids(root):
-    lines = (root / "train-acl.csv").read_text().splitlines()
-    (root / "train-acl.csv").write_text("\n".join(lines + [lines[0]]) + "\n")
+    lines = (root / "train-acl.csv").read_text(encoding="utf-8").splitlines()
+    (root / "train-acl.csv").write_text("\n".join(lines + [lines[0]]) + "\n", encoding="utf-8")
     with pytest.raises(MRNetError, match="train-acl.csv, line 3: exam 0000 is listed twice"):
         _read_all(root)
 
 
 def test_label_files_listing_different_exams(root):
-    lines = (root / "train-meniscus.csv").read_text().splitlines()
-    (root / "train-meniscus.csv").write_text(lines[0] + "\n")
+    lines = (root / "train-meniscus.csv").read_text(encoding="utf-8").splitlines()
+    (root / "train-meniscus.csv").write_text(lines[0] + "\n", encoding="utf-8")
     with pytest.raises(MRNetError, match="train-abnormal.csv and .*train-meniscus.csv list different exams"):
         _read_all(root)
 
@@ -151,14 +151,14 @@ def test_label_files_saved_by_excel_are_read_as_they_are(root, good):
     """Excel writes UTF-8 CSVs with a byte-order mark and CRLF line ends; the labels read the same."""
     for task in ("abnormal", "acl", "meniscus"):
         path = root / f"train-{task}.csv"
-        path.write_bytes(b"\xef\xbb\xbf" + path.read_text().replace("\n", "\r\n").encode())
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_text(encoding="utf-8").replace("\n", "\r\n").encode())
     assert read_labels(root, "train") == read_labels(good, "train")
     assert [exam.exam_id for exam in _read_all(root)] == [0, 1]
 
 
 @pytest.mark.parametrize("row", ["\u0660\u0660\u0660\u0660,1", "0000,\u00b9"])
 def test_label_ids_and_labels_are_ascii_integers(root, row):
-    lines = (root / "train-abnormal.csv").read_text().splitlines()
+    lines = (root / "train-abnormal.csv").read_text(encoding="utf-8").splitlines()
     (root / "train-abnormal.csv").write_text("\n".join([row] + lines[1:]) + "\n", encoding="utf-8")
     with pytest.raises(MRNetError, match="train-abnormal.csv, line 1: .* is not two integers id,label"):
         _read_all(root)

@@ -39,7 +39,7 @@ NOTEBOOKS = ["notebooks/00_preprocess.ipynb", "notebooks/01_train_stage.ipynb", 
 
 def kernel_name() -> str:
     """The kernel scripts/setup_env.sh registers: the one name every other place must use."""
-    return re.search(r"^kernel_name=(\S+)$", (ROOT / "scripts" / "setup_env.sh").read_text(), re.M).group(1)
+    return re.search(r"^kernel_name=(\S+)$", (ROOT / "scripts" / "setup_env.sh").read_text(encoding="utf-8"), re.M).group(1)
 
 
 def parameters(path: Path) -> dict[str, object]:
@@ -58,10 +58,10 @@ def test_one_kernel_name_in_the_notebooks_run_all_lab_and_readme():
     for path in NOTEBOOKS:
         spec = nbformat.read(ROOT / path, as_version=4).metadata.kernelspec
         assert (spec.name, spec.display_name) == (name, f"Python ({name})"), path
-    run_all = (ROOT / "run_all.sh").read_text()
+    run_all = (ROOT / "run_all.sh").read_text(encoding="utf-8")
     assert '--kernel "$kernel_name"' in run_all and "--kernel python3" not in run_all
-    assert '--MappingKernelManager.default_kernel_name="$kernel_name"' in (ROOT / "scripts" / "lab.sh").read_text()
-    readme = (ROOT / "README.md").read_text()
+    assert '--MappingKernelManager.default_kernel_name="$kernel_name"' in (ROOT / "scripts" / "lab.sh").read_text(encoding="utf-8")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "bash scripts/lab.sh" in readme and f"`{name}` kernel" in readme
 
 
@@ -217,7 +217,7 @@ def test_a_notebook_run_with_its_defaults_writes_into_the_study_folder_above_it(
 @pytest.mark.slow
 def test_export_html_embeds_the_figures_and_keeps_the_code(preprocess_run, tmp_path):
     page = notebooks.export_html(preprocess_run, tmp_path / "page.html")
-    html = page.read_text()
+    html = page.read_text(encoding="utf-8")
     assert len(re.findall(r'src="data:image/(?:png|jpeg);base64,', html)) == 3
     assert "setup_notebook" in html  # inputs kept
     assert page.stat().st_size < 1_000_000

@@ -133,7 +133,7 @@ def test_the_page_reads_as_a_report_code_folded_nothing_fetched(tmp_path):
     (tmp_path / "results").mkdir()
     notebook = tmp_path / "03_sr_vs_interpolation.ipynb"
     nbformat.write(executed_notebook(tmp_path / "results" / "chart.png"), notebook)
-    html = notebooks.export_html(notebook).read_text()
+    html = notebooks.export_html(notebook).read_text(encoding="utf-8")
     assert "<title>Super-resolution against interpolation</title>" in html  # the heading, not "03_..."
     assert re.search(r'<details class="input"><summary>code</summary>.*PRESET', html, re.S)  # folded, still there
     assert html.index("Prose first") < html.index("<details")
@@ -149,14 +149,14 @@ def test_a_page_beside_its_figures_links_them_instead_of_embedding_them_again(tm
     results.mkdir()
     notebook = tmp_path / "run.ipynb"
     nbformat.write(executed_notebook(results / "chart.png"), notebook)
-    linked = notebooks.export_html(notebook, results / "page.html", link_figures=True).read_text()
+    linked = notebooks.export_html(notebook, results / "page.html", link_figures=True).read_text(encoding="utf-8")
     (image,) = re.findall(r"<img[^>]*>", linked)
     assert 'src="chart.png"' in image and "base64" not in linked and "alt=" in image
     # a page elsewhere than its figures' folder, or without link_figures, embeds them
-    elsewhere = notebooks.export_html(notebook, tmp_path / "elsewhere" / "page.html", link_figures=True).read_text()
+    elsewhere = notebooks.export_html(notebook, tmp_path / "elsewhere" / "page.html", link_figures=True).read_text(encoding="utf-8")
     assert 'src="data:image/png;base64,' in elsewhere
     (results / "chart.png").unlink()
-    assert 'src="data:image/png;base64,' in notebooks.export_html(notebook, results / "page.html", link_figures=True).read_text()
+    assert 'src="data:image/png;base64,' in notebooks.export_html(notebook, results / "page.html", link_figures=True).read_text(encoding="utf-8")
 
 
 # ---------------------------------------------------------------------------
@@ -186,7 +186,7 @@ def test_the_committed_pages_are_self_contained_and_link_their_figures():
     pages = tracked(".html")
     assert {str(page.relative_to(RESULTS)) for page in pages} >= set(PAGES)
     for page in pages:
-        html = page.read_text()
+        html = page.read_text(encoding="utf-8")
         assert "<script" not in html and "<link" not in html and not re.search(r'src="(https?:)?//', html), page
         assert "base64," not in html, f"{page} embeds a figure again (export_html --link-figures links the PNG)"
         assert not re.search(r"<title>\d", html), f"{page}: its title is a file name"

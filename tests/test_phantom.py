@@ -136,7 +136,7 @@ def test_label_rates_and_implications():
 
 def test_labels_in_the_files_are_consistent(root):
     for split in SPLITS:
-        table = {task: dict(line.split(",") for line in (root / f"{split}-{task}.csv").read_text().splitlines())
+        table = {task: dict(line.split(",") for line in (root / f"{split}-{task}.csv").read_text(encoding="utf-8").splitlines())
                  for task in TASKS}
         for exam in table["abnormal"]:
             if table["acl"][exam] == "1" or table["meniscus"][exam] == "1":
@@ -192,7 +192,7 @@ def test_abnormal_knees_have_effusion_or_oedema():
 
 
 def test_refuses_a_non_empty_folder_unless_overwriting(tmp_path):
-    (tmp_path / "notes.txt").write_text("keep")
+    (tmp_path / "notes.txt").write_text("keep", encoding="utf-8")
     with pytest.raises(MRNetError, match="not empty"):
         phantom.write_phantom(tmp_path, 1, 1, progress=False, workers=1)
     stale = tmp_path / "train" / "axial" / "0042.npy"

@@ -156,7 +156,7 @@ def test_write_samples_refuses_a_used_folder_and_overwrite_replaces_the_whole_se
     """A second set written into a folder never mixes with the first: refused, or the first removed."""
     images = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
     out = write_samples(images, tmp_path / "samples", [0, 1, 2])
-    (out / "notes.txt").write_text("mine")
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
     with pytest.raises(MRNetError, match=r"samples folder .*samples is not empty \(grid.png, notes.txt, "
                                          r"sample_000000.png and 4 more\); .* overwrite=True") as refused:
         write_samples(images[:1], out, [5])
@@ -166,7 +166,7 @@ def test_write_samples_refuses_a_used_folder_and_overwrite_replaces_the_whole_se
                                                           "samples.json", "samples.npy"]
     assert np.array_equal(np.load(out / "samples.npy"), images[:1].numpy())
     # The marker lists the set, not the user's file carried over.
-    assert sorted(json.loads((out / COMPLETE_FILE).read_text())["files"]) == [
+    assert sorted(json.loads((out / COMPLETE_FILE).read_text(encoding="utf-8"))["files"]) == [
         "grid.png", "sample_000005.png", "samples.json", "samples.npy"]
 
 
@@ -200,7 +200,7 @@ def test_write_samples_names_each_image_by_its_seed(tmp_path):
              COMPLETE_FILE}
     assert {path.name for path in out.iterdir()} == names
     assert np.array_equal(np.load(out / "samples.npy"), images.numpy())
-    assert json.loads((out / "samples.json").read_text()) == {"seeds": seeds, "labels": {}, "guidance": None}
+    assert json.loads((out / "samples.json").read_text(encoding="utf-8")) == {"seeds": seeds, "labels": {}, "guidance": None}
     for image, seed in zip(images, seeds):
         png = np.asarray(Image.open(out / f"sample_{seed:06d}.png")).astype(float)
         assert np.abs(png - (image[0].numpy() + 1) * 127.5).max() <= 0.5 + 1e-3  # 8-bit rounding only
@@ -217,16 +217,16 @@ def test_write_samples_creates_nested_folders_and_refuses_a_used_one_by_default(
     user = tmp_path / "user"
     user.mkdir()
     for name in ("one", "two", "three"):
-        (user / name).write_text("")
+        (user / name).write_text("", encoding="utf-8")
     with pytest.raises(MRNetError, match=r"is not empty \(one, three, two\); choose an empty out_dir, or replace "
                                          r"what it holds with overwrite=True$"):
         write_samples(images, user, [0])
-    (user / "four").write_text("")
+    (user / "four").write_text("", encoding="utf-8")
     with pytest.raises(MRNetError, match=r"is not empty \(four, one, three and 1 more\)"):
         write_samples(images, user, [0])
     assert write_samples(images, user, [0], overwrite=True) == user
     assert {"one", "two", "three", "four", "sample_000000.png"} <= {path.name for path in user.iterdir()}
-    (tmp_path / "file").write_text("")
+    (tmp_path / "file").write_text("", encoding="utf-8")
     with pytest.raises(MRNetError, match=re.escape(f"output folder {tmp_path / 'file' / 'samples'} is not writable "
                                                    "(Not a directory)")) as refused:
         write_samples(images, tmp_path / "file" / "samples", [0])
@@ -237,7 +237,7 @@ def test_the_grid_shows_the_first_64_samples_and_labels_record_their_guidance(tm
     """make_grid, 8 to a row with 2-pixel gaps: 64 images of 16 x 16 make 8 rows of 18 pixels plus one gap."""
     out = write_samples(torch.zeros(70, 1, 16, 16), tmp_path / "samples", list(range(70)), labels={"acl": 1})
     assert Image.open(out / "grid.png").size == (8 * 18 + 2, 8 * 18 + 2)
-    assert json.loads((out / "samples.json").read_text()) == {"seeds": list(range(70)), "labels": {"acl": 1},
+    assert json.loads((out / "samples.json").read_text(encoding="utf-8")) == {"seeds": list(range(70)), "labels": {"acl": 1},
                                                               "guidance": 1.0}
 
 

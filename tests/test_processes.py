@@ -199,7 +199,7 @@ def test_no_module_outside_the_processes_branches_on_a_process_name():
     for path in [*root.glob("mrnet_utils/**/*.py"), *root.glob("benchmarks/*.py"), *root.glob("scripts/*.py")]:
         if "processes" in path.parts:
             continue
-        for number, line in enumerate(path.read_text().splitlines(), 1):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if re.search(NAME_BRANCH, line):
                 found.append(f"{path.relative_to(root)}:{number}: {line.strip()}")
     assert not found, "\n".join(found)

@@ -89,7 +89,7 @@ def notebook_prose(path: str, source: str) -> list[Prose]:
 
 
 def prose(path: str) -> list[Prose]:
-    source = (ROOT / path).read_text()
+    source = (ROOT / path).read_text(encoding="utf-8")
     if path.endswith(".py"):
         return python_prose(path, source)
     if path.endswith(".md"):
@@ -158,7 +158,7 @@ def member_exists(dotted: str) -> bool | None:
 
 def top_level_names(module: Path) -> set[str]:
     names = set()
-    for node in ast.parse(module.read_text()).body:
+    for node in ast.parse(module.read_text(encoding="utf-8")).body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.add(node.name)
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
@@ -170,7 +170,7 @@ def top_level_names(module: Path) -> set[str]:
 
 
 def headings(path: Path) -> list[str]:
-    return [m.group(1).strip() for m in re.finditer(r"^#+\s+(.*)$", path.read_text(), re.M)]
+    return [m.group(1).strip() for m in re.finditer(r"^#+\s+(.*)$", path.read_text(encoding="utf-8"), re.M)]
 
 
 def section_exists(document: str, title: str) -> bool:

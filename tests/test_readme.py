@@ -42,7 +42,7 @@ def test_the_readme_and_docs_match_every_result_file_they_cite(capsys):
     result = run("--check", capsys=capsys)
     assert result.returncode == 0, result.stderr
     # the results moved out of the README, their numbers still from the files
-    assert "<!-- table: evaluation/results/demo/sr_sr1_64_to_128.csv" in (ROOT / "docs" / "results.md").read_text()
+    assert "<!-- table: evaluation/results/demo/sr_sr1_64_to_128.csv" in (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
 
 
 @pytest.fixture
@@ -62,18 +62,18 @@ def test_a_number_that_disagrees_with_its_file_is_found_and_rewritten(results_tr
     readme.write_text(
         f"Text.\n<!-- table: {spec} | columns: psnr_mean -->\n| old |\n<!-- end -->\n"
         f"SR1 reaches <!-- value: {spec} | row: SR1 | column: psnr_mean -->31.0<!-- end --> dB.\n"
-        f"<!-- table: {spec} | rows: SR1 (Swin), mean; lanczos | columns: psnr_mean -->\n<!-- end -->\n"
+        f"<!-- table: {spec} | rows: SR1 (Swin), mean; lanczos | columns: psnr_mean -->\n<!-- end -->\n", encoding="utf-8"
     )
     check = run("--check", str(readme), capsys=capsys)
     assert check.returncode == 1 and check.stderr.count("README.md disagrees with its source") == 3
     assert run(str(readme), capsys=capsys).returncode == 0
-    text = readme.read_text()
+    text = readme.read_text(encoding="utf-8")
     assert "| lanczos | 26.5 |" in text and "| SR1 | 30.12 |" in text
     assert "SR1 reaches <!-- value:" in text and "-->30.12<!-- end --> dB." in text
     # rows named with commas, listed with ";", in the order given
     assert "| SR1 (Swin), mean | 31.5 |\n| lanczos | 26.5 |" in text
     assert run("--check", str(readme), capsys=capsys).returncode == 0
-    readme.write_text(f"<!-- value: {spec} | row: SR9 | column: psnr_mean -->1<!-- end -->\n")
+    readme.write_text(f"<!-- value: {spec} | row: SR9 | column: psnr_mean -->1<!-- end -->\n", encoding="utf-8")
     missing = run("--check", str(readme), capsys=capsys)
     assert missing.returncode == 2 and "README.md cites SR9 of evaluation/results/demo/sr.csv" in missing.stderr
 
@@ -82,17 +82,17 @@ def test_every_document_is_checked_with_paths_from_the_repository(results_tree, 
     pd.DataFrame({"method": ["SR1"], "psnr_mean": [30.0]}).to_csv(results_tree / "evaluation" / "results" / "demo" / "sr.csv",
                                                                    index=False)
     value = "<!-- value: evaluation/results/demo/sr.csv | row: SR1 | column: psnr_mean -->{}<!-- end -->\n"
-    (results_tree / "README.md").write_text(value.format(30))
+    (results_tree / "README.md").write_text(value.format(30), encoding="utf-8")
     (results_tree / "docs").mkdir()
-    (results_tree / "docs" / "results.md").write_text(value.format(29))
-    (results_tree / "docs" / "notes.md").write_text("no numbers here\n")
+    (results_tree / "docs" / "results.md").write_text(value.format(29), encoding="utf-8")
+    (results_tree / "docs" / "notes.md").write_text("no numbers here\n", encoding="utf-8")
     check = run("--check", capsys=capsys)
     assert check.returncode == 1
     assert check.stderr.splitlines() == [
         "docs/results.md disagrees with its source: evaluation/results/demo/sr.csv | row: SR1 | column: psnr_mean "
         "(run python scripts/readme_tables.py)"]
-    assert run(capsys=capsys).returncode == 0 and "-->30<!-- end -->" in (results_tree / "docs" / "results.md").read_text()
-    (results_tree / "docs" / "results.md").write_text(value.replace("sr.csv", "gone.csv").format(1))
+    assert run(capsys=capsys).returncode == 0 and "-->30<!-- end -->" in (results_tree / "docs" / "results.md").read_text(encoding="utf-8")
+    (results_tree / "docs" / "results.md").write_text(value.replace("sr.csv", "gone.csv").format(1), encoding="utf-8")
     assert run("--check", capsys=capsys).stderr.startswith("error: docs/results.md cites evaluation/results/demo/gone.csv")
 
 
@@ -101,9 +101,9 @@ def test_a_row_of_a_table_with_key_columns_is_named_by_all_of_them(results_tree,
                   "difference": [1.5, 2.5]}).to_csv(results_tree / "evaluation" / "results" / "demo" / "swin.csv", index=False)
     spec = "evaluation/results/demo/swin.csv"
     readme = results_tree / "README.md"
-    readme.write_text(f"<!-- value: {spec} | row: sr2, ref, Swin, project, psnr | column: difference -->?<!-- end -->\n")
+    readme.write_text(f"<!-- value: {spec} | row: sr2, ref, Swin, project, psnr | column: difference -->?<!-- end -->\n", encoding="utf-8")
     assert run(str(readme), capsys=capsys).returncode == 0
-    assert "-->2.5<!-- end -->" in readme.read_text()
+    assert "-->2.5<!-- end -->" in readme.read_text(encoding="utf-8")
 
 
 def test_a_claims_block_writes_each_rows_sentence_from_its_verdict_columns(results_tree, capsys):
@@ -119,17 +119,17 @@ def test_a_claims_block_writes_each_rows_sentence_from_its_verdict_columns(resul
     path = results_tree / "evaluation" / "results" / "demo" / "c.csv"
     rows.to_csv(path, index=False)
     readme = results_tree / "README.md"
-    readme.write_text("<!-- claims: evaluation/results/demo/c.csv | endpoint: primary -->\n<!-- end -->\n")
+    readme.write_text("<!-- claims: evaluation/results/demo/c.csv | endpoint: primary -->\n<!-- end -->\n", encoding="utf-8")
     assert run(str(readme), capsys=capsys).returncode == 0
     primary = claim(pd.read_csv(path).iloc[0].to_dict())
-    assert readme.read_text() == f"<!-- claims: evaluation/results/demo/c.csv | endpoint: primary -->\n- {primary}\n<!-- end -->\n"
+    assert readme.read_text(encoding="utf-8") == f"<!-- claims: evaluation/results/demo/c.csv | endpoint: primary -->\n- {primary}\n<!-- end -->\n"
     assert "SR1 (Swin), mean (16 NFE) is better than lanczos on PSNR" in primary
     rows.loc[0, "verdict"] = "inconclusive: the data cannot exclude 0.8"
     rows.to_csv(path, index=False)
     assert run("--check", str(readme), capsys=capsys).returncode == 1  # the words follow the verdict
-    readme.write_text("<!-- claims: evaluation/results/demo/c.csv | rows: SR1 (Swin), sample, lanczos, ssim -->\n<!-- end -->\n")
+    readme.write_text("<!-- claims: evaluation/results/demo/c.csv | rows: SR1 (Swin), sample, lanczos, ssim -->\n<!-- end -->\n", encoding="utf-8")
     assert run(str(readme), capsys=capsys).returncode == 0
-    assert readme.read_text().count("\n- ") == 1 and "inconclusive" in readme.read_text()
+    assert readme.read_text(encoding="utf-8").count("\n- ") == 1 and "inconclusive" in readme.read_text(encoding="utf-8")
 
 
 def test_the_preset_table_in_docs_is_current(capsys):
@@ -140,34 +140,34 @@ def test_the_preset_table_in_docs_is_current(capsys):
 
 
 def test_the_readme_is_read_in_five_minutes():
-    assert len(README.read_text().splitlines()) <= 250
+    assert len(README.read_text(encoding="utf-8").splitlines()) <= 250
 
 
 def test_the_readme_shows_run_all_sh_help_as_the_script_prints_it():
     shown = subprocess.run(["bash", str(ROOT / "run_all.sh"), "--help"], capture_output=True, text=True)
     assert shown.returncode == 0
-    assert f"<!-- help: run_all.sh -->\n```text\n{shown.stdout}```\n<!-- end -->" in README.read_text()
+    assert f"<!-- help: run_all.sh -->\n```text\n{shown.stdout}```\n<!-- end -->" in README.read_text(encoding="utf-8")
 
 
 def test_a_usage_block_follows_its_script(results_tree, capsys):
     script = results_tree / "tool.sh"
-    script.write_text('[ "$1" = --help ] && echo "Usage: tool [--fast]" && exit 0; exit 2\n')
+    script.write_text('[ "$1" = --help ] && echo "Usage: tool [--fast]" && exit 0; exit 2\n', encoding="utf-8")
     readme = results_tree / "README.md"
-    readme.write_text("It says:\n<!-- help: tool.sh -->\n<!-- end -->\n")
+    readme.write_text("It says:\n<!-- help: tool.sh -->\n<!-- end -->\n", encoding="utf-8")
     assert run(str(readme), capsys=capsys).returncode == 0
-    assert readme.read_text() == "It says:\n<!-- help: tool.sh -->\n```text\nUsage: tool [--fast]\n```\n<!-- end -->\n"
-    script.write_text('[ "$1" = --help ] && echo "Usage: tool [--fast] [--slow]" && exit 0; exit 2\n')
+    assert readme.read_text(encoding="utf-8") == "It says:\n<!-- help: tool.sh -->\n```text\nUsage: tool [--fast]\n```\n<!-- end -->\n"
+    script.write_text('[ "$1" = --help ] && echo "Usage: tool [--fast] [--slow]" && exit 0; exit 2\n', encoding="utf-8")
     assert run("--check", str(readme), capsys=capsys).returncode == 1
-    script.write_text('echo "no help here" >&2; exit 2\n')
+    script.write_text('echo "no help here" >&2; exit 2\n', encoding="utf-8")
     failed = run("--check", str(readme), capsys=capsys)
     assert failed.returncode == 2 and "README.md shows the usage of tool.sh, whose --help failed: no help here" in failed.stderr
 
 
 def test_ci_runs_the_readme_s_test_command():
-    commands = re.search(r"```bash\n(.*?)```", section(README.read_text(), "Set-up: two commands"), re.S).group(1)
+    commands = re.search(r"```bash\n(.*?)```", section(README.read_text(encoding="utf-8"), "Set-up: two commands"), re.S).group(1)
     study, tests = [line.split("#")[0].strip() for line in commands.splitlines()]
     assert (study, tests) == ("bash run_all.sh", "bash scripts/test.sh")
-    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
+    ci = [line for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
     assert ci[-1] == tests
 
 
@@ -177,7 +177,7 @@ def test_the_readme_s_command_lines_run_as_written_on_the_smoke_preset(tmp_path,
     expanded by bash as typed, then run through the entry point `python -m mrnet_utils` calls, in this process."""
     from mrnet_utils import cli
 
-    blocks = re.findall(r"```bash\n(.*?)```", section(README.read_text(), "Command line"), re.S)
+    blocks = re.findall(r"```bash\n(.*?)```", section(README.read_text(encoding="utf-8"), "Command line"), re.S)
     lines = [line for block in blocks for line in block.splitlines() if line.strip()]
     assert len(lines) >= 10 and all(line.startswith("python -m mrnet_utils ") for line in lines)
     monkeypatch.chdir(tmp_path)

@@ -166,7 +166,7 @@ def test_script_writes_the_table_and_a_small_figure(tiny_phantom, tmp_path, caps
     assert list(central.index) == [name for name in realism.STATISTICS if name != "slices"]
     assert (central["phantom_vs_real"].abs() < 1e-12).all()  # the same exams on both sides
     assert not np.allclose(central["real_half_q95"], table.loc[central.index, "real_half_q95"])  # other slices
-    text = (out / "phantom_vs_real.md").read_text()
+    text = (out / "phantom_vs_real.md").read_text(encoding="utf-8")
     assert text.count("| histogram_w1 |") == 2 and "## The 3 central slices of each series" in text
     assert sorted(path.name for path in out.iterdir()) == ["phantom_vs_real.csv", "phantom_vs_real.md",
                                                            "phantom_vs_real.png", "phantom_vs_real_central.csv"]

@@ -35,7 +35,7 @@ def checkout(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name in ("python3", "python"):
-        (bin_dir / name).write_text(FAKE_PYTHON)
+        (bin_dir / name).write_text(FAKE_PYTHON, encoding="utf-8")
         (bin_dir / name).chmod(0o755)
     return tmp_path
 
@@ -48,7 +48,7 @@ def source(checkout, **env):
                    "FAKE_VERSION": "3.11.7", "FAKE_PREFIX": str(checkout / "prefix"), **env}
     done = subprocess.run(["bash", "-c", 'source scripts/setup_env.sh && echo "$env_python"'], cwd=checkout,
                           env=environment, capture_output=True, text=True, timeout=60)
-    return done.returncode, done.stderr, done.stdout.strip(), log.read_text().splitlines()
+    return done.returncode, done.stderr, done.stdout.strip(), log.read_text(encoding="utf-8").splitlines()
 
 
 @pytest.mark.parametrize("interpreter", ["python3", "PYTHON"])

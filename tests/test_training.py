@@ -67,7 +67,7 @@ def intensity_w1(samples: torch.Tensor, references: torch.Tensor) -> float:
 
 
 def read_log(run) -> list[dict]:
-    with (run / LOG_FILE).open() as handle:
+    with (run / LOG_FILE).open(encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         assert tuple(reader.fieldnames) == LOG_COLUMNS
         return list(reader)

@@ -22,7 +22,7 @@ def row(step, loss, val_loss=""):
 
 def test_a_runs_event_files_hold_its_log_rows_and_its_final_sample_grid(smoke_run):
     run = smoke_run("base64")
-    with open(run.folder / LOG_FILE, newline="") as handle:
+    with open(run.folder / LOG_FILE, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     logged = events(run.folder)
     for name in ("loss", "lr", "images_per_s"):

@@ -271,7 +271,7 @@ def test_without_a_table_the_last_names_are_valid_and_the_cache_is_unlabelled(na
 def test_an_exam_table_gives_splits_and_labels(named_volumes, tmp_path):
     table = tmp_path / "table.csv"
     table.write_text("exam,split,abnormal,acl,meniscus\nknee_a,valid,1,1,0\nknee_b,train,1,0,1\n"
-                     "knee_c,train,0,0,0\nknee_d,valid,1,0,1\nknee_e,train,1,1,1\n")
+                     "knee_c,train,0,0,0\nknee_d,valid,1,0,1\nknee_e,train,1,1,1\n", encoding="utf-8")
     cache = arrays(volumes.preprocess_volumes(named_volumes, "coronal", tmp_path / "c.npz", exams=table,
                                               central_slices=1, selection="acl", progress=False))
     assert cache["train"]["exam_ids"].tolist() == [4] and cache["valid"]["exam_ids"].tolist() == [0]
@@ -281,7 +281,7 @@ def test_an_exam_table_gives_splits_and_labels(named_volumes, tmp_path):
 
 def test_splits_alone_in_a_table(named_volumes, tmp_path):
     (named_volumes / volumes.EXAM_TABLE).write_text(
-        "exam,split\nknee_a,train\nknee_b,valid\nknee_c,train\nknee_d,train\nknee_e,valid\n")
+        "exam,split\nknee_a,train\nknee_b,valid\nknee_c,train\nknee_d,train\nknee_e,valid\n", encoding="utf-8")
     cache = arrays(volumes.preprocess_volumes(named_volumes, "coronal", tmp_path / "c.npz", central_slices=1,
                                               progress=False))
     assert cache["valid"]["exam_ids"].tolist() == [1, 4] and not cache["metadata"]["labelled"]
@@ -316,7 +316,7 @@ def test_split_rule():
 ])
 def test_bad_exam_tables(named_volumes, tmp_path, text, message):
     table = tmp_path / "table.csv"
-    table.write_text(text)
+    table.write_text(text, encoding="utf-8")
     with pytest.raises(MRNetError, match=message):
         volumes.preprocess_volumes(named_volumes, "coronal", tmp_path / "c.npz", exams=table, progress=False)
 
@@ -327,7 +327,7 @@ def test_bad_exam_tables(named_volumes, tmp_path, text, message):
 
 
 def test_a_file_of_another_kind_is_named(named_volumes, tmp_path):
-    (named_volumes / "notes.txt").write_text("not an image")
+    (named_volumes / "notes.txt").write_text("not an image", encoding="utf-8")
     (named_volumes / ".DS_Store").write_bytes(b"hidden files are skipped")
     with pytest.raises(MRNetError, match=r"notes.txt is not a volume \(.nii.gz, .nii, .nrrd, .mha or a DICOM series "
                                          r"folder\); move it out of"):
@@ -373,7 +373,7 @@ def test_a_dicom_series_with_a_missing_slice_is_refused(tmp_path):
 
 def test_a_folder_without_dicom_is_named(tmp_path):
     (tmp_path / "exam").mkdir()
-    (tmp_path / "exam" / "readme.txt").write_text("no images")
+    (tmp_path / "exam" / "readme.txt").write_text("no images", encoding="utf-8")
     with pytest.raises(MRNetError, match="folder .*exam holds no DICOM series"):
         volumes.read_volume(tmp_path / "exam", "coronal")
 

@@ -579,7 +579,7 @@ def test_the_plateau_schedule_validates_at_each_epochs_end_numbering_the_epochs_
 
     monkeypatch.setattr(loop, "validation_loss", by_epoch)
     loop.train(cfg, tiny_cache, tmp_path / "run", progress=False, grids=False)
-    with open(tmp_path / "run" / loop.LOG_FILE, newline="") as handle:
+    with open(tmp_path / "run" / loop.LOG_FILE, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["step"] for row in rows] == [str(step) for step in range(1, 10)]
     assert [row["val_loss"] for row in rows] == ["", ""] + ["1.000000"] * 3 + ["2.000000"] * 3 + ["3.000000"]
@@ -645,7 +645,7 @@ def test_the_training_bar_counts_the_runs_steps_from_where_it_resumed_and_shows_
     assert [bar.settings for bar in bars] == [{**shown, "total": 2, "initial": 0, "enabled": True},
                                               {**shown, "total": 3, "initial": 2, "enabled": False}]
     assert [(bar.steps, bar.closed) for bar in bars] == [(2, True), (1, True)]
-    with open(tmp_path / "run" / loop.LOG_FILE, newline="") as handle:  # a postfix for each row, as logged
+    with open(tmp_path / "run" / loop.LOG_FILE, newline="", encoding="utf-8") as handle:  # a postfix for each row, as logged
         assert postfixes == [{"loss": row["loss"], "img_s": row["images_per_s"]} for row in csv.DictReader(handle)]
 
 
@@ -685,7 +685,7 @@ def test_each_log_row_counts_the_images_of_the_steps_since_the_last_row_and_the_
     result = loop.train(cfg, write_cache(tmp_path / "cache.npz", 4), tmp_path / "run", progress=False, grids=False)
     took = time.perf_counter() - started
     assert counted == [4, 4, 2]  # rows at steps 2, 4 and the last, 5
-    with open(tmp_path / "run" / loop.LOG_FILE, newline="") as handle:
+    with open(tmp_path / "run" / loop.LOG_FILE, newline="", encoding="utf-8") as handle:
         elapsed = [float(row["elapsed_s"]) for row in csv.DictReader(handle)]
     assert 0 <= elapsed[0] <= elapsed[1] <= elapsed[2] <= took + 0.1  # the training time so far, rounded to 0.1 s
     assert 0 < result.seconds < took and load_checkpoint(result.checkpoint)["log"]["seconds"] == result.seconds

@@ -327,16 +327,7 @@ def preprocess_volumes(
         raise MRNetError(f"pixel_size must be a positive number of mm, or None, not {pixel_size}")
     volumes = list_volumes(folder)
     names = list(volumes)
-    table = Path(exams) if exams is not None else folder / EXAM_TABLE
-    if exams is not None or table.is_file():
-        split_of, labels_of = read_exam_table(table, names)
-        split_rule = f"exam table {table.resolve()}"
-    else:
-        split_of, labels_of = split_by_rule(names, valid_fraction), None
-        split_rule = f"the last {valid_fraction:g} of the exam names (sorted) are valid"
-    if labels_of is None and selection != "all":
-        raise MRNetError(f"selection {selection!r} needs labels; give an exam table with the columns "
-                         f"exam,split,{','.join(TASKS)}, or selection 'all'")
+    split_of, labels_of, split_rule = _splits(folder, names, exams, valid_fraction, selection)
     out = preprocess.check_output(out)
     ids = exam_ids(names)
     name_of = {exam_id: name for name, exam_id in ids.items()}
@@ -374,6 +365,23 @@ def preprocess_volumes(
                         resampled=pixel_size is not None, split_rule=split_rule,
                         exams={str(exam_id): name for exam_id, name in sorted(name_of.items())})
         return preprocess.write_cache(out, splits, metadata)
+
+
+def _splits(folder: Path, names: list[str], exams: Path | str | None, valid_fraction: float, selection: str,
+            ) -> tuple[dict[str, str], dict[str, dict[str, int]] | None, str]:
+    """Each volume's split and labels (None: unlabelled), and the rule that split them: the exam table
+    (`exams`, else `EXAM_TABLE` in `folder` if there is one), else the last `valid_fraction` of the names."""
+    table = Path(exams) if exams is not None else folder / EXAM_TABLE
+    if exams is not None or table.is_file():
+        split_of, labels_of = read_exam_table(table, names)
+        split_rule = f"exam table {table.resolve()}"
+    else:
+        split_of, labels_of = split_by_rule(names, valid_fraction), None
+        split_rule = f"the last {valid_fraction:g} of the exam names (sorted) are valid"
+    if labels_of is None and selection != "all":
+        raise MRNetError(f"selection {selection!r} needs labels; give an exam table with the columns "
+                         f"exam,split,{','.join(TASKS)}, or selection 'all'")
+    return split_of, labels_of, split_rule
 
 
 def plane_examples(folder: Path | str, count: int, pixel_size: float | None = None) -> dict[str, list[np.ndarray]]:

@@ -334,6 +334,21 @@ def direction(metric: str, higher_is_better: Mapping[str, bool | None] | None, t
     return "higher is better" if better else "lower is better"
 
 
+def _dots_and_intervals(ax: Axes, rows: np.ndarray, mean: np.ndarray, low: np.ndarray, high: np.ndarray) -> bool:
+    """One panel: each method's mean as a dot on its row, with its interval as a line where it has one
+    (one colour per method); whether any interval was drawn."""
+    drawn = False
+    for index, row in enumerate(rows):
+        if not np.isfinite(mean[index]):
+            continue
+        colour = f"C{index % 10}"
+        if np.isfinite(low[index]) and np.isfinite(high[index]):
+            ax.plot([low[index], high[index]], [row, row], color=colour, linewidth=2.2, solid_capstyle="butt")
+            drawn = True
+        ax.plot([mean[index]], [row], "o", color=colour, markersize=5)
+    return drawn
+
+
 def plot_metric_intervals(
     table: pd.DataFrame,
     metrics: Sequence[str],
@@ -377,14 +392,7 @@ def plot_metric_intervals(
     for ax, metric in zip(axes, drawn):
         mean = means[metric]
         low, high = (_numeric(table, f"{metric}_ci_{end}").to_numpy() for end in ("low", "high"))
-        for index, row in enumerate(rows):
-            if not np.isfinite(mean[index]):
-                continue
-            colour = f"C{index % 10}"
-            if np.isfinite(low[index]) and np.isfinite(high[index]):
-                ax.plot([low[index], high[index]], [row, row], color=colour, linewidth=2.2, solid_capstyle="butt")
-                intervals = True
-            ax.plot([mean[index]], [row], "o", color=colour, markersize=5)
+        intervals = _dots_and_intervals(ax, rows, mean, low, high) or intervals
         if metric in targets:
             ax.axvline(targets[metric], color="0.3", linestyle="--", linewidth=1)
         missing = [method for method, value in zip(methods, mean) if not np.isfinite(value)]

@@ -129,13 +129,7 @@ def evaluate_super_resolution(
     size = tuple(high_res.shape[-2:])
     exam_ids = np.asarray(exam_ids)
     slice_index = np.arange(len(high_res)) if slice_index is None else np.asarray(slice_index)
-    if low_res.dim() != 4 or high_res.dim() != 4 or len(low_res) != len(high_res):
-        raise MRNetError(f"low_res and high_res must be (B, 1, H, W) with the same B; got {tuple(low_res.shape)} and {tuple(high_res.shape)}")
-    if exam_ids.shape != (len(high_res),) or slice_index.shape != (len(high_res),):
-        raise MRNetError(f"give one exam id and slice index per image: {len(high_res)} images, {exam_ids.shape} ids")
-    for name, images in predictions.items():
-        if images.shape != high_res.shape:
-            raise MRNetError(f"predictions[{name!r}] has shape {tuple(images.shape)}; it must match high_res {tuple(high_res.shape)}")
+    _check_pairs(low_res, high_res, predictions, exam_ids, slice_index)
     timings = dict(timings or {})
     outputs = {}
     for method in metrics.INTERPOLATIONS:
@@ -149,14 +143,7 @@ def evaluate_super_resolution(
     reference_ag = metrics.average_gradient(reference).cpu()
     frames, rows = [], {}
     for method, images in outputs.items():
-        images = to_unit(images)
-        values = {name: _per_image(metric, images, reference, batch_size) for name, (metric, _) in SR_METRICS.items()}
-        for column, network in lpips_networks.items():
-            if not isinstance(network, str):
-                values[column] = _per_image(lambda p, r: metrics.lpips(p, r, network), images, reference, batch_size)
-        values["ag"] = metrics.average_gradient(images).cpu()
-        values["ag_sobel"] = metrics.average_gradient_sobel(images)
-        values["ag_error"] = (values["ag"] - reference_ag).abs()
+        values = _per_image_scores(to_unit(images), reference, reference_ag, lpips_networks, batch_size)
         frame = pd.DataFrame({name: value.numpy() for name, value in values.items()})
         frame.insert(0, "slice_index", slice_index)
         frame.insert(0, "exam_id", exam_ids)
@@ -178,6 +165,32 @@ def evaluate_super_resolution(
         **_summary("ag_sobel", metrics.average_gradient_sobel(reference).numpy(), exam_ids),
     }
     return SRScores(_table(rows), pd.concat(frames, ignore_index=True))
+
+
+def _check_pairs(low_res: Tensor, high_res: Tensor, predictions: dict[str, Tensor], exam_ids: np.ndarray,
+                 slice_index: np.ndarray) -> None:
+    """One low-res image, exam id, slice index and prediction of each model per ground-truth image."""
+    if low_res.dim() != 4 or high_res.dim() != 4 or len(low_res) != len(high_res):
+        raise MRNetError(f"low_res and high_res must be (B, 1, H, W) with the same B; got {tuple(low_res.shape)} and {tuple(high_res.shape)}")
+    if exam_ids.shape != (len(high_res),) or slice_index.shape != (len(high_res),):
+        raise MRNetError(f"give one exam id and slice index per image: {len(high_res)} images, {exam_ids.shape} ids")
+    for name, images in predictions.items():
+        if images.shape != high_res.shape:
+            raise MRNetError(f"predictions[{name!r}] has shape {tuple(images.shape)}; it must match high_res {tuple(high_res.shape)}")
+
+
+def _per_image_scores(images: Tensor, reference: Tensor, reference_ag: Tensor, lpips_networks: dict,
+                      batch_size: int) -> dict[str, Tensor]:
+    """{metric: one value per image} of one method's images in [0, 1] against the ground truth's; LPIPS only
+    for the backbones whose weights were found."""
+    values = {name: _per_image(metric, images, reference, batch_size) for name, (metric, _) in SR_METRICS.items()}
+    for column, network in lpips_networks.items():
+        if not isinstance(network, str):
+            values[column] = _per_image(lambda p, r: metrics.lpips(p, r, network), images, reference, batch_size)
+    values["ag"] = metrics.average_gradient(images).cpu()
+    values["ag_sobel"] = metrics.average_gradient_sobel(images)
+    values["ag_error"] = (values["ag"] - reference_ag).abs()
+    return values
 
 
 def _summary(name: str, values: np.ndarray, exam_ids: np.ndarray) -> dict[str, float]:

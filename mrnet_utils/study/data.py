@@ -174,7 +174,7 @@ def record_degradation(paths: StudyPaths, degradation: Degradation) -> Degradati
     path = paths.results / DEGRADATION_FILE
     wanted = dataclasses.asdict(degradation)
     if path.is_file():
-        found = json.loads(path.read_text())
+        found = json.loads(path.read_text(encoding="utf-8"))
         if found != wanted:
             raise MRNetError(f"{paths.results} holds results made with degradation {Degradation(**found).describe()!r}, "
                              f"not {degradation.describe()!r}; give the study its own folder (run_all.sh --out, "

@@ -76,7 +76,7 @@ def save_generated(generated: Generated, folder: str | Path) -> Path:
 def _record(folder: Path) -> tuple[dict, list[str]]:
     """The samples.json of a complete samples folder that `save_generated` wrote, and the files it sealed."""
     sealed = check_complete(folder, "samples folder", "generate them again (notebooks/02_pipeline.ipynb)")["files"]
-    record = json.loads((folder / "samples.json").read_text())
+    record = json.loads((folder / "samples.json").read_text(encoding="utf-8"))
     if "samplers" not in record:
         raise MRNetError(f"the samples in {folder} were written without their samplers; generate them again")
     return record, list(sealed)

@@ -31,7 +31,7 @@ def append_log(path: Path, row: dict) -> None:
         writer.writeheader()
     writer.writerow(row)
     try:
-        with path.open("a", newline="") as handle:
+        with path.open("a", newline="", encoding="utf-8") as handle:
             handle.write(text.getvalue())
     except OSError as error:
         try:
@@ -50,7 +50,7 @@ def truncate_log(path: Path, step: int) -> None:
     the old log or the new one."""
     if not path.exists():
         return
-    with path.open(newline="") as handle:
+    with path.open(newline="", encoding="utf-8") as handle:
         # A row torn by a kill mid-append lacks fields (DictReader fills them with None): dropped.
         rows = [row for row in csv.DictReader(handle)
                 if None not in row.values() and row["step"].isdecimal() and int(row["step"]) <= step]

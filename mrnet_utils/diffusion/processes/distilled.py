@@ -37,13 +37,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from mrnet_utils.diffusion.processes.base import Model, Process, SamplerChoice
 from mrnet_utils.diffusion.processes.ddpm import DDPM
 from mrnet_utils.diffusion.samplers import trailing_timesteps
 from mrnet_utils.diffusion.schedules import DATA_RANGES, NoiseSchedule, q_sample, snr
 from mrnet_utils.errors import MRNetError
+from mrnet_utils.progress import track
 
 if TYPE_CHECKING:
     from mrnet_utils.config import DiffusionConfig
@@ -194,7 +194,7 @@ class Distilled(Process):
                generators: list[torch.Generator] | None, y0: Tensor | None, progress: bool = False) -> Tensor:
         x = noise
         grid = self.student_grid.tolist()
-        for t, s in tqdm(list(zip(grid[:-1], grid[1:])), desc="distilled ddim", disable=not progress):
+        for t, s in track(list(zip(grid[:-1], grid[1:])), desc="distilled ddim", enabled=progress):
             t_batch, s_batch = (torch.full((len(x),), value, dtype=torch.long, device=x.device) for value in (t, s))
             x = ddim_step(self.schedule, x, predicted_x0(self.schedule, x, t_batch, model(x, t_batch, **extra_args)),
                           t_batch, s_batch)
