@@ -34,7 +34,8 @@
 #                          (evaluation/results/ for realism)
 #   -h, --help             show this text and exit
 #
-# Parts: preprocess, base64, sr1, sr2, single256, pipeline, evaluation; and, run only when --only names
+# Parts: preprocess, base64, sr1, sr2, single256, pipeline, sr_evaluation (the SR tables: needs sr1, sr2),
+# generation (the generation tables: needs pipeline); and, run only when --only names
 # them: swin (the Swin question: the SR stages in four arms x three seeds), labels (a label-conditional
 # base stage, its guided samples read by a label probe) and realism (the phantom against real exams;
 # needs --mrnet-root). swin and labels need the preprocessed data.
@@ -144,7 +145,7 @@ for run in "${study_runs[@]}"; do
     stage="${run%% *}"
     [[ " ${trained_stages[*]} " == *" $stage "* ]] || trained_stages+=("$stage")
 done
-parts=(preprocess "${trained_stages[@]}" pipeline evaluation)
+parts=(preprocess "${trained_stages[@]}" pipeline sr_evaluation generation)
 optional=(swin labels realism)  # run only when --only names them
 for part in ${only//,/ }; do
     if [[ " ${parts[*]} ${optional[*]} " != *" $part "* ]]; then
@@ -262,9 +263,11 @@ done
 if wanted pipeline; then
     run_notebook notebooks/02_pipeline.ipynb 02_pipeline.ipynb "${quiet[@]}" "${held_out[@]}" "${on_device[@]}"
 fi
-if wanted evaluation; then
+if wanted sr_evaluation; then
     run_notebook evaluation/sr_vs_interpolation.ipynb 03_sr_vs_interpolation.ipynb "${quiet[@]}" "${held_out[@]}" \
         "${scored[@]}" "${on_device[@]}"
+fi
+if wanted generation; then
     run_notebook evaluation/generation.ipynb 04_generation.ipynb "${held_out[@]}"
 fi
 if named swin; then
@@ -289,8 +292,10 @@ results_page() {
     python -m mrnet_utils export-html "$runs/$1" --out "$results/$2" --link-figures >/dev/null ||
         echo "warning: the HTML export of $1 failed" >&2
 }
-if wanted evaluation; then
+if wanted sr_evaluation; then
     results_page 03_sr_vs_interpolation.ipynb sr_vs_interpolation.html
+fi
+if wanted generation; then
     results_page 04_generation.ipynb generation.html
 fi
 if named swin; then
