@@ -218,8 +218,9 @@ def test_second_run_skips_finished_training(smoke_study):
 
 
 @pytest.mark.slow
-def test_only_swin_asks_the_swin_question_in_its_notebook(smoke_study):
-    """The opt-in Swin question: 2 SR stages x 4 arms x 3 seeds trained, scored and answered."""
+def test_only_swin_asks_the_swin_question_in_its_notebook(smoke_study, tmp_path):
+    """The opt-in Swin question: 2 SR stages x 4 arms x 3 seeds trained, scored and answered; and answered
+    again from its per-slice scores alone (SCORES), nothing trained or scored."""
     result = run_all("--preset", "smoke", "--only", "swin", "--out", str(smoke_study), "--device", "cpu")
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     assert "05_swin_question.ipynb" in result.stdout and "02_pipeline" not in result.stdout
@@ -235,6 +236,16 @@ def test_only_swin_asks_the_swin_question_in_its_notebook(smoke_study):
     assert {"swin_question_sr1.png", "swin_question_sr2.png", "swin_question_arms.csv"} <= {p.name for p in results.iterdir()}
     times = pd.read_csv(results / "swin_question_time.csv").set_index("notebook")["seconds"]
     assert list(times.index) == ["05_swin_question"] and times.iloc[0] > 0
+    checkpoints = {path: path.stat().st_mtime_ns for path in (smoke_study / "savepoints").rglob("*.pt")}
+    again = tmp_path / "again"
+    again.mkdir()
+    papermill.execute_notebook(
+        ROOT / "evaluation" / "swin_question.ipynb", again / "swin_question.ipynb", cwd=ROOT / "evaluation",
+        kernel_name="mrnet-diffusion", progress_bar=False,
+        parameters=dict(PRESET="smoke", OUT_DIR=str(smoke_study), RESULTS_DIR=str(again), PROGRESS=False,
+                        SCORES=str(results / "swin_question_per_slice.csv")))
+    pd.testing.assert_frame_equal(pd.read_csv(again / "swin_question.csv"), answer)
+    assert {path: path.stat().st_mtime_ns for path in (smoke_study / "savepoints").rglob("*.pt")} == checkpoints
 
 
 @pytest.mark.slow
