@@ -2,10 +2,15 @@
 exactly and removes all it discards, adds noise at the stated SNR, the same for a slice in any batch; the
 reference's one-step PIL resize and the project's halving chain are what they say."""
 
+import dataclasses
+import importlib.util
+import json
 import math
 import re
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -15,6 +20,10 @@ from mrnet_utils.data.slices import degrade
 from mrnet_utils.errors import MRNetError
 
 SIDE = 256
+_spec = importlib.util.spec_from_file_location(
+    "degradation_ranks", Path(__file__).resolve().parents[1] / "scripts" / "degradation_ranks.py")
+degradation_ranks = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(degradation_ranks)
 
 
 def band_limited(positions: np.ndarray) -> np.ndarray:
@@ -157,3 +166,32 @@ def test_the_setting_reaches_every_consumer(tiny_cache, tmp_path, applied):
     assert data.record_degradation(paths, Degradation("kspace")) == kspace  # the same setting again: fine
     with pytest.raises(MRNetError, match="holds results made with degradation 'kspace', not 'image'"):
         data.record_degradation(paths, Degradation())
+
+
+def _results_folder(folder, degradation: Degradation, psnr: dict[str, float]):
+    """A results folder as the study writes it: degradation.json and one SR table per task."""
+    folder.mkdir()
+    (folder / "degradation.json").write_text(json.dumps(dataclasses.asdict(degradation)), encoding="utf-8")
+    for task in degradation_ranks.TASKS:
+        table = pd.DataFrame({"method": [*psnr, "high-res (reference)"], "psnr_mean": [*psnr.values(), math.nan],
+                              "ssim_mean": [0.9, 0.8, 0.7, math.nan], "spectrum_error_mean": [0.1, 0.2, 0.3, math.nan],
+                              "ag_error_mean": [0.3, 0.2, 0.1, math.nan]})
+        table.to_csv(folder / f"sr_{task}.csv", index=False)
+
+
+def test_the_methods_ranks_under_two_degradations(tmp_path):
+    _results_folder(tmp_path / "image", Degradation(), {"lanczos": 28.0, "SR1 (Swin), mean": 33.0, "regression": 34.0})
+    _results_folder(tmp_path / "kspace", Degradation("kspace", kspace_snr=30.0),
+                    {"lanczos": 29.0, "SR1 (Swin), mean": 35.0, "regression": 31.0})
+    table = degradation_ranks.ranks(tmp_path / "image", tmp_path / "kspace")
+    psnr = table[(table["task"] == "sr1_64_to_128") & (table["metric"] == "psnr")].set_index("method")
+    assert psnr["rank (image)"].to_dict() == {"lanczos": 3, "SR1 (Swin), mean": 2, "regression": 1}
+    assert psnr["rank (kspace,snr=30.0)"].to_dict() == {"lanczos": 3, "SR1 (Swin), mean": 1, "regression": 2}
+    assert psnr["kendall_tau"].iloc[0] == pytest.approx(1 / 3)  # one of the three pairs swapped
+    spectrum = table[table["metric"] == "spectrum_error"].set_index("method")
+    assert spectrum.loc["lanczos", "rank (image)"].tolist() == [1, 1, 1] and (spectrum["kendall_tau"] == 1).all()
+    assert "high-res (reference)" not in set(table["method"])
+    best = degradation_ranks.summary(table).loc[("sr1_64_to_128", "psnr")]
+    assert (best["best image"], best["best kspace,snr=30.0"]) == ("regression", "SR1 (Swin), mean")
+    with pytest.raises(MRNetError, match="both made with image"):
+        degradation_ranks.ranks(tmp_path / "image", tmp_path / "image")
