@@ -15,7 +15,7 @@ next one runs; the report is rewritten after every phase, so a killed run keeps 
    per training step, for every stage;
 5. training images/s for every `full` stage (the real training loop, on a few synthetic
    phantom exams) and what the preset's steps would take at that rate;
-6. cascade and single-stage sampling with each stage's default sampler (stages.STAGES;
+6. cascade and single-stage sampling with each stage's default sampler (presets.default_sampler;
    `--samplers STAGE=SAMPLER:STEPS` to try others) on the full networks against the
    reference's ancestral path (T = 2000 / 1000 / 1000, batch 1; per-step cost measured over
    `--reference-steps` steps per stage and scaled, as the table says);
@@ -50,6 +50,7 @@ from benchmarks.bench_efficiency import (
     forward_ms,
     network_inputs,
     reference_seconds_per_image,
+    reference_steps,
     sample_pipeline,
     synthetic_cache,
     training_rate,
@@ -302,7 +303,7 @@ def measure_sampling(configs, device, settings: Settings) -> list[dict]:
                 "s / image": cost.seconds_per_image,
                 "images / s": 1 / cost.seconds_per_image,
                 f"peak memory (MiB, {cost.memory_kind})": cost.peak_mib,
-                "reference: DDPM, batch 1": "+".join(str(STAGES[n].reference_steps) for n in PIPELINES[pipeline]) + " steps",
+                "reference: DDPM, batch 1": "+".join(str(reference_steps(n)) for n in PIPELINES[pipeline]) + " steps",
                 "reference s / image": reference,
                 "reference timing": f"extrapolated from {settings.reference_steps} steps per stage"
                 if extrapolated else "measured",

@@ -277,8 +277,9 @@ def test_gpu_check_falls_back_to_the_cpu_and_says_so(tmp_path, capsys):
     assert results["host syncs in the sampling loop"][0]["host syncs in the loop"] == "not checked: needs CUDA"
     for phase in ("memory format", "training throughput", "sampling throughput"):
         assert isinstance(results[phase], list) and results[phase], phase
-    cascade = results["sampling throughput"][0]  # base64 as --samplers says, the SR stages their chain in 2 steps
-    assert (cascade["samplers, batch"], cascade["NFE / image"]) == ("ddpm 4 + resshift 2 + resshift 2, batch 2", 8)
+    cascade = results["sampling throughput"][0]  # base64 as --samplers says, the SR stages their own chain (T = 4)
+    assert (cascade["samplers, batch"], cascade["NFE / image"]) == ("ddpm 4 + resshift 4 + resshift 4, batch 2", 12)
+    assert cascade["reference: DDPM, batch 1"] == "2000+1000+1000 steps"
     # --record puts the report into a RESULTS.md as its own section
     target = tmp_path / "RESULTS.md"
     gpu_check.record(tmp_path / "gpu_check.md", target)
