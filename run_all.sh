@@ -2,9 +2,9 @@
 # Usage: bash run_all.sh [OPTION]...
 #
 # Run the study with papermill, in order: preprocess the data; train base 64, SR1 and SR2 with and
-# without Swin, the SR stages' regression baselines and single-stage 256; generate with each model
-# (pipeline); evaluate (SR against interpolation, generation). Every notebook is kept as it ran in
-# OUT/runs/PRESET/, also as a page to read (HTML).
+# without Swin, single-stage 256, base 64 distilled to a few steps and the SR stages' regression
+# baselines; generate with each model (pipeline); evaluate (SR against interpolation, generation).
+# Every notebook is kept as it ran in OUT/runs/PRESET/, also as a page to read (HTML).
 #
 # Options:
 #   --preset NAME          smoke, demo, gpu, full or reference (default: demo)
@@ -34,11 +34,11 @@
 #                          (evaluation/results/ for realism)
 #   -h, --help             show this text and exit
 #
-# Parts: preprocess, base64, sr1, sr2, single256, pipeline, sr_evaluation (the SR tables: needs sr1, sr2),
-# generation (the generation tables: needs pipeline); and, run only when --only names
-# them: swin (the Swin question: the SR stages in four arms x three seeds), labels (a label-conditional
-# base stage, its guided samples read by a label probe) and realism (the phantom against real exams;
-# needs --mrnet-root). swin and labels need the preprocessed data.
+# Parts: preprocess, base64, sr1, sr2, single256, pipeline, sr_evaluation (the SR tables; needs sr1
+# and sr2), generation (the generation tables; needs pipeline); and, run only when --only names them:
+# swin (the Swin question: the SR stages in four arms x three seeds), labels (a label-conditional base
+# stage, its guided samples read by a label probe) and realism (the phantom against real exams; needs
+# --mrnet-root). swin and labels need the preprocessed data.
 #
 # A bad option stops the script before anything runs (one line on stderr, exit code 2); a failing
 # notebook stops the run (exit code 1), naming the notebook and its error.
