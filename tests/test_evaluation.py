@@ -357,6 +357,8 @@ def test_markdown_cells_and_headers():
     assert lines[:2] == ["|  | value |", "|---|---|"]  # an unnamed index: an empty header
     assert lines[2:] == ["| 0 | 1.23e+05 |", "| 1 | 1e+05 |", "| 2 | 0.5 |"]
     assert evaluation.markdown(table, index=False).splitlines()[:3] == ["| value |", "|---|", "| 1.23e+05 |"]
+    pairs = pd.DataFrame({"difference": [0.25]}, index=pd.MultiIndex.from_tuples([("sr1", "ref, no Swin")], names=["stage", "a"]))
+    assert evaluation.markdown(pairs).splitlines() == ["| stage | a | difference |", "|---|---|---|", "| sr1 | ref, no Swin | 0.25 |"]
 
 
 def test_write_table_makes_its_folders_and_writes_the_legend_under_the_table(tmp_path):

@@ -645,8 +645,10 @@ def markdown(table: pd.DataFrame, index: bool = True) -> str:
 
     Numbers show 4 significant digits, NaN reads "n/a". A "not computed: <why>" cell reads
     "not computed [k]", with each distinct reason written once under the table as
-    "- [k] not computed: <why>".
+    "- [k] not computed: <why>". A multi-level index is a column per level.
     """
+    if index and isinstance(table.index, pd.MultiIndex):
+        return markdown(table.reset_index(), index=False)
     reasons: list[str] = []
     header = ([table.index.name or ""] if index else []) + [str(column) for column in table.columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
