@@ -216,14 +216,26 @@ def draw(arms: list[Arm], saved: list[SavedArm], seeds: list[int], low_res: torc
 
 
 def _equivalence_row(arm: Arm, seconds: float, nfe: float, comparisons: list[statistics.Comparison],
-                     margins: dict[str, float]) -> dict:
+                     margins: dict[str, float], chain: dict[str, float]) -> dict:
+    """The arm's row; `chain` holds the chain's value of each measure whose margin is a share of it."""
     row = {"path": arm.label, "process": arm.stage.config.diffusion.process, "sampler": arm.sampler[0],
            "steps": arm.sampler[1], "NFE": nfe, "s / image": seconds}
     for comparison in comparisons:
         d = comparison.difference
         row[f"d{comparison.metric} [90% CI]"] = f"{d.mean:+.4g} [{d.low:+.4g}, {d.high:+.4g}]"
     row["equivalent"] = "yes" if all(statistics.equivalent(c, margins[c.metric]) for c in comparisons) else "no"
+    row["equivalent within"] = "; ".join(_tightest_margin(c, chain.get(c.metric)) for c in comparisons)
     return row
+
+
+def _tightest_margin(comparison: statistics.Comparison, chain: float | None) -> str:
+    """The smallest margin this comparison passes: the interval's farthest end from zero, as a share of the
+    chain's value where the margin is one (`chain`), else in the measure's units."""
+    d = comparison.difference
+    if not d.has_interval:
+        return f"{comparison.metric} -"
+    bound = max(abs(d.low), abs(d.high))
+    return f"{comparison.metric} {bound / chain:.0%}" if chain is not None else f"{comparison.metric} {bound:.3g}"
 
 
 def compare_super_resolution(arms: list[Arm], measured: dict[str, tuple], truth: torch.Tensor, exam_ids,
@@ -244,7 +256,8 @@ def compare_super_resolution(arms: list[Arm], measured: dict[str, tuple], truth:
                                          exam_ids, higher_is_better=metric != "spectrum_error", confidence=CONFIDENCE)
             for metric in limits
         ]
-        rows.append(_equivalence_row(arm, *measured[arm.folder][1:], comparisons, limits))
+        rows.append(_equivalence_row(arm, *measured[arm.folder][1:], comparisons, limits,
+                                     {"spectrum_error": float(reference["spectrum_error"].mean())}))
     return rows
 
 
@@ -290,7 +303,8 @@ def compare_generation(arms: list[Arm], measured: dict[str, tuple], real: torch.
                                        float(np.nanstd(differences[1:], ddof=1)), count, count)
         comparisons = [c for c in distances if c.a == arm.label]
         comparisons.append(statistics.Comparison(arm.label, chain, "diversity", estimate, higher_is_better=False))
-        rows.append(_equivalence_row(arm, *measured[arm.folder][1:], comparisons, limits))
+        rows.append(_equivalence_row(arm, *measured[arm.folder][1:], comparisons, limits,
+                                     {**point, "diversity": diversity[chain][0]}))
     return rows
 
 
@@ -388,7 +402,9 @@ def compare_stage(
         + _session_lines(sessions, arms, saved),
         f"Checkpoint {stage.path} (step {stage.step}, T = {cfg.diffusion.timesteps}); {what}. NFE: network "
         f"evaluations per image, counted; s / image over the sessions that drew them (the machine's load varied). "
-        f"Equivalent: the 90% interval of every difference within the margin ({_margin_words(margins)}).",
+        f"Equivalent: the 90% interval of every difference within the margin ({_margin_words(margins)}); "
+        "equivalent within: the smallest margin each interval lies inside (as a share of the chain's value where "
+        "the margin is one), i.e. what these samples can resolve.",
         f"**Fewest network evaluations equivalent to the chain: {fewest_steps(rows)}.**",
         markdown_table(shown),
         load_line(),

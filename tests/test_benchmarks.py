@@ -29,6 +29,7 @@ from benchmarks.common import (
 )
 from benchmarks.sections import update_section
 from mrnet_utils.errors import MRNetError
+from mrnet_utils.evaluation import statistics
 from mrnet_utils.study import labels
 from mrnet_utils.study.layout import StudyPaths
 
@@ -72,7 +73,8 @@ def test_bench_samplers_tests_equivalence_with_the_full_chain_on_tuning_exams(ti
     chain = _rows(sr1)[0]
     assert chain[3].startswith("+0 [") and chain[3].endswith("nan, +nan]")  # itself; 1 tuning exam: no interval
     # with one tuning exam there is no interval, so nothing can be shown equivalent
-    assert all(row[-1] == "no" for row in _rows(base) + _rows(sr1))
+    assert all(row[-2] == "no" for row in _rows(base) + _rows(sr1))
+    assert _rows(sr1)[1][-1] == "psnr -; ssim -; spectrum_error -"  # nor any margin resolved
     assert report.count("**Fewest network evaluations equivalent to the chain: ") == 2
     assert "1 tuning exams" in sr1
     written = results.read_text(encoding="utf-8")
@@ -156,6 +158,16 @@ def test_bench_samplers_fp32_precision_changes_nothing_on_a_cpu_and_restores_tf3
                      for extra in (["--precision", "config"], ["--precision", "fp32"]))
     assert len(default) == 2 and default == fp32
     assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == tf32
+
+
+def test_each_interval_names_the_smallest_margin_it_passes():
+    """The interval's farthest end from zero: as a share of the chain's value where the margin is one."""
+    def comparison(metric, low, high):
+        return statistics.Comparison("a", "chain", metric, statistics.Estimate(0.0, low, high, 0.1, 8, 8), True)
+    assert bench_samplers._tightest_margin(comparison("diversity", -0.03, 0.01), chain=0.5) == "diversity 6%"
+    assert bench_samplers._tightest_margin(comparison("psnr", -0.05, 0.125), chain=None) == "psnr 0.125"
+    nan = float("nan")
+    assert bench_samplers._tightest_margin(comparison("psnr", nan, nan), chain=None) == "psnr -"
 
 
 def _row(path: str, nfe: int, equivalent: str) -> dict:
