@@ -39,6 +39,7 @@ class StudySettings:
     normalisation: str = "series"  # data.preprocess.NORMALISATIONS: per series (percentiles) or per slice (min-max)
     label_samples: int = 32  # the label study: guided samples per request and guidance scale
     probe_steps: int = 300  # the label study: training steps of each label probe
+    swin_seeds: int = 3  # the Swin question: training seeds per arm (0, 1, ...)
 
 
 Settings = Mapping[str, Any]  # dotted setting name ("unet.channels", "train.lr") -> value
@@ -116,7 +117,7 @@ SMOKE = replace(
     train=TrainConfig(steps=6, batch_size=4, lr=1e-3, warmup_steps=2, ema_decay=0.9, log_every=2, checkpoint_every=3),
     stages={"base64": {"unet.attention_resolutions": (16,)}},
     study=StudySettings(phantom_train_exams=4, phantom_valid_exams=2, central_slices=2, eval_slices=2, samples=2,
-                        batch_size=2, label_samples=2, probe_steps=2),
+                        batch_size=2, label_samples=2, probe_steps=2, swin_seeds=2),
     samplers={"base64": ("dpmpp_sde", 5), "single256": ("dpmpp_sde", 5)},  # sampling at 256x256 stays cheap
     switched={(stage, "distilled"): {"diffusion.distilled_from": 8, "diffusion.distilled_steps": 2}
               for stage in ("base64", "single256")},

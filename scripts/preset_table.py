@@ -42,7 +42,7 @@ def render() -> str:
         for name in SHOWN:
             cfg = stage_config(stage, name, use_swin=True)
             columns[f"`{name}`"] = {key: str(value) for key, value in cfg.flat_settings().items()
-                                    if key not in ("stage", "preset")} | {"default sampler": str(default_sampler(cfg))}
+                                    if key not in ("stage", "preset")} | {"default sampler": " ".join(map(str, default_sampler(cfg)))}
         table = pd.DataFrame(columns)
         table.index.name = "setting"
         lines += ["", f"## {stage}", "", markdown(table)]

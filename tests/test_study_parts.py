@@ -32,12 +32,12 @@ def test_only_swin_asks_the_swin_question_in_its_notebook(smoke_data, tmp_path):
     runs, results = smoke_data / "runs" / "smoke", smoke_data / "results" / "smoke"
     assert error_outputs(nbformat.read(runs / "05_swin_question.ipynb", as_version=4)) == []
     trained = sorted(path.parent.name for path in (smoke_data / "savepoints" / "smoke" / "swin_question").glob("*/final.pt"))
-    assert len(trained) == 2 * 4 * 3 and "sr2_ref_refswin_seed2" in trained
+    assert len(trained) == 2 * 4 * 2 and "sr2_ref_refswin_seed1" in trained  # the smoke preset: 2 seeds per arm
     per_slice = pd.read_csv(results / "swin_question_per_slice.csv")
-    assert len(per_slice) == 2 * 4 * 3 * per_slice["slice_index"].groupby(per_slice["exam_id"]).nunique().sum()
+    assert len(per_slice) == 2 * 4 * 2 * per_slice["slice_index"].groupby(per_slice["exam_id"]).nunique().sum()
     answer = pd.read_csv(results / "swin_question.csv")
-    assert len(answer) == 2 * 4 * 2 and (answer["seeds"] == 3).all()  # stages x comparisons x metrics
-    assert answer["per_seed"].str.count(",").eq(2).all() and answer["verdict"].str.len().gt(0).all()
+    assert len(answer) == 2 * 4 * 2 and (answer["seeds"] == 2).all()  # stages x comparisons x metrics
+    assert answer["per_seed"].str.count(",").eq(1).all() and answer["verdict"].str.len().gt(0).all()
     assert {"swin_question_sr1.png", "swin_question_sr2.png", "swin_question_arms.csv"} <= {p.name for p in results.iterdir()}
     times = pd.read_csv(results / "swin_question_time.csv").set_index("notebook")["seconds"]
     assert list(times.index) == ["05_swin_question"] and times.iloc[0] > 0

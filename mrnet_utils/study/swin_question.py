@@ -19,6 +19,7 @@ exploratory: the study's primary endpoints are its SR comparisons with interpola
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,7 +61,6 @@ ARMS = (
     Arm("ref, no Swin", "ref_noswin", {"family": "reference", "use_swin": False}),
     Arm("project", "project", {}),
 )
-SEEDS = (0, 1, 2)
 COMPARISONS = (  # (A, B): what each pair of arms isolates
     ("ref, ref Swin", "ref, no Swin"),  # the reference's Swin block, as the reference built it
     ("ref, spatial Swin", "ref, no Swin"),  # windowed attention over space
@@ -75,7 +75,7 @@ def run_dir(paths: StudyPaths, stage: str, arm: Arm, seed: int) -> Path:
     return paths.savepoints / "swin_question" / f"{stage}_{arm.folder}_seed{seed}"
 
 
-def train_arms(paths: StudyPaths, cache: Path, stages=SR_STAGES, seeds=SEEDS, retrain: bool = False,
+def train_arms(paths: StudyPaths, cache: Path, seeds: Sequence[int], stages=SR_STAGES, retrain: bool = False,
                progress: bool = True, degradation: Degradation = Degradation()) -> list[StageRun]:
     """Train every (stage, arm, seed) not yet trained (study.training.train_stage), on low-res inputs made by the
     study's `degradation`."""
@@ -86,7 +86,7 @@ def train_arms(paths: StudyPaths, cache: Path, stages=SR_STAGES, seeds=SEEDS, re
     ]
 
 
-def scores(paths: StudyPaths, held: HeldOut, stages=SR_STAGES, seeds=SEEDS, batch_size: int = 8,
+def scores(paths: StudyPaths, held: HeldOut, seeds: Sequence[int], stages=SR_STAGES, batch_size: int = 8,
            device: str | torch.device = "cpu", progress: bool = True) -> pd.DataFrame:
     """Per stage, arm, seed and held-out slice: PSNR and SSIM of the posterior-mean output (MEAN_DRAWS draws)."""
     frames = []
