@@ -48,6 +48,10 @@ def ranks(first: Path, second: Path) -> pd.DataFrame:
         tables = [pd.read_csv(folder / f"sr_{task}.csv", index_col="method").drop(index=REFERENCE_ROW, errors="ignore")
                   for folder in (first, second)]
         methods = [method for method in tables[0].index if method in tables[1].index]
+        for folder, table in zip((first, second), tables):
+            missing = [f"{metric}_mean" for metric in METRICS if f"{metric}_mean" not in table.columns]
+            if missing:
+                raise MRNetError(f"{folder / f'sr_{task}.csv'} has no {', '.join(missing)}: not an SR table of the study")
         for metric in METRICS:
             values = [pd.to_numeric(table.loc[methods, f"{metric}_mean"]) for table in tables]
             ascending = not SR_HIGHER_IS_BETTER[metric]

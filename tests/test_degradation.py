@@ -195,3 +195,7 @@ def test_the_methods_ranks_under_two_degradations(tmp_path):
     assert (best["best image"], best["best kspace,snr=30.0"]) == ("regression", "SR1 (Swin), mean")
     with pytest.raises(MRNetError, match="both made with image"):
         degradation_ranks.ranks(tmp_path / "image", tmp_path / "image")
+    sr2 = tmp_path / "kspace" / "sr_sr2_128_to_256.csv"
+    pd.read_csv(sr2).drop(columns="ag_error_mean").to_csv(sr2, index=False)
+    with pytest.raises(MRNetError, match="sr_sr2_128_to_256.csv has no ag_error_mean: not an SR table"):
+        degradation_ranks.ranks(tmp_path / "image", tmp_path / "kspace")
