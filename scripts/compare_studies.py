@@ -5,7 +5,7 @@
 OUT_A and OUT_B are two `run_all.sh --out` folders (for example the same study run at two
 commits). Compared: every CSV under results/<preset>/ (recursively; a study run before run_all.sh
 wrote there has them in evaluation/results/<preset>/), cell for cell,
-without the columns that measure time (their names hold "second", "per_s" or "time"); and the
+without the columns that measure time (their names hold "second" or "time", or end in "per_s"); and the
 weights of every final checkpoint under savepoints/<preset>/ (network and EMA), bit for bit.
 Prints one line per file and exits 1 when anything differs or is missing on one side.
 """
@@ -19,11 +19,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-TIMING = ("second", "per_s", "time")
+TIMING = ("second", "time")  # in the name; and a rate: a name ending in "per_s" (images_per_s, not per_seed)
 
 
 def timing_columns(frame: pd.DataFrame) -> list[str]:
-    return [column for column in frame.columns if any(word in column for word in TIMING)]
+    return [column for column in frame.columns if any(word in column for word in TIMING) or column.endswith("per_s")]
 
 
 def same_table(a: Path, b: Path) -> tuple[bool, str]:

@@ -16,7 +16,7 @@ def _study(out: Path, psnr: float = 20.0, seconds: float = 1.0, weight: float = 
     results = out / results / "demo" / "training"
     results.mkdir(parents=True)
     table = pd.DataFrame({"method": ["SR1", "lanczos"], "psnr": [psnr, 18.0], "train_seconds": [seconds, 0.0],
-                          "images_per_s": [3.0 / seconds, 0.0]})
+                          "images_per_s": [3.0 / seconds, 0.0], "per_seed": ["+0.1, -0.2", ""]})
     table.to_csv(results.parent / "sr.csv", index=False)
     table.to_csv(results / "log.csv", index=False)  # nested folders are compared too
     run = out / "savepoints" / "demo" / "sr1_swin"
@@ -45,6 +45,11 @@ def test_a_study_with_its_tables_where_run_all_sh_wrote_them_before_compares_wit
 def test_a_changed_metric_a_changed_weight_or_a_missing_file_is_reported(tmp_path, capsys):
     a = _study(tmp_path / "a")
     assert compare_studies.main([str(a), str(_study(tmp_path / "b", psnr=20.0 + 1e-12))]) == 1
+    assert "DIFFERENT results/demo/sr.csv" in capsys.readouterr().out
+    seeds = _study(tmp_path / "s")
+    table = pd.read_csv(seeds / "results" / "demo" / "sr.csv").assign(per_seed=["+0.1, -0.3", ""])
+    table.to_csv(seeds / "results" / "demo" / "sr.csv", index=False)
+    assert compare_studies.main([str(a), str(seeds)]) == 1  # a per-seed column is a result, not a timing
     assert "DIFFERENT results/demo/sr.csv" in capsys.readouterr().out
     assert compare_studies.main([str(a), str(_study(tmp_path / "c", weight=0.5 + 2**-20))]) == 1
     assert "DIFFERENT savepoints/demo/sr1_swin/final.pt: model.w differs" in capsys.readouterr().out
