@@ -99,7 +99,9 @@ _PROJECT = Preset(
                         samples=10_000, batch_size=32, tuning_exams=10),
     # The SR stages: ResShift's 4-step chain respaced to 3 steps, shown equivalent to it on the demo checkpoints
     # (benchmarks/RESULTS.md, "Samplers: sr1_swin, demo checkpoints, CPU" and sr2). The generating stages: the
-    # stochastic SDE-DPM-Solver++(2M), chosen on point estimates and not yet shown equivalent to their chains.
+    # stochastic SDE-DPM-Solver++(2M), chosen on point estimates; on the demo checkpoints no faster sampler was
+    # shown equivalent to the chain (RESULTS.md, "Samplers: base64_swin, demo checkpoints, CPU" and single256),
+    # and the chains are kept out of the defaults for the demo study's time (docs/results.md, "Which sampler").
     samplers={"base64": ("dpmpp_sde", 25), "sr1": ("resshift", 3), "sr2": ("resshift", 3),
               "single256": ("dpmpp_sde", 100)},
     # Progressive distillation of the generating stages to 4 DDIM steps, from their network's 256 (six rounds),

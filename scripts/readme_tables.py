@@ -24,7 +24,7 @@ bullet each, for all its rows, the `rows` named, or the rows of one `endpoint` (
 
 Paths are relative to the repository, in every document. `rows` (separated by ";", since row names
 hold commas) and `columns` (separated by ",") are optional (default: all); a row of a table with key
-columns (KEY_COLUMNS: the comparison, Swin and label tables) is named by their values joined with
+columns (KEY_COLUMNS: the comparison, equivalence, Swin and label tables) is named by their values joined with
 ", ", any other by its first column. Numbers are written as the result tables write them
 (evaluation.tables.markdown: 4 significant digits).
 
@@ -49,7 +49,7 @@ from mrnet_utils.evaluation.tables import markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 # A row of a table with these columns is named by their values, in the table's order.
-KEY_COLUMNS = ("stage", "arm", "a", "b", "metric", "request", "guidance", "trained on", "task")
+KEY_COLUMNS = ("pipeline", "path", "stage", "arm", "a", "b", "metric", "request", "guidance", "trained on", "task")
 BLOCK = re.compile(r"<!-- (table|value|help|claims): (?P<spec>[^>]*?) -->(?P<body>.*?)<!-- end -->", re.S)
 
 
@@ -79,6 +79,10 @@ def _read(path: Path, document: str) -> pd.DataFrame:
     index = [column for column in table.columns if column in KEY_COLUMNS] or [table.columns[0]]
     table.index = [", ".join(str(value) for value in row) for row in table[index].itertuples(index=False)]
     table.index.name = " / ".join(index)
+    repeated = table.index[table.index.duplicated()].unique().tolist()
+    if repeated:
+        raise MRNetError(f"{document} cites {path.relative_to(ROOT)}, whose rows {', '.join(repeated)} are named more "
+                         f"than once by {table.index.name}")
     return table.drop(columns=index)
 
 

@@ -104,6 +104,11 @@ def test_a_row_of_a_table_with_key_columns_is_named_by_all_of_them(results_tree,
     readme.write_text(f"<!-- value: {spec} | row: sr2, ref, Swin, project, psnr | column: difference -->?<!-- end -->\n", encoding="utf-8")
     assert run(str(readme), capsys=capsys).returncode == 0
     assert "-->2.5<!-- end -->" in readme.read_text(encoding="utf-8")
+    # a table whose key columns name two rows alike is refused, not repeated row for row
+    pd.DataFrame({"stage": ["base64", "base64"], "NFE": [1000, 25]}).to_csv(results_tree / "evaluation" / "results" / "demo" / "eq.csv", index=False)
+    readme.write_text("<!-- table: evaluation/results/demo/eq.csv -->\n<!-- end -->\n", encoding="utf-8")
+    result = run(str(readme), capsys=capsys)
+    assert result.returncode != 0 and "whose rows base64 are named more than once by stage" in result.stderr
 
 
 def test_a_claims_block_writes_each_rows_sentence_from_its_verdict_columns(results_tree, capsys):
