@@ -178,7 +178,7 @@ def test_a_distilled_generator_trains_round_by_round_and_rebuilds_from_its_check
     assert [c.diffusion.distilled_steps for c in configs] == [4, 2] and configs[1].name == "base64_swin_distilled"
     # the first round's student starts as its teacher's (EMA) weights
     teacher_weights = checkpoint.load_stage(teacher).model.state_dict()
-    student = build_process(configs[0].diffusion)
+    student = build_process(configs[0].diffusion, load_run=checkpoint.load_stage)
     assert all(torch.equal(a, b) for a, b in zip(student.initial_weights().values(), teacher_weights.values()))
     # rebuilt from its checkpoint alone (its teacher is not needed): 2 DDIM steps, every image its own seed's
     generator = checkpoint.load_stage(out)
@@ -234,13 +234,16 @@ def test_distill_on_the_command_line_takes_the_teachers_stage_and_preset(teacher
 def test_a_teacher_of_another_schedule_or_steps_is_refused(teacher, tiny_cache, tmp_path):
     other = student_config().replace(diffusion={"teacher": str(teacher), "distilled_steps": 4, "schedule": "cosine"})
     with pytest.raises(MRNetError, match="has other schedule than its student"):
-        build_process(other.diffusion).initial_weights()
+        build_process(other.diffusion, load_run=checkpoint.load_stage).initial_weights()
     first = distill(student_config(), teacher, tiny_cache, tmp_path / "run", progress=False, grids=False)[0]
     wrong = student_config().replace(diffusion={"teacher": str(first.checkpoint), "distilled_steps": 1})
     with pytest.raises(MRNetError, match="samples in 4 steps; a student of 1 steps learns from one of twice as many"):
-        build_process(wrong.diffusion).initial_weights()
+        build_process(wrong.diffusion, load_run=checkpoint.load_stage).initial_weights()
     with pytest.raises(MRNetError, match="set diffusion.teacher"):
-        build_process(student_config().diffusion).initial_weights()
+        build_process(student_config().diffusion, load_run=checkpoint.load_stage).initial_weights()
+    # the diffusion layer never loads a run itself: without the training layer's loader it says so
+    with pytest.raises(MRNetError, match="build its process with load_run=training.checkpoint.load_stage"):
+        build_process(other.diffusion).initial_weights()
 
 
 def test_the_study_trains_a_distilled_run_from_its_teacher_and_counts_its_whole_training_time(teacher, tiny_cache,

@@ -267,7 +267,7 @@ def _train(
     if cfg.train.lr_schedule == "plateau":  # the validation loss steps the learning rate
         valid, valid_low = _split(cfg, data_path, "valid")
         valid = valid.images
-    process = build_process(cfg.diffusion, device)
+    process = build_process(cfg.diffusion, device, load_run=checkpoint.load_stage)
     channels_last = device.type == "cuda"
     state, found = _start(cfg, process, data_path, dataset, out_dir, resume, device, channels_last, distributed, events)
     start_step = state.step

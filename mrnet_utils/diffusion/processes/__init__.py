@@ -10,7 +10,7 @@ A new process is one module with a `base.Process` subclass and one entry in `PRO
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
@@ -34,9 +34,11 @@ def process_class(name: str) -> type[Process]:
     return PROCESSES[name]
 
 
-def build_process(cfg: DiffusionConfig, device: torch.device | str = "cpu") -> Process:
-    """`cfg`'s process, with its schedule on `device`."""
-    return process_class(cfg.process)(cfg, device)
+def build_process(cfg: DiffusionConfig, device: torch.device | str = "cpu",
+                  load_run: Callable[[str, torch.device | str], Any] | None = None) -> Process:
+    """`cfg`'s process, with its schedule on `device`; `load_run` loads the trained run a process trains from
+    (Process.__init__), for training."""
+    return process_class(cfg.process)(cfg, device, load_run)
 
 
 def sampler_names() -> tuple[str, ...]:

@@ -41,9 +41,13 @@ class Process(ABC):
     # The settings a stage of another process takes when switched to this one (presets.stage_config).
     switch_settings: ClassVar[dict[str, Any]]
 
-    def __init__(self, cfg: DiffusionConfig, device: torch.device | str = "cpu") -> None:
+    def __init__(self, cfg: DiffusionConfig, device: torch.device | str = "cpu",
+                 load_run: Callable[[str, torch.device | str], Any] | None = None) -> None:
+        """`load_run(path, device)` loads a trained run (training.checkpoint.load_stage), for a process that
+        trains from one (`from_teacher`); the training layer passes it, so that this layer never imports it."""
         self.validate(cfg)
         self.cfg = cfg
+        self.load_run = load_run
         self.schedule = self.build_schedule(cfg, device)
 
     @classmethod

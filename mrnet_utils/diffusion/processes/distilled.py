@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import Tensor
@@ -133,8 +133,9 @@ class Distilled(Process):
 
     build_schedule = staticmethod(DDPM.build_schedule)  # its teacher's schedule
 
-    def __init__(self, cfg: DiffusionConfig, device: torch.device | str = "cpu") -> None:
-        super().__init__(cfg, device)
+    def __init__(self, cfg: DiffusionConfig, device: torch.device | str = "cpu",
+                 load_run: Callable[[str, torch.device | str], TrainedStage] | None = None) -> None:
+        super().__init__(cfg, device, load_run)
         self.device = device
         steps = cfg.distilled_steps
         self.student_grid = torch.tensor(step_grid(cfg.timesteps, steps), device=device)
@@ -142,13 +143,15 @@ class Distilled(Process):
 
     @cached_property
     def teacher(self) -> TrainedStage:
-        """The teacher network (EMA weights), loaded from `cfg.teacher` when training first needs it."""
-        from mrnet_utils.training.checkpoint import load_stage  # the layer above this one; sampling never needs it
-
+        """The teacher network (EMA weights), loaded from `cfg.teacher` by `load_run` when training first needs it
+        (sampling never does)."""
         if not self.cfg.teacher:
             raise MRNetError("a distilled stage trains from a teacher: set diffusion.teacher to its checkpoint "
                              "(training.distill does)", parameter="teacher")
-        teacher = load_stage(self.cfg.teacher, self.device)
+        if self.load_run is None:
+            raise MRNetError("a distilled stage loads its teacher through the training layer: build its process "
+                             "with load_run=training.checkpoint.load_stage (training.loop does)")
+        teacher = self.load_run(self.cfg.teacher, self.device)
         own = teacher.config.diffusion
         same = {"timesteps", "schedule", "beta_start", "beta_end", "data_range"}
         differ = sorted(key for key in same if getattr(own, key) != getattr(self.cfg, key))
