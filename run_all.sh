@@ -36,7 +36,7 @@
 #
 # Parts: preprocess, base64, sr1, sr2, single256, pipeline, sr_evaluation (the SR tables; needs sr1
 # and sr2), generation (the generation tables; needs pipeline); and, run only when --only names them:
-# swin (the Swin question: the SR stages in four arms x three seeds), labels (a label-conditional base
+# swin (the Swin question: the SR stages in four arms x the preset's seeds), labels (a label-conditional base
 # stage, its guided samples read by a label probe) and realism (the phantom against real exams; needs
 # --mrnet-root). swin and labels need the preprocessed data.
 #
