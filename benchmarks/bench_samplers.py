@@ -230,12 +230,12 @@ def _equivalence_row(arm: Arm, seconds: float, nfe: float, comparisons: list[sta
 
 def _tightest_margin(comparison: statistics.Comparison, chain: float | None) -> str:
     """The smallest margin this comparison passes: the interval's farthest end from zero, as a share of the
-    chain's value where the margin is one (`chain`), else in the measure's units."""
+    chain's value where the margin is one (`chain`, when not zero), else in the measure's units."""
     d = comparison.difference
     if not d.has_interval:
         return f"{comparison.metric} -"
     bound = max(abs(d.low), abs(d.high))
-    return f"{comparison.metric} {bound / chain:.0%}" if chain is not None else f"{comparison.metric} {bound:.3g}"
+    return f"{comparison.metric} {bound / chain:.0%}" if chain else f"{comparison.metric} {bound:.3g}"
 
 
 def compare_super_resolution(arms: list[Arm], measured: dict[str, tuple], truth: torch.Tensor, exam_ids,

@@ -19,11 +19,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-TIMING = ("second", "time")  # in the name; and a rate: a name ending in "per_s" (images_per_s, not per_seed)
+TIMING = ("second", "time")  # words in the name of a column that measures time
+RATE = "per_s"  # the end of the name of one that measures a rate (images_per_s; per_seed is a result)
 
 
 def timing_columns(frame: pd.DataFrame) -> list[str]:
-    return [column for column in frame.columns if any(word in column for word in TIMING) or column.endswith("per_s")]
+    return [column for column in frame.columns if any(word in column for word in TIMING) or column.endswith(RATE)]
 
 
 def same_table(a: Path, b: Path) -> tuple[bool, str]:

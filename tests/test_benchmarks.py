@@ -166,6 +166,7 @@ def test_each_interval_names_the_smallest_margin_it_passes():
         return statistics.Comparison("a", "chain", metric, statistics.Estimate(0.0, low, high, 0.1, 8, 8), True)
     assert bench_samplers._tightest_margin(comparison("diversity", -0.03, 0.01), chain=0.5) == "diversity 6%"
     assert bench_samplers._tightest_margin(comparison("psnr", -0.05, 0.125), chain=None) == "psnr 0.125"
+    assert bench_samplers._tightest_margin(comparison("diversity", -0.05, 0.125), chain=0.0) == "diversity 0.125"
     nan = float("nan")
     assert bench_samplers._tightest_margin(comparison("psnr", nan, nan), chain=None) == "psnr -"
 
