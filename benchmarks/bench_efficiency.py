@@ -9,13 +9,15 @@ are built from the preset, untrained):
 - the cost of one forward pass per stage: ms at batch 1 and at the sampling batch, GFLOPs
   per image (torch.utils.flop_counter), parameters;
 - seconds per 256x256 image through the cascade (base 64 -> SR 128 -> SR 256) and through
-  the single-stage model with each stage's default sampler, batched; network evaluations
-  (NFE) per image, counted by wrapping the networks; peak memory;
+  the single-stage model with each stage's default sampler and with its quick one (what the
+  preset's study samples with; presets.default_sampler), batched; network evaluations (NFE) per
+  image, counted by wrapping the networks; peak memory;
 - the same for the quality-checked path of each pipeline: every stage at the path with the fewest
   network evaluations shown equivalent to its full chain in the committed verdicts of
   benchmarks/bench_samplers.py (equivalence_<verdicts>_<run>.csv; a faster sampler of the stage's
   network, or another process such as its distilled generator, on a network of the same shape),
-  and a stage without a verdict at its full chain; its cost and peak memory also per batch size
+  and a stage without a verdict at its full chain (paths that sample alike are one row, their
+  names joined: "defaults = quality-checked"); its cost and peak memory also per batch size
   (`--batch-sizes`, one batch each). `--probe-steps K` runs a stage of more than K steps in K and
   scales its network time (the table says "extrapolated"), for large networks on a CPU;
 - the reference study's path on the same networks: ancestral DDPM with T = 2000 / 1000 /
@@ -192,6 +194,15 @@ def _timed(
     return sample_pipeline(pipeline, networks, device, images, batch_size, samplers, probe)
 
 
+def _distinct_paths(pipeline: str, paths: dict[str, tuple[dict, dict[str, tuple[str, int]]]]) -> dict[str, tuple]:
+    """`paths` with those that sample `pipeline` alike merged, their names joined ("defaults = quality-checked")."""
+    named: dict[str, tuple[list[str], tuple]] = {}
+    for path, (path_networks, path_samplers) in paths.items():
+        text = _samplers_text(pipeline, path_networks, path_samplers)
+        named.setdefault(text, ([], (path_networks, path_samplers)))[0].append(path)
+    return {" = ".join(names): path for names, path in named.values()}
+
+
 def _takes(cfg: StageConfig, sampler: tuple[str, int]) -> bool:
     try:
         process_class(cfg.diffusion.process).check_sampler(cfg.diffusion, sampler)
@@ -300,13 +311,13 @@ def run(args: argparse.Namespace) -> tuple[str, list[dict[str, object]]]:
         return "\n\n".join(report), []
 
     sampling = rows = []
-    chosen = {name: default_sampler(cfg) for name, cfg in configs.items()}
-    chosen |= dict(args.samplers)
     checked_networks, checked, sources = quality_checked(networks, args.verdicts, args.results)
-    paths = {"defaults": (networks, chosen), "quality-checked": (checked_networks, checked)}
+    paths = {path: (networks, {name: default_sampler(cfg, quick) for name, cfg in configs.items()} | dict(args.samplers))
+             for path, quick in (("quick", True), ("defaults", False))}
+    paths["quality-checked"] = (checked_networks, checked)
     for pipeline in args.pipelines:
         reference, extrapolated = reference_seconds_per_image(pipeline, networks, device, args.reference_steps)
-        for path, (path_networks, path_samplers) in paths.items():
+        for path, (path_networks, path_samplers) in _distinct_paths(pipeline, paths).items():
             cost = _timed(pipeline, path_networks, device, args.images, args.batch_size, path_samplers,
                           args.probe_steps)
             rows.append({

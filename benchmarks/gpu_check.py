@@ -15,8 +15,8 @@ next one runs; the report is rewritten after every phase, so a killed run keeps 
    per training step, for every stage;
 5. training images/s for every `full` stage (the real training loop, on a few synthetic
    phantom exams) and what the preset's steps would take at that rate;
-6. cascade and single-stage sampling with each stage's default sampler (presets.default_sampler;
-   `--samplers STAGE=SAMPLER:STEPS` to try others) on the full networks against the
+6. cascade and single-stage sampling with the `gpu` preset's quick samplers (presets.default_sampler
+   with `quick`: what its study samples with; `--samplers STAGE=SAMPLER:STEPS` to try others) on the full networks against the
    reference's ancestral path (T = 2000 / 1000 / 1000, batch 1; per-step cost measured over
    `--reference-steps` steps per stage and scaled, as the table says);
 7. with --compile: training images/s of base64 under torch.compile.
@@ -108,7 +108,7 @@ def _short_chain(cfg: StageConfig, steps: int) -> tuple[str, int]:
 
 GPU = Settings(
     "full", 10, tuple(STAGES), 16, (8, 32), 100,
-    {name: default_sampler(stage_config(name, "full")) for name in STAGES},
+    {name: default_sampler(stage_config(name, "gpu"), quick=True) for name in STAGES},  # the full networks' too
     tuple(STAGES), 10, 4, 10,
 )
 # bf16 on a CPU without bf16 instructions is emulated and slow: one stage is enough to test the path.

@@ -383,7 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--n", type=_positive, default=16, help="number of images")
     sample.add_argument("--seed", type=_non_negative, default=0, help="image i uses seed SEED + i")
     sample.add_argument("--sampler", choices=sampler_names(),
-                        help="a sampler for every stage that takes it (default: each stage's own)")
+                        help="a sampler for every stage that takes it (default: each stage's own: its full chain, or a "
+                             "faster sampler shown equivalent to it on its preset's checkpoints)")
     sample.add_argument("--steps", type=_positive, help="sampler steps (with --sampler)")
     sample.add_argument("--batch-size", type=_positive, default=8, help="images per forward pass")
     sample.add_argument("--device", type=_device, default="cuda" if _cuda_available() else "cpu",

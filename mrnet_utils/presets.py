@@ -63,8 +63,14 @@ class Preset:
     # over the stage's own, such as the rounds and budget of its distilled generator.
     switched: Mapping[tuple[str, str], Settings] = field(default_factory=dict)
     # Per stage: (sampler, steps) it samples with unless the caller names one, where its process takes that
-    # sampler (steps None: all T). Elsewhere the process's own full chain (presets.default_sampler).
+    # sampler (steps None: all T); elsewhere the process's own full chain (presets.default_sampler). Only a
+    # sampler shown equivalent to that chain on this preset's checkpoints belongs here
+    # (benchmarks/bench_samplers.py), so that a default carries its verdict.
     samplers: Mapping[str, tuple[str, int | None]] = field(default_factory=dict)
+    # Per stage: a faster sampler for where time counts for more than a claim about the images: the grids that
+    # watch training, and the study's own samples where the preset's time cannot hold the chain. Not shown
+    # equivalent to the chain; every table made from such samples names its samplers.
+    quick_samplers: Mapping[str, tuple[str, int | None]] = field(default_factory=dict)
 
     def stage_config(self, spec: StageSpec, use_swin: bool) -> StageConfig:
         """The config of stage `spec`, with or without the Swin bottleneck."""
@@ -84,6 +90,11 @@ class Preset:
         return cfg.with_settings({**self.stages.get(spec.name, {}), **self.runs.get((spec.name, use_swin), {})})
 
 
+# The generating stages' quick samplers, for the presets whose study cannot afford their 1000-step chains: the
+# stochastic SDE-DPM-Solver++(2M), chosen on point estimates. On the demo checkpoints neither was shown equivalent
+# to the chain (benchmarks/RESULTS.md, "Samplers: base64_swin, demo checkpoints, CPU" and single256).
+_QUICK = {"base64": ("dpmpp_sde", 25), "single256": ("dpmpp_sde", 100)}
+
 # The project's recipe: v-prediction on a cosine schedule with min-SNR weighting for the generating stages,
 # ResShift in 4 steps for the super-resolution stages (Yue et al. 2023), conditioning augmentation, EMA.
 _PROJECT = Preset(
@@ -97,13 +108,6 @@ _PROJECT = Preset(
     # split's slices where the held-out ones are fewer than its 2048 features (MRNet's valid split: 600 central).
     study=StudySettings(phantom_train_exams=80, phantom_valid_exams=20, central_slices=5, eval_slices=None,
                         samples=10_000, batch_size=32, tuning_exams=10),
-    # The SR stages: ResShift's 4-step chain respaced to 3 steps, shown equivalent to it on the demo checkpoints
-    # (benchmarks/RESULTS.md, "Samplers: sr1_swin, demo checkpoints, CPU" and sr2). The generating stages: the
-    # stochastic SDE-DPM-Solver++(2M), chosen on point estimates; on the demo checkpoints no faster sampler was
-    # shown equivalent to the chain (RESULTS.md, "Samplers: base64_swin, demo checkpoints, CPU" and single256),
-    # and the chains are kept out of the defaults for the demo study's time (docs/results.md, "Which sampler").
-    samplers={"base64": ("dpmpp_sde", 25), "sr1": ("resshift", 3), "sr2": ("resshift", 3),
-              "single256": ("dpmpp_sde", 100)},
     # Progressive distillation of the generating stages to 4 DDIM steps, from their network's 256 (six rounds),
     # each round a twentieth of the teacher's steps at its learning rate (a budget, not a tuned one).
     switched={(stage, "distilled"): {"diffusion.distilled_from": 256, "diffusion.distilled_steps": 4,
@@ -120,7 +124,7 @@ SMOKE = replace(
     stages={"base64": {"unet.attention_resolutions": (16,)}},
     study=StudySettings(phantom_train_exams=4, phantom_valid_exams=2, central_slices=2, eval_slices=2, samples=2,
                         batch_size=2, label_samples=2, probe_steps=2, swin_seeds=2),
-    samplers={"base64": ("dpmpp_sde", 5), "single256": ("dpmpp_sde", 5)},  # sampling at 256x256 stays cheap
+    quick_samplers={"base64": ("dpmpp_sde", 5), "single256": ("dpmpp_sde", 5)},  # sampling at 256x256 stays cheap
     switched={(stage, "distilled"): {"diffusion.distilled_from": 8, "diffusion.distilled_steps": 2}
               for stage in ("base64", "single256")},
 )
@@ -144,6 +148,12 @@ DEMO = replace(
     },
     study=StudySettings(phantom_train_exams=48, phantom_valid_exams=12, central_slices=5, eval_slices=None,
                         samples=16, batch_size=8, tuning_exams=6),
+    # The SR stages: ResShift's 4-step chain respaced to 3 steps, shown equivalent to it on the demo checkpoints
+    # (benchmarks/RESULTS.md, "Samplers: sr1_swin, demo checkpoints, CPU" and sr2). The generating stages' chains
+    # (1000 steps; about 7 s an image for base 64 and 60 s for single-stage 256 on this project's 2-core CPU) do
+    # not fit the demo study's 30 minutes: it samples them with the quick samplers (docs/results.md, "Which sampler").
+    samplers={"sr1": ("resshift", 3), "sr2": ("resshift", 3)},
+    quick_samplers=_QUICK,
     # Three rounds from 32 DDIM steps to 4, each a third of base64's steps: what fits the demo study's time.
     switched={("base64", "distilled"): {"diffusion.distilled_from": 32, "diffusion.distilled_steps": 4,
                                         "train.steps": 80, "train.lr": 3e-4, "train.warmup_steps": 10,
@@ -185,6 +195,7 @@ GPU = replace(
     # A short warm-up and an EMA half-life of 69 steps: the shortest runs average over their last steps.
     train=replace(FULL.train, warmup_steps=50, ema_decay=0.99, checkpoint_every=1000),
     study=replace(FULL.study, samples=2048),  # the fewest with which FID is computed at all (its feature width)
+    quick_samplers=_QUICK,  # 2048 single-stage 256 samples over its chain would take longer than its training
     stages={stage: {**FULL.stages[stage], "train.epochs": epochs, "train.steps": epochs * _MRNET_STEPS_PER_EPOCH}
             for stage, epochs in _GPU_EPOCHS.items()},
     switched={run: {**settings, "train.epochs": 0, "train.steps": 1000} for run, settings in FULL.switched.items()},
@@ -253,13 +264,17 @@ def stage_config(
                               **preset(preset_name).switched.get((stage, process), {})})
 
 
-def default_sampler(cfg: StageConfig) -> SamplerChoice:
-    """The sampler a stage uses wherever the caller names none (study, command line, training grids,
-    benchmarks): its preset's choice for the stage where the stage's process takes that sampler, else the
-    process's own chain over all T steps. The one place a default sampler is decided."""
+def default_sampler(cfg: StageConfig, quick: bool = False) -> SamplerChoice:
+    """The sampler a stage uses wherever the caller names none: its preset's choice for the stage
+    (`Preset.samplers`, each shown equivalent to the chain) where the stage's process takes that sampler, else
+    the process's own chain over all T steps. `quick` (training grids, the study's own samples) takes the
+    preset's `quick_samplers` first, which carry no such claim. The one place a default sampler is decided."""
     process = process_class(cfg.diffusion.process)
-    chosen = PRESETS[cfg.preset].samplers.get(cfg.stage) if cfg.preset in PRESETS else None
-    if chosen is None or chosen[0] not in process.samplers:
-        return process.default_sampler(cfg.diffusion)
-    name, steps = chosen
-    return name, steps or cfg.diffusion.timesteps
+    spec = PRESETS.get(cfg.preset)
+    tables = ([spec.quick_samplers] if quick else []) + [spec.samplers] if spec else []
+    for table in tables:
+        chosen = table.get(cfg.stage)
+        if chosen is not None and chosen[0] in process.samplers:
+            name, steps = chosen
+            return name, steps or cfg.diffusion.timesteps
+    return process.default_sampler(cfg.diffusion)

@@ -36,13 +36,18 @@ def render() -> str:
         "docs/reference.md. Settings are per stage, with the Swin bottleneck (the no-Swin variants differ",
         "only in `unet.use_swin`, and in the `reference` preset in the epochs and learning rate of its runs).",
         "Any setting can be changed for one run with `train --set KEY=VALUE` (e.g. `--set train.lr=1e-4`).",
+        "A stage's default sampler is its full chain, or a faster one shown equivalent to it on the preset's",
+        "checkpoints; its quick sampler is what the preset's study and training grids sample with where its time",
+        "cannot hold the chain (`presets.default_sampler`; none shown equivalent: docs/results.md, \"Which sampler\").",
     ]
     for stage in STAGES:
         columns = {}
         for name in SHOWN:
             cfg = stage_config(stage, name, use_swin=True)
+            samplers = {f"{kind} sampler": " ".join(map(str, default_sampler(cfg, quick)))
+                        for kind, quick in (("default", False), ("quick", True))}
             columns[f"`{name}`"] = {key: str(value) for key, value in cfg.flat_settings().items()
-                                    if key not in ("stage", "preset")} | {"default sampler": " ".join(map(str, default_sampler(cfg)))}
+                                    if key not in ("stage", "preset")} | samplers
         table = pd.DataFrame(columns)
         table.index.name = "setting"
         lines += ["", f"## {stage}", "", markdown(table)]

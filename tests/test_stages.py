@@ -39,18 +39,29 @@ def test_default_samplers_exist_and_fit_every_presets_schedule(preset):
 
 
 def test_a_stage_samples_with_its_presets_choice_where_its_process_takes_it_else_the_process_chain():
+    # by default, the chain unless a faster sampler was shown equivalent to it (demo: the SR stages' 3 steps)
     demo = {name: default_sampler(stage_config(name, "demo")) for name in STAGES}
-    assert demo == {"base64": ("dpmpp_sde", 25), "sr1": ("resshift", 3), "sr2": ("resshift", 3),
-                    "single256": ("dpmpp_sde", 100)}
+    assert demo == {"base64": ("ddpm", 1000), "sr1": ("resshift", 3), "sr2": ("resshift", 3),
+                    "single256": ("ddpm", 1000)}
+    # quick (training grids, the demo study's samples): the quick samplers first, the defaults elsewhere
+    quick = {name: default_sampler(stage_config(name, "demo"), quick=True) for name in STAGES}
+    assert quick == {"base64": ("dpmpp_sde", 25), "sr1": ("resshift", 3), "sr2": ("resshift", 3),
+                     "single256": ("dpmpp_sde", 100)}
+    # the gpu preset: quick samplers for its study's time, and no verdict on its checkpoints (the SR chain: 4 steps)
+    assert default_sampler(stage_config("single256", "gpu"), quick=True) == ("dpmpp_sde", 100)
+    assert default_sampler(stage_config("sr2", "gpu"), quick=True) == ("resshift", 4)
     # the reference's ancestral chain over all T steps, for its ddpm stages (all of them: T = 2000 and 1000)
     assert default_sampler(stage_config("base64", "reference")) == ("ddpm_large", 2000)
     assert default_sampler(stage_config("sr1", "reference")) == ("ddpm_large", 1000)
-    # the smoke preset's few steps where the process is ddpm; a resshift stage's own chain
-    assert default_sampler(stage_config("single256", "smoke")) == ("dpmpp_sde", 5)
+    # the smoke preset's few quick steps where the process is ddpm; a resshift stage's own chain
+    assert default_sampler(stage_config("single256", "smoke"), quick=True) == ("dpmpp_sde", 5)
+    assert default_sampler(stage_config("single256", "smoke")) == ("ddpm", 100)
     assert default_sampler(stage_config("sr2", "smoke")) == ("resshift", 4)
     assert default_sampler(stage_config("sr1", "demo", process="regression")) == ("regression", 1)
-    # a distilled generator: DDIM in the steps it was distilled to, the preset's (demo: 32 -> 4, three rounds)
+    # a distilled generator: DDIM in the steps it was distilled to, the preset's (demo: 32 -> 4, three rounds), quick
+    # or not (the quick dpmpp_sde is not its sampler)
     assert default_sampler(stage_config("base64", "demo", process="distilled")) == ("ddim", 4)
+    assert default_sampler(stage_config("base64", "demo", process="distilled"), quick=True) == ("ddim", 4)
     assert stage_config("base64", "demo", process="distilled").diffusion.distilled_from == 32
     # a stage switched to ddpm where its preset names no sampler: the ancestral chain over all T steps
     assert default_sampler(stage_config("sr1", "demo", process="ddpm")) == ("ddpm", 1000)

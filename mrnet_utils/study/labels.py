@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from mrnet_utils.config import StageConfig
-from mrnet_utils.presets import stage_config
+from mrnet_utils.presets import default_sampler, stage_config
 from mrnet_utils.data.degradation import Degradation
 from mrnet_utils.data.mrnet import TASKS
 from mrnet_utils.data.slices import SliceDataset, to_unit
@@ -75,8 +75,8 @@ def guided_samples(model: torch.nn.Module, cfg: StageConfig, labels: dict[str, i
                    batch_size: int, first_seed: int, progress: bool) -> torch.Tensor:
     """`count` samples asked for `labels` with guidance `scale` (seeds from `first_seed`), in [-1, 1]."""
     seeds = list(range(first_seed, first_seed + count))
-    return sample_stage(model, cfg, seeds, batch_size=batch_size, progress=progress,
-                        labels=label_rows(labels, count), guidance=scale)
+    return sample_stage(model, cfg, seeds, sampler=default_sampler(cfg, quick=True), batch_size=batch_size,
+                        progress=progress, labels=label_rows(labels, count), guidance=scale)
 
 
 def agreement(trained, label_probe, train: SliceDataset, valid: SliceDataset, reported: np.ndarray,
@@ -133,7 +133,7 @@ def usefulness(trained, train: SliceDataset, valid: SliceDataset, reported: np.n
     """Per training set (real, synthetic, real + synthetic) and task: the probe's AUC on the reported
     valid exams, with its exam-bootstrap interval."""
     synthetic = sample_stage(trained.model, trained.config, list(range(len(train.labels))),
-                             batch_size=batch_size, progress=progress,
+                             sampler=default_sampler(trained.config, quick=True), batch_size=batch_size, progress=progress,
                              labels=train.labels.clone(), guidance=TSTR_GUIDANCE)
     sets = {
         "real": (train.images, train.labels),

@@ -36,6 +36,7 @@ from mrnet_utils.files import claim_folder
 from mrnet_utils.interrupts import Interrupted, StopRequest
 from mrnet_utils.networks import build_network
 from mrnet_utils.pipeline import bf16_autocast, sample_stage, save_grid
+from mrnet_utils.presets import default_sampler
 from mrnet_utils.progress import track
 from mrnet_utils.training import checkpoint
 from mrnet_utils.training.batches import Batch, draw_batch, to_device
@@ -236,7 +237,7 @@ def train(
     another slice cache. `compile=True` runs the network through `torch.compile` (worth it
     on a GPU for long runs; the first steps are slow while it compiles). Checkpoints are the
     same either way. `grids=False` skips the sample grids (every cfg.train.sample_every steps
-    and at the end), which sample with the stage's default sampler. With cfg.train.epochs, the
+    and at the end), which sample with the stage's quick sampler. With cfg.train.epochs, the
     run's steps are that many passes over the training slices (`steps_for_epochs`). `device`: None
     trains on the GPU if there is one (under torchrun, each process's own).
 
@@ -519,7 +520,8 @@ def _resume_point(out_dir: Path) -> Path | None:
 def _write_sample_grid(
     state: TrainState, cfg: StageConfig, low_res: torch.Tensor | None, path: Path, progress: bool
 ) -> None:
-    """A small grid of samples from the EMA weights with the stage's default sampler, for watching training.
+    """A small grid of samples from the EMA weights with the stage's quick sampler (presets.default_sampler), for
+    watching training.
 
     Super-resolution stages show the upsampled inputs (top row) above their samples. `progress` shows
     the sampler's steps (a large network on a CPU takes minutes even for four images).
@@ -528,8 +530,8 @@ def _write_sample_grid(
     network.eval()
     condition = low_res[:4] if low_res is not None else None
     samples = sample_stage(
-        network, cfg, seeds=list(range(4)), low_res=condition, mixed_precision=cfg.train.mixed_precision,
-        progress=False, step_progress=progress,
+        network, cfg, seeds=list(range(4)), low_res=condition, sampler=default_sampler(cfg, quick=True),
+        mixed_precision=cfg.train.mixed_precision, progress=False, step_progress=progress,
     )
     network.train()
     if condition is not None:
