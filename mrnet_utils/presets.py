@@ -65,7 +65,8 @@ class Preset:
     # Per stage: (sampler, steps) it samples with unless the caller names one, where its process takes that
     # sampler (steps None: all T); elsewhere the process's own full chain (presets.default_sampler). Only a
     # sampler shown equivalent to that chain on this preset's checkpoints belongs here
-    # (benchmarks/bench_samplers.py), so that a default carries its verdict.
+    # (benchmarks/bench_samplers.py), so that a default carries its verdict (the smoke preset, which claims
+    # nothing, excepted).
     samplers: Mapping[str, tuple[str, int | None]] = field(default_factory=dict)
     # Per stage: a faster sampler for where time counts for more than a claim about the images: the grids that
     # watch training, and the study's own samples where the preset's time cannot hold the chain. Not shown
@@ -124,7 +125,9 @@ SMOKE = replace(
     stages={"base64": {"unet.attention_resolutions": (16,)}},
     study=StudySettings(phantom_train_exams=4, phantom_valid_exams=2, central_slices=2, eval_slices=2, samples=2,
                         batch_size=2, label_samples=2, probe_steps=2, swin_seeds=2),
-    quick_samplers={"base64": ("dpmpp_sde", 5), "single256": ("dpmpp_sde", 5)},  # sampling at 256x256 stays cheap
+    # The tests' preset: its images are noise and carry no claim, so its generating stages default to 5 steps
+    # (their 100-step chains would take the tests' time at 256x256).
+    samplers={"base64": ("dpmpp_sde", 5), "single256": ("dpmpp_sde", 5)},
     switched={(stage, "distilled"): {"diffusion.distilled_from": 8, "diffusion.distilled_steps": 2}
               for stage in ("base64", "single256")},
 )

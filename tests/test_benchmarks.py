@@ -62,12 +62,11 @@ def test_bench_samplers_tests_equivalence_with_the_full_chain_on_tuning_exams(ti
             "--batch-size", "6", "--runs", f"base64={savepoints / 'base64_swin'}", "--results", str(results)]
     report = bench_samplers.main(argv)
     base, sr1 = report.split("## Samplers: ")[1:]
-    # the chain first, then the candidates the stage's process takes, then the other runs with their default
-    # sampler (here the chain: the smoke preset's quick samplers are not defaults)
-    assert [row[0] for row in _rows(base)] == ["ddpm 100", "ddim 5", "dpmpp 3", "base64_swin: ddpm 100"]
-    assert [row[1] for row in _rows(base)] == ["100", "5", "3", "100"]  # network evaluations per image, counted
+    # the chain first, then the candidates the stage's process takes, then the other runs with their default sampler
+    assert [row[0] for row in _rows(base)] == ["ddpm 100", "ddim 5", "dpmpp 3", "base64_swin: dpmpp_sde 5"]
+    assert [row[1] for row in _rows(base)] == ["100", "5", "3", "5"]  # network evaluations per image, counted
     verdicts = pd.read_csv(bench_samplers.verdict_file(results, "smoke", "base64_swin"))
-    assert list(verdicts["steps"]) == [100, 5, 3, 100] and set(verdicts["stage"]) == {"base64"}
+    assert list(verdicts["steps"]) == [100, 5, 3, 5] and set(verdicts["stage"]) == {"base64"}
     assert json.loads(verdicts["margins"][0]) == {"psnr_db": 0.2, "ssim": 0.005, "relative": 0.1}  # endpoints
     assert [row[0] for row in _rows(sr1)] == ["resshift 4", "resshift 2"]
     assert "dhistogram_w1 [90% CI]" in base and "ddiversity [90% CI]" in base and "dpsnr [90% CI]" in sr1
@@ -205,15 +204,13 @@ def test_bench_efficiency_counts_network_evaluations_and_writes_its_tables(tiny_
             "--train-window", "1", "--repeats", "1", "--train-stages", "sr1", "--samplers", "sr1=resshift:3",
             "--verdicts", "smoke", "--probe-steps", "10", "--results", str(results)]
     report = bench_efficiency.main(argv)
-    # each stage samples with its quick sampler (the smoke preset's 5 SDE steps for the generating stages, the
-    # residual SR stages' 4-step chain) and with its default (no verdict: every chain), sr1 here in 3 in both
-    assert "| cascade | quick | dpmpp_sde 5 + resshift 3 + resshift 4 | 12 |" in report
-    assert "| cascade | defaults | ddpm 100 + resshift 3 + resshift 4 | 107 |" in report
-    assert "| single256 | quick | dpmpp_sde 5 | 5 |" in report
-    # no stage has a verdict here: the quality-checked path is every stage's full chain, the single-stage model's
-    # default too (one row, both names)
+    # each stage samples with its quick sampler and its default, alike in the smoke preset (one row, both names:
+    # 5 SDE steps for the generating stages, the residual SR stages' 4-step chain), sr1 here in 3
+    assert "| cascade | quick = defaults | dpmpp_sde 5 + resshift 3 + resshift 4 | 12 |" in report
+    assert "| single256 | quick = defaults | dpmpp_sde 5 | 5 |" in report
+    # no stage has a verdict here: the quality-checked path is every stage's full chain
     assert "| cascade | quality-checked | ddpm 100 + resshift 4 + resshift 4 | 108 |" in report
-    assert "| single256 | defaults = quality-checked | ddpm 100 | 100 |" in report
+    assert "| single256 | quality-checked | ddpm 100 | 100 |" in report
     assert "- base64: no verdict: the full chain" in report
     assert "| 2000+1000+1000 steps |" in report and "extrapolated from 2 steps per stage" in report
     assert "| sr1_swin | 4 |" in report  # the training row, at the smoke batch
@@ -221,12 +218,12 @@ def test_bench_efficiency_counts_network_evaluations_and_writes_its_tables(tiny_
     # a run with other samplers than the defaults has its own section and file
     assert "## Efficiency: smoke preset, swin, CPU, 1 thread(s), sr1=resshift:3" in results.read_text(encoding="utf-8")
     sampling = pd.read_csv(tmp_path / "efficiency_smoke_swin_cpu1_sr1-resshift3.csv").set_index(["pipeline", "path"])
-    assert sampling.loc[("cascade", "quick"), "NFE / image"] == 12
-    assert sampling.loc[("single256", "quick"), "NFE / image"] == 5
-    assert sampling.loc[("cascade", "quick"), "speed-up"] > sampling.loc[("cascade", "defaults"), "speed-up"] > 0
+    assert sampling.loc[("cascade", "quick = defaults"), "NFE / image"] == 12
+    assert sampling.loc[("single256", "quick = defaults"), "NFE / image"] == 5
+    assert sampling.loc[("cascade", "quick = defaults"), "speed-up"] > sampling.loc[("cascade", "quality-checked"), "speed-up"] > 0
     # the 100-step chain ran 10 steps, its network time scaled to 100 (and its evaluations counted as 100)
     assert sampling.loc[("cascade", "quality-checked"), "timing"] == "stages of more than 10 steps extrapolated"
-    assert sampling.loc[("cascade", "quick"), "timing"] == "measured"
+    assert sampling.loc[("cascade", "quick = defaults"), "timing"] == "measured"
 
     # verdicts (bench_samplers' rows) where the distilled base and a 2-step SR1 passed, a faster SR1 did not:
     # the quality-checked cascade takes each stage's fastest equivalent path, on the same networks
@@ -241,14 +238,14 @@ def test_bench_efficiency_counts_network_evaluations_and_writes_its_tables(tiny_
             "1", "--repeats", "1", "--pipelines", "cascade", "--parts", "sampling", "--verdicts", "smoke",
             "--results", str(results)]
     report = bench_efficiency.main(argv)
-    assert "| cascade | quick | dpmpp_sde 5 + resshift 4 + resshift 4 | 13 |" in report
+    assert "| cascade | quick = defaults | dpmpp_sde 5 + resshift 4 + resshift 4 | 13 |" in report
     assert "| cascade | quality-checked | distilled ddim 2 + resshift 2 + resshift 4 | 8 |" in report
     assert "- base64: equivalence_smoke_base64_swin.csv" in report and "- sr2: no verdict: the full chain" in report
     by_batch = report.split("### The quality-checked path by batch size")[1]
     assert [row[2] for row in _rows(by_batch)] == ["1", "2"]  # pipeline, samplers, batch, s / image, peak memory
     assert "single256 |" not in report.split("### Sampling")[1] and "### Training" not in report
     assert results.read_text(encoding="utf-8").count("## Efficiency: smoke preset, swin, CPU, 1 thread(s)") == 2
-    assert list(pd.read_csv(tmp_path / "efficiency_smoke_swin_cpu1.csv")["path"]) == ["quick", "defaults", "quality-checked"]
+    assert list(pd.read_csv(tmp_path / "efficiency_smoke_swin_cpu1.csv")["path"]) == ["quick = defaults", "quality-checked"]
 
 
 def test_counting_model_counts_calls_and_images():

@@ -25,7 +25,7 @@ from torch import nn
 from synthetic import smooth_slices, write_cache
 from torch_threads import one_thread
 
-from mrnet_utils.presets import stage_config
+from mrnet_utils.presets import default_sampler, stage_config
 from mrnet_utils.data.slices import SliceDataset, degrade
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.diffusion.processes import build_process, process_class
@@ -443,10 +443,11 @@ def test_a_stop_names_resume_as_the_way_on_only_when_the_run_can_continue():
 
 def test_training_grids_sample_the_ema_weights_as_the_config_says(tmp_path, monkeypatch):
     """The EMA's weights (the raw ones without EMA) in eval mode, at the configured precision, four images to a
-    row: a super-resolution stage's upsampled inputs above its samples."""
+    row: a super-resolution stage's upsampled inputs above its samples; with the stage's quick sampler."""
     seen = []
 
-    def recording_sample_stage(network, cfg, seeds, low_res, mixed_precision, progress, step_progress):
+    def recording_sample_stage(network, cfg, seeds, low_res, sampler, mixed_precision, progress, step_progress):
+        assert sampler == default_sampler(cfg, quick=True)
         seen.append((network, network.training, mixed_precision, progress, step_progress))
         return torch.zeros(4, 1, cfg.resolution, cfg.resolution)
 
