@@ -273,8 +273,9 @@ def default_sampler(cfg: StageConfig, quick: bool = False) -> SamplerChoice:
     the process's own chain over all T steps. `quick` (training grids, the study's own samples) takes the
     preset's `quick_samplers` first, which carry no such claim. The one place a default sampler is decided."""
     process = process_class(cfg.diffusion.process)
-    spec = PRESETS.get(cfg.preset)
-    tables = ([spec.quick_samplers] if quick else []) + [spec.samplers] if spec else []
+    spec, tables = PRESETS.get(cfg.preset), []
+    if spec is not None:  # a config whose preset is no longer registered: its process's chain
+        tables = [spec.quick_samplers, spec.samplers] if quick else [spec.samplers]
     for table in tables:
         chosen = table.get(cfg.stage)
         if chosen is not None and chosen[0] in process.samplers:
