@@ -91,11 +91,6 @@ class Preset:
         return cfg.with_settings({**self.stages.get(spec.name, {}), **self.runs.get((spec.name, use_swin), {})})
 
 
-# The generating stages' quick samplers, for the presets whose study cannot afford their 1000-step chains: the
-# stochastic SDE-DPM-Solver++(2M), chosen on point estimates. On the demo checkpoints neither was shown equivalent
-# to the chain (benchmarks/RESULTS.md, "Samplers: base64_swin, demo checkpoints, CPU" and single256).
-_QUICK = {"base64": ("dpmpp_sde", 25), "single256": ("dpmpp_sde", 100)}
-
 # The project's recipe: v-prediction on a cosine schedule with min-SNR weighting for the generating stages,
 # ResShift in 4 steps for the super-resolution stages (Yue et al. 2023), conditioning augmentation, EMA.
 _PROJECT = Preset(
@@ -109,6 +104,11 @@ _PROJECT = Preset(
     # split's slices where the held-out ones are fewer than its 2048 features (MRNet's valid split: 600 central).
     study=StudySettings(phantom_train_exams=80, phantom_valid_exams=20, central_slices=5, eval_slices=None,
                         samples=10_000, batch_size=32, tuning_exams=10),
+    # No sampler has a verdict on these presets' checkpoints: every stage defaults to its chain. The generating
+    # stages' quick samplers, the stochastic SDE-DPM-Solver++(2M) chosen on point estimates, keep the training
+    # grids and the studies' thousands of samples affordable; on the demo checkpoints neither was shown
+    # equivalent to the chain (benchmarks/RESULTS.md, "Samplers: base64_swin, demo checkpoints, CPU" and single256).
+    quick_samplers={"base64": ("dpmpp_sde", 25), "single256": ("dpmpp_sde", 100)},
     # Progressive distillation of the generating stages to 4 DDIM steps, from their network's 256 (six rounds),
     # each round a twentieth of the teacher's steps at its learning rate (a budget, not a tuned one).
     switched={(stage, "distilled"): {"diffusion.distilled_from": 256, "diffusion.distilled_steps": 4,
@@ -128,6 +128,7 @@ SMOKE = replace(
     # The tests' preset: its images are noise and carry no claim, so its generating stages default to 5 steps
     # (their 100-step chains would take the tests' time at 256x256).
     samplers={"base64": ("dpmpp_sde", 5), "single256": ("dpmpp_sde", 5)},
+    quick_samplers={},  # the defaults are quick already
     switched={(stage, "distilled"): {"diffusion.distilled_from": 8, "diffusion.distilled_steps": 2}
               for stage in ("base64", "single256")},
 )
@@ -156,7 +157,6 @@ DEMO = replace(
     # (1000 steps; about 7 s an image for base 64 and 60 s for single-stage 256 on this project's 2-core CPU) do
     # not fit the demo study's 30 minutes: it samples them with the quick samplers (docs/results.md, "Which sampler").
     samplers={"sr1": ("resshift", 3), "sr2": ("resshift", 3)},
-    quick_samplers=_QUICK,
     # Three rounds from 32 DDIM steps to 4, each a third of base64's steps: what fits the demo study's time.
     switched={("base64", "distilled"): {"diffusion.distilled_from": 32, "diffusion.distilled_steps": 4,
                                         "train.steps": 80, "train.lr": 3e-4, "train.warmup_steps": 10,
@@ -198,7 +198,6 @@ GPU = replace(
     # A short warm-up and an EMA half-life of 69 steps: the shortest runs average over their last steps.
     train=replace(FULL.train, warmup_steps=50, ema_decay=0.99, checkpoint_every=1000),
     study=replace(FULL.study, samples=2048),  # the fewest with which FID is computed at all (its feature width)
-    quick_samplers=_QUICK,  # 2048 single-stage 256 samples over its chain would take longer than its training
     stages={stage: {**FULL.stages[stage], "train.epochs": epochs, "train.steps": epochs * _MRNET_STEPS_PER_EPOCH}
             for stage, epochs in _GPU_EPOCHS.items()},
     switched={run: {**settings, "train.epochs": 0, "train.steps": 1000} for run, settings in FULL.switched.items()},

@@ -47,10 +47,9 @@ def test_full_preset_is_the_projects_recipe_at_the_references_scale():
     assert sr1.unet.family == "project" and sr1.unet.channels == (64, 128, 256) and sr1.conditioning.enabled
     assert (base.diffusion.schedule, base.diffusion.prediction, base.train.ema_decay) == ("cosine", "v", 0.9999)
     assert (sr1.diffusion.process, sr1.diffusion.timesteps, sr1.diffusion.prediction) == ("resshift", 4, "residual")
-    # no verdict on full checkpoints: each stage's own chain by default; quick samplers only where a study's time
-    # needs them (not here: `full` runs for days)
+    # no verdict on full checkpoints: each stage's own chain by default; the quick samplers for grids and the study
     assert default_sampler(base) == ("ddpm", 1000) and default_sampler(sr1) == ("resshift", 4)
-    assert default_sampler(base, quick=True) == ("ddpm", 1000)
+    assert default_sampler(base, quick=True) == ("dpmpp_sde", 25) and default_sampler(sr1, quick=True) == ("resshift", 4)
 
 
 def test_replace_changes_nested_fields_and_validates():
