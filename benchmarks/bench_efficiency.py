@@ -312,7 +312,8 @@ def run(args: argparse.Namespace) -> tuple[str, list[dict[str, object]]]:
 
     sampling = rows = []
     checked_networks, checked, sources = quality_checked(networks, args.verdicts, args.results)
-    paths = {path: (networks, {name: default_sampler(cfg, quick) for name, cfg in configs.items()} | dict(args.samplers))
+    paths = {path: (networks, {name: default_sampler(cfg, quick) for name, cfg in configs.items()}
+                    | dict(args.samplers))
              for path, quick in (("quick", True), ("defaults", False))}
     paths["quality-checked"] = (checked_networks, checked)
     for pipeline in args.pipelines:

@@ -16,7 +16,8 @@ next one runs; the report is rewritten after every phase, so a killed run keeps 
 5. training images/s for every `full` stage (the real training loop, on a few synthetic
    phantom exams) and what the preset's steps would take at that rate;
 6. cascade and single-stage sampling with the `gpu` preset's quick samplers (presets.default_sampler
-   with `quick`: what its study samples with; `--samplers STAGE=SAMPLER:STEPS` to try others) on the full networks against the
+   with `quick`: what its study samples with; `--samplers STAGE=SAMPLER:STEPS` to try others) on
+   the full networks against the
    reference's ancestral path (T = 2000 / 1000 / 1000, batch 1; per-step cost measured over
    `--reference-steps` steps per stage and scaled, as the table says);
 7. with --compile: training images/s of base64 under torch.compile.

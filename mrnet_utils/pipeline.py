@@ -5,7 +5,8 @@ Sampling is batched, and image i depends only on its own seed: its starting nois
 its per-step noise and its conditioning-augmentation noise come from generators
 seeded by (seed, the stage's random stream in stages.STAGES), never from a shared stream.
 Each stage samples with its default sampler (presets.default_sampler: its full chain, or a faster
-sampler shown equivalent to it) unless the caller names one; its process (diffusion.processes) builds the condition and runs the sampler.
+sampler shown equivalent to it) unless the caller names one; its process (diffusion.processes)
+builds the condition and runs the sampler.
 """
 
 from __future__ import annotations

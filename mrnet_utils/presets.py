@@ -153,9 +153,9 @@ DEMO = replace(
     study=StudySettings(phantom_train_exams=48, phantom_valid_exams=12, central_slices=5, eval_slices=None,
                         samples=16, batch_size=8, tuning_exams=6),
     # The SR stages: ResShift's 4-step chain respaced to 3 steps, shown equivalent to it on the demo checkpoints
-    # (benchmarks/RESULTS.md, "Samplers: sr1_swin, demo checkpoints, CPU" and sr2). The generating stages' chains
-    # (1000 steps; about 7 s an image for base 64 and 60 s for single-stage 256 on this project's 2-core CPU) do
-    # not fit the demo study's 30 minutes: it samples them with the quick samplers (docs/results.md, "Which sampler").
+    # (benchmarks/RESULTS.md, "Samplers: sr1_swin, demo checkpoints, CPU" and sr2). The generating stages' 1000-step
+    # chains do not fit the demo study's 30 minutes (their cost: benchmarks/efficiency_demo_swin_cpu2.csv): it
+    # samples them with the quick samplers (docs/results.md, "Which sampler").
     samplers={"sr1": ("resshift", 3), "sr2": ("resshift", 3)},
     # Three rounds from 32 DDIM steps to 4, each a third of base64's steps: what fits the demo study's time.
     switched={("base64", "distilled"): {"diffusion.distilled_from": 32, "diffusion.distilled_steps": 4,

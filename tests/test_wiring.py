@@ -25,13 +25,16 @@ from torch import nn
 from synthetic import smooth_slices, write_cache
 from torch_threads import one_thread
 
-from mrnet_utils.presets import default_sampler, stage_config
+from mrnet_utils.presets import PRESETS, default_sampler, stage_config
 from mrnet_utils.data.slices import SliceDataset, degrade
 from mrnet_utils.errors import MRNetError
 from mrnet_utils.diffusion.processes import build_process, process_class
 from mrnet_utils.diffusion.samplers import generators_from_seeds, noise_from_seeds
+from mrnet_utils.networks import build_network
 from mrnet_utils.networks.unet import UNet
-from mrnet_utils.pipeline import sample_stage
+from mrnet_utils.pipeline import TrainedStage, sample_stage
+from mrnet_utils.study import generation, labels
+from mrnet_utils.study.layout import GENERATORS, StudyPaths
 from mrnet_utils.training import loop
 from mrnet_utils.training.batches import draw_batch, to_device
 from mrnet_utils.training.checkpoint import FINAL_CHECKPOINT, load_checkpoint, save_checkpoint
@@ -441,13 +444,19 @@ def test_a_stop_names_resume_as_the_way_on_only_when_the_run_can_continue():
     assert (stopped.signum, stopped.step, complete.step) == (15, 3, 4)
 
 
+def _quick_smoke(monkeypatch, quick: dict) -> None:
+    """The smoke preset with quick samplers that differ from its defaults (its own are its defaults)."""
+    monkeypatch.setitem(PRESETS, "smoke", dataclasses.replace(PRESETS["smoke"], quick_samplers=quick))
+
+
 def test_training_grids_sample_the_ema_weights_as_the_config_says(tmp_path, monkeypatch):
     """The EMA's weights (the raw ones without EMA) in eval mode, at the configured precision, four images to a
     row: a super-resolution stage's upsampled inputs above its samples; with the stage's quick sampler."""
+    _quick_smoke(monkeypatch, {"base64": ("ddim", 4)})
     seen = []
 
     def recording_sample_stage(network, cfg, seeds, low_res, sampler, mixed_precision, progress, step_progress):
-        assert sampler == default_sampler(cfg, quick=True)
+        assert sampler == (("ddim", 4) if cfg.stage == "base64" else default_sampler(cfg))
         seen.append((network, network.training, mixed_precision, progress, step_progress))
         return torch.zeros(4, 1, cfg.resolution, cfg.resolution)
 
@@ -462,6 +471,25 @@ def test_training_grids_sample_the_ema_weights_as_the_config_says(tmp_path, monk
         assert seen[-1][1:] == (False, False, False, True)  # no bar over the 4 images; the steps' bar as asked
         side = cfg.resolution + 2  # 2-pixel gaps
         assert Image.open(tmp_path / f"{stage}.png").size == (4 * side + 2, rows * side + 2)
+
+
+def test_the_studys_samples_use_the_quick_samplers_and_say_so(tmp_path, monkeypatch):
+    """The generation experiment and the label study sample with the preset's quick samplers, not the defaults,
+    and the generation record names them."""
+    _quick_smoke(monkeypatch, {"single256": ("ddim", 4), "base64": ("ddim", 2)})
+    cfg = stage_config("single256", "smoke")
+    stage = TrainedStage(build_network(cfg.unet).eval(), cfg, 0, None)
+    monkeypatch.setattr(generation, "find_run", lambda paths, *run: tmp_path)
+    monkeypatch.setattr(generation.checkpoint, "load_stage", lambda path, device: stage)
+    single = next(generator for generator in GENERATORS if generator.stages == (("single256", True, None),))
+    with one_thread():
+        generated = generation.generate(StudyPaths(tmp_path, "smoke"), single, 2, batch_size=2, progress=False)
+    assert generated.samplers == "ddim 4" != " ".join(map(str, default_sampler(cfg)))
+    assert generated.images[256].shape == (2, 1, 256, 256)
+    asked = []
+    monkeypatch.setattr(labels, "sample_stage", lambda model, cfg, seeds, sampler, **kwargs: asked.append(sampler))
+    labels.guided_samples(None, stage_config("base64", "smoke"), {"acl": 1}, 2.0, 2, 2, 0, False)
+    assert asked == [("ddim", 2)]
 
 
 def test_a_fresh_run_refuses_a_folder_with_step_checkpoints_alone_naming_the_newest(tmp_path):

@@ -133,7 +133,8 @@ def usefulness(trained, train: SliceDataset, valid: SliceDataset, reported: np.n
     """Per training set (real, synthetic, real + synthetic) and task: the probe's AUC on the reported
     valid exams, with its exam-bootstrap interval."""
     synthetic = sample_stage(trained.model, trained.config, list(range(len(train.labels))),
-                             sampler=default_sampler(trained.config, quick=True), batch_size=batch_size, progress=progress,
+                             sampler=default_sampler(trained.config, quick=True), batch_size=batch_size,
+                             progress=progress,
                              labels=train.labels.clone(), guidance=TSTR_GUIDANCE)
     sets = {
         "real": (train.images, train.labels),
